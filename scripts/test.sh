@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Every test, from a fresh clone: installs what the tests need, builds once, runs it all.
+# Usage: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Python test dependencies (the probe itself is standard library only).
+python3 -m pip install --quiet --disable-pip-version-check -e "probes/python[test]"
+
+# One build shared by every Rust test binary and by the Python end-to-end tests.
+cargo build --workspace --all-targets --locked
+export LEAKHOUND_BIN="$PWD/target/debug/leakhound"
+
+cargo test --workspace --locked
+python3 -m pytest -q probes/python/tests

@@ -1,0 +1,261 @@
+//! The command line: raw flags (clap) become a validated [`Common`] config, then each
+//! subcommand runs in its own module. Exit codes: 0 clean, 1 findings, 2 leakhound's own error
+//! (`check` passes a failing command's own status through).
+
+use crate::config::Config;
+use crate::source::Target;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub const EXIT_CLEAN: u8 = 0;
+pub const EXIT_FINDINGS: u8 = 1;
+pub const EXIT_ERROR: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "leakhound",
+    version,
+    about = "Finds what is stuck, leaking or starving in a concurrent program",
+    after_help = "Targets: a PID, unix:/path/to/probe.sock, http://HOST:PORT (tokio-console), FILE.lhrec\n\
+                  Exit status: 0 clean, 1 findings, 2 error."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print one snapshot of a target: threads, children, descriptors, sockets, probe data, findings.
+    Snapshot(SnapshotArgs),
+    /// Sample a target, print each finding once when it fires, and a summary at the end.
+    Watch(WatchArgs),
+    /// Open the dashboard on a running target.
+    Attach(AttachArgs),
+    /// Start a program with the probes loaded and open the dashboard on it.
+    Run(RunArgs),
+    /// Run a command under observation and decide a verdict for CI.
+    Check(CheckArgs),
+    /// Record a target's snapshots to a file for replay.
+    Record(RecordArgs),
+    /// Replay a recording in the dashboard (or print its findings with --json).
+    Replay(ReplayArgs),
+    /// Run the built-in misbehaving workload and show it in the dashboard.
+    Demo(DemoArgs),
+    /// List the rules and the threshold keys.
+    Rules,
+}
+
+/// Flags shared by every command that samples.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Time between samples.
+    #[arg(long, default_value = "1s", value_parser = parse_duration_arg)]
+    pub interval: Duration,
+    /// Set a rule threshold, e.g. -T stuck-task.after=30s (repeatable; `leakhound rules` lists keys).
+    #[arg(short = 'T', long = "threshold", value_name = "KEY=VALUE")]
+    pub thresholds: Vec<String>,
+}
+
+impl CommonArgs {
+    /// The validated thresholds.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let mut config = Config::default();
+        for t in &self.thresholds {
+            config.set(t).map_err(anyhow::Error::msg)?;
+        }
+        if self.interval.is_zero() {
+            anyhow::bail!("--interval must be above zero: write e.g. --interval 500ms");
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    #[arg(value_parser = parse_target)]
+    pub target: Target,
+    /// Print JSON (the stable interface of docs/SNAPSHOT.md) instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Include the full descriptor list with targets.
+    #[arg(long)]
+    pub fds: bool,
+    /// Ask the probe for every thread's stack.
+    #[arg(long)]
+    pub stacks: bool,
+    #[arg(short = 'T', long = "threshold", value_name = "KEY=VALUE")]
+    pub thresholds: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[arg(value_parser = parse_target)]
+    pub target: Target,
+    /// Stop after this long (default: until the target exits or Ctrl-C).
+    #[arg(long = "for", value_parser = parse_duration_arg)]
+    pub duration: Option<Duration>,
+    /// One JSON object per line per finding, then a summary object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    #[arg(value_parser = parse_target)]
+    pub target: Target,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The program and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Exit 1 when a finding is at or above this severity: info, warning, error.
+    #[arg(long, default_value = "warning")]
+    pub fail_on: crate::findings::Severity,
+    /// Format on standard output: text, json, junit, sarif.
+    #[arg(long, default_value = "text")]
+    pub format: String,
+    /// Also write a report to FILE; the format comes from FORMAT:FILE or the extension
+    /// (.json, .xml = junit, .sarif). Repeatable.
+    #[arg(short, long, value_name = "[FORMAT:]FILE")]
+    pub output: Vec<String>,
+    /// Ignore findings: RULE, or KIND=PATTERN with KIND one of rule, thread, task, location,
+    /// fd, child (repeatable; also [ignore] in leakhound.toml).
+    #[arg(long, value_name = "[KIND=]PATTERN")]
+    pub ignore: Vec<String>,
+    /// Config file (default: ./leakhound.toml when present).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Longest time to wait for things to settle at exit before judging.
+    #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
+    pub settle: Duration,
+    /// Leave descendants that outlive the command running instead of killing them.
+    #[arg(long)]
+    pub keep_orphans: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    #[arg(value_parser = parse_target)]
+    pub target: Target,
+    #[arg(short, long)]
+    pub output: PathBuf,
+    #[arg(long = "for", value_parser = parse_duration_arg)]
+    pub duration: Option<Duration>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    pub file: PathBuf,
+    /// Print the recording's findings as JSON lines instead of opening the dashboard.
+    #[arg(long)]
+    pub json: bool,
+    /// Playback speed multiplier.
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    #[arg(short = 'T', long = "threshold", value_name = "KEY=VALUE")]
+    pub thresholds: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Skip the Python part even when python3 is present.
+    #[arg(long)]
+    pub no_python: bool,
+    /// Run without the dashboard, printing findings as `watch` does, for this long.
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub headless: Option<Duration>,
+}
+
+fn parse_target(s: &str) -> Result<Target, String> {
+    s.parse()
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(s)
+}
+
+/// Runs the parsed command; every error becomes one line on stderr and exit status 2.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Rules => rules_command(),
+        other => dispatch(other),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("leakhound: error: {}", one_line(&err));
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<u8> {
+    match command {
+        Command::Rules => rules_command(),
+        other => anyhow::bail!(
+            "`leakhound {}` is not available in this build",
+            command_name(&other)
+        ),
+    }
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Snapshot(_) => "snapshot",
+        Command::Watch(_) => "watch",
+        Command::Attach(_) => "attach",
+        Command::Run(_) => "run",
+        Command::Check(_) => "check",
+        Command::Record(_) => "record",
+        Command::Replay(_) => "replay",
+        Command::Demo(_) => "demo",
+        Command::Rules => "rules",
+    }
+}
+
+fn rules_command() -> anyhow::Result<u8> {
+    println!("RULES");
+    for rule in crate::rules::all() {
+        println!("  {:<18} {}", rule.id(), rule.summary());
+    }
+    println!("\nTHRESHOLDS (-T KEY=VALUE)");
+    let defaults = crate::config::Config::default();
+    for (key, what) in crate::config::KEYS {
+        println!("  {key:<32} {what}");
+    }
+    let _ = defaults;
+    Ok(EXIT_CLEAN)
+}
+
+/// The error and its causes on one line: `reading x: permission denied`.
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,12 @@
+//! leakhound: finds what is stuck, leaking or starving in a concurrent program.
+//!
+//! Data flows one way: `source` → `model::Snapshot` → `history` → `rules` → `findings` →
+//! (`tui` | `report` | verdict). See `docs/ARCHITECTURE.md`.
+
+pub mod cli;
+pub mod config;
+pub mod findings;
+pub mod history;
+pub mod model;
+pub mod rules;
+pub mod source;
