@@ -1,7 +1,10 @@
 //! Findings: what a rule says about a target, with the evidence for it.
 
 use serde::{Deserialize, Serialize};
+
+mod tracker;
 use std::collections::BTreeMap;
+pub use tracker::Tracker;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -4,7 +4,9 @@
 
 use crate::model::Snapshot;
 
+pub mod collector;
 mod target;
+pub use collector::{Collector, CollectorEvent};
 pub use target::Target;
 
 /// What a caller wants in the next sample beyond the defaults; the costly parts are opt-in.
