@@ -5,6 +5,8 @@
 use crate::model::Snapshot;
 
 pub mod collector;
+#[cfg(target_os = "linux")]
+pub mod procfs;
 mod target;
 pub use collector::{Collector, CollectorEvent};
 pub use target::Target;
@@ -55,8 +57,9 @@ pub fn now_ms() -> u64 {
 
 /// Opens the source that reaches a target.
 pub fn open(target: &Target) -> Result<Box<dyn Source>, SourceError> {
-    #[allow(clippy::match_single_binding)] // one arm per source module as they land
     match target {
+        #[cfg(target_os = "linux")]
+        Target::Pid(pid) => Ok(Box::new(procfs::ProcSource::new(*pid)?)),
         other => Err(SourceError::Other(format!(
             "targets like '{other}' are not supported by this build"
         ))),

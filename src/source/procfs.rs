@@ -1,0 +1,587 @@
+//! The /proc view of any local process: threads, descendants, descriptors, limits, sockets.
+//!
+//! Linux only. All parsing is in [`parse`] (pure functions over bytes, property-tested); this
+//! module does the reading. It holds an open descriptor on `/proc/PID`, so a PID reused by a
+//! new process after the target exits reads as gone, never as the newcomer.
+//!
+//! Sampling runs at 1 Hz for as long as `watch` or the dashboard runs, so the costly parts are
+//! cached: the descriptor count comes from one `stat` of `/proc/PID/fd` (Linux ≥ 6.2 reports
+//! the count as the directory size), and the per-descriptor `readlink` scan and the socket
+//! tables are redone only when the count changes, when asked for the full list, or every few
+//! seconds (a socket can change state, or a descriptor be swapped, without the count moving).
+
+pub mod parse;
+
+use super::{SampleOptions, Source, SourceError, now_ms};
+use crate::model::{
+    Child, Fd, FdKind, FdSummary, ProcState, Process, Proto, Snapshot, Socket, Thread,
+};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+use rustix::io::Errno;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+/// Redo the readlink scan at least this often even when the count is unchanged.
+const FD_RESCAN_EVERY: Duration = Duration::from_secs(5);
+/// Re-read the socket tables at least this often: states (CLOSE_WAIT) change in place.
+const SOCKET_RESCAN_EVERY: Duration = Duration::from_secs(2);
+/// Per-thread `wchan` costs one more read per thread; refresh it at this rate.
+const WCHAN_EVERY: Duration = Duration::from_secs(5);
+
+/// A source for one local PID, read through /proc. Public and composable: the probe source
+/// wraps it and merges what the probe says into its snapshots.
+pub struct ProcSource {
+    pid: u32,
+    dir: OwnedFd,
+    ticks_per_sec: u64,
+    page_size: u64,
+    boot_epoch_ms: u64,
+    buf: Vec<u8>,
+    path: String,
+    sampled_once: bool,
+    fds: Option<FdScan>,
+    sockets: Option<SocketScan>,
+    wchans: HashMap<u32, Option<String>>,
+    wchan_at: Option<Instant>,
+}
+
+/// Result of the last readlink scan of `/proc/PID/fd`.
+struct FdScan {
+    at: Instant,
+    open: u64,
+    by_kind: BTreeMap<FdKind, u64>,
+    /// socket inode → descriptor number.
+    socket_fds: HashMap<u64, i32>,
+    /// Only kept when the full list was asked for.
+    list: Option<Vec<Fd>>,
+}
+
+struct SocketScan {
+    at: Instant,
+    sockets: Vec<Socket>,
+}
+
+impl ProcSource {
+    /// Opens `/proc/PID`. Fails with [`SourceError::NoSuchProcess`] when there is no such
+    /// process and [`SourceError::PermissionDenied`] when /proc hides it (hidepid).
+    pub fn new(pid: u32) -> Result<Self, SourceError> {
+        let dir = rustix::fs::openat(
+            CWD,
+            format!("/proc/{pid}"),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            Errno::ACCESS | Errno::PERM => SourceError::PermissionDenied {
+                pid,
+                what: String::new(),
+            },
+            _ => SourceError::NoSuchProcess(pid),
+        })?;
+        let mut source = ProcSource {
+            pid,
+            dir,
+            ticks_per_sec: rustix::param::clock_ticks_per_second().max(1),
+            page_size: rustix::param::page_size() as u64,
+            boot_epoch_ms: 0,
+            buf: Vec::with_capacity(64 * 1024),
+            path: String::with_capacity(64),
+            sampled_once: false,
+            fds: None,
+            sockets: None,
+            wchans: HashMap::new(),
+            wchan_at: None,
+        };
+        source.boot_epoch_ms = source.read_boot_epoch_ms();
+        Ok(source)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn read_boot_epoch_ms(&mut self) -> u64 {
+        let now = now_ms();
+        match read_file(CWD, "/proc/uptime", &mut self.buf)
+            .ok()
+            .and_then(|_| parse::parse_uptime(&self.buf))
+        {
+            Some(up) => now.saturating_sub((up * 1000.0) as u64),
+            None => 0,
+        }
+    }
+
+    fn ticks_to_ms(&self, ticks: u64) -> u64 {
+        ticks.saturating_mul(1000) / self.ticks_per_sec
+    }
+
+    /// The root's stat line, or why the root is gone.
+    fn read_root_stat(&mut self) -> Result<parse::StatLine, SourceError> {
+        let gone = |pid: u32, first: bool, why: &str| {
+            if first {
+                SourceError::NoSuchProcess(pid)
+            } else {
+                SourceError::Gone(format!("pid {pid} {why}"))
+            }
+        };
+        let first = !self.sampled_once;
+        match read_file(self.dir.as_fd(), "stat", &mut self.buf) {
+            Ok(()) => {}
+            Err(e) if is_denied(&e) => {
+                return Err(SourceError::PermissionDenied {
+                    pid: self.pid,
+                    what: "stat".into(),
+                });
+            }
+            Err(_) => return Err(gone(self.pid, first, "exited")),
+        }
+        let stat = parse::parse_stat(&self.buf).ok_or_else(|| {
+            SourceError::Other(format!(
+                "/proc/{}/stat did not parse; please report this with the file's content",
+                self.pid
+            ))
+        })?;
+        if matches!(stat.state, ProcState::Zombie | ProcState::Dead) {
+            return Err(gone(
+                self.pid,
+                first,
+                "exited (a zombie until its parent reaps it)",
+            ));
+        }
+        Ok(stat)
+    }
+
+    fn read_process(&mut self, stat: &parse::StatLine, notes: &mut Vec<String>) -> Process {
+        let cmd = match read_file(self.dir.as_fd(), "cmdline", &mut self.buf) {
+            Ok(()) => parse::parse_cmdline(&self.buf),
+            Err(e) => {
+                notes.push(format!("command line unreadable: {e}"));
+                String::new()
+            }
+        };
+        let uid = rustix::fs::fstat(&self.dir).map_or(0, |st| st.st_uid);
+        Process {
+            pid: self.pid,
+            ppid: stat.ppid,
+            name: stat.comm.clone(),
+            cmd: if cmd.is_empty() {
+                format!("[{}]", stat.comm)
+            } else {
+                cmd
+            },
+            state: stat.state,
+            start_time_ms: self.boot_epoch_ms + self.ticks_to_ms(stat.start_ticks),
+            rss_bytes: stat.rss_pages.saturating_mul(self.page_size),
+            cpu_time_ms: self.ticks_to_ms(stat.cpu_ticks),
+            uid,
+        }
+    }
+
+    fn read_threads(&mut self, notes: &mut Vec<String>) -> Vec<Thread> {
+        let tids = match list_numeric_dir(self.dir.as_fd(), "task") {
+            Ok(t) => t,
+            Err(e) => {
+                notes.push(format!("threads unreadable (/proc/{}/task): {e}", self.pid));
+                return Vec::new();
+            }
+        };
+        let refresh_wchan = self.wchan_at.is_none_or(|at| at.elapsed() >= WCHAN_EVERY);
+        if refresh_wchan {
+            self.wchan_at = Some(Instant::now());
+            self.wchans.retain(|tid, _| tids.contains(tid));
+        }
+        let mut threads = Vec::with_capacity(tids.len());
+        let mut vanished = 0;
+        for tid in tids {
+            set_path(&mut self.path, format_args!("task/{tid}/stat"));
+            let Some(stat) = read_file(self.dir.as_fd(), &self.path, &mut self.buf)
+                .ok()
+                .and_then(|_| parse::parse_stat(&self.buf))
+            else {
+                vanished += 1;
+                continue;
+            };
+            if refresh_wchan || !self.wchans.contains_key(&tid) {
+                set_path(&mut self.path, format_args!("task/{tid}/wchan"));
+                let wchan = read_file(self.dir.as_fd(), &self.path, &mut self.buf)
+                    .ok()
+                    .and_then(|_| parse::parse_wchan(&self.buf));
+                self.wchans.insert(tid, wchan);
+            }
+            threads.push(Thread {
+                tid,
+                name: stat.comm,
+                state: stat.state,
+                cpu_time_ms: self.ticks_to_ms(stat.cpu_ticks),
+                wchan: self.wchans.get(&tid).cloned().flatten(),
+                ..Default::default()
+            });
+        }
+        if vanished > 0 {
+            notes.push(format!("{vanished} thread(s) exited during the scan"));
+        }
+        threads
+    }
+
+    /// Walks /proc once: every process's parent, then the tree under the root.
+    fn read_descendants(&mut self, now: u64, notes: &mut Vec<String>) -> Vec<Child> {
+        let pids = match list_numeric_dir(CWD, "/proc") {
+            Ok(p) => p,
+            Err(e) => {
+                notes.push(format!("process list unreadable (/proc): {e}"));
+                return Vec::new();
+            }
+        };
+        let mut by_parent: HashMap<u32, Vec<parse::StatLine>> = HashMap::new();
+        for pid in pids {
+            if pid == self.pid {
+                continue;
+            }
+            set_path(&mut self.path, format_args!("/proc/{pid}/stat"));
+            // Processes come and go during the walk; one that vanished is simply not listed.
+            if let Some(stat) = read_file(CWD, &self.path, &mut self.buf)
+                .ok()
+                .and_then(|_| parse::parse_stat(&self.buf))
+            {
+                by_parent.entry(stat.ppid).or_default().push(stat);
+            }
+        }
+        let mut children = Vec::new();
+        let mut queue = vec![(self.pid, 0u32)];
+        while let Some((parent, depth)) = queue.pop() {
+            let Some(mut kids) = by_parent.remove(&parent) else {
+                continue;
+            };
+            kids.sort_by_key(|k| k.pid);
+            for kid in kids {
+                queue.push((kid.pid, depth + 1));
+                set_path(&mut self.path, format_args!("/proc/{}/cmdline", kid.pid));
+                let cmd = match read_file(CWD, &self.path, &mut self.buf) {
+                    Ok(()) => parse::parse_cmdline(&self.buf),
+                    Err(e) if is_gone(&e) => {
+                        notes.push(format!("child {} exited during the scan", kid.pid));
+                        continue;
+                    }
+                    Err(_) => String::new(),
+                };
+                let started = self.boot_epoch_ms + self.ticks_to_ms(kid.start_ticks);
+                children.push(Child {
+                    pid: kid.pid,
+                    ppid: kid.ppid,
+                    state: kid.state,
+                    cmd: if cmd.is_empty() {
+                        format!("[{}]", kid.comm)
+                    } else {
+                        cmd
+                    },
+                    age_ms: now.saturating_sub(started),
+                    depth: depth + 1,
+                    has_probe: false,
+                });
+            }
+        }
+        children.sort_by_key(|c| (c.depth, c.pid));
+        children
+    }
+
+    fn read_limits(&mut self, summary: &mut FdSummary, notes: &mut Vec<String>) {
+        match read_file(self.dir.as_fd(), "limits", &mut self.buf) {
+            Ok(()) => match parse::parse_nofile_limits(&self.buf) {
+                Some((soft, hard)) => {
+                    summary.soft_limit = soft;
+                    summary.hard_limit = hard;
+                }
+                None => notes.push(format!(
+                    "/proc/{}/limits has no 'Max open files' line",
+                    self.pid
+                )),
+            },
+            Err(e) => notes.push(format!("descriptor limits unreadable: {e}")),
+        }
+    }
+
+    /// The open count (cheap), then the readlink scan when it is due.
+    fn read_fds(&mut self, options: SampleOptions) -> Result<&FdScan, SourceError> {
+        let pid = self.pid;
+        let denied = move || SourceError::PermissionDenied {
+            pid,
+            what: "fd".into(),
+        };
+        let fast_count = match rustix::fs::statat(&self.dir, "fd", AtFlags::empty()) {
+            Ok(st) if st.st_size > 0 => Some(st.st_size as u64),
+            Ok(_) => None,
+            Err(Errno::ACCESS | Errno::PERM) => return Err(denied()),
+            Err(_) => return Err(SourceError::Gone(format!("pid {} exited", self.pid))),
+        };
+        let due = match (&self.fds, fast_count) {
+            (None, _) | (_, None) => true,
+            (Some(scan), Some(open)) => {
+                scan.open != open
+                    || scan.at.elapsed() >= FD_RESCAN_EVERY
+                    || (options.fd_list && scan.list.is_none())
+            }
+        };
+        if due {
+            let scan = self.scan_fds(options.fd_list).map_err(|e| {
+                if is_denied(&e) {
+                    denied()
+                } else {
+                    SourceError::Gone(format!("pid {pid} exited"))
+                }
+            })?;
+            // Sockets follow the descriptors: a new set of socket inodes means new rows.
+            let sockets_changed = self.fds.as_ref().is_none_or(|old| {
+                old.socket_fds.len() != scan.socket_fds.len()
+                    || scan
+                        .socket_fds
+                        .keys()
+                        .any(|k| !old.socket_fds.contains_key(k))
+            });
+            if sockets_changed {
+                self.sockets = None;
+            }
+            self.fds = Some(scan);
+        }
+        let scan = self.fds.as_mut().expect("scan just stored");
+        if let Some(open) = fast_count {
+            scan.open = open;
+        }
+        Ok(scan)
+    }
+
+    fn scan_fds(&mut self, with_list: bool) -> std::io::Result<FdScan> {
+        let dir = rustix::fs::openat(
+            &self.dir,
+            "fd",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut entries = rustix::fs::Dir::read_from(&dir)?;
+        let mut scan = FdScan {
+            at: Instant::now(),
+            open: 0,
+            by_kind: BTreeMap::new(),
+            socket_fds: HashMap::new(),
+            list: with_list.then(Vec::new),
+        };
+        let mut link = [0u8; 4096];
+        while let Some(entry) = entries.read() {
+            let entry = entry?;
+            let Some(fd) = std::str::from_utf8(entry.file_name().to_bytes())
+                .ok()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            // A descriptor closed between readdir and readlink is simply not counted.
+            let Ok(len) = rustix::fs::readlinkat_raw(&dir, entry.file_name(), &mut link[..]) else {
+                continue;
+            };
+            let target = &link[..len.min(link.len())];
+            let (kind, inode) = parse::classify_fd_target(target);
+            scan.open += 1;
+            *scan.by_kind.entry(kind).or_default() += 1;
+            if let Some(inode) = inode {
+                scan.socket_fds.insert(inode, fd);
+            }
+            if let Some(list) = scan.list.as_mut() {
+                list.push(Fd {
+                    fd,
+                    kind,
+                    target: String::from_utf8_lossy(target).into_owned(),
+                });
+            }
+        }
+        if let Some(list) = scan.list.as_mut() {
+            list.sort_by_key(|f| f.fd);
+        }
+        Ok(scan)
+    }
+
+    /// The rows of the target's own network namespace tables that its descriptors hold.
+    fn read_sockets(&mut self, notes: &mut Vec<String>) -> Vec<Socket> {
+        let Some(fds) = self.fds.as_ref() else {
+            return Vec::new();
+        };
+        if let Some(cached) = &self.sockets
+            && cached.at.elapsed() < SOCKET_RESCAN_EVERY
+        {
+            return cached.sockets.clone();
+        }
+        let wanted = &fds.socket_fds;
+        let mut sockets = Vec::new();
+        if !wanted.is_empty() {
+            let tables = [
+                ("net/tcp", Some(Proto::Tcp)),
+                ("net/tcp6", Some(Proto::Tcp6)),
+                ("net/udp", Some(Proto::Udp)),
+                ("net/udp6", Some(Proto::Udp6)),
+                ("net/unix", None),
+            ];
+            for (path, proto) in tables {
+                // Every socket accounted for: the remaining tables cannot add any.
+                if sockets.len() >= wanted.len() {
+                    break;
+                }
+                if let Err(e) = read_file(self.dir.as_fd(), path, &mut self.buf) {
+                    // IPv6 or unix support may be compiled out; only other errors are worth a note.
+                    if !is_gone(&e) {
+                        notes.push(format!(
+                            "socket table /proc/{}/{path} unreadable: {e}",
+                            self.pid
+                        ));
+                    }
+                    continue;
+                }
+                let push = |e: parse::NetEntry| {
+                    sockets.push(Socket {
+                        proto: e.proto,
+                        local: e.local,
+                        remote: e.remote,
+                        state: e.state.to_string(),
+                        inode: e.inode,
+                        fd: wanted.get(&e.inode).copied(),
+                        rx_queue: e.rx_queue,
+                        tx_queue: e.tx_queue,
+                    })
+                };
+                let is_wanted = |inode: u64| wanted.contains_key(&inode);
+                match proto {
+                    Some(proto) => parse::parse_inet_table(&self.buf, proto, is_wanted, push),
+                    None => parse::parse_unix_table(&self.buf, is_wanted, push),
+                }
+            }
+            sockets.sort_by_key(|s| (s.fd, s.inode));
+        }
+        self.sockets = Some(SocketScan {
+            at: Instant::now(),
+            sockets: sockets.clone(),
+        });
+        sockets
+    }
+}
+
+impl Source for ProcSource {
+    fn describe(&self) -> String {
+        format!("pid {} (procfs)", self.pid)
+    }
+
+    fn sample(&mut self, options: SampleOptions) -> Result<Snapshot, SourceError> {
+        let taken_at_ms = now_ms();
+        let stat = self.read_root_stat()?;
+        let mut notes = Vec::new();
+        let process = self.read_process(&stat, &mut notes);
+        let threads = self.read_threads(&mut notes);
+        let children = self.read_descendants(taken_at_ms, &mut notes);
+        let mut fds = FdSummary::default();
+        self.read_limits(&mut fds, &mut notes);
+        let scan = self.read_fds(options)?;
+        fds.open = scan.open;
+        fds.by_kind = scan.by_kind.clone();
+        let fd_list = if options.fd_list {
+            scan.list.clone()
+        } else {
+            None
+        };
+        let sockets = self.read_sockets(&mut notes);
+        // The root vanishing mid-scan leaves a torn snapshot: report it as gone instead.
+        self.read_root_stat()?;
+        self.sampled_once = true;
+        Ok(Snapshot {
+            taken_at_ms,
+            pid: self.pid,
+            source: "procfs".into(),
+            process: Some(process),
+            threads,
+            children,
+            fds,
+            fd_list,
+            sockets,
+            probe: None,
+            notes,
+        })
+    }
+}
+
+fn set_path(path: &mut String, args: std::fmt::Arguments<'_>) {
+    use std::fmt::Write;
+    path.clear();
+    let _ = path.write_fmt(args);
+}
+
+/// Reads a whole file relative to `dir` into `buf`, reusing its allocation.
+fn read_file(dir: BorrowedFd<'_>, path: &str, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    buf.clear();
+    let fd = rustix::fs::openat(dir, path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    std::fs::File::from(fd).read_to_end(buf)?;
+    Ok(())
+}
+
+/// Numeric entries of a directory (PIDs, TIDs), sorted.
+fn list_numeric_dir(dir: BorrowedFd<'_>, path: &str) -> std::io::Result<Vec<u32>> {
+    let fd = rustix::fs::openat(
+        dir,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut entries = rustix::fs::Dir::read_from(&fd)?;
+    let mut out = Vec::new();
+    while let Some(entry) = entries.read() {
+        let entry = entry?;
+        if let Some(n) = std::str::from_utf8(entry.file_name().to_bytes())
+            .ok()
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+fn is_gone(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH))
+}
+
+fn is_denied(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_itself() {
+        let mut source = ProcSource::new(std::process::id()).unwrap();
+        let _keep = std::fs::File::open("/proc/self/stat").unwrap();
+        let snap = source
+            .sample(SampleOptions {
+                fd_list: true,
+                stacks: false,
+            })
+            .unwrap();
+        let process = snap.process.as_ref().unwrap();
+        assert_eq!(process.pid, std::process::id());
+        assert!(process.rss_bytes > 0);
+        assert!(snap.threads.iter().any(|t| t.tid == std::process::id()));
+        assert!(snap.fds.open >= 1);
+        let list = snap.fd_list.as_ref().unwrap();
+        assert!(list.iter().any(|f| f.target.ends_with("/stat")), "{list:?}");
+        assert!(snap.fds.by_kind.get(&FdKind::File).copied().unwrap_or(0) >= 1);
+        let start = process.start_time_ms;
+        assert!(start <= now_ms() && start > now_ms() - 3_600_000, "{start}");
+    }
+
+    #[test]
+    fn nonexistent_pid() {
+        // PIDs above pid_max (at most 2^22) never exist.
+        assert!(matches!(
+            ProcSource::new(4_194_305 + 17),
+            Err(SourceError::NoSuchProcess(_))
+        ));
+    }
+}
