@@ -8,5 +8,6 @@ pub mod config;
 pub mod findings;
 pub mod history;
 pub mod model;
+pub mod report;
 pub mod rules;
 pub mod source;

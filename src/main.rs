@@ -1,5 +1,8 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    leakhound::cli::run(leakhound::cli::Cli::parse())
+    match leakhound::cli::Cli::try_parse() {
+        Ok(cli) => leakhound::cli::run(cli),
+        Err(err) => leakhound::cli::usage_error(err),
+    }
 }

@@ -2,6 +2,10 @@
 //! subcommand runs in its own module. Exit codes: 0 clean, 1 findings, 2 leakhound's own error
 //! (`check` passes a failing command's own status through).
 
+mod interrupt;
+pub mod snapshot;
+pub mod watch;
+
 use crate::config::Config;
 use crate::source::Target;
 use clap::{Args, Parser, Subcommand};
@@ -213,6 +217,8 @@ pub fn run(cli: Cli) -> ExitCode {
 fn dispatch(command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Rules => rules_command(),
+        Command::Snapshot(args) => snapshot::run(args),
+        Command::Watch(args) => watch::run(args),
         other => anyhow::bail!(
             "`leakhound {}` is not available in this build",
             command_name(&other)
@@ -258,4 +264,31 @@ pub fn one_line(err: &anyhow::Error) -> String {
         }
     }
     parts.join(": ")
+}
+
+/// A command-line mistake (bad target, unknown flag) as one line and exit status 2; help and
+/// version still print in full.
+pub fn usage_error(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = err.print();
+        return ExitCode::from(EXIT_CLEAN);
+    }
+    let rendered = err.render().to_string();
+    // clap's message runs until the first blank line (then usage and tips follow).
+    let message: Vec<&str> = rendered
+        .lines()
+        .skip_while(|l| l.trim().is_empty())
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let first = message.join(" ");
+    let first = first.trim_start_matches("error: ");
+    eprintln!("leakhound: error: {first} (see `leakhound --help`)");
+    ExitCode::from(EXIT_ERROR)
 }

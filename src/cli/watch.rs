@@ -1,0 +1,142 @@
+//! `leakhound watch TARGET`: sample, judge, print each finding once when it fires, and a
+//! summary at the end (time up, target exited, or Ctrl-C).
+
+use super::{EXIT_CLEAN, EXIT_FINDINGS, WatchArgs};
+use crate::findings::Tracker;
+use crate::history::History;
+use crate::report::json::WatchSummary;
+use crate::source::{Collector, CollectorEvent, SampleOptions};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
+
+/// How often the loop looks at the clock and the Ctrl-C flag between samples.
+const POLL: Duration = Duration::from_millis(100);
+
+pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
+    let config = args.common.config()?;
+    super::interrupt::install();
+    let options = SampleOptions::default();
+    let mut source = crate::source::open(&args.target)?;
+    // The first sample is taken here so a bad target is an error (exit 2), not a summary.
+    let first = source.sample(options)?;
+    let target = source.describe();
+    let started = Instant::now();
+    let rules = crate::rules::all();
+    let mut history = History::default();
+    let mut tracker = Tracker::new();
+    let mut samples = 0u64;
+    let mut errors = 0u64;
+    let mut exit_message = None;
+
+    if !args.json {
+        println!("watching {target} every {:?}", args.common.interval);
+        if let Some(note) = crate::report::no_probe_note(&first) {
+            println!("note: {note}");
+        }
+    }
+    let judge = |snapshot: crate::model::Snapshot, history: &mut History, tracker: &mut Tracker| {
+        let at = snapshot.taken_at_ms;
+        history.push(snapshot);
+        let findings = crate::rules::evaluate(&rules, history, &config);
+        for f in tracker.update(&findings) {
+            if args.json {
+                println!("{}", crate::report::json::finding_line(&f, at));
+            } else {
+                println!("{}", crate::report::text::finding_line(&f));
+            }
+        }
+    };
+    judge(first, &mut history, &mut tracker);
+    samples += 1;
+
+    // The first sample is ours; the collector's first comes one interval later.
+    std::thread::sleep(args.common.interval.min(remaining(started, args.duration)));
+    let (collector, events) = Collector::spawn(source, options, args.common.interval, 4);
+    let ended = loop {
+        if super::interrupt::interrupted() {
+            break "interrupted";
+        }
+        let left = remaining(started, args.duration);
+        if left.is_zero() {
+            break "duration";
+        }
+        match events.recv_timeout(POLL.min(left)) {
+            Ok(CollectorEvent::Snapshot(snapshot)) => {
+                samples += 1;
+                judge(*snapshot, &mut history, &mut tracker);
+            }
+            Ok(CollectorEvent::Error(e)) => {
+                errors += 1;
+                eprintln!("leakhound: warning: sample failed: {e}");
+            }
+            Ok(CollectorEvent::Gone(why)) => {
+                exit_message = Some(why);
+                break "target_exited";
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                exit_message = Some(format!("{target}: sampling stopped"));
+                break "target_exited";
+            }
+        }
+    };
+    collector.stop();
+
+    let summary = WatchSummary {
+        kind: "summary",
+        target,
+        samples,
+        duration_ms: started.elapsed().as_millis() as u64,
+        ended,
+        exit_message,
+        fired: tracker.fired_count(),
+        findings: tracker.all_fired(),
+        active: tracker.current().map(|f| f.key()).collect(),
+        errors,
+    };
+    if args.json {
+        println!("{}", crate::report::json::summary_line(&summary));
+    } else {
+        print!("{}", text_summary(&summary));
+    }
+    Ok(if summary.fired > 0 {
+        EXIT_FINDINGS
+    } else {
+        EXIT_CLEAN
+    })
+}
+
+fn remaining(started: Instant, limit: Option<Duration>) -> Duration {
+    limit.map_or(Duration::MAX, |l| l.saturating_sub(started.elapsed()))
+}
+
+fn text_summary(s: &WatchSummary) -> String {
+    use crate::report::text::{duration_ms, finding_line};
+    let how = match s.ended {
+        "target_exited" => format!(
+            "ended: {}",
+            s.exit_message.as_deref().unwrap_or("target exited")
+        ),
+        "interrupted" => "ended: interrupted".to_string(),
+        _ => "ended: time is up".to_string(),
+    };
+    let mut out = format!(
+        "\nwatched {} for {} ({} samples); {how}\n",
+        s.target,
+        duration_ms(s.duration_ms),
+        s.samples
+    );
+    if s.findings.is_empty() {
+        out.push_str("no findings\n");
+    } else {
+        out.push_str(&format!(
+            "{} finding(s), {} still active at the end:\n",
+            s.findings.len(),
+            s.active.len()
+        ));
+        for f in &s.findings {
+            out.push_str(&format!("  {}\n", finding_line(f)));
+        }
+    }
+    out
+}
