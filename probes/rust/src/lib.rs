@@ -1,1 +1,263 @@
-//! leakhound-probe: the in-process probe for tokio programs (see probes/PROTOCOL.md).
+//! leakhound-probe: the in-process probe for tokio programs (wire protocol:
+//! `probes/PROTOCOL.md`).
+//!
+//! ```no_run
+//! # async fn run() {
+//! // inside a tokio runtime:
+//! let _probe = leakhound_probe::init();
+//! // … the program; the probe answers `leakhound snapshot PID` until `_probe` is dropped.
+//! # }
+//! ```
+//!
+//! What it gives:
+//! - event-loop lag (p50/p99/max over a window, recent samples) and stalls, noticed by a
+//!   watchdog thread even while the runtime is blocked; runtime metrics (workers, alive
+//!   tasks, global queue depth, busy ratio, and with `tokio_unstable` the blocking pool);
+//! - with `--cfg tokio_unstable` and [`hooks`] on the runtime builder: every live task with
+//!   its spawn location, polls, busy time and time since progress, plus a small ring of
+//!   finished ones;
+//! - [`WithIds`]: `tid=… task=…` on every log line;
+//! - [`TrackedSemaphore`]: a semaphore whose waiters the probe can see;
+//! - [`LeakGuard`]: fail a test that leaks threads, descriptors, children or tasks.
+//!
+//! Task hooks must be set when the runtime is built, so `#[tokio::main]` cannot have them.
+//! Build the runtime by hand:
+//!
+//! ```no_run
+//! let runtime = leakhound_probe::runtime().build().unwrap(); // multi-thread, all drivers, hooks
+//! runtime.block_on(async {
+//!     let _probe = leakhound_probe::init();
+//!     // …
+//! });
+//! ```
+//!
+//! or add the hooks to your own builder with
+//! `leakhound_probe::hooks(&mut tokio::runtime::Builder::new_current_thread())`.
+//!
+//! Logging with ids beside console-subscriber (both layers on one registry, each with its
+//! own filter):
+//!
+//! ```ignore
+//! use tracing_subscriber::{fmt, prelude::*, EnvFilter};
+//! let console = console_subscriber::ConsoleLayer::builder().with_default_env().spawn();
+//! tracing_subscriber::registry()
+//!     .with(console)
+//!     .with(fmt::layer()
+//!         .map_event_format(leakhound_probe::WithIds)
+//!         .with_filter(EnvFilter::new("info")))
+//!     .init();
+//! ```
+
+mod fmt;
+mod lag;
+mod leakguard;
+mod registry;
+mod semaphore;
+mod server;
+mod wire;
+
+pub use fmt::{WithIds, layer as fmt_layer, write_ids};
+pub use leakguard::LeakGuard;
+pub use registry::hooks;
+pub use semaphore::{TrackedPermit, TrackedSemaphore};
+pub use server::socket_dir;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// A multi-thread runtime builder with every driver enabled and the probe's task hooks.
+pub fn runtime() -> tokio::runtime::Builder {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all();
+    hooks(&mut b);
+    b
+}
+
+/// Options for the probe; [`Builder::start`] turns it on.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    socket_dir: Option<PathBuf>,
+    lag_interval: Duration,
+    lag_window: Duration,
+    stall_threshold: Duration,
+    finished_tasks: usize,
+    log_ids: bool,
+    max_blocking_threads: usize,
+    handle: Option<tokio::runtime::Handle>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            socket_dir: None,
+            lag_interval: Duration::from_millis(50),
+            lag_window: Duration::from_secs(10),
+            stall_threshold: Duration::from_millis(100),
+            finished_tasks: 64,
+            log_ids: false,
+            max_blocking_threads: 512,
+            handle: None,
+        }
+    }
+}
+
+/// The default options.
+pub fn builder() -> Builder {
+    Builder::default()
+}
+
+/// Starts the probe with the default options, on the current tokio runtime.
+///
+/// # Panics
+/// Outside a tokio runtime (as `tokio::spawn` does). Use [`Builder::runtime`] to name one.
+pub fn init() -> Probe {
+    builder().start()
+}
+
+impl Builder {
+    /// Folder for `<pid>.sock` (default: `$LEAKHOUND_SOCKET_DIR`, else
+    /// `$XDG_RUNTIME_DIR/leakhound`, else `/tmp/leakhound-<uid>`).
+    pub fn socket_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.socket_dir = Some(dir.into());
+        self
+    }
+    /// How often the loop's lag is sampled (default 50 ms).
+    pub fn lag_interval(mut self, every: Duration) -> Self {
+        self.lag_interval = every.max(Duration::from_millis(1));
+        self
+    }
+    /// The window lag percentiles cover (default 10 s).
+    pub fn lag_window(mut self, window: Duration) -> Self {
+        self.lag_window = window;
+        self
+    }
+    /// A lag or a single poll at least this long is recorded as a stall (default 100 ms).
+    pub fn stall_threshold(mut self, threshold: Duration) -> Self {
+        self.stall_threshold = threshold;
+        self
+    }
+    /// Finished tasks remembered (default 64; 0 keeps none).
+    pub fn finished_tasks(mut self, n: usize) -> Self {
+        self.finished_tasks = n;
+        self
+    }
+    /// Also install a global fmt subscriber writing `tid=… task=…` on every line
+    /// (default off; ignored when the program already set a global subscriber).
+    pub fn log_ids(mut self, on: bool) -> Self {
+        self.log_ids = on;
+        self
+    }
+    /// Tell the probe the runtime's `max_blocking_threads` (tokio does not report it).
+    pub fn max_blocking_threads(mut self, n: usize) -> Self {
+        self.max_blocking_threads = n;
+        self
+    }
+    /// Observe this runtime instead of the current one.
+    pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
+        self.handle = Some(handle);
+        self
+    }
+
+    /// Turns the probe on. Socket problems (no permission on the folder, …) never fail the
+    /// host: the probe then measures without serving and [`Probe::socket_path`] is `None`.
+    ///
+    /// # Panics
+    /// When no runtime was given and none is current.
+    pub fn start(self) -> Probe {
+        let handle = self.handle.unwrap_or_else(tokio::runtime::Handle::current);
+        registry::FINISHED_CAP.store(self.finished_tasks, Ordering::Relaxed);
+        if self.log_ids {
+            use tracing_subscriber::prelude::*;
+            let _ = tracing_subscriber::registry().with(fmt::layer()).try_init();
+        }
+        let shared = Arc::new(lag::Shared {
+            handle,
+            lag: std::sync::Mutex::new(lag::LagState::new(self.lag_window)),
+            stop: AtomicBool::new(false),
+            interval: self.lag_interval,
+            stall_threshold: self.stall_threshold,
+            window: self.lag_window,
+            max_blocking_threads: self.max_blocking_threads,
+        });
+        let watchdog = lag::start(shared.clone()).ok();
+        let dir = server::socket_dir(self.socket_dir.as_deref());
+        let (server, socket_path) = match server::bind(&dir) {
+            Ok((listener, path)) => {
+                let s = shared.clone();
+                let t = std::thread::Builder::new()
+                    .name("leakhound-probe".into())
+                    .spawn(move || server::serve(listener, s))
+                    .ok();
+                (t, Some(path))
+            }
+            Err(_) => (None, None),
+        };
+        Probe {
+            shared,
+            watchdog,
+            server,
+            socket_path,
+        }
+    }
+}
+
+/// The running probe. Keep it alive; dropping it stops the threads and removes the socket.
+pub struct Probe {
+    shared: Arc<lag::Shared>,
+    watchdog: Option<std::thread::JoinHandle<()>>,
+    server: Option<std::thread::JoinHandle<()>>,
+    socket_path: Option<PathBuf>,
+}
+
+impl Probe {
+    /// The socket collectors connect to, when it could be created.
+    pub fn socket_path(&self) -> Option<&std::path::Path> {
+        self.socket_path.as_deref()
+    }
+
+    /// The snapshot the probe would send now, as JSON (`ProbeData` of the protocol).
+    pub fn snapshot_json(&self) -> serde_json::Value {
+        serde_json::to_value(wire::snapshot(&self.shared, &mut wire::BusyPrev::default()))
+            .unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for t in [self.watchdog.take(), self.server.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = t.join();
+        }
+        if let Some(p) = &self.socket_path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Tokio task ids of live tasks spawned from a matching location, for [`LeakGuard`].
+pub(crate) fn live_tasks() -> Option<Vec<(String, String)>> {
+    if !registry::HOOKS_INSTALLED.load(Ordering::Relaxed) {
+        return None;
+    }
+    let (live, _) = registry::collect();
+    Some(
+        live.into_iter()
+            .map(|(id, e)| {
+                (
+                    id.to_string(),
+                    format!(
+                        "{}:{}:{}",
+                        e.location.file(),
+                        e.location.line(),
+                        e.location.column()
+                    ),
+                )
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,85 @@
+//! `tid=<OS thread id> task=<tokio task id>` on every log line.
+//!
+//! [`WithIds`] wraps any `tracing_subscriber` event formatter, so it composes with the
+//! user's own fmt layer (and with console-subscriber's layer beside it):
+//!
+//! ```
+//! use tracing_subscriber::{fmt, prelude::*};
+//! tracing_subscriber::registry()
+//!     .with(fmt::layer().map_event_format(leakhound_probe::WithIds))
+//!     .init();
+//! tracing::info!("hello"); // tid=4711 task=- 2026-…Z  INFO doc: hello
+//! ```
+//!
+//! The ids are the ones `leakhound snapshot PID` shows: `tid` is the kernel thread id of
+//! `/proc/PID/task/TID` (not Rust's `ThreadId`), `task` is `tokio::task::try_id()`.
+
+use std::fmt;
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// An event formatter that prefixes the wrapped one's output with `tid=… task=…`.
+#[derive(Debug, Clone, Default)]
+pub struct WithIds<E>(pub E);
+
+impl<S, N, E> FormatEvent<S, N> for WithIds<E>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    E: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        write_ids(&mut writer)?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
+/// Writes `tid=N task=M ` (task `-` outside a task) for the calling thread.
+pub fn write_ids(w: &mut impl fmt::Write) -> fmt::Result {
+    let tid = rustix::thread::gettid().as_raw_nonzero();
+    match tokio::task::try_id() {
+        Some(id) => write!(w, "tid={tid} task={id} "),
+        None => write!(w, "tid={tid} task=- "),
+    }
+}
+
+/// A ready-made fmt layer with ids, for programs without a subscriber of their own.
+pub fn layer<S>() -> impl tracing_subscriber::Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer().map_event_format(WithIds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_kernel_tid_and_task_id() {
+        let mut out = String::new();
+        write_ids(&mut out).unwrap();
+        let tid = rustix::thread::gettid().as_raw_nonzero();
+        assert_eq!(out, format!("tid={tid} task=- "));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (line, id) = rt.block_on(async {
+            tokio::spawn(async {
+                let mut s = String::new();
+                write_ids(&mut s).unwrap();
+                (s, tokio::task::id())
+            })
+            .await
+            .unwrap()
+        });
+        assert!(line.ends_with(&format!(" task={id} ")), "{line}");
+    }
+}

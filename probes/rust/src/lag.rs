@@ -1,0 +1,257 @@
+//! Event-loop lag and stalls.
+//!
+//! A watchdog OS thread sends a timestamp every `interval` to a ticker task on the runtime;
+//! the ticker measures how late it got it (the scheduling delay a real task would see). When
+//! a tick stays unconsumed the runtime is blocked *now*: the watchdog notices it without
+//! the runtime's help, as it notices a single poll running over the stall threshold.
+
+use crate::registry;
+use crate::wire::Stall;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where the ticker task is spawned from; the registry hides tasks spawned here.
+pub(crate) const TICKER_FILE: &str = file!();
+
+const MAX_SAMPLES: usize = 4096;
+const HISTORY: usize = 120;
+const MAX_STALLS: usize = 16;
+
+pub(crate) struct LagState {
+    /// (when, lag ms) inside the window, oldest first.
+    samples: VecDeque<(Instant, f64)>,
+    window: Duration,
+    pub stalls: VecDeque<Stall>,
+    /// The loop has not taken the pending tick since this instant (blocked now).
+    pub blocked_since: Option<(Instant, u64)>,
+    /// Polls running over the threshold now: task id -> (first seen, at_ms, duration so far).
+    pub long_polls: HashMap<u64, (u64, f64)>,
+    /// Blocking pool has had queued work with no idle thread since this instant.
+    pub blocking_saturated_since: Option<Instant>,
+}
+
+impl LagState {
+    pub fn new(window: Duration) -> Self {
+        LagState {
+            samples: VecDeque::new(),
+            window,
+            stalls: VecDeque::new(),
+            blocked_since: None,
+            long_polls: HashMap::new(),
+            blocking_saturated_since: None,
+        }
+    }
+
+    pub fn record(&mut self, at: Instant, lag_ms: f64) {
+        self.samples.push_back((at, lag_ms));
+        while self.samples.len() > MAX_SAMPLES
+            || self
+                .samples
+                .front()
+                .is_some_and(|(t, _)| at.duration_since(*t) > self.window)
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    pub fn push_stall(&mut self, stall: Stall) {
+        if self.stalls.len() >= MAX_STALLS {
+            self.stalls.pop_front();
+        }
+        self.stalls.push_back(stall);
+    }
+
+    /// (p50, p99, max, samples, recent history).
+    pub fn summary(&self) -> (f64, f64, f64, u64, Vec<f64>) {
+        let mut v: Vec<f64> = self.samples.iter().map(|(_, l)| *l).collect();
+        let history: Vec<f64> = v.iter().rev().take(HISTORY).rev().copied().collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        let pick = |q: f64| {
+            if v.is_empty() {
+                0.0
+            } else {
+                v[((v.len() - 1) as f64 * q).round() as usize]
+            }
+        };
+        (
+            pick(0.5),
+            pick(0.99),
+            v.last().copied().unwrap_or(0.0),
+            v.len() as u64,
+            history,
+        )
+    }
+}
+
+pub(crate) struct Shared {
+    pub handle: tokio::runtime::Handle,
+    pub lag: Mutex<LagState>,
+    pub stop: AtomicBool,
+    pub interval: Duration,
+    pub stall_threshold: Duration,
+    pub window: Duration,
+    /// As configured on the runtime builder (tokio does not report it); 512 by default.
+    pub max_blocking_threads: usize,
+}
+
+impl Shared {
+    pub fn lag(&self) -> std::sync::MutexGuard<'_, LagState> {
+        self.lag.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub(crate) fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Spawns the ticker on the runtime and returns the watchdog thread.
+pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Instant>(1);
+    let ticker_shared = shared.clone();
+    shared.handle.spawn(async move {
+        while let Some(sent) = rx.recv().await {
+            let now = Instant::now();
+            let lag = now.saturating_duration_since(sent);
+            let mut st = ticker_shared.lag();
+            st.record(now, ms(lag));
+            if let Some((since, at_ms)) = st.blocked_since.take() {
+                let duration = ms(now.saturating_duration_since(since));
+                st.push_stall(Stall {
+                    at_ms,
+                    duration_ms: duration,
+                    stack: Vec::new(),
+                    task: None,
+                });
+            } else if lag >= ticker_shared.stall_threshold {
+                st.push_stall(Stall {
+                    at_ms: epoch_ms(),
+                    duration_ms: ms(lag),
+                    stack: Vec::new(),
+                    task: None,
+                });
+            }
+        }
+    });
+    std::thread::Builder::new()
+        .name("leakhound-watch".into())
+        .spawn(move || watchdog(shared, tx))
+}
+
+fn watchdog(shared: Arc<Shared>, tx: tokio::sync::mpsc::Sender<Instant>) {
+    let mut pending: Option<Instant> = None;
+    while !shared.stop.load(Ordering::Relaxed) {
+        std::thread::sleep(shared.interval);
+        let now = Instant::now();
+        match tx.try_send(now) {
+            Ok(()) => pending = Some(now),
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                // The previous tick is still unread: the runtime has not scheduled its ticker.
+                if let Some(sent) = pending {
+                    let late = now.saturating_duration_since(sent);
+                    if late >= shared.stall_threshold {
+                        let mut st = shared.lag();
+                        if st.blocked_since.is_none() {
+                            st.blocked_since = Some((sent, epoch_ms() - late.as_millis() as u64));
+                        }
+                    }
+                }
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+        }
+        watch_long_polls(&shared);
+        watch_blocking_pool(&shared, now);
+        crate::semaphore::watch(now);
+    }
+}
+
+/// Records every poll that runs over the stall threshold, as a stall naming its task.
+fn watch_long_polls(shared: &Shared) {
+    let now_ns = registry::now_ns();
+    let threshold = shared.stall_threshold.as_nanos() as u64;
+    let running = registry::polls_now();
+    let mut st = shared.lag();
+    let mut still: HashMap<u64, (u64, f64)> = HashMap::new();
+    for (task, since, _tid) in running {
+        let took = now_ns.saturating_sub(since);
+        if took >= threshold {
+            let at_ms = st
+                .long_polls
+                .get(&task)
+                .map_or_else(|| epoch_ms() - took / 1_000_000, |(at, _)| *at);
+            still.insert(task, (at_ms, took as f64 / 1e6));
+        }
+    }
+    let ended: Vec<(u64, (u64, f64))> = st
+        .long_polls
+        .iter()
+        .filter(|(id, _)| !still.contains_key(id))
+        .map(|(id, v)| (*id, *v))
+        .collect();
+    for (task, (at_ms, duration_ms)) in ended {
+        st.push_stall(Stall {
+            at_ms,
+            duration_ms,
+            stack: Vec::new(),
+            task: Some(task.to_string()),
+        });
+    }
+    st.long_polls = still;
+}
+
+#[cfg_attr(not(tokio_unstable), allow(unused_variables))]
+fn watch_blocking_pool(shared: &Shared, now: Instant) {
+    #[cfg(tokio_unstable)]
+    {
+        let m = shared.handle.metrics();
+        let saturated = m.blocking_queue_depth() > 0 && m.num_idle_blocking_threads() == 0;
+        let mut st = shared.lag();
+        match (saturated, st.blocking_saturated_since) {
+            (true, None) => st.blocking_saturated_since = Some(now),
+            (false, Some(_)) => st.blocking_saturated_since = None,
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_drops_old_samples_and_ranks() {
+        let mut st = LagState::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        for i in 0..100 {
+            st.record(t0 + Duration::from_millis(i * 10), i as f64);
+        }
+        let (p50, p99, max, n, hist) = st.summary();
+        assert_eq!(n, 100);
+        assert_eq!(max, 99.0);
+        assert!((49.0..=51.0).contains(&p50), "{p50}");
+        assert!(p99 >= 97.0);
+        assert_eq!(hist.len(), 100);
+        st.record(t0 + Duration::from_secs(30), 1.0);
+        assert_eq!(st.summary().3, 1, "samples older than the window fall out");
+    }
+
+    #[test]
+    fn stalls_are_bounded() {
+        let mut st = LagState::new(Duration::from_secs(10));
+        for i in 0..100 {
+            st.push_stall(Stall {
+                at_ms: i,
+                ..Default::default()
+            });
+        }
+        assert_eq!(st.stalls.len(), MAX_STALLS);
+        assert_eq!(st.stalls.back().unwrap().at_ms, 99);
+    }
+}

@@ -1,0 +1,301 @@
+//! The `leakhound/1` messages this probe sends (see probes/PROTOCOL.md); field names follow
+//! `leakhound::model::ProbeData`, which this crate does not depend on.
+
+use crate::lag::{Shared, epoch_ms};
+use crate::registry;
+use serde::Serialize;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Stall {
+    pub at_ms: u64,
+    pub duration_ms: f64,
+    pub stack: Vec<String>,
+    pub task: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Pool {
+    pub id: String,
+    pub kind: String,
+    pub name: String,
+    pub max_workers: u64,
+    pub live_workers: u64,
+    pub busy_workers: u64,
+    pub queued: u64,
+    pub saturated_ms: u64,
+    pub queue_wait_p99_ms: Option<f64>,
+    pub submitted: u64,
+    pub completed: u64,
+    pub open: bool,
+    pub created_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Lag {
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    samples: u64,
+    window_ms: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct RuntimeMetrics {
+    workers: u64,
+    alive_tasks: u64,
+    global_queue_depth: u64,
+    busy_ratio: f64,
+    blocking_threads: Option<u64>,
+    idle_blocking_threads: Option<u64>,
+    blocking_queue_depth: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct EventLoop {
+    id: String,
+    tid: u32,
+    running: bool,
+    lag: Lag,
+    lag_history_ms: Vec<f64>,
+    stalls: Vec<Stall>,
+    runtime: RuntimeMetrics,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Task {
+    pub id: String,
+    pub name: String,
+    pub state: &'static str,
+    pub kind: &'static str,
+    pub spawn_location: Option<String>,
+    pub age_ms: u64,
+    pub since_progress_ms: u64,
+    pub polls: Option<u64>,
+    pub busy_ms: Option<u64>,
+    pub lost_waker: bool,
+    pub loop_id: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Dropped {
+    events: u64,
+    tasks: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct ProbeData {
+    runtime: &'static str,
+    runtime_version: String,
+    probe_version: &'static str,
+    now_ms: u64,
+    loops: Vec<EventLoop>,
+    pub tasks: Vec<Task>,
+    pools: Vec<Pool>,
+    events: Vec<serde_json::Value>,
+    missing: Vec<String>,
+    dropped: Dropped,
+}
+
+/// Tasks sent in one reply at most; the rest are counted in `dropped.tasks`.
+const MAX_TASKS: usize = 20_000;
+
+pub(crate) const LOOP_ID: &str = "tokio";
+
+/// Busy-time bookkeeping between two samples, for the busy ratio.
+#[derive(Default)]
+pub(crate) struct BusyPrev {
+    at: Option<Instant>,
+    busy: Duration,
+}
+
+fn loc(l: &std::panic::Location<'_>) -> String {
+    format!("{}:{}:{}", l.file(), l.line(), l.column())
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+/// The live tasks (and the newest finished ones) as the protocol shows them.
+pub(crate) fn tasks(now: Instant) -> (Vec<Task>, u64) {
+    let running: std::collections::HashMap<u64, u64> = registry::polls_now()
+        .into_iter()
+        .map(|(id, since, _)| (id, since))
+        .collect();
+    let (live, finished) = registry::collect();
+    let mut out = Vec::with_capacity(live.len() + finished.len());
+    for (id, e) in live {
+        let polling = running.contains_key(&id);
+        let progress = e.last_poll_end.unwrap_or(e.spawned);
+        out.push(Task {
+            id: id.to_string(),
+            name: String::new(),
+            state: if polling { "running" } else { "idle" },
+            kind: "task",
+            spawn_location: Some(loc(e.location)),
+            age_ms: millis(now.saturating_duration_since(e.spawned)),
+            // A task in a poll is making progress unless the poll itself is long (a stall).
+            since_progress_ms: if polling {
+                0
+            } else {
+                millis(now.saturating_duration_since(progress))
+            },
+            polls: Some(e.polls),
+            busy_ms: Some(millis(e.busy)),
+            lost_waker: false,
+            loop_id: Some(LOOP_ID.into()),
+        });
+    }
+    for f in finished {
+        out.push(Task {
+            id: f.id.to_string(),
+            name: String::new(),
+            state: "done",
+            kind: "task",
+            spawn_location: Some(loc(f.entry.location)),
+            age_ms: millis(f.ended.saturating_duration_since(f.entry.spawned)),
+            since_progress_ms: 0,
+            polls: Some(f.entry.polls),
+            busy_ms: Some(millis(f.entry.busy)),
+            lost_waker: false,
+            loop_id: Some(LOOP_ID.into()),
+        });
+    }
+    let dropped = out.len().saturating_sub(MAX_TASKS) as u64;
+    out.truncate(MAX_TASKS);
+    (out, dropped)
+}
+
+/// What this build cannot see, each with how to turn it on.
+pub(crate) fn missing() -> Vec<String> {
+    let mut m = Vec::new();
+    if !cfg!(tokio_unstable) {
+        m.push(
+            "tasks: tokio's task hooks need RUSTFLAGS=\"--cfg tokio_unstable\" (or [build] rustflags in .cargo/config.toml), then leakhound_probe::hooks(&mut runtime_builder)".into(),
+        );
+        m.push(
+            "blocking pool: threads, idle threads and queue depth need RUSTFLAGS=\"--cfg tokio_unstable\"".into(),
+        );
+    } else if !registry::HOOKS_INSTALLED.load(Ordering::Relaxed) {
+        m.push(
+            "tasks: build the runtime with leakhound_probe::hooks(&mut builder) (or leakhound_probe::runtime()); #[tokio::main] cannot install task hooks".into(),
+        );
+    }
+    m.push(
+        "lost-waker: tokio's task hooks do not track wakers; attach to a console-subscriber endpoint (http://HOST:PORT) for waker counts".into(),
+    );
+    m.push("stacks: native thread stacks are not collected by the Rust probe".into());
+    m
+}
+
+pub(crate) fn snapshot(shared: &Shared, prev: &mut BusyPrev) -> ProbeData {
+    let now = Instant::now();
+    let m = shared.handle.metrics();
+    let workers = m.num_workers();
+    let busy: Duration = (0..workers).map(|w| m.worker_total_busy_duration(w)).sum();
+    let busy_ratio = match prev.at {
+        Some(at) if now > at && workers > 0 => {
+            let span = now.duration_since(at).as_secs_f64() * workers as f64;
+            (busy.saturating_sub(prev.busy).as_secs_f64() / span).clamp(0.0, 1.0)
+        }
+        _ => 0.0,
+    };
+    prev.at = Some(now);
+    prev.busy = busy;
+
+    #[cfg(tokio_unstable)]
+    let (bt, bi, bq) = (
+        Some(m.num_blocking_threads() as u64),
+        Some(m.num_idle_blocking_threads() as u64),
+        Some(m.blocking_queue_depth() as u64),
+    );
+    #[cfg(not(tokio_unstable))]
+    let (bt, bi, bq): (Option<u64>, Option<u64>, Option<u64>) = (None, None, None);
+
+    let st = shared.lag();
+    let (p50, p99, max, samples, history) = st.summary();
+    let mut stalls: Vec<Stall> = st.stalls.iter().cloned().collect();
+    // Stalls still going on right now are reported with their duration so far.
+    if let Some((since, at_ms)) = st.blocked_since {
+        stalls.push(Stall {
+            at_ms,
+            duration_ms: now.saturating_duration_since(since).as_secs_f64() * 1000.0,
+            stack: Vec::new(),
+            task: None,
+        });
+    }
+    for (task, (at_ms, duration_ms)) in &st.long_polls {
+        stalls.push(Stall {
+            at_ms: *at_ms,
+            duration_ms: *duration_ms,
+            stack: Vec::new(),
+            task: Some(task.to_string()),
+        });
+    }
+    let blocking_saturated = st.blocking_saturated_since;
+    let window_ms = shared.window.as_millis() as u64;
+    drop(st);
+
+    let mut pools = crate::semaphore::pools();
+    if let (Some(threads), Some(idle), Some(queued)) = (bt, bi, bq) {
+        pools.push(Pool {
+            id: "blocking_pool".into(),
+            kind: "blocking_pool".into(),
+            name: "tokio blocking pool".into(),
+            max_workers: shared.max_blocking_threads as u64,
+            live_workers: threads,
+            busy_workers: threads.saturating_sub(idle),
+            queued,
+            saturated_ms: blocking_saturated.map_or(0, |t| millis(now.duration_since(t))),
+            queue_wait_p99_ms: None,
+            submitted: 0,
+            completed: 0,
+            open: true,
+            created_at: None,
+        });
+    }
+    let (tasks, dropped_tasks) = tasks(now);
+    let flavor = match shared.handle.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => "current_thread",
+        _ => "multi_thread",
+    };
+    ProbeData {
+        runtime: "tokio",
+        runtime_version: format!("tokio ({flavor})"),
+        probe_version: env!("CARGO_PKG_VERSION"),
+        now_ms: epoch_ms(),
+        loops: vec![EventLoop {
+            id: LOOP_ID.into(),
+            tid: 0,
+            running: !shared.stop.load(Ordering::Relaxed),
+            lag: Lag {
+                p50_ms: p50,
+                p99_ms: p99,
+                max_ms: max,
+                samples,
+                window_ms,
+            },
+            lag_history_ms: history,
+            stalls,
+            runtime: RuntimeMetrics {
+                workers: workers as u64,
+                alive_tasks: m.num_alive_tasks() as u64,
+                global_queue_depth: m.global_queue_depth() as u64,
+                busy_ratio,
+                blocking_threads: bt,
+                idle_blocking_threads: bi,
+                blocking_queue_depth: bq,
+            },
+        }],
+        tasks,
+        pools,
+        events: Vec::new(),
+        missing: missing(),
+        dropped: Dropped {
+            events: 0,
+            tasks: dropped_tasks,
+        },
+    }
+}

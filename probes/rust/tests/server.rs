@@ -1,0 +1,192 @@
+//! The probe's socket server, spoken to with a small client of the leakhound/1 protocol.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+struct Client {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    next: u64,
+}
+
+impl Client {
+    fn connect(path: &Path) -> (Client, Value) {
+        let stream = UnixStream::connect(path).expect("connect to probe");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let writer = stream.try_clone().unwrap();
+        let mut c = Client {
+            reader: BufReader::new(stream),
+            writer,
+            next: 1,
+        };
+        let hello = c.read();
+        c.send(&json!({"type":"hello","protocol":"leakhound/1","client":"test"}));
+        (c, hello)
+    }
+    fn send(&mut self, v: &Value) {
+        let mut line = serde_json::to_vec(v).unwrap();
+        line.push(b'\n');
+        self.writer.write_all(&line).unwrap();
+    }
+    fn read(&mut self) -> Value {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad reply {line:?}: {e}"))
+    }
+    fn request(&mut self, kind: &str) -> Value {
+        let id = self.next;
+        self.next += 1;
+        self.send(&json!({"type": kind, "id": id}));
+        let reply = self.read();
+        assert_eq!(reply["id"], json!(id), "{reply}");
+        reply
+    }
+}
+
+fn task<'a>(data: &'a Value, id: &str) -> &'a Value {
+    data["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap_or_else(|| panic!("task {id} not in {}", data["tasks"]))
+}
+
+#[test]
+fn serves_tasks_lag_and_metrics_with_safe_permissions() {
+    let dir = tempfile::tempdir().unwrap();
+    let sockdir = dir.path().join("socks");
+    let rt = leakhound_probe::runtime()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let probe = leakhound_probe::builder().socket_dir(&sockdir).start();
+        let path = probe.socket_path().expect("socket created").to_path_buf();
+        assert_eq!(path, sockdir.join(format!("{}.sock", std::process::id())));
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&sockdir), 0o700);
+        assert_eq!(mode(&path), 0o600);
+
+        // A task stuck on a channel nobody feeds, and one that finished.
+        let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let stuck = tokio::spawn(async move {
+            let _ = rx.await;
+        });
+        let done = tokio::spawn(async {});
+        let done_id = done.id().to_string();
+        done.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let data = tokio::task::spawn_blocking(move || {
+            let (mut c, hello) = Client::connect(&path);
+            assert_eq!(hello["protocol"], "leakhound/1");
+            assert_eq!(hello["runtime"], "tokio");
+            assert_eq!(hello["pid"], json!(std::process::id()));
+            assert_eq!(c.request("ping")["type"], "pong");
+            let err = c.request("frobnicate");
+            assert_eq!(err["type"], "error");
+            assert!(err["error"].as_str().unwrap().contains("frobnicate"));
+            // A malformed line gets an error and the connection stays usable.
+            c.writer.write_all(b"{not json\n").unwrap();
+            assert_eq!(c.read()["type"], "error");
+            c.request("snapshot")["data"].clone()
+        })
+        .await
+        .unwrap();
+
+        assert_eq!(data["runtime"], "tokio");
+        let stuck_task = task(&data, &stuck.id().to_string());
+        assert_eq!(stuck_task["state"], "idle");
+        assert_eq!(stuck_task["polls"], 1);
+        assert!(
+            stuck_task["since_progress_ms"].as_u64().unwrap() >= 200,
+            "{stuck_task}"
+        );
+        assert!(
+            stuck_task["spawn_location"]
+                .as_str()
+                .unwrap()
+                .contains("tests/server.rs")
+        );
+        assert_eq!(task(&data, &done_id)["state"], "done");
+        let lp = &data["loops"][0];
+        assert!(lp["lag"]["samples"].as_u64().unwrap() >= 2, "{lp}");
+        assert_eq!(lp["runtime"]["workers"], 2);
+        assert!(lp["runtime"]["alive_tasks"].as_u64().unwrap() >= 1);
+        assert!(lp["runtime"]["blocking_threads"].is_u64(), "{lp}");
+        // The probe's own ticker is not reported as a user task.
+        assert!(
+            data["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|t| !t["spawn_location"].as_str().unwrap().contains("lag.rs"))
+        );
+        let missing = data["missing"].as_array().unwrap();
+        assert!(
+            missing
+                .iter()
+                .any(|m| m.as_str().unwrap().starts_with("lost-waker"))
+        );
+        stuck.abort();
+        drop(probe);
+        assert!(
+            !sockdir
+                .join(format!("{}.sock", std::process::id()))
+                .exists()
+        );
+    });
+}
+
+#[test]
+fn answers_while_the_runtime_is_blocked_and_names_the_blocking_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = tokio::runtime::Builder::new_current_thread();
+    b.enable_all();
+    leakhound_probe::hooks(&mut b);
+    let rt = b.build().unwrap();
+    let probe = rt.block_on(async {
+        leakhound_probe::builder()
+            .socket_dir(dir.path())
+            .lag_interval(Duration::from_millis(10))
+            .start()
+    });
+    let path = probe.socket_path().unwrap().to_path_buf();
+    let blocker = rt.spawn(async {
+        std::thread::sleep(Duration::from_millis(1500));
+    });
+    let blocker_id = blocker.id().to_string();
+    let client = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(600));
+        let (mut c, _) = Client::connect(&path);
+        let started = Instant::now();
+        let data = c.request("snapshot")["data"].clone();
+        (data, started.elapsed())
+    });
+    rt.block_on(async {
+        // Drives the blocker: the only thread of this runtime sleeps inside it.
+        blocker.await.unwrap();
+    });
+    let (data, _) = client.join().unwrap();
+    let t = task(&data, &blocker_id);
+    assert_eq!(t["state"], "running", "{t}");
+    let stalls = data["loops"][0]["stalls"].as_array().unwrap();
+    assert!(
+        stalls.iter().any(
+            |s| s["task"] == blocker_id.as_str() && s["duration_ms"].as_f64().unwrap() >= 100.0
+        ),
+        "{stalls:?}"
+    );
+    assert!(
+        stalls.iter().any(|s| s["task"].is_null()),
+        "the ticker saw the runtime blocked: {stalls:?}"
+    );
+    drop(probe);
+}
