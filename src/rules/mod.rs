@@ -8,7 +8,11 @@ use crate::config::Config;
 use crate::findings::Finding;
 use crate::history::History;
 
+pub mod close_wait;
+pub mod fd_exhaustion;
+pub mod leak_growth;
 pub mod trend;
+pub mod zombie_child;
 
 /// One named check, in the manner of tokio-console's lints.
 pub trait Rule: Send + Sync {
@@ -23,7 +27,12 @@ pub trait Rule: Send + Sync {
 
 /// Every rule leakhound knows, in a fixed order.
 pub fn all() -> Vec<Box<dyn Rule>> {
-    vec![]
+    vec![
+        Box::new(fd_exhaustion::FdExhaustion),
+        Box::new(leak_growth::LeakGrowth),
+        Box::new(close_wait::CloseWait),
+        Box::new(zombie_child::ZombieChild),
+    ]
 }
 
 /// Runs every rule over the history.

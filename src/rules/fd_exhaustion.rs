@@ -1,0 +1,176 @@
+//! `fd-exhaustion`: the process is close to its soft RLIMIT_NOFILE, or its descriptor count
+//! is climbing towards it fast enough to get there within the horizon.
+
+use super::Rule;
+use super::trend::theil_sen_slope;
+use crate::config::Config;
+use crate::findings::{Finding, Severity};
+use crate::history::History;
+use crate::model::FdKind;
+use serde_json::json;
+
+pub struct FdExhaustion;
+
+/// A trend is only believed over at least this many samples …
+const MIN_POINTS: usize = 5;
+
+impl Rule for FdExhaustion {
+    fn id(&self) -> &'static str {
+        "fd-exhaustion"
+    }
+
+    fn summary(&self) -> &'static str {
+        "open descriptors near the soft RLIMIT_NOFILE, or a trend that reaches it soon"
+    }
+
+    fn check(&self, history: &History, config: &Config) -> Vec<Finding> {
+        let Some(latest) = history.latest() else {
+            return Vec::new();
+        };
+        let Some(soft) = latest.fds.soft_limit.filter(|&s| s > 0) else {
+            return Vec::new();
+        };
+        let open = latest.fds.open;
+        let ratio = open as f64 / soft as f64;
+
+        let points = history.series(|s| s.fds.open as f64);
+        let slope_per_ms = (points.len() >= MIN_POINTS)
+            .then(|| theil_sen_slope(&points))
+            .flatten()
+            .filter(|&s| s > 0.0);
+        // … and only when the count really rose across the window, not just wobbled.
+        let rose = history.oldest().is_some_and(|o| open > o.fds.open);
+        let eta_ms = slope_per_ms
+            .filter(|_| rose)
+            .map(|s| soft.saturating_sub(open) as f64 / s);
+        let horizon_ms = config.fd_horizon.as_secs_f64() * 1000.0;
+        let over_ratio = ratio >= config.fd_ratio;
+        let trend_fires = eta_ms.is_some_and(|eta| eta <= horizon_ms);
+        if !over_ratio && !trend_fires {
+            return Vec::new();
+        }
+
+        let message = if over_ratio {
+            format!(
+                "{open} of {soft} descriptors open ({:.0}% of the soft limit): the next open may fail with EMFILE",
+                ratio * 100.0
+            )
+        } else {
+            format!(
+                "descriptors grow by {:.1}/min: {open} open now, the soft limit {soft} is reached in ~{:.0}s",
+                slope_per_ms.unwrap_or(0.0) * 60_000.0,
+                eta_ms.unwrap_or(0.0) / 1000.0
+            )
+        };
+        let grew = history
+            .oldest()
+            .map_or_else(serde_json::Map::new, |oldest| {
+                FdKind::ALL
+                    .iter()
+                    .filter_map(|k| {
+                        let before = oldest.fds.by_kind.get(k).copied().unwrap_or(0);
+                        let now = latest.fds.by_kind.get(k).copied().unwrap_or(0);
+                        (now > before).then(|| (k.as_str().to_string(), json!(now - before)))
+                    })
+                    .collect()
+            });
+        let severity = if over_ratio {
+            Severity::Error
+        } else {
+            Severity::Warning
+        };
+        vec![
+            Finding::new(self.id(), severity, format!("pid:{}", latest.pid), message)
+                .with("open", open)
+                .with("soft", soft)
+                .with("hard", json!(latest.fds.hard_limit))
+                .with("ratio", (ratio * 1000.0).round() / 1000.0)
+                .with(
+                    "slope_per_min",
+                    json!(slope_per_ms.map(|s| (s * 60_000.0 * 10.0).round() / 10.0)),
+                )
+                .with("eta_s", json!(eta_ms.map(|e| (e / 1000.0).round())))
+                .with("grew", grew),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Snapshot;
+    use std::time::Duration;
+
+    fn history(counts: &[u64], soft: u64) -> History {
+        let mut h = History::default();
+        for (i, &open) in counts.iter().enumerate() {
+            let mut s = Snapshot {
+                taken_at_ms: 1_000_000 + i as u64 * 1000,
+                pid: 7,
+                ..Default::default()
+            };
+            s.fds.open = open;
+            s.fds.soft_limit = Some(soft);
+            s.fds.hard_limit = Some(soft * 4);
+            s.fds.by_kind.insert(FdKind::File, open);
+            h.push(s);
+        }
+        h
+    }
+
+    #[test]
+    fn fires_over_the_ratio() {
+        let f = FdExhaustion.check(&history(&[850], 1000), &Config::default());
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].severity, Severity::Error);
+        assert_eq!(f[0].subject, "pid:7");
+        assert_eq!(f[0].evidence["open"], 850);
+        assert_eq!(f[0].evidence["hard"], 4000);
+    }
+
+    #[test]
+    fn fires_on_a_trend_that_reaches_the_limit_within_the_horizon() {
+        // 10/s with 900 to go: ~90 s, inside 10 minutes.
+        let counts: Vec<u64> = (0..10).map(|i| 10 + i * 10).collect();
+        let f = FdExhaustion.check(&history(&counts, 1000), &Config::default());
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].severity, Severity::Warning);
+        assert_eq!(f[0].evidence["slope_per_min"], 600.0);
+        assert_eq!(f[0].evidence["eta_s"], 90.0);
+        assert_eq!(f[0].evidence["grew"]["file"], 90);
+    }
+
+    #[test]
+    fn does_not_fire_on_a_slow_trend_a_flat_line_or_noise() {
+        let c = Config::default();
+        // 1 per second with 100,000 to go: a day away.
+        let slow: Vec<u64> = (0..10).map(|i| 10 + i).collect();
+        assert!(FdExhaustion.check(&history(&slow, 100_000), &c).is_empty());
+        assert!(FdExhaustion.check(&history(&[50; 20], 1000), &c).is_empty());
+        let noisy: Vec<u64> = (0..20).map(|i| 50 + (i % 3)).collect();
+        assert!(FdExhaustion.check(&history(&noisy, 100), &c).is_empty());
+        // A burst that closes again.
+        let mut burst = vec![50u64; 20];
+        burst[8] = 700;
+        assert!(FdExhaustion.check(&history(&burst, 1000), &c).is_empty());
+        // Unlimited: nothing to run out of.
+        let mut h = history(&[900], 1000);
+        let mut s = h.latest().unwrap().clone();
+        s.fds.soft_limit = None;
+        s.taken_at_ms += 1000;
+        h.push(s);
+        assert!(FdExhaustion.check(&h, &c).is_empty());
+    }
+
+    #[test]
+    fn thresholds_move_it() {
+        let mut c = Config {
+            fd_horizon: Duration::from_secs(30),
+            ..Config::default()
+        };
+        let counts: Vec<u64> = (0..10).map(|i| 10 + i * 10).collect();
+        assert!(FdExhaustion.check(&history(&counts, 1000), &c).is_empty());
+        c.fd_ratio = 0.05;
+        assert_eq!(FdExhaustion.check(&history(&counts, 1000), &c).len(), 1);
+    }
+}
