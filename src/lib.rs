@@ -3,6 +3,7 @@
 //! Data flows one way: `source` → `model::Snapshot` → `history` → `rules` → `findings` →
 //! (`tui` | `report` | verdict). See `docs/ARCHITECTURE.md`.
 
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod findings;

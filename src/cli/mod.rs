@@ -2,6 +2,7 @@
 //! subcommand runs in its own module. Exit codes: 0 clean, 1 findings, 2 leakhound's own error
 //! (`check` passes a failing command's own status through).
 
+mod check;
 mod interrupt;
 pub mod snapshot;
 pub mod watch;
@@ -126,32 +127,41 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: the command's own non-zero status when it failed; otherwise \
+1 when a finding is at or above --fail-on, else 0; 2 when leakhound itself could not run."
+)]
 pub struct CheckArgs {
-    /// Exit 1 when a finding is at or above this severity: info, warning, error.
-    #[arg(long, default_value = "warning")]
-    pub fail_on: crate::findings::Severity,
+    /// Exit 1 when a finding is at or above this severity: info, warning, error [default: warning].
+    #[arg(long)]
+    pub fail_on: Option<crate::findings::Severity>,
     /// Format on standard output: text, json, junit, sarif.
     #[arg(long, default_value = "text")]
-    pub format: String,
+    pub format: crate::check::ReportFormat,
     /// Also write a report to FILE; the format comes from FORMAT:FILE or the extension
-    /// (.json, .xml = junit, .sarif). Repeatable.
+    /// (.json, .xml = junit, .sarif, .txt). Repeatable.
     #[arg(short, long, value_name = "[FORMAT:]FILE")]
     pub output: Vec<String>,
     /// Ignore findings: RULE, or KIND=PATTERN with KIND one of rule, thread, task, location,
-    /// fd, child (repeatable; also [ignore] in leakhound.toml).
+    /// fd, child; PATTERN is a glob (repeatable; also [ignore] in leakhound.toml).
     #[arg(long, value_name = "[KIND=]PATTERN")]
     pub ignore: Vec<String>,
     /// Config file (default: ./leakhound.toml when present).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Longest time to wait for things to settle at exit before judging.
-    #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
-    pub settle: Duration,
+    /// Longest time to wait for descendants to wind down at exit before judging [default: 2s].
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub settle: Option<Duration>,
     /// Leave descendants that outlive the command running instead of killing them.
     #[arg(long)]
     pub keep_orphans: bool,
-    #[command(flatten)]
-    pub common: CommonArgs,
+    /// Time between samples while the command runs [default: 250ms].
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub interval: Option<Duration>,
+    /// Set a rule threshold, e.g. -T stuck-task.after=30s (repeatable; `leakhound rules` lists keys).
+    #[arg(short = 'T', long = "threshold", value_name = "KEY=VALUE")]
+    pub thresholds: Vec<String>,
+    /// The program and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
@@ -219,6 +229,7 @@ fn dispatch(command: Command) -> anyhow::Result<u8> {
         Command::Rules => rules_command(),
         Command::Snapshot(args) => snapshot::run(args),
         Command::Watch(args) => watch::run(args),
+        Command::Check(args) => check::run(args),
         other => anyhow::bail!(
             "`leakhound {}` is not available in this build",
             command_name(&other)

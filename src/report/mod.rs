@@ -5,7 +5,10 @@
 //! them, one module each.
 
 pub mod json;
+pub mod junit;
+pub mod sarif;
 pub mod text;
+pub mod verdict;
 
 use crate::model::Snapshot;
 

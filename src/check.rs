@@ -1,0 +1,701 @@
+//! `leakhound check -- CMD`: run a command under observation and decide a verdict for CI.
+//!
+//! The runner (I/O) starts the command with the probes told where to listen, samples it while
+//! it runs (source → History → rules), and when it ends looks at what is left: descendants
+//! still alive, zombies, descriptors and threads that appeared during the run and were still
+//! there at the end, and the probes' final reports. The judging is pure functions over that
+//! data ([`judge_leftovers`], [`left_open`], [`exit_code`]), so it is tested without processes.
+
+pub mod ignore;
+pub mod settings;
+pub mod tree;
+
+use crate::config::Config;
+use crate::findings::{Finding, Severity, sort_findings};
+use crate::history::History;
+use crate::model::{FdKind, ProcState, Snapshot};
+use crate::source::{SampleOptions, Target};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tree::Leftover;
+
+/// Rule ids that `check` decides itself at exit (the others come from `rules::all()`).
+pub const ORPHAN_CHILD: &str = "orphan-child";
+pub const ZOMBIE_CHILD: &str = "zombie-child";
+pub const THREAD_LEAK: &str = "thread-leak";
+pub const UNCLOSED_RESOURCE: &str = "unclosed-resource";
+
+/// Threads whose names start with this belong to leakhound's own probes, never the program.
+const PROBE_THREAD_PREFIX: &str = "leakhound";
+
+/// Every rule a `check` report can name, with its one-line summary: the rules of
+/// `rules::all()` plus the ones `check` decides at exit. SARIF and JUnit list them all.
+pub fn rule_catalog() -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = crate::rules::all()
+        .iter()
+        .map(|r| (r.id().to_string(), r.summary().to_string()))
+        .collect();
+    let own = [
+        (
+            ORPHAN_CHILD,
+            "a descendant was still running after the command under check exited",
+        ),
+        (
+            ZOMBIE_CHILD,
+            "a child exited and was never reaped by its parent",
+        ),
+        (
+            THREAD_LEAK,
+            "threads or executors still alive when the program should be done",
+        ),
+        (
+            UNCLOSED_RESOURCE,
+            "a socket, file or other descriptor opened and never closed",
+        ),
+    ];
+    for (id, summary) in own {
+        if out.iter().all(|(known, _)| known != id) {
+            out.push((id.to_string(), summary.to_string()));
+        }
+    }
+    out
+}
+
+/// Everything `check` needs to run, already validated.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    pub command: Vec<String>,
+    pub config: Config,
+    pub interval: Duration,
+    pub settle: Duration,
+    pub keep_orphans: bool,
+    pub fail_on: Severity,
+    pub ignores: Vec<ignore::Ignore>,
+}
+
+/// How the command ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CommandExit {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+impl CommandExit {
+    /// The status a shell would report: the code, or 128 + the signal.
+    pub fn shell_status(&self) -> u8 {
+        match (self.code, self.signal) {
+            (Some(code), _) => (code & 0xff) as u8,
+            (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
+            (None, None) => 0,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match (self.code, self.signal) {
+            (Some(code), _) => format!("exit status {code}"),
+            (None, Some(sig)) => format!("killed by signal {sig}"),
+            (None, None) => "unknown status".into(),
+        }
+    }
+}
+
+/// The outcome of one `check` run: what every report renders.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub command: Vec<String>,
+    pub exit: CommandExit,
+    pub duration_ms: u64,
+    /// Samples taken while the command ran.
+    pub samples: u64,
+    /// Findings that count, highest severity first.
+    pub findings: Vec<Finding>,
+    /// Findings an ignore entry suppressed.
+    pub ignored: Vec<Finding>,
+    /// Ignore entries that matched nothing in this run: candidates for removal.
+    pub unused_ignores: Vec<String>,
+    /// What could not be seen and why.
+    pub notes: Vec<String>,
+    pub fail_on: Severity,
+    /// leakhound's exit status: see [`exit_code`].
+    pub exit_code: u8,
+}
+
+impl CheckReport {
+    /// Findings at or above `--fail-on`.
+    pub fn failing(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| f.severity >= self.fail_on)
+    }
+}
+
+/// The exit status: the command's own non-zero status wins; else 1 when a finding is at or
+/// above `fail_on`; else 0. (2, leakhound's own error, never reaches here.)
+pub fn exit_code(exit: CommandExit, findings: &[Finding], fail_on: Severity) -> u8 {
+    let status = exit.shell_status();
+    if status != 0 {
+        status
+    } else if findings.iter().any(|f| f.severity >= fail_on) {
+        crate::cli::EXIT_FINDINGS
+    } else {
+        crate::cli::EXIT_CLEAN
+    }
+}
+
+/// What was left under leakhound when the command exited, after settling.
+#[derive(Debug, Clone, Default)]
+pub struct Leftovers {
+    /// Zombies present right after the command exited: children nobody reaped.
+    pub zombies: Vec<Leftover>,
+    /// Descendants still running once the settle time was used up.
+    pub alive: Vec<Leftover>,
+    /// Whether the alive ones were then killed (not with `--keep-orphans`).
+    pub killed: bool,
+    pub settle: Duration,
+}
+
+/// `orphan-child` for each descendant still running after the command exited and things were
+/// given `settle` to wind down; `zombie-child` for each child left unreaped.
+pub fn judge_leftovers(left: &Leftovers) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for p in &left.alive {
+        let fate = if left.killed {
+            "; leakhound killed it"
+        } else {
+            "; left running (--keep-orphans)"
+        };
+        out.push(
+            Finding::new(
+                ORPHAN_CHILD,
+                Severity::Error,
+                format!("pid:{}", p.pid),
+                format!(
+                    "`{}` (pid {}) was still running {:.1} s after the command exited{fate}",
+                    p.cmd,
+                    p.pid,
+                    left.settle.as_secs_f64()
+                ),
+            )
+            .with("pid", p.pid)
+            .with("cmd", p.cmd.clone())
+            .with("state", p.state.as_str())
+            .with("killed", left.killed),
+        );
+    }
+    for p in &left.zombies {
+        out.push(
+            Finding::new(
+                ZOMBIE_CHILD,
+                Severity::Warning,
+                format!("pid:{}", p.pid),
+                format!(
+                    "`{}` (pid {}) exited but was never reaped (wait()ed for) by its parent",
+                    p.cmd, p.pid
+                ),
+            )
+            .with("pid", p.pid)
+            .with("cmd", p.cmd.clone()),
+        );
+    }
+    out
+}
+
+/// Descriptors and threads that appeared during the run and were still there at its end.
+///
+/// Precise rather than noisy: a thing counts only when it was absent from the first sample
+/// (the baseline), present in the last sample, and unchanged (same fd number and same target,
+/// or same thread id) in the sample before it too — one sample catches work in progress, two
+/// catch things held. The std streams, leakhound's own probe sockets (paths under
+/// `socket_dir`) and probe threads never count.
+pub fn left_open(snapshots: &[&Snapshot], socket_dir: &str) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let (Some(first), Some(last)) = (snapshots.first(), snapshots.last()) else {
+        return out;
+    };
+    if snapshots.len() < 3 {
+        return out;
+    }
+    let before_last = snapshots[snapshots.len() - 2];
+
+    // Descriptors.
+    let fd_set = |s: &Snapshot| -> BTreeSet<(i32, String)> {
+        s.fd_list
+            .iter()
+            .flatten()
+            .map(|f| (f.fd, f.target.clone()))
+            .collect()
+    };
+    let baseline = fd_set(first);
+    let held = fd_set(before_last);
+    let probe_inodes: BTreeSet<u64> = last
+        .sockets
+        .iter()
+        .filter(|s| !socket_dir.is_empty() && s.local.starts_with(socket_dir))
+        .map(|s| s.inode)
+        .collect();
+    for fd in last.fd_list.iter().flatten() {
+        let key = (fd.fd, fd.target.clone());
+        if fd.fd <= 2 || baseline.contains(&key) || !held.contains(&key) {
+            continue;
+        }
+        if !socket_dir.is_empty() && fd.target.starts_with(socket_dir) {
+            continue;
+        }
+        let socket = last
+            .sockets
+            .iter()
+            .find(|s| s.fd == Some(fd.fd) || format!("socket:[{}]", s.inode) == fd.target);
+        if socket.is_some_and(|s| probe_inodes.contains(&s.inode)) {
+            continue;
+        }
+        let what = match (fd.kind, socket) {
+            (FdKind::Socket, Some(s)) => {
+                let peer = if s.remote.is_empty() || s.remote.ends_with(":0") {
+                    String::new()
+                } else {
+                    format!(" -> {}", s.remote)
+                };
+                format!("{:?} socket {}{} ({})", s.proto, s.local, peer, s.state).to_lowercase()
+            }
+            (FdKind::File, _) => format!("file {}", fd.target),
+            (kind, _) => format!("{} {}", kind.as_str(), fd.target),
+        };
+        let mut finding = Finding::new(
+            UNCLOSED_RESOURCE,
+            Severity::Warning,
+            format!("fd:{}", fd.fd),
+            format!(
+                "fd {} ({what}) was opened during the run and never closed",
+                fd.fd
+            ),
+        )
+        .with("fd", fd.fd)
+        .with("kind", fd.kind.as_str())
+        .with("target", fd.target.clone())
+        .with("source", "procfs");
+        if let Some(s) = socket {
+            finding = finding
+                .with("local", s.local.clone())
+                .with("remote", s.remote.clone())
+                .with("state", s.state.clone());
+        }
+        out.push(finding);
+    }
+
+    // Threads.
+    let tids = |s: &Snapshot| -> BTreeSet<u32> { s.threads.iter().map(|t| t.tid).collect() };
+    let (base_tids, held_tids) = (tids(first), tids(before_last));
+    for t in &last.threads {
+        let name = t.runtime_name.clone().unwrap_or_else(|| t.name.clone());
+        if t.tid == last.pid
+            || base_tids.contains(&t.tid)
+            || !held_tids.contains(&t.tid)
+            || name.starts_with(PROBE_THREAD_PREFIX)
+            || t.state == ProcState::Zombie
+        {
+            continue;
+        }
+        out.push(
+            Finding::new(
+                THREAD_LEAK,
+                Severity::Warning,
+                format!("thread:{name}"),
+                format!(
+                    "thread '{name}' (tid {}) started during the run was still alive when the command exited",
+                    t.tid
+                ),
+            )
+            .with("tid", t.tid)
+            .with("thread_name", name)
+            .with("source", "procfs"),
+        );
+    }
+    out
+}
+
+/// Keeps one finding per (rule, subject): the latest version of each.
+#[derive(Debug, Default)]
+struct Collected(BTreeMap<(String, String), Finding>);
+
+impl Collected {
+    fn add(&mut self, findings: impl IntoIterator<Item = Finding>) {
+        for f in findings {
+            self.0.insert(f.key(), f);
+        }
+    }
+}
+
+/// Runs the command and decides. Errors are leakhound's own (exit 2): the command could not
+/// be started, the temporary folder could not be made.
+pub fn run(options: &CheckOptions) -> anyhow::Result<CheckReport> {
+    let mut notes = Vec::new();
+    let program = options
+        .command
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no command given: write leakhound check -- CMD ARGS…"))?;
+    if let Err(e) = tree::become_subreaper() {
+        notes.push(format!(
+            "{e}; descendants that outlive their parent are not seen"
+        ));
+    }
+    // A private folder per run: the probes of this command and its descendants listen here,
+    // so nothing else on the machine is mistaken for them.
+    let socket_dir = tempfile::Builder::new()
+        .prefix("leakhound-check-")
+        .tempdir()
+        .map_err(|e| anyhow::anyhow!("cannot create a temporary folder: {e}: check TMPDIR"))?;
+    let socket_dir_str = socket_dir.path().display().to_string();
+
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(&options.command[1..]);
+    cmd.env("LEAKHOUND_SOCKET_DIR", socket_dir.path());
+    let started = Instant::now();
+    let child = cmd.spawn().map_err(|e| spawn_error(program, &e))?;
+    let pid = child.id();
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::Builder::new()
+        .name("leakhound-wait".into())
+        .spawn(move || {
+            let mut child = child;
+            let _ = tx.send(child.wait());
+        })?;
+
+    let rules = crate::rules::all();
+    let mut history = History::default();
+    // Every snapshot kept for the exit-time diff would cost memory on a long run: keep the
+    // first (the baseline) and the last two only.
+    let mut baseline: Option<Snapshot> = None;
+    let mut recent: Vec<Snapshot> = Vec::new();
+    let mut collected = Collected::default();
+    let mut samples = 0u64;
+    let mut source = match crate::source::open(&Target::Pid(pid)) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            notes.push(format!("no samples while the command ran: {e}"));
+            None
+        }
+    };
+    let sample_options = SampleOptions {
+        fd_list: true,
+        stacks: false,
+    };
+    let status = loop {
+        if let Some(src) = source.as_mut() {
+            // An error here is the command exiting between two samples: the normal end.
+            if let Ok(snapshot) = src.sample(sample_options) {
+                samples += 1;
+                history.push(snapshot.clone());
+                collected.add(crate::rules::evaluate(&rules, &history, &options.config));
+                if baseline.is_none() {
+                    baseline = Some(snapshot);
+                } else {
+                    recent.push(snapshot);
+                    if recent.len() > 2 {
+                        recent.remove(0);
+                    }
+                }
+            }
+        }
+        match rx.recv_timeout(options.interval) {
+            Ok(status) => break status,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                anyhow::bail!("lost track of the command (pid {pid}): its waiter thread ended")
+            }
+        }
+    };
+    let _ = waiter.join();
+    let status = status.map_err(|e| anyhow::anyhow!("waiting for pid {pid}: {e}"))?;
+    let exit = {
+        use std::os::unix::process::ExitStatusExt;
+        CommandExit {
+            code: status.code(),
+            signal: status.signal(),
+        }
+    };
+    let duration_ms = started.elapsed().as_millis() as u64;
+
+    if let Some(first) = baseline.as_ref() {
+        let mut window: Vec<&Snapshot> = vec![first];
+        window.extend(recent.iter());
+        collected.add(left_open(&window, &socket_dir_str));
+    }
+    let leftovers = settle_leftovers(options);
+    collected.add(judge_leftovers(&leftovers));
+
+    let mut findings: Vec<Finding> = collected.0.into_values().collect();
+    sort_findings(&mut findings);
+    let applied = ignore::apply(&options.ignores, findings);
+    let exit_code = exit_code(exit, &applied.kept, options.fail_on);
+    Ok(CheckReport {
+        command: options.command.clone(),
+        exit,
+        duration_ms,
+        samples,
+        findings: applied.kept,
+        ignored: applied.ignored,
+        unused_ignores: applied.unused,
+        notes,
+        fail_on: options.fail_on,
+        exit_code,
+    })
+}
+
+/// Looks at what is left under leakhound, waiting with bounded exponential backoff (1 ms,
+/// 2 ms, … capped at 100 ms, for at most `settle`) for descendants still running to finish;
+/// a clean command costs one scan. Children that finish while we wait are reaped and not
+/// blamed; zombies present at the first look are.
+fn settle_leftovers(options: &CheckOptions) -> Leftovers {
+    let me = std::process::id();
+    let first = tree::descendants(me);
+    let zombies: Vec<Leftover> = first
+        .iter()
+        .filter(|p| p.state == ProcState::Zombie)
+        .cloned()
+        .collect();
+    let zombie_pids: BTreeSet<u32> = zombies.iter().map(|p| p.pid).collect();
+    let deadline = Instant::now() + options.settle;
+    let mut wait = Duration::from_millis(1);
+    let mut alive;
+    loop {
+        let now = tree::descendants(me);
+        alive = now
+            .iter()
+            .filter(|p| p.state != ProcState::Zombie)
+            .cloned()
+            .collect::<Vec<_>>();
+        // Orphans that finished while we waited are ours to reap; they are not leaks.
+        for p in now.iter().filter(|p| {
+            p.state == ProcState::Zombie && p.ppid == me && !zombie_pids.contains(&p.pid)
+        }) {
+            tree::reap(p.pid);
+        }
+        if alive.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(wait.min(deadline.saturating_duration_since(Instant::now())));
+        wait = (wait * 2).min(Duration::from_millis(100));
+    }
+    let killed = !alive.is_empty() && !options.keep_orphans;
+    if killed {
+        tree::kill_all(
+            &alive.iter().map(|p| p.pid).collect::<Vec<_>>(),
+            Duration::from_millis(500),
+        );
+    }
+    tree::reap_children();
+    Leftovers {
+        zombies,
+        alive,
+        killed,
+        settle: options.settle,
+    }
+}
+
+fn spawn_error(program: &str, e: &std::io::Error) -> anyhow::Error {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow::anyhow!(
+            "command not found: '{program}': check the name, or give its path (PATH is searched)"
+        ),
+        std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
+            "cannot run '{program}': permission denied: make it executable (chmod +x)"
+        ),
+        _ => anyhow::anyhow!("cannot run '{program}': {e}"),
+    }
+}
+
+/// Where a report goes: `--format` for stdout, `--output [FORMAT:]FILE` for files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportFormat {
+    Text,
+    Json,
+    Junit,
+    Sarif,
+}
+
+impl std::str::FromStr for ReportFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(ReportFormat::Text),
+            "json" => Ok(ReportFormat::Json),
+            "junit" => Ok(ReportFormat::Junit),
+            "sarif" => Ok(ReportFormat::Sarif),
+            other => Err(format!(
+                "unknown report format '{other}': use text, json, junit or sarif"
+            )),
+        }
+    }
+}
+
+/// Parses `--output [FORMAT:]FILE`: the prefix, else the extension (.json, .xml = junit,
+/// .sarif, .txt = text).
+pub fn parse_output(spec: &str) -> Result<(ReportFormat, PathBuf), String> {
+    if let Some((prefix, path)) = spec.split_once(':')
+        && let Ok(format) = prefix.parse::<ReportFormat>()
+    {
+        if path.is_empty() {
+            return Err(format!("--output {spec}: no file after '{prefix}:'"));
+        }
+        return Ok((format, PathBuf::from(path)));
+    }
+    let path = PathBuf::from(spec);
+    let format = match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => ReportFormat::Json,
+        Some("xml") => ReportFormat::Junit,
+        Some("sarif") => ReportFormat::Sarif,
+        Some("txt") => ReportFormat::Text,
+        _ => {
+            return Err(format!(
+                "--output {spec}: cannot tell the format: end the name in .json, .xml (junit), .sarif or .txt, or write FORMAT:FILE"
+            ));
+        }
+    };
+    Ok((format, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Fd, Proto, Socket, Thread};
+
+    fn finding(sev: Severity) -> Finding {
+        Finding::new("x", sev, "s", "m")
+    }
+
+    #[test]
+    fn exit_status_never_masks_the_command() {
+        let ok = CommandExit {
+            code: Some(0),
+            signal: None,
+        };
+        let failed = CommandExit {
+            code: Some(3),
+            signal: None,
+        };
+        let killed = CommandExit {
+            code: None,
+            signal: Some(9),
+        };
+        let warn = [finding(Severity::Warning)];
+        assert_eq!(exit_code(ok, &[], Severity::Warning), 0);
+        assert_eq!(exit_code(ok, &warn, Severity::Warning), 1);
+        assert_eq!(exit_code(ok, &warn, Severity::Error), 0);
+        assert_eq!(exit_code(ok, &[finding(Severity::Info)], Severity::Info), 1);
+        assert_eq!(exit_code(failed, &warn, Severity::Warning), 3);
+        assert_eq!(exit_code(failed, &[], Severity::Warning), 3);
+        assert_eq!(exit_code(killed, &[], Severity::Warning), 137);
+    }
+
+    #[test]
+    fn output_specs() {
+        assert_eq!(
+            parse_output("junit:out/report").unwrap(),
+            (ReportFormat::Junit, PathBuf::from("out/report"))
+        );
+        assert_eq!(parse_output("r.sarif").unwrap().0, ReportFormat::Sarif);
+        assert_eq!(parse_output("r.xml").unwrap().0, ReportFormat::Junit);
+        assert_eq!(parse_output("r.json").unwrap().0, ReportFormat::Json);
+        assert!(parse_output("report").unwrap_err().contains(".sarif"));
+        assert!(parse_output("sarif:").unwrap_err().contains("no file"));
+        // A Windows-ish or odd prefix that is not a format is part of the path.
+        assert_eq!(parse_output("c:/x.json").unwrap().0, ReportFormat::Json);
+    }
+
+    fn leftover(pid: u32, state: ProcState) -> Leftover {
+        Leftover {
+            pid,
+            ppid: 1,
+            state,
+            cmd: "sleep 30".into(),
+        }
+    }
+
+    #[test]
+    fn leftovers_become_findings() {
+        let left = Leftovers {
+            zombies: vec![leftover(7, ProcState::Zombie)],
+            alive: vec![leftover(8, ProcState::Sleeping)],
+            killed: true,
+            settle: Duration::from_secs(2),
+        };
+        let f = judge_leftovers(&left);
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].rule, ORPHAN_CHILD);
+        assert_eq!(f[0].subject, "pid:8");
+        assert!(f[0].message.contains("killed"), "{}", f[0].message);
+        assert_eq!(f[1].rule, ZOMBIE_CHILD);
+        assert!(judge_leftovers(&Leftovers::default()).is_empty());
+    }
+
+    fn snap(fds: &[(i32, &str)], tids: &[u32]) -> Snapshot {
+        Snapshot {
+            pid: 100,
+            fd_list: Some(
+                fds.iter()
+                    .map(|(fd, t)| Fd {
+                        fd: *fd,
+                        kind: if t.starts_with("socket:") {
+                            FdKind::Socket
+                        } else {
+                            FdKind::File
+                        },
+                        target: t.to_string(),
+                    })
+                    .collect(),
+            ),
+            threads: tids
+                .iter()
+                .map(|tid| Thread {
+                    tid: *tid,
+                    name: format!("t{tid}"),
+                    ..Default::default()
+                })
+                .collect(),
+            sockets: vec![Socket {
+                proto: Proto::Unix,
+                local: "/tmp/lh/100.sock".into(),
+                remote: String::new(),
+                state: "LISTEN".into(),
+                inode: 55,
+                fd: Some(5),
+                rx_queue: 0,
+                tx_queue: 0,
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_things_held_to_the_end_count() {
+        let first = snap(&[(0, "/dev/null"), (3, "/etc/base")], &[100]);
+        // fd 4 held in both final samples: a leak. fd 6 appears only in the last: work in
+        // progress. fd 7 changed target between the two: reused, not held. fd 5 is the probe.
+        let mid = snap(
+            &[
+                (3, "/etc/base"),
+                (4, "/tmp/leak"),
+                (5, "socket:[55]"),
+                (7, "/tmp/a"),
+            ],
+            &[100, 101, 102],
+        );
+        let last = snap(
+            &[
+                (3, "/etc/base"),
+                (4, "/tmp/leak"),
+                (5, "socket:[55]"),
+                (6, "/tmp/busy"),
+                (7, "/tmp/b"),
+            ],
+            &[100, 101, 103],
+        );
+        let f = left_open(&[&first, &mid, &last], "/tmp/lh");
+        let subjects: Vec<&str> = f.iter().map(|f| f.subject.as_str()).collect();
+        assert_eq!(subjects, vec!["fd:4", "thread:t101"]);
+        assert!(f[0].message.contains("/tmp/leak"));
+        // Too few samples to tell held from busy: say nothing.
+        assert!(left_open(&[&first, &last], "/tmp/lh").is_empty());
+    }
+}

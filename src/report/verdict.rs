@@ -1,0 +1,133 @@
+//! The `check` verdict as text (for people) and JSON (for scripts).
+
+use crate::check::CheckReport;
+use crate::findings::Finding;
+use std::fmt::Write;
+
+/// Evidence keys shown under a finding in text, in this order; the rest stay in JSON.
+const SHOWN_EVIDENCE: &[&str] = &[
+    "test",
+    "cmd",
+    "target",
+    "thread_name",
+    "coroutine",
+    "spawn_location",
+    "site",
+    "stack",
+    "await_chain",
+];
+
+pub fn text(report: &CheckReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "leakhound check: `{}` ended with {} after {:.1} s ({} samples)",
+        report.command.join(" "),
+        report.exit.describe(),
+        report.duration_ms as f64 / 1000.0,
+        report.samples
+    );
+    if !report.findings.is_empty() {
+        out.push('\n');
+    }
+    let width = report
+        .findings
+        .iter()
+        .map(|f| f.rule.len())
+        .max()
+        .unwrap_or(0);
+    for f in &report.findings {
+        let _ = writeln!(
+            out,
+            "{:<7} {:<width$}  {}",
+            f.severity.as_str().to_uppercase(),
+            f.rule,
+            f.message
+        );
+        for line in evidence_lines(f) {
+            let _ = writeln!(out, "        {:<width$}  {line}", "");
+        }
+    }
+    out.push('\n');
+    let count = |sev| report.findings.iter().filter(|f| f.severity == sev).count();
+    use crate::findings::Severity::*;
+    let _ = write!(
+        out,
+        "{} finding{} ({} error, {} warning, {} info)",
+        report.findings.len(),
+        if report.findings.len() == 1 { "" } else { "s" },
+        count(Error),
+        count(Warning),
+        count(Info)
+    );
+    if !report.ignored.is_empty() {
+        let _ = write!(out, ", {} ignored", report.ignored.len());
+    }
+    out.push('\n');
+    for unused in &report.unused_ignores {
+        let _ = writeln!(
+            out,
+            "unused ignore: {unused} matched nothing in this run; remove it if it is stale"
+        );
+    }
+    for note in &report.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
+    let status = report.exit.shell_status();
+    let verdict = if status != 0 {
+        format!(
+            "FAIL (exit {}): the command itself failed",
+            report.exit_code
+        )
+    } else if report.failing().next().is_some() {
+        format!(
+            "FAIL (exit {}): findings at or above {}",
+            report.exit_code,
+            report.fail_on.as_str()
+        )
+    } else {
+        format!("PASS (exit {})", report.exit_code)
+    };
+    let _ = writeln!(out, "verdict: {verdict}");
+    out
+}
+
+fn evidence_lines(f: &Finding) -> Vec<String> {
+    let mut lines = Vec::new();
+    for key in SHOWN_EVIDENCE {
+        let Some(value) = f.evidence.get(*key) else {
+            continue;
+        };
+        match value {
+            serde_json::Value::Array(items) if !items.is_empty() => {
+                lines.push(format!("{key}:"));
+                // Innermost frame last; the last few frames are the useful ones.
+                let skip = items.len().saturating_sub(6);
+                if skip > 0 {
+                    lines.push(format!("  … {skip} more"));
+                }
+                for item in &items[skip..] {
+                    lines.push(format!("  {}", plain(item)));
+                }
+            }
+            serde_json::Value::Array(_) | serde_json::Value::Null => {}
+            other => lines.push(format!("{key}: {}", plain(other))),
+        }
+    }
+    lines
+}
+
+fn plain(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub fn json(report: &CheckReport) -> String {
+    let mut value = serde_json::to_value(report).unwrap_or_default();
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("version".into(), serde_json::json!(1));
+    }
+    serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
+}
