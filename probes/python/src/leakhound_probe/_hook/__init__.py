@@ -1,0 +1,1 @@
+"""Holds sitecustomize.py: put this folder on PYTHONPATH to load the probe at startup."""

@@ -1,0 +1,48 @@
+"""Loads leakhound_probe at interpreter startup when LEAKHOUND_PROBE=1, then runs the
+sitecustomize this one shadows (if any), so a site's own customisation still happens."""
+
+import os
+import sys
+
+
+def _load_probe():
+    if os.environ.get("LEAKHOUND_PROBE", "").strip() not in ("1", "true", "yes", "on"):
+        return
+    try:
+        import leakhound_probe
+    except ImportError:
+        # Not installed: this file lives in <root>/leakhound_probe/_hook/.
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        sys.path.append(root)
+        try:
+            import leakhound_probe
+        except ImportError:
+            return
+    try:
+        leakhound_probe.install()
+    except Exception as err:  # the host program must start whatever happens here
+        sys.stderr.write("leakhound_probe: not loaded: %r\n" % (err,))
+
+
+def _chain_next_sitecustomize():
+    """Imports the next sitecustomize on sys.path after this folder's."""
+    import importlib.machinery
+    import importlib.util
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    rest = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
+    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", rest)
+    if spec is None or spec.loader is None:
+        return
+    if spec.origin and os.path.abspath(spec.origin) == os.path.abspath(__file__):
+        return
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:
+        sys.stderr.write("Error in sitecustomize (%s); set PYTHONVERBOSE for traceback: %r\n"
+                         % (spec.origin, err))
+
+
+_load_probe()
+_chain_next_sitecustomize()

@@ -1,0 +1,454 @@
+"""Where the probe hooks into the host: loops, executors, semaphores, warnings, shutdown.
+
+Each patch is applied once per process, when its module is first imported (so a program that
+never imports asyncio never pays for it), and every patched function passes straight through
+when the probe is closed. Nothing here may raise into the host.
+"""
+
+import importlib.abc
+import sys
+import threading
+import warnings
+
+from ._probe import PoolStats, creation_site, timed_call
+from ._util import monotonic
+
+_probe = None  # the live Probe, or None when closed
+_applied = set()
+
+
+def set_probe(probe):
+    global _probe
+    _probe = probe
+
+
+def current():
+    return _probe
+
+
+def _guard(fn):
+    """Runs a probe hook; an exception inside is counted, never raised into the host."""
+    try:
+        fn()
+    except Exception:
+        if _probe is not None:
+            _probe.count_error()
+
+
+# --- lazy patching: apply when the module is imported -----------------------------------------
+
+
+class _PostImportFinder(importlib.abc.MetaPathFinder):
+    """Lets the real finders load a module, then patches it before anyone uses it."""
+
+    def __init__(self, hooks):
+        self.hooks = hooks
+        self.busy = set()
+
+    def find_spec(self, name, path=None, target=None):
+        hook = self.hooks.get(name)
+        if hook is None or name in self.busy:
+            return None
+        self.busy.add(name)
+        try:
+            spec = None
+            for finder in sys.meta_path:
+                if finder is self or not hasattr(finder, "find_spec"):
+                    continue
+                spec = finder.find_spec(name, path, target)
+                if spec is not None:
+                    break
+        finally:
+            self.busy.discard(name)
+        loader = getattr(spec, "loader", None) if spec is not None else None
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        original = loader.exec_module
+
+        def exec_module(module):
+            original(module)
+            _apply(name, hook, module)
+
+        try:
+            loader.exec_module = exec_module
+        except Exception:
+            return spec
+        return spec
+
+
+def _apply(name, hook, module):
+    if name in _applied:
+        return
+    _applied.add(name)
+    _guard(lambda: hook(module))
+
+
+_finder = None
+
+
+def install_hooks(log_ids):
+    global _finder
+    hooks = {
+        "asyncio.base_events": _patch_loops,
+        "asyncio.locks": _patch_semaphores,
+        "concurrent.futures.thread": _patch_thread_pool,
+        "concurrent.futures.process": _patch_process_pool,
+    }
+    if log_ids:
+        from . import _logids
+
+        hooks["logging"] = _logids.install
+    pending = {}
+    for name, hook in hooks.items():
+        module = sys.modules.get(name)
+        if module is not None:
+            _apply(name, hook, module)
+        elif name not in _applied:
+            pending[name] = hook
+    if pending and _finder is None:
+        _finder = _PostImportFinder(pending)
+        sys.meta_path.insert(0, _finder)
+    elif pending:
+        _finder.hooks.update(pending)
+
+
+# --- asyncio loops --------------------------------------------------------------------------
+
+
+def _patch_loops(base_events):
+    cls = base_events.BaseEventLoop
+    original_run = cls.run_forever
+
+    def run_forever(self, *args, **kwargs):
+        probe = _probe
+        state = None
+        if probe is not None:
+            try:
+                state = probe.loop_state(self)
+                state.started()
+                if probe.options.task_sites and self.get_task_factory() is None:
+                    self.set_task_factory(_site_task_factory)
+            except Exception:
+                probe.count_error()
+        try:
+            return original_run(self, *args, **kwargs)
+        finally:
+            if state is not None:
+                try:
+                    state.stopped()
+                except Exception:
+                    pass
+
+    run_forever.__wrapped__ = original_run
+    cls.run_forever = run_forever
+
+    original_handler = cls.call_exception_handler
+
+    def call_exception_handler(self, context):
+        probe = _probe
+        if probe is not None:
+            _guard(lambda: _note_loop_exception(probe, context))
+        return original_handler(self, context)
+
+    call_exception_handler.__wrapped__ = original_handler
+    cls.call_exception_handler = call_exception_handler
+
+
+def _site_task_factory(loop, coro, **kwargs):
+    import asyncio
+
+    task = asyncio.Task(coro, loop=loop, **kwargs)
+    probe = _probe
+    if probe is not None:
+        site = creation_site(2, depth=1)
+        try:
+            probe.task_sites[task] = (site[-1] if site else None, monotonic())
+        except Exception:
+            pass
+    return task
+
+
+def _note_loop_exception(probe, context):
+    message = str(context.get("message", ""))
+    if "destroyed but it is pending" in message:
+        task = context.get("task")
+        coro = task.get_coro() if task is not None else None
+        from ._probe import await_chain
+
+        probe.events.add(
+            "task_destroyed_pending",
+            getattr(coro, "__qualname__", "task"),
+            "%s: %s" % (message, task.get_name() if task is not None else "?"),
+            await_chain(coro),
+        )
+
+
+# --- executors --------------------------------------------------------------------------------
+
+
+def _patch_thread_pool(thread_module):
+    cls = thread_module.ThreadPoolExecutor
+    original_init = cls.__init__
+    original_submit = cls.submit
+
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        probe = _probe
+        if probe is not None:
+            try:
+                self._leakhound = PoolStats("thread_pool", creation_site(2))
+                probe.executors.add(self)
+            except Exception:
+                probe.count_error()
+
+    def submit(self, fn, /, *args, **kwargs):
+        stats = self.__dict__.get("_leakhound")
+        if stats is None or _probe is None:
+            return original_submit(self, fn, *args, **kwargs)
+        now = monotonic()
+        stats.on_submit(self, now)
+        return original_submit(self, timed_call(stats, self, now, fn), *args, **kwargs)
+
+    __init__.__wrapped__ = original_init
+    submit.__wrapped__ = original_submit
+    cls.__init__ = __init__
+    cls.submit = submit
+
+
+def _patch_process_pool(process_module):
+    cls = process_module.ProcessPoolExecutor
+    original_init = cls.__init__
+
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        probe = _probe
+        if probe is not None:
+            try:
+                self._leakhound = PoolStats("process_pool", creation_site(2))
+                probe.executors.add(self)
+            except Exception:
+                probe.count_error()
+
+    __init__.__wrapped__ = original_init
+    cls.__init__ = __init__
+
+
+def _patch_semaphores(locks):
+    cls = locks.Semaphore
+    original_init = cls.__init__
+    ids = iter(range(1, 1 << 62))
+
+    def __init__(self, value=1, *args, **kwargs):
+        original_init(self, value, *args, **kwargs)
+        probe = _probe
+        if probe is not None:
+            try:
+                site = creation_site(2, depth=1)
+                self._leakhound = [value, None, site[-1] if site else None, "semaphore-%d" % next(ids)]
+                probe.semaphores.add(self)
+            except Exception:
+                probe.count_error()
+
+    __init__.__wrapped__ = original_init
+    cls.__init__ = __init__
+
+
+# --- warnings: never-awaited coroutines and unclosed resources -----------------------------
+
+
+def install_warning_hooks(probe):
+    if "warnings" in _applied:
+        return
+    _applied.add("warnings")
+    original_unawaited = getattr(warnings, "_warn_unawaited_coroutine", None)
+    if original_unawaited is not None:
+
+        def _warn_unawaited_coroutine(coro):
+            if _probe is not None:
+                _guard(lambda: _note_unawaited(_probe, coro))
+            # Warn as Python would (stacklevel 2 is the host frame running when it was collected).
+            warnings.warn(_unawaited_text(coro), RuntimeWarning, stacklevel=2, source=coro)
+
+        warnings._warn_unawaited_coroutine = _warn_unawaited_coroutine
+
+    original_show = getattr(warnings, "_showwarnmsg", None)
+    if original_show is None:
+        return
+    if probe.options.resource_warnings:
+        # Python ignores ResourceWarning by default; let it through to us, and below only
+        # forward what the user's own filters would have shown.
+        warnings.filterwarnings("always", category=ResourceWarning)
+        ours = warnings.filters[0]
+    else:
+        ours = None
+
+    def _showwarnmsg(msg):
+        probe = _probe
+        category = getattr(msg, "category", None)
+        if probe is not None and category is ResourceWarning:
+            _guard(lambda: _note_resource(probe, msg))
+            if ours is not None and not _user_would_show(ours, msg):
+                return None
+        return original_show(msg)
+
+    warnings._showwarnmsg = _showwarnmsg
+
+
+def _unawaited_text(coro):
+    """The text Python's own warning has, so filters on it keep matching."""
+    lines = ["coroutine '%s' was never awaited\n" % coro.__qualname__]
+    origin = getattr(coro, "cr_origin", None)
+    if origin:
+        import linecache
+        import traceback
+
+        frames = [(f, n, fn, linecache.getline(f, n)) for (f, n, fn) in reversed(origin)]
+        lines.append("Coroutine created at (most recent call last)\n")
+        lines += traceback.format_list(frames)
+    return "".join(lines).rstrip("\n")
+
+
+def _note_unawaited(probe, coro):
+    origin = getattr(coro, "cr_origin", None)
+    if origin:
+        # cr_origin lists the innermost frame first; sites are innermost last.
+        site = ["%s:%d in %s" % (f, line, fn) for (f, line, fn) in reversed(origin)]
+    else:
+        frame = getattr(coro, "cr_frame", None)
+        site = []
+        if frame is not None:
+            code = frame.f_code
+            site = ["%s:%d in %s (defined here; creation site needs LEAKHOUND_ORIGIN_DEPTH>0)"
+                    % (code.co_filename, code.co_firstlineno, code.co_name)]
+    name = getattr(coro, "__qualname__", "coroutine")
+    probe.events.add(
+        "never_awaited",
+        name,
+        "coroutine '%s' was created but never awaited, so it never ran" % name,
+        site,
+    )
+
+
+def _resource_subject(text):
+    lowered = text.lower()
+    for needle, subject in (
+        ("client session", "client session"),
+        ("connector", "connector"),
+        ("transport", "transport"),
+        ("socket", "socket"),
+        ("file", "file"),
+        ("event loop", "event loop"),
+        ("subprocess", "subprocess"),
+    ):
+        if needle in lowered:
+            return subject
+    return "resource"
+
+
+def _note_resource(probe, msg):
+    text = str(msg.message)
+    site = []
+    source = getattr(msg, "source", None)
+    if source is not None:
+        try:
+            import tracemalloc
+
+            if tracemalloc.is_tracing():
+                trace = tracemalloc.get_object_traceback(source)
+                if trace is not None:
+                    # Oldest frame first, so the allocation itself is last.
+                    site = ["%s:%d" % (f.filename, f.lineno) for f in trace]
+        except Exception:
+            site = []
+    where = "allocated at %s" % site[-1] if site else "collected at %s:%s" % (
+        msg.filename, msg.lineno)
+    if not site:
+        site = ["%s:%s (where it was collected; PYTHONTRACEMALLOC=5 gives the allocation site)"
+                % (msg.filename, msg.lineno)]
+    probe.events.add(
+        "unclosed_resource",
+        _resource_subject(text),
+        "%s (%s)" % (text.splitlines()[0][:300], where),
+        site,
+    )
+
+
+def _user_would_show(ours, msg):
+    """Whether the filters other than ours would have shown this warning."""
+    import re
+
+    text = str(msg.message)
+    module = (msg.filename or "")[:-3] if (msg.filename or "").endswith(".py") else msg.filename
+    for entry in list(warnings.filters):
+        if entry is ours:
+            continue
+        action, message_re, category, module_re, lineno = entry
+        if not issubclass(msg.category, category):
+            continue
+        if message_re is not None and not (
+            message_re.match(text) if hasattr(message_re, "match") else re.match(message_re, text)
+        ):
+            continue
+        if module_re is not None and not (
+            module_re.match(module or "") if hasattr(module_re, "match") else True
+        ):
+            continue
+        if lineno and lineno != msg.lineno:
+            continue
+        return action != "ignore"
+    return getattr(warnings, "defaultaction", "default") != "ignore"
+
+
+# --- shutdown -------------------------------------------------------------------------------
+
+
+def install_shutdown_hooks():
+    if "shutdown" in _applied:
+        return
+    _applied.add("shutdown")
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        # Runs before the interpreter joins non-daemon threads, and before the executors'
+        # own atexit (registered when concurrent.futures.thread is imported, after this).
+        try:
+            register(_at_threading_shutdown)
+        except Exception:
+            pass
+    import atexit
+
+    atexit.register(_at_exit)
+
+
+def _at_threading_shutdown():
+    probe = _probe
+    if probe is not None:
+        _guard(probe.at_threading_shutdown)
+
+
+def _at_exit():
+    probe = _probe
+    if probe is None:
+        return
+    try:
+        import gc
+
+        # Collect garbage now so ResourceWarnings of unreachable cycles reach the probe.
+        gc.collect()
+    except Exception:
+        pass
+    _guard(probe.write_final)
+    grace = probe.options.final_grace_ms / 1000.0
+    server = probe.server
+    if grace > 0 and server is not None:
+        # Let a collector take a last snapshot; stop waiting as soon as one did.
+        served_before = server.snapshots_served
+        deadline = monotonic() + grace
+        while monotonic() < deadline and server.snapshots_served == served_before:
+            threading.Event().wait(0.02)
+    _guard(probe_close_quietly)
+
+
+def probe_close_quietly():
+    from . import _runtime
+
+    _runtime.close()

@@ -1,0 +1,792 @@
+"""The probe's state and what it records: loops, tasks, threads, pools, events.
+
+The host's hot paths only append to bounded structures; everything costly (walking await
+chains, copying task sets, formatting stacks) happens on the probe's own threads when a
+collector asks, or once a second for progress tracking.
+"""
+
+import collections
+import itertools
+import json
+import os
+import sys
+import threading
+import weakref
+
+from . import _util
+from ._util import monotonic, wall_ms
+
+PROTOCOL = "leakhound/1"
+VERSION = "0.1.0"
+
+# The module names whose import triggers a patch (see _imports.py).
+_LOOP_MODULE = "asyncio.base_events"
+
+
+class Options:
+    """Settings, from keyword arguments of install() or else the environment."""
+
+    def __init__(self, **kw):
+        def pick(key, env, default, kind=int):
+            if key in kw and kw[key] is not None:
+                return kind(kw[key])
+            if kind is bool:
+                return _util.env_flag(env, default)
+            return _util.env_int(env, default)
+
+        self.socket_dir = kw.get("socket_dir") or os.environ.get("LEAKHOUND_SOCKET_DIR") or None
+        self.server = pick("server", "LEAKHOUND_SERVER", True, bool)
+        self.log_ids = pick("log_ids", "LEAKHOUND_LOG_IDS", True, bool)
+        self.task_sites = pick("task_sites", "LEAKHOUND_TASK_SITES", False, bool)
+        self.origin_depth = pick("origin_depth", "LEAKHOUND_ORIGIN_DEPTH", 3)
+        self.heartbeat_ms = max(5, pick("heartbeat_ms", "LEAKHOUND_HEARTBEAT_MS", 50))
+        self.stall_ms = max(10, pick("stall_ms", "LEAKHOUND_STALL_MS", 100))
+        self.window_ms = max(1000, pick("window_ms", "LEAKHOUND_WINDOW_MS", 10000))
+        self.max_events = max(8, pick("max_events", "LEAKHOUND_MAX_EVENTS", 256))
+        self.max_tasks = max(10, pick("max_tasks", "LEAKHOUND_MAX_TASKS", 2000))
+        self.final_grace_ms = pick("final_grace_ms", "LEAKHOUND_FINAL_GRACE_MS", 0)
+        self.resource_warnings = pick("resource_warnings", "LEAKHOUND_RESOURCE_WARNINGS", True, bool)
+
+
+class EventRing:
+    """Bounded, coalescing ring of one-off events: (kind, subject, site) repeats add to count."""
+
+    def __init__(self, capacity):
+        self.capacity = capacity
+        self.items = collections.OrderedDict()
+        self.dropped = 0
+        self.seq = itertools.count(1)
+        self.lock = threading.Lock()
+
+    def add(self, kind, subject, message, site):
+        key = (kind, subject, tuple(site))
+        with self.lock:
+            event = self.items.pop(key, None)
+            if event is None:
+                event = {"kind": kind, "subject": subject, "site": list(site), "count": 0}
+            event["count"] += 1
+            event["seq"] = next(self.seq)
+            event["at_ms"] = wall_ms()
+            event["message"] = message
+            self.items[key] = event
+            while len(self.items) > self.capacity:
+                self.items.popitem(last=False)
+                self.dropped += 1
+
+    def snapshot(self):
+        with self.lock:
+            return [dict(e) for e in self.items.values()]
+
+    def reset(self):
+        self.lock = threading.Lock()
+        self.items.clear()
+        self.dropped = 0
+
+
+class LoopState:
+    """One asyncio loop: its thread, a heartbeat that measures lag, the stalls it had."""
+
+    ids = itertools.count(1)
+
+    def __init__(self, probe, loop):
+        self.probe = probe
+        self.loop_ref = weakref.ref(loop)
+        self.id = "loop-%d" % next(LoopState.ids)
+        self.tid = 0
+        self.ident = 0
+        self.running = False
+        self.interval = probe.options.heartbeat_ms / 1000.0
+        self.expected = None  # monotonic time the next heartbeat is due
+        self.lags = collections.deque(maxlen=4096)  # (monotonic, lag_ms)
+        self.history = collections.deque(maxlen=120)  # max lag per second, oldest first
+        self.bucket = (0, 0.0)
+        self.stalls = collections.deque(maxlen=8)
+        self.current_stall = None
+        self.handle = None
+
+    # --- on the loop's own thread -------------------------------------------------------
+    def started(self):
+        self.tid = threading.get_native_id()
+        self.ident = threading.get_ident()
+        self.running = True
+        self.current_stall = None
+        self._schedule(monotonic())
+
+    def stopped(self):
+        self.running = False
+        self.expected = None
+        handle, self.handle = self.handle, None
+        if handle is not None:
+            handle.cancel()
+
+    def _schedule(self, now):
+        loop = self.loop_ref()
+        if loop is None or not self.running or self.probe.closed:
+            return
+        self.expected = now + self.interval
+        self.handle = loop.call_later(self.interval, self._beat)
+
+    def _beat(self):
+        now = monotonic()
+        try:
+            expected = self.expected if self.expected is not None else now
+            lag_ms = max(0.0, (now - expected) * 1000.0)
+            self.lags.append((now, lag_ms))
+            second = int(now)
+            start, peak = self.bucket
+            if second != start:
+                if start:
+                    self.history.append(round(peak, 2))
+                self.bucket = (second, lag_ms)
+            elif lag_ms > peak:
+                self.bucket = (start, lag_ms)
+            stall = self.current_stall
+            if stall is not None:
+                stall["duration_ms"] = round(lag_ms, 2)
+                self.current_stall = None
+            elif lag_ms >= self.probe.options.stall_ms:
+                # Shorter than the watchdog's look: known, but without a stack.
+                self.stalls.append(
+                    {"at_ms": wall_ms(), "duration_ms": round(lag_ms, 2), "stack": [], "task": None}
+                )
+        except Exception:
+            self.probe.count_error()
+        self._schedule(now)
+
+    # --- on the probe's watchdog thread -------------------------------------------------
+    def watch(self, now, stall_ms):
+        expected = self.expected
+        if not self.running or expected is None:
+            return
+        overdue_ms = (now - expected) * 1000.0
+        stall = self.current_stall
+        if stall is not None:
+            stall["duration_ms"] = round(max(stall["duration_ms"], overdue_ms), 2)
+        elif overdue_ms >= stall_ms:
+            stall = {
+                "at_ms": wall_ms(),
+                "duration_ms": round(overdue_ms, 2),
+                "stack": _util.thread_stack(self.ident),
+                "task": current_task_name(self.loop_ref()),
+            }
+            self.current_stall = stall
+            self.stalls.append(stall)
+
+    def report(self, now):
+        window = self.probe.options.window_ms / 1000.0
+        lags = sorted(lag for (t, lag) in list(self.lags) if now - t <= window)
+        # A stall in progress counts as a sample: the loop is late right now.
+        if self.running and self.expected is not None and now - self.expected > 0:
+            overdue = (now - self.expected) * 1000.0
+            if overdue >= self.probe.options.stall_ms:
+                lags.append(overdue)
+                lags.sort()
+        history = list(self.history)
+        if self.bucket[0]:
+            history.append(round(self.bucket[1], 2))
+        return {
+            "id": self.id,
+            "tid": self.tid,
+            "running": self.running,
+            "lag": {
+                "p50_ms": round(_util.percentile(lags, 0.50), 2),
+                "p99_ms": round(_util.percentile(lags, 0.99), 2),
+                "max_ms": round(lags[-1], 2) if lags else 0.0,
+                "samples": len(lags),
+                "window_ms": self.probe.options.window_ms,
+            },
+            "lag_history_ms": history[-120:],
+            "stalls": [dict(s) for s in list(self.stalls)],
+        }
+
+
+def current_task_name(loop):
+    """Name of the task the loop is running now, readable from any thread."""
+    if loop is None:
+        return None
+    try:
+        import asyncio.tasks as tasks
+
+        task = tasks._current_tasks.get(loop)
+        return task.get_name() if task is not None else None
+    except Exception:
+        return None
+
+
+class PoolStats:
+    """Counters an executor's submit/run wrappers keep; read by the probe thread."""
+
+    ids = itertools.count(1)
+
+    def __init__(self, kind, created_at):
+        self.id = "%s-%d" % (kind, next(PoolStats.ids))
+        self.kind = kind
+        self.created_at = created_at
+        self.lock = threading.Lock()
+        self.submitted = 0
+        self.completed = 0
+        self.running = 0
+        self.saturated_since = None
+        self.waits = collections.deque(maxlen=1024)  # (monotonic start, wait_ms)
+
+    def on_submit(self, executor, now):
+        with self.lock:
+            self.submitted += 1
+            if self.saturated_since is None and self.running >= getattr(executor, "_max_workers", 1):
+                self.saturated_since = now
+
+    def on_start(self, executor, submitted_at):
+        now = monotonic()
+        with self.lock:
+            self.running += 1
+            self.waits.append((now, (now - submitted_at) * 1000.0))
+            queue = getattr(executor, "_work_queue", None)
+            if queue is None or queue.qsize() == 0:
+                self.saturated_since = None
+
+    def on_finish(self):
+        with self.lock:
+            self.running -= 1
+            self.completed += 1
+
+
+def timed_call(stats, executor, submitted_at, fn):
+    """Wraps a thread-pool job so its queue wait and run are counted."""
+
+    def run(*args, **kwargs):
+        stats.on_start(executor, submitted_at)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            stats.on_finish()
+
+    return run
+
+
+def creation_site(skip, depth=4):
+    """`file:line in func` of the caller `skip` frames up, innermost last; probe frames skipped."""
+    try:
+        frame = sys._getframe(skip)
+    except ValueError:
+        return []
+    out = []
+    here = os.path.dirname(__file__)
+    while frame is not None and len(out) < depth:
+        if not frame.f_code.co_filename.startswith(here):
+            out.append(_util.frame_line(frame))
+        frame = frame.f_back
+    out.reverse()
+    return out
+
+
+class Probe:
+    """Everything the probe knows about this process."""
+
+    def __init__(self, options):
+        self.options = options
+        self.pid = os.getpid()
+        self.closed = False
+        self.errors = 0
+        self.last_error = ""
+        self.loops = {}  # id(loop) -> LoopState
+        self.executors = weakref.WeakSet()
+        self.semaphores = weakref.WeakSet()
+        self.task_sites = weakref.WeakKeyDictionary()  # task -> (site, created monotonic)
+        self.progress = {}  # id(task) -> [task ref, waiter ref, point, changed_at, first_seen]
+        self.events = EventRing(options.max_events)
+        self.started_at = monotonic()
+        self.shutdown_started = False
+        self.missing = []
+        self.server = None
+        self.watchdog = None
+        self.stop = threading.Event()
+
+    def count_error(self):
+        self.errors += 1
+        try:
+            self.last_error = repr(sys.exc_info()[1])[:200]
+        except Exception:
+            pass
+
+    # --- loops ---------------------------------------------------------------------------
+    def loop_state(self, loop):
+        state = self.loops.get(id(loop))
+        if state is None or state.loop_ref() is not loop:
+            state = LoopState(self, loop)
+            self.loops[id(loop)] = state
+        return state
+
+    def forget_dead_loops(self):
+        for key, state in list(self.loops.items()):
+            if state.loop_ref() is None:
+                self.loops.pop(key, None)
+
+    # --- watchdog thread -------------------------------------------------------------------
+    def watchdog_main(self):
+        period = min(self.options.heartbeat_ms, self.options.stall_ms / 2.0) / 1000.0
+        next_track = monotonic()
+        while not self.stop.wait(period):
+            try:
+                now = monotonic()
+                for state in list(self.loops.values()):
+                    state.watch(now, self.options.stall_ms)
+                if now >= next_track:
+                    next_track = now + 1.0
+                    self.track_progress()
+                    self.forget_dead_loops()
+            except Exception:
+                self.count_error()
+
+    # --- tasks ---------------------------------------------------------------------------
+    def loop_tasks(self, state):
+        loop = state.loop_ref()
+        if loop is None:
+            return []
+        try:
+            import asyncio
+
+            for _ in range(20):
+                try:
+                    return list(asyncio.all_tasks(loop))
+                except RuntimeError:
+                    continue
+        except Exception:
+            self.count_error()
+        return []
+
+    def track_progress(self):
+        """Notes, per task, whether its await point changed since the last look."""
+        now = monotonic()
+        seen = set()
+        for state in list(self.loops.values()):
+            for task in self.loop_tasks(state):
+                key = id(task)
+                seen.add(key)
+                waiter = getattr(task, "_fut_waiter", None)
+                point = innermost_point(task)
+                record = self.progress.get(key)
+                if record is None or record[0]() is not task:
+                    self.progress[key] = [weakref.ref(task), weak_or_none(waiter), point, now, now]
+                    continue
+                same = (
+                    waiter is not None
+                    and record[1] is not None
+                    and record[1]() is waiter
+                    and record[2] == point
+                )
+                if not same:
+                    record[1] = weak_or_none(waiter)
+                    record[2] = point
+                    record[3] = now
+        for key in list(self.progress):
+            if key not in seen:
+                del self.progress[key]
+
+    def task_report(self, state, now):
+        loop = state.loop_ref()
+        running_name = current_task_name(loop)
+        rows = {}
+        for task in self.loop_tasks(state):
+            try:
+                rows[task] = self.one_task(task, state, now, running_name)
+            except Exception:
+                self.count_error()
+        # A task awaiting other tasks makes progress when they do (gather, await task).
+        by_name = {row["id"]: row for row in rows.values()}
+
+        def effective(row, depth=0):
+            own = row["since_progress_ms"]
+            if depth > 16:
+                return own
+            best = own
+            for name in row.get("_waits", ()):
+                other = by_name.get(name)
+                if other is not None and other is not row:
+                    best = min(best, effective(other, depth + 1))
+            return best
+
+        for row in rows.values():
+            row["since_progress_ms"] = effective(row)
+        for row in rows.values():
+            row.pop("_waits", None)
+        return list(rows.values())
+
+    def one_task(self, task, state, now, running_name):
+        name = task.get_name()
+        coro = task.get_coro()
+        waiter = getattr(task, "_fut_waiter", None)
+        if task.done():
+            status = "done"
+        elif name == running_name:
+            status = "running"
+        elif waiter is None:
+            status = "scheduled"
+        else:
+            status = "idle"
+        record = self.progress.get(id(task))
+        if record is not None and record[0]() is task:
+            first_seen, changed = record[4], record[3]
+        else:
+            first_seen = changed = now
+        site = self.task_sites.get(task)
+        if site is not None:
+            first_seen = min(first_seen, site[1])
+        waits = awaited_tasks(waiter)
+        row = {
+            "id": name,
+            "name": name,
+            "state": status,
+            "kind": getattr(coro, "__qualname__", type(coro).__name__),
+            "await_chain": await_chain(coro),
+            "spawn_location": site[0] if site is not None else None,
+            "age_ms": int((now - first_seen) * 1000),
+            "since_progress_ms": 0 if status != "idle" else int((now - changed) * 1000),
+            "loop_id": state.id,
+            "waiting_on": ", ".join(waits) if waits else None,
+            "_waits": waits,
+        }
+        return row
+
+    # --- snapshot ------------------------------------------------------------------------
+    def snapshot(self, stacks=False):
+        now = monotonic()
+        data = {
+            "runtime": "python",
+            "runtime_version": "%d.%d.%d" % sys.version_info[:3],
+            "probe_version": VERSION,
+            "now_ms": wall_ms(),
+            "loops": [],
+            "tasks": [],
+            "threads": [],
+            "pools": [],
+            "children": [],
+            "events": [],
+            "missing": list(self.missing),
+            "dropped": {"events": 0, "tasks": 0},
+        }
+        for part in (self._loops_and_tasks, self._threads, self._pools, self._children):
+            try:
+                part(data, now, stacks)
+            except Exception:
+                self.count_error()
+        data["events"] = self.events.snapshot()
+        data["dropped"]["events"] = self.events.dropped
+        if self.errors:
+            data["missing"].append(
+                "probe: %d internal error(s) caught, last %s" % (self.errors, self.last_error)
+            )
+        return data
+
+    def _loops_and_tasks(self, data, now, stacks):
+        try:
+            self.track_progress()
+        except Exception:
+            self.count_error()
+        tasks = []
+        for state in list(self.loops.values()):
+            if state.loop_ref() is None:
+                continue
+            data["loops"].append(state.report(now))
+            tasks.extend(self.task_report(state, now))
+        if not self.loops and _LOOP_MODULE not in sys.modules:
+            data["missing"].append("loops, tasks: this process has not imported asyncio")
+        cap = self.options.max_tasks
+        if len(tasks) > cap:
+            # Keep the ones that have waited longest: those are what rules look at.
+            tasks.sort(key=lambda row: row["since_progress_ms"], reverse=True)
+            data["dropped"]["tasks"] = len(tasks) - cap
+            tasks = tasks[:cap]
+        data["tasks"] = tasks
+
+    def _threads(self, data, now, stacks):
+        frames = sys._current_frames() if stacks else {}
+        for thread in _util.copy_weak(threading.enumerate()):
+            row = {
+                "native_id": getattr(thread, "native_id", None) or 0,
+                "ident": thread.ident or 0,
+                "name": thread.name,
+                "daemon": bool(thread.daemon),
+                "stack": [],
+            }
+            frame = frames.get(thread.ident)
+            if frame is not None:
+                row["stack"] = _util.format_stack(frame)
+            data["threads"].append(row)
+
+    def _pools(self, data, now, stacks):
+        pools = []
+        default_executors = set()
+        for state in list(self.loops.values()):
+            loop = state.loop_ref()
+            executor = getattr(loop, "_default_executor", None) if loop is not None else None
+            if executor is not None:
+                default_executors.add(id(executor))
+        for executor in _util.copy_weak(self.executors):
+            try:
+                pools.append(executor_report(executor, id(executor) in default_executors, now))
+            except Exception:
+                self.count_error()
+        semaphores = []
+        for semaphore in _util.copy_weak(self.semaphores):
+            try:
+                row = semaphore_report(semaphore, now)
+                if row is not None:
+                    semaphores.append(row)
+            except Exception:
+                self.count_error()
+        # Only the busiest semaphores: a program may make one per request.
+        semaphores.sort(key=lambda row: (row["queued"], row["saturated_ms"]), reverse=True)
+        data["pools"] = pools + semaphores[:64]
+
+    def _children(self, data, now, stacks):
+        process = sys.modules.get("multiprocessing.process")
+        if process is None:
+            return
+        for child in _util.copy_weak(getattr(process, "_children", ())):
+            popen = getattr(child, "_popen", None)
+            if popen is None:
+                continue
+            # Read returncode, never poll(): polling would reap the child behind its back.
+            code = getattr(popen, "returncode", None)
+            data["children"].append(
+                {
+                    "pid": getattr(popen, "pid", 0) or 0,
+                    "name": getattr(child, "_name", "") or "",
+                    "daemon": bool(getattr(child, "_config", {}).get("daemon", False)),
+                    "alive": code is None,
+                    "exitcode": code,
+                }
+            )
+
+    def semaphore_tick(self, now):
+        for semaphore in _util.copy_weak(self.semaphores):
+            info = semaphore.__dict__.get("_leakhound")
+            if info is None:
+                continue
+            starving = semaphore_waiters(semaphore) > 0 and getattr(semaphore, "_value", 1) <= 0
+            if starving and info[1] is None:
+                info[1] = now
+            elif not starving:
+                info[1] = None
+
+    # --- shutdown ------------------------------------------------------------------------
+    def at_threading_shutdown(self):
+        """Runs when the main thread finishes, before non-daemon threads are joined."""
+        self.shutdown_started = True
+        me = threading.current_thread()
+        for thread in _util.copy_weak(threading.enumerate()):
+            if thread is me or thread.daemon or thread is threading.main_thread():
+                continue
+            if thread.name.startswith("leakhound-probe"):
+                continue
+            if is_executor_worker(thread, self.executors):
+                continue
+            self.events.add(
+                "alive_at_shutdown",
+                "thread %s" % thread.name,
+                "non-daemon thread %r (tid %s) still running when the program ended; "
+                "the interpreter waits for it: join it or make it a daemon"
+                % (thread.name, getattr(thread, "native_id", "?")),
+                _util.thread_stack(thread.ident),
+            )
+        for executor in _util.copy_weak(self.executors):
+            stats = executor.__dict__.get("_leakhound")
+            if stats is None or getattr(executor, "_shutdown", False):
+                continue
+            live = len(getattr(executor, "_threads", ()) or ())
+            queue = getattr(executor, "_work_queue", None)
+            queued = queue.qsize() if queue is not None else 0
+            if live == 0 and queued == 0:
+                continue
+            self.events.add(
+                "alive_at_shutdown",
+                "executor %s" % executor_name(executor),
+                "%s never shut down: %d worker(s) alive, %d running, %d queued at exit; "
+                "use `with` or call shutdown()" % (
+                    executor_name(executor), live, stats.running, queued),
+                list(stats.created_at),
+            )
+        process = sys.modules.get("multiprocessing.process")
+        for child in _util.copy_weak(getattr(process, "_children", ()) if process else ()):
+            popen = getattr(child, "_popen", None)
+            if popen is None or getattr(popen, "returncode", 0) is not None:
+                continue
+            if getattr(child, "_config", {}).get("daemon", False):
+                continue
+            self.events.add(
+                "alive_at_shutdown",
+                "process %s" % getattr(child, "_name", "?"),
+                "multiprocessing child %s (pid %s) still running when the program ended; "
+                "join() it" % (getattr(child, "_name", "?"), getattr(popen, "pid", "?")),
+                [],
+            )
+        self.write_final()
+
+    def write_final(self):
+        """`$LEAKHOUND_SOCKET_DIR/<pid>.final.json`: the last word, for `leakhound check`."""
+        folder = self.options.socket_dir
+        if not folder:
+            return
+        try:
+            body = {
+                "type": "final",
+                "protocol": PROTOCOL,
+                "pid": self.pid,
+                "data": self.snapshot(stacks=False),
+            }
+            path = os.path.join(folder, "%d.final.json" % self.pid)
+            tmp = path + ".tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(body, handle, separators=(",", ":"), default=str)
+            os.replace(tmp, path)
+        except Exception:
+            self.count_error()
+
+
+def weak_or_none(obj):
+    if obj is None:
+        return None
+    try:
+        return weakref.ref(obj)
+    except TypeError:
+        return None
+
+
+def innermost_point(task):
+    coro = task.get_coro()
+    point = None
+    for _ in range(64):
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        point = (frame.f_code, frame.f_lineno)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return point
+
+
+def await_chain(coro, limit=32):
+    """`file:line in func` down the await chain, outermost first, innermost last."""
+    out = []
+    for _ in range(limit):
+        if coro is None:
+            break
+        frame = (
+            getattr(coro, "cr_frame", None)
+            or getattr(coro, "gi_frame", None)
+            or getattr(coro, "ag_frame", None)
+        )
+        if frame is None:
+            break
+        out.append(_util.frame_line(frame))
+        coro = (
+            getattr(coro, "cr_await", None)
+            or getattr(coro, "gi_yieldfrom", None)
+            or getattr(coro, "ag_await", None)
+        )
+    return out
+
+
+def awaited_tasks(waiter):
+    """Names of the tasks a waiter future stands for (a Task itself, or gather's children)."""
+    if waiter is None:
+        return []
+    names = []
+    get_name = getattr(waiter, "get_name", None)
+    if get_name is not None:
+        try:
+            names.append(get_name())
+        except Exception:
+            pass
+    for child in getattr(waiter, "_children", None) or ():
+        get_name = getattr(child, "get_name", None)
+        if get_name is not None and not child.done():
+            names.append(get_name())
+    return names
+
+
+def executor_name(executor):
+    prefix = getattr(executor, "_thread_name_prefix", "") or ""
+    return prefix or type(executor).__name__
+
+
+def executor_report(executor, is_default, now):
+    stats = executor.__dict__.get("_leakhound")
+    kind = "default_executor" if is_default else stats.kind if stats else "thread_pool"
+    max_workers = getattr(executor, "_max_workers", 0) or 0
+    row = {
+        "id": stats.id if stats else "executor-%x" % id(executor),
+        "kind": kind,
+        "name": executor_name(executor),
+        "max_workers": max_workers,
+        "live_workers": 0,
+        "busy_workers": 0,
+        "queued": 0,
+        "saturated_ms": 0,
+        "queue_wait_p99_ms": None,
+        "submitted": stats.submitted if stats else 0,
+        "completed": stats.completed if stats else 0,
+        "open": not getattr(executor, "_shutdown", False)
+        and not getattr(executor, "_shutdown_thread", False),
+        "created_at": stats.created_at[-1] if stats and stats.created_at else None,
+    }
+    if stats is not None and stats.kind == "process_pool":
+        processes = getattr(executor, "_processes", None) or {}
+        pending = list((getattr(executor, "_pending_work_items", None) or {}).values())
+        running = sum(1 for item in pending if item.future.running())
+        row["live_workers"] = len(processes)
+        row["busy_workers"] = running
+        row["queued"] = max(0, len(pending) - running)
+        return row
+    queue = getattr(executor, "_work_queue", None)
+    queued = queue.qsize() if queue is not None else 0
+    row["live_workers"] = len(getattr(executor, "_threads", ()) or ())
+    row["queued"] = queued
+    if stats is not None:
+        row["busy_workers"] = max(0, stats.running)
+        since = stats.saturated_since
+        if since is not None and queued > 0:
+            row["saturated_ms"] = int((now - since) * 1000)
+        waits = sorted(w for (t, w) in list(stats.waits) if now - t <= 10.0)
+        if waits:
+            row["queue_wait_p99_ms"] = round(_util.percentile(waits, 0.99), 2)
+    return row
+
+
+def semaphore_waiters(semaphore):
+    waiters = getattr(semaphore, "_waiters", None) or ()
+    try:
+        return sum(1 for w in list(waiters) if not w.done())
+    except Exception:
+        return 0
+
+
+def semaphore_report(semaphore, now):
+    info = semaphore.__dict__.get("_leakhound")
+    if info is None:
+        return None
+    initial, starving_since, site, ident = info
+    value = getattr(semaphore, "_value", 0)
+    waiters = semaphore_waiters(semaphore)
+    return {
+        "id": ident,
+        "kind": "semaphore",
+        "name": type(semaphore).__name__,
+        "max_workers": initial,
+        "live_workers": max(0, initial - value),
+        "busy_workers": max(0, initial - value),
+        "queued": waiters,
+        "saturated_ms": int((now - starving_since) * 1000) if starving_since is not None else 0,
+        "queue_wait_p99_ms": None,
+        "submitted": 0,
+        "completed": 0,
+        "open": True,
+        "created_at": site,
+    }
+
+
+def is_executor_worker(thread, executors):
+    for executor in _util.copy_weak(executors):
+        if thread in (getattr(executor, "_threads", ()) or ()):
+            return True
+    return False
