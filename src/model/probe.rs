@@ -20,6 +20,8 @@ pub struct ProbeData {
     pub threads: Vec<ProbeThread>,
     /// Executors, blocking pools, semaphores and connection pools.
     pub pools: Vec<Pool>,
+    /// Child processes the runtime started itself (Python `multiprocessing`), as it sees them.
+    pub children: Vec<ProbeChild>,
     /// Recent one-off events (never-awaited coroutines, unclosed resources, threads alive
     /// at shutdown), newest last. A bounded ring: `dropped.events` counts what fell out.
     pub events: Vec<ProbeEvent>,
@@ -171,6 +173,19 @@ pub struct Pool {
     pub open: bool,
     /// Where it was created, when known.
     pub created_at: Option<String>,
+}
+
+/// A child process the runtime itself manages (a `multiprocessing.Process`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProbeChild {
+    pub pid: u32,
+    /// The runtime's name for it (`Process-1`, `SpawnPoolWorker-2`).
+    pub name: String,
+    pub daemon: bool,
+    /// Not yet exited as far as the runtime knows (read without reaping it).
+    pub alive: bool,
+    pub exitcode: Option<i32>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -5,6 +5,7 @@
 use crate::model::Snapshot;
 
 pub mod collector;
+pub mod probe;
 #[cfg(target_os = "linux")]
 pub mod procfs;
 mod target;
@@ -59,7 +60,11 @@ pub fn now_ms() -> u64 {
 pub fn open(target: &Target) -> Result<Box<dyn Source>, SourceError> {
     match target {
         #[cfg(target_os = "linux")]
-        Target::Pid(pid) => Ok(Box::new(procfs::ProcSource::new(*pid)?)),
+        Target::Pid(pid) => Ok(Box::new(probe::WithProbe::new(
+            procfs::ProcSource::new(*pid)?,
+            *pid,
+        ))),
+        Target::ProbeSocket(path) => Ok(Box::new(probe::ProbeSocketSource::new(path)?)),
         other => Err(SourceError::Other(format!(
             "targets like '{other}' are not supported by this build"
         ))),
