@@ -29,6 +29,8 @@ pub struct Config {
     pub close_wait_for: Duration,
     /// zombie-child: a child exited and not reaped for this long.
     pub zombie_after: Duration,
+    /// thread-leak: this many new non-daemon threads, none ended, across the growth window.
+    pub thread_leak_min_growth: u64,
 }
 
 impl Default for Config {
@@ -46,6 +48,7 @@ impl Default for Config {
             close_wait_min: 3,
             close_wait_for: Duration::from_secs(3),
             zombie_after: Duration::from_secs(5),
+            thread_leak_min_growth: 5,
         }
     }
 }
@@ -97,6 +100,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "how long the pile-up must last (duration)",
     ),
     (
+        "thread-leak.min-growth",
+        "new non-daemon threads, none ended, across the window (number)",
+    ),
+    (
         "zombie-child.after",
         "an exited child not reaped for this long (duration)",
     ),
@@ -138,6 +145,7 @@ impl Config {
             "close-wait.min" => self.close_wait_min = num()? as u64,
             "close-wait.for" => self.close_wait_for = dur()?,
             "zombie-child.after" => self.zombie_after = dur()?,
+            "thread-leak.min-growth" => self.thread_leak_min_growth = num()? as u64,
             other => {
                 return Err(format!(
                     "unknown threshold '{other}': run `leakhound rules` to list the keys"

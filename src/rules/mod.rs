@@ -12,6 +12,14 @@ pub mod close_wait;
 pub mod fd_exhaustion;
 pub mod leak_growth;
 pub mod trend;
+
+pub mod loop_blocked;
+pub mod never_awaited;
+pub mod pool_starvation;
+pub mod probe_common;
+pub mod stuck_task;
+pub mod thread_leak;
+pub mod unclosed_resource;
 pub mod zombie_child;
 
 /// One named check, in the manner of tokio-console's lints.
@@ -32,6 +40,12 @@ pub fn all() -> Vec<Box<dyn Rule>> {
         Box::new(leak_growth::LeakGrowth),
         Box::new(close_wait::CloseWait),
         Box::new(zombie_child::ZombieChild),
+        Box::new(stuck_task::StuckTask),
+        Box::new(never_awaited::NeverAwaited),
+        Box::new(loop_blocked::LoopBlocked),
+        Box::new(pool_starvation::PoolStarvation),
+        Box::new(unclosed_resource::UnclosedResource),
+        Box::new(thread_leak::ThreadLeak),
     ]
 }
 

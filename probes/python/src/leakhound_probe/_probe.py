@@ -333,6 +333,7 @@ class Probe:
                 if now >= next_track:
                     next_track = now + 1.0
                     self.track_progress()
+                    self.semaphore_tick(now)
                     self.forget_dead_loops()
             except Exception:
                 self.count_error()

@@ -1,0 +1,154 @@
+//! `never-awaited`: work that was created and never ran. Python: a coroutine collected
+//! without being awaited (with its creation site). Rust: a spawned task never polled.
+
+use super::Rule;
+use super::probe_common::{events_of, innermost, latest_probe, secs};
+use crate::config::Config;
+use crate::findings::{Finding, Severity};
+use crate::history::History;
+use crate::model::{ProbeEventKind, TaskState};
+
+pub struct NeverAwaited;
+
+impl Rule for NeverAwaited {
+    fn id(&self) -> &'static str {
+        "never-awaited"
+    }
+
+    fn summary(&self) -> &'static str {
+        "a coroutine was never awaited (Python), or a spawned task never polled (Rust)"
+    }
+
+    fn check(&self, history: &History, config: &Config) -> Vec<Finding> {
+        let mut out: Vec<Finding> = events_of(history, ProbeEventKind::NeverAwaited)
+            .into_iter()
+            .map(|e| {
+                let site = innermost(&e.site);
+                Finding::new(
+                    self.id(),
+                    Severity::Warning,
+                    format!("coroutine:{} at {site}", e.subject),
+                    format!(
+                        "coroutine '{}' was never awaited ({}x), created at {site}: its work never ran",
+                        e.subject, e.count
+                    ),
+                )
+                .with("coroutine", e.subject.clone())
+                .with("count", e.count)
+                .with("created_at", site)
+                .with("site", e.site.clone())
+            })
+            .collect();
+        let Some((_, probe)) = latest_probe(history) else {
+            return out;
+        };
+        let after = config.never_polled_after.as_millis() as u64;
+        for t in &probe.tasks {
+            if t.polls == Some(0) && t.state != TaskState::Done && t.age_ms >= after {
+                let site = t.spawn_location.as_deref().unwrap_or("unknown spawn site");
+                out.push(
+                    Finding::new(
+                        self.id(),
+                        Severity::Warning,
+                        format!("task:{}", t.id),
+                        format!(
+                            "task {} was spawned at {site} {:.0}s ago and never polled",
+                            t.id,
+                            t.age_ms as f64 / 1000.0
+                        ),
+                    )
+                    .with("task", t.id.clone())
+                    .with("kind", t.kind.clone())
+                    .with("spawn_location", t.spawn_location.clone())
+                    .with("age_s", secs(t.age_ms)),
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::probe_common::testing::history;
+    use super::*;
+    use crate::model::{ProbeData, ProbeEvent, Task};
+
+    fn unawaited(count: u64) -> ProbeEvent {
+        ProbeEvent {
+            seq: 1,
+            kind: ProbeEventKind::NeverAwaited,
+            subject: "send_email".into(),
+            site: vec!["app.py:20 in main".into(), "app.py:9 in handler".into()],
+            count,
+            ..ProbeEvent::default()
+        }
+    }
+
+    #[test]
+    fn fires_with_creation_site_and_count() {
+        let data = ProbeData {
+            events: vec![unawaited(3)],
+            ..ProbeData::default()
+        };
+        let f = NeverAwaited.check(&history(vec![(0, data)]), &Config::default());
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].subject, "coroutine:send_email at app.py:9 in handler");
+        assert_eq!(f[0].evidence["created_at"], "app.py:9 in handler");
+        assert_eq!(f[0].evidence["count"], 3);
+    }
+
+    #[test]
+    fn other_events_and_polled_tasks_do_not_fire() {
+        let data = ProbeData {
+            events: vec![ProbeEvent {
+                kind: ProbeEventKind::UnclosedResource,
+                ..unawaited(1)
+            }],
+            tasks: vec![
+                Task {
+                    id: "7".into(),
+                    polls: Some(4),
+                    age_ms: 60_000,
+                    ..Task::default()
+                },
+                Task {
+                    id: "8".into(),
+                    polls: None,
+                    age_ms: 60_000,
+                    ..Task::default()
+                },
+                Task {
+                    id: "9".into(),
+                    polls: Some(0),
+                    age_ms: 2_000,
+                    ..Task::default()
+                },
+            ],
+            ..ProbeData::default()
+        };
+        assert!(
+            NeverAwaited
+                .check(&history(vec![(0, data)]), &Config::default())
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn rust_task_never_polled_fires_after_threshold() {
+        let data = ProbeData {
+            tasks: vec![Task {
+                id: "12".into(),
+                polls: Some(0),
+                age_ms: 11_000,
+                spawn_location: Some("src/main.rs:40:5".into()),
+                ..Task::default()
+            }],
+            ..ProbeData::default()
+        };
+        let f = NeverAwaited.check(&history(vec![(0, data)]), &Config::default());
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].subject, "task:12");
+        assert_eq!(f[0].evidence["spawn_location"], "src/main.rs:40:5");
+    }
+}

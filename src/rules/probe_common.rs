@@ -1,0 +1,48 @@
+//! What the probe-based rules share: reading the newest probe view, formatting durations.
+
+use crate::history::History;
+use crate::model::{ProbeData, ProbeEvent, ProbeEventKind, Snapshot};
+
+/// The newest snapshot that carries probe data, with that data.
+pub fn latest_probe(history: &History) -> Option<(&Snapshot, &ProbeData)> {
+    let latest = history.latest()?;
+    latest.probe.as_ref().map(|p| (latest, p))
+}
+
+/// Events of one kind in the newest probe view (the probe's ring holds them until they fall
+/// out, so the newest view has every recent one, coalesced with its count).
+pub fn events_of(history: &History, kind: ProbeEventKind) -> Vec<&ProbeEvent> {
+    latest_probe(history)
+        .map(|(_, p)| p.events.iter().filter(|e| e.kind == kind).collect())
+        .unwrap_or_default()
+}
+
+/// Seconds with one decimal, for evidence.
+pub fn secs(ms: u64) -> f64 {
+    (ms as f64 / 100.0).round() / 10.0
+}
+
+/// `where` for a subject: the innermost site frame, or `unknown site`.
+pub fn innermost(site: &[String]) -> &str {
+    site.last().map_or("unknown site", |s| s.as_str())
+}
+
+#[cfg(test)]
+pub mod testing {
+    use crate::history::History;
+    use crate::model::{ProbeData, Snapshot};
+
+    /// A history of probe views, one per `(t_ms, data)`, for pid 42.
+    pub fn history(views: Vec<(u64, ProbeData)>) -> History {
+        let mut h = History::default();
+        for (t, data) in views {
+            h.push(Snapshot {
+                taken_at_ms: t,
+                pid: 42,
+                probe: Some(data),
+                ..Snapshot::default()
+            });
+        }
+        h
+    }
+}

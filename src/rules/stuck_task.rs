@@ -1,0 +1,155 @@
+//! `stuck-task`: a live task has made no progress (same await point, not polled) for too
+//! long, or (Rust) has lost its waker and can never run again.
+
+use super::Rule;
+use super::probe_common::{latest_probe, secs};
+use crate::config::Config;
+use crate::findings::{Finding, Severity};
+use crate::history::History;
+use crate::model::TaskState;
+
+pub struct StuckTask;
+
+impl Rule for StuckTask {
+    fn id(&self) -> &'static str {
+        "stuck-task"
+    }
+
+    fn summary(&self) -> &'static str {
+        "a live task has made no progress for too long, or has lost its waker"
+    }
+
+    fn check(&self, history: &History, config: &Config) -> Vec<Finding> {
+        let Some((_, probe)) = latest_probe(history) else {
+            return Vec::new();
+        };
+        let after = config.stuck_task_after.as_millis() as u64;
+        probe
+            .tasks
+            .iter()
+            .filter(|t| t.state != TaskState::Done)
+            .filter(|t| t.lost_waker || t.since_progress_ms >= after)
+            .map(|t| {
+                let point = t.await_chain.last().map_or("unknown await point", |s| s.as_str());
+                let (severity, message) = if t.lost_waker {
+                    (
+                        Severity::Error,
+                        format!(
+                            "task {} ({}) lost its waker: nothing can wake it again; last at {point}",
+                            t.id, t.kind
+                        ),
+                    )
+                } else {
+                    (
+                        Severity::Warning,
+                        format!(
+                            "task {} ({}) has made no progress for {:.0}s, waiting at {point}",
+                            t.id,
+                            t.kind,
+                            t.since_progress_ms as f64 / 1000.0
+                        ),
+                    )
+                };
+                Finding::new(self.id(), severity, format!("task:{}", t.id), message)
+                    .with("task", t.id.clone())
+                    .with("name", t.name.clone())
+                    .with("kind", t.kind.clone())
+                    .with("state", serde_json::to_value(t.state).unwrap_or_default())
+                    .with("await_point", point)
+                    .with("await_chain", t.await_chain.clone())
+                    .with("age_s", secs(t.age_ms))
+                    .with("since_progress_s", secs(t.since_progress_ms))
+                    .with("spawn_location", t.spawn_location.clone())
+                    .with("lost_waker", t.lost_waker)
+                    .with("waiting_on", t.waiting_on.clone())
+                    .with("loop", t.loop_id.clone())
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::probe_common::testing::history;
+    use super::*;
+    use crate::model::{ProbeData, Task};
+
+    fn task(id: &str, since_ms: u64, state: TaskState, lost_waker: bool) -> Task {
+        Task {
+            id: id.into(),
+            name: id.into(),
+            kind: "forever".into(),
+            state,
+            await_chain: vec![
+                "app.py:3 in forever".into(),
+                "asyncio/locks.py:213 in Event.wait".into(),
+            ],
+            age_ms: since_ms + 500,
+            since_progress_ms: since_ms,
+            lost_waker,
+            ..Task::default()
+        }
+    }
+
+    fn tasks(tasks: Vec<Task>) -> ProbeData {
+        ProbeData {
+            tasks,
+            ..ProbeData::default()
+        }
+    }
+
+    #[test]
+    fn fires_on_a_task_without_progress_past_the_threshold() {
+        let h = history(vec![(
+            0,
+            tasks(vec![task("waiter", 12_000, TaskState::Idle, false)]),
+        )]);
+        let f = StuckTask.check(&h, &Config::default());
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].subject, "task:waiter");
+        assert_eq!(f[0].severity, Severity::Warning);
+        assert_eq!(
+            f[0].evidence["await_point"],
+            "asyncio/locks.py:213 in Event.wait"
+        );
+        assert_eq!(f[0].evidence["since_progress_s"], 12.0);
+        assert!(f[0].message.contains("no progress for 12s"));
+    }
+
+    #[test]
+    fn quiet_for_progressing_done_or_young_tasks() {
+        let h = history(vec![(
+            0,
+            tasks(vec![
+                task("busy", 200, TaskState::Idle, false),
+                task("finished", 60_000, TaskState::Done, false),
+                task("young", 9_000, TaskState::Idle, false),
+            ]),
+        )]);
+        assert!(StuckTask.check(&h, &Config::default()).is_empty());
+    }
+
+    #[test]
+    fn a_lost_waker_is_an_error_at_once() {
+        let h = history(vec![(
+            0,
+            tasks(vec![task("17", 50, TaskState::Idle, true)]),
+        )]);
+        let f = StuckTask.check(&h, &Config::default());
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].severity, Severity::Error);
+        assert_eq!(f[0].evidence["lost_waker"], true);
+    }
+
+    #[test]
+    fn threshold_is_configurable() {
+        let h = history(vec![(
+            0,
+            tasks(vec![task("w", 2_500, TaskState::Idle, false)]),
+        )]);
+        let mut c = Config::default();
+        assert!(StuckTask.check(&h, &c).is_empty());
+        c.set("stuck-task.after=2s").unwrap();
+        assert_eq!(StuckTask.check(&h, &c).len(), 1);
+    }
+}
