@@ -7,6 +7,8 @@ use crate::model::Snapshot;
 pub mod collector;
 pub mod probe;
 #[cfg(target_os = "linux")]
+pub mod console;
+#[cfg(target_os = "linux")]
 pub mod procfs;
 mod target;
 pub use collector::{Collector, CollectorEvent};
@@ -65,6 +67,8 @@ pub fn open(target: &Target) -> Result<Box<dyn Source>, SourceError> {
             *pid,
         ))),
         Target::ProbeSocket(path) => Ok(Box::new(probe::ProbeSocketSource::new(path)?)),
+        #[cfg(target_os = "linux")]
+        Target::Console(url) => Ok(Box::new(console::ConsoleSource::open(url)?)),
         other => Err(SourceError::Other(format!(
             "targets like '{other}' are not supported by this build"
         ))),
