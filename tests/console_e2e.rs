@@ -4,7 +4,7 @@
 
 mod rust_support;
 
-use rust_support::{Fixture, example, free_port, leakhound, until};
+use rust_support::{Fixture, example, free_port, leakhound, until, watch_lines};
 use serde_json::Value;
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -159,4 +159,41 @@ fn source_reconnects_after_the_service_restarts() {
     .expect("reconnected to the restarted service and joined with its new pid");
     assert_ne!(back.pid, old_pid);
     assert!(back.tasks().iter().any(|t| t.lost_waker));
+}
+#[test]
+fn watch_reports_findings_and_reconnects_after_a_restart() {
+    let port = free_port();
+    let app = start(port);
+    let url = format!("http://127.0.0.1:{port}");
+    until(Duration::from_secs(15), || snapshot(&url)).expect("console endpoint up");
+    // Restart the service halfway through the watch: the source must come back to it.
+    let restarter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(app);
+        std::thread::sleep(Duration::from_millis(300));
+        start(port)
+    });
+    let out = leakhound(&[
+        "watch",
+        &url,
+        "--json",
+        "--for",
+        "5s",
+        "--interval",
+        "250ms",
+        "-T",
+        "stuck-task.after=1s",
+    ]);
+    let _app = restarter.join().unwrap();
+    let lines = watch_lines(&out.stdout);
+    let summary = lines.last().expect("summary line");
+    assert_eq!(summary["type"], "summary", "{summary}");
+    assert!(summary["samples"].as_u64().unwrap() >= 8, "{summary}");
+    let findings: Vec<&Value> = lines.iter().filter(|l| l["type"] == "finding").collect();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["rule"] == "stuck-task" && f["evidence"]["lost_waker"] == true),
+        "lost waker found: {findings:?}"
+    );
 }

@@ -82,8 +82,7 @@ fn ts(t: &Option<prost_types::Timestamp>) -> Option<SystemTime> {
 }
 
 fn dur(d: &Option<prost_types::Duration>) -> Duration {
-    (*d)
-        .and_then(|d| Duration::try_from(d).ok())
+    (*d).and_then(|d| Duration::try_from(d).ok())
         .unwrap_or_default()
 }
 

@@ -5,9 +5,9 @@
 use crate::model::Snapshot;
 
 pub mod collector;
-pub mod probe;
 #[cfg(target_os = "linux")]
 pub mod console;
+pub mod probe;
 #[cfg(target_os = "linux")]
 pub mod procfs;
 mod target;
