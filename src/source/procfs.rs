@@ -5,10 +5,12 @@
 //! new process after the target exits reads as gone, never as the newcomer.
 //!
 //! Sampling runs at 1 Hz for as long as `watch` or the dashboard runs, so the costly parts are
-//! cached: the descriptor count comes from one `stat` of `/proc/PID/fd` (Linux ≥ 6.2 reports
-//! the count as the directory size), and the per-descriptor `readlink` scan and the socket
-//! tables are redone only when the count changes, when asked for the full list, or every few
-//! seconds (a socket can change state, or a descriptor be swapped, without the count moving).
+//! paced by what they cost (see [`Pace`]): the descriptor count comes from one `stat` of
+//! `/proc/PID/fd` (Linux ≥ 6.2 reports the count as the directory size) and the thread count
+//! from the root's stat line, every sample; the per-thread reads, the per-descriptor `readlink`
+//! scan, the socket tables and the /proc walk for descendants are redone when their count
+//! changed, when asked for the full list, or at an idle rate that keeps each under ~0.4% of a
+//! core (a socket can change state, or a descriptor be swapped, without a count moving).
 
 pub mod parse;
 
@@ -26,9 +28,42 @@ use std::time::{Duration, Instant};
 /// Redo the readlink scan at least this often even when the count is unchanged.
 const FD_RESCAN_EVERY: Duration = Duration::from_secs(5);
 /// Re-read the socket tables at least this often: states (CLOSE_WAIT) change in place.
-const SOCKET_RESCAN_EVERY: Duration = Duration::from_secs(2);
-/// Per-thread `wchan` costs one more read per thread; refresh it at this rate.
-const WCHAN_EVERY: Duration = Duration::from_secs(5);
+const SOCKET_RESCAN_EVERY: Duration = Duration::from_secs(3);
+/// Per-thread reads and the /proc walk: every sample while they are cheap.
+const THREADS_EVERY: Duration = Duration::from_secs(1);
+const DESCENDANTS_EVERY: Duration = Duration::from_secs(1);
+/// A part that costs `c` is redone at most every `c × IDLE_FACTOR` when nothing changed
+/// (≤ 0.4% of a core each) …
+const IDLE_FACTOR: u32 = 250;
+/// … and every `c × CHANGED_FACTOR` when its count moved (≤ 5%).
+const CHANGED_FACTOR: u32 = 20;
+
+/// When a costly part of the sample is due again: its base period, stretched by what it cost
+/// last time, so a process with 1,000 threads or 10,000 descriptors stays cheap to watch.
+#[derive(Debug, Default)]
+struct Pace {
+    last: Option<Instant>,
+    cost: Duration,
+}
+
+impl Pace {
+    fn due(&self, changed: bool, base: Duration) -> bool {
+        let Some(last) = self.last else {
+            return true;
+        };
+        let since = last.elapsed();
+        if changed {
+            since >= self.cost * CHANGED_FACTOR
+        } else {
+            since >= base.max(self.cost * IDLE_FACTOR)
+        }
+    }
+
+    fn done(&mut self, started: Instant) {
+        self.last = Some(started);
+        self.cost = started.elapsed();
+    }
+}
 
 /// A source for one local PID, read through /proc. Public and composable: the probe source
 /// wraps it and merges what the probe says into its snapshots.
@@ -42,25 +77,24 @@ pub struct ProcSource {
     path: String,
     sampled_once: bool,
     fds: Option<FdScan>,
-    sockets: Option<SocketScan>,
-    wchans: HashMap<u32, Option<String>>,
-    wchan_at: Option<Instant>,
+    fd_pace: Pace,
+    sockets: Option<Vec<Socket>>,
+    socket_pace: Pace,
+    threads: Vec<Thread>,
+    thread_pace: Pace,
+    /// Descendants with their start time (epoch ms), so ages stay right between walks.
+    descendants: Vec<(Child, u64)>,
+    descendant_pace: Pace,
 }
 
 /// Result of the last readlink scan of `/proc/PID/fd`.
 struct FdScan {
-    at: Instant,
     open: u64,
     by_kind: BTreeMap<FdKind, u64>,
     /// socket inode → descriptor number.
     socket_fds: HashMap<u64, i32>,
     /// Only kept when the full list was asked for.
     list: Option<Vec<Fd>>,
-}
-
-struct SocketScan {
-    at: Instant,
-    sockets: Vec<Socket>,
 }
 
 impl ProcSource {
@@ -90,9 +124,13 @@ impl ProcSource {
             path: String::with_capacity(64),
             sampled_once: false,
             fds: None,
+            fd_pace: Pace::default(),
             sockets: None,
-            wchans: HashMap::new(),
-            wchan_at: None,
+            socket_pace: Pace::default(),
+            threads: Vec::new(),
+            thread_pace: Pace::default(),
+            descendants: Vec::new(),
+            descendant_pace: Pace::default(),
         };
         source.boot_epoch_ms = source.read_boot_epoch_ms();
         Ok(source)
@@ -179,7 +217,18 @@ impl ProcSource {
         }
     }
 
-    fn read_threads(&mut self, notes: &mut Vec<String>) -> Vec<Thread> {
+    /// Threads, rescanned when their number changed or when due; cached otherwise.
+    fn read_threads(&mut self, num_threads: u64, notes: &mut Vec<String>) -> Vec<Thread> {
+        let changed = self.threads.len() as u64 != num_threads;
+        if self.thread_pace.due(changed, THREADS_EVERY) {
+            let started = Instant::now();
+            self.threads = self.scan_threads(notes);
+            self.thread_pace.done(started);
+        }
+        self.threads.clone()
+    }
+
+    fn scan_threads(&mut self, notes: &mut Vec<String>) -> Vec<Thread> {
         let tids = match list_numeric_dir(self.dir.as_fd(), "task") {
             Ok(t) => t,
             Err(e) => {
@@ -187,11 +236,6 @@ impl ProcSource {
                 return Vec::new();
             }
         };
-        let refresh_wchan = self.wchan_at.is_none_or(|at| at.elapsed() >= WCHAN_EVERY);
-        if refresh_wchan {
-            self.wchan_at = Some(Instant::now());
-            self.wchans.retain(|tid, _| tids.contains(tid));
-        }
         let mut threads = Vec::with_capacity(tids.len());
         let mut vanished = 0;
         for tid in tids {
@@ -203,19 +247,16 @@ impl ProcSource {
                 vanished += 1;
                 continue;
             };
-            if refresh_wchan || !self.wchans.contains_key(&tid) {
-                set_path(&mut self.path, format_args!("task/{tid}/wchan"));
-                let wchan = read_file(self.dir.as_fd(), &self.path, &mut self.buf)
-                    .ok()
-                    .and_then(|_| parse::parse_wchan(&self.buf));
-                self.wchans.insert(tid, wchan);
-            }
+            set_path(&mut self.path, format_args!("task/{tid}/wchan"));
+            let wchan = read_file(self.dir.as_fd(), &self.path, &mut self.buf)
+                .ok()
+                .and_then(|_| parse::parse_wchan(&self.buf));
             threads.push(Thread {
                 tid,
                 name: stat.comm,
                 state: stat.state,
                 cpu_time_ms: self.ticks_to_ms(stat.cpu_ticks),
-                wchan: self.wchans.get(&tid).cloned().flatten(),
+                wchan,
                 ..Default::default()
             });
         }
@@ -225,8 +266,24 @@ impl ProcSource {
         threads
     }
 
-    /// Walks /proc once: every process's parent, then the tree under the root.
+    /// Descendants, from a fresh /proc walk when due; ages are always current.
     fn read_descendants(&mut self, now: u64, notes: &mut Vec<String>) -> Vec<Child> {
+        if self.descendant_pace.due(false, DESCENDANTS_EVERY) {
+            let started = Instant::now();
+            self.descendants = self.walk_descendants(notes);
+            self.descendant_pace.done(started);
+        }
+        self.descendants
+            .iter()
+            .map(|(child, started)| Child {
+                age_ms: now.saturating_sub(*started),
+                ..child.clone()
+            })
+            .collect()
+    }
+
+    /// Walks /proc once: every process's parent, then the tree under the root.
+    fn walk_descendants(&mut self, notes: &mut Vec<String>) -> Vec<(Child, u64)> {
         let pids = match list_numeric_dir(CWD, "/proc") {
             Ok(p) => p,
             Err(e) => {
@@ -267,7 +324,7 @@ impl ProcSource {
                     Err(_) => String::new(),
                 };
                 let started = self.boot_epoch_ms + self.ticks_to_ms(kid.start_ticks);
-                children.push(Child {
+                let child = Child {
                     pid: kid.pid,
                     ppid: kid.ppid,
                     state: kid.state,
@@ -276,13 +333,14 @@ impl ProcSource {
                     } else {
                         cmd
                     },
-                    age_ms: now.saturating_sub(started),
+                    age_ms: 0,
                     depth: depth + 1,
                     has_probe: false,
-                });
+                };
+                children.push((child, started));
             }
         }
-        children.sort_by_key(|c| (c.depth, c.pid));
+        children.sort_by_key(|(c, _)| (c.depth, c.pid));
         children
     }
 
@@ -318,12 +376,12 @@ impl ProcSource {
         let due = match (&self.fds, fast_count) {
             (None, _) | (_, None) => true,
             (Some(scan), Some(open)) => {
-                scan.open != open
-                    || scan.at.elapsed() >= FD_RESCAN_EVERY
-                    || (options.fd_list && scan.list.is_none())
+                (options.fd_list && scan.list.is_none())
+                    || self.fd_pace.due(scan.open != open, FD_RESCAN_EVERY)
             }
         };
         if due {
+            let started = Instant::now();
             let scan = self.scan_fds(options.fd_list).map_err(|e| {
                 if is_denied(&e) {
                     denied()
@@ -343,6 +401,7 @@ impl ProcSource {
                 self.sockets = None;
             }
             self.fds = Some(scan);
+            self.fd_pace.done(started);
         }
         let scan = self.fds.as_mut().expect("scan just stored");
         if let Some(open) = fast_count {
@@ -360,7 +419,6 @@ impl ProcSource {
         )?;
         let mut entries = rustix::fs::Dir::read_from(&dir)?;
         let mut scan = FdScan {
-            at: Instant::now(),
             open: 0,
             by_kind: BTreeMap::new(),
             socket_fds: HashMap::new(),
@@ -406,10 +464,11 @@ impl ProcSource {
             return Vec::new();
         };
         if let Some(cached) = &self.sockets
-            && cached.at.elapsed() < SOCKET_RESCAN_EVERY
+            && !self.socket_pace.due(false, SOCKET_RESCAN_EVERY)
         {
-            return cached.sockets.clone();
+            return cached.clone();
         }
+        let started = Instant::now();
         let wanted = &fds.socket_fds;
         let mut sockets = Vec::new();
         if !wanted.is_empty() {
@@ -455,10 +514,8 @@ impl ProcSource {
             }
             sockets.sort_by_key(|s| (s.fd, s.inode));
         }
-        self.sockets = Some(SocketScan {
-            at: Instant::now(),
-            sockets: sockets.clone(),
-        });
+        self.sockets = Some(sockets.clone());
+        self.socket_pace.done(started);
         sockets
     }
 }
@@ -473,7 +530,7 @@ impl Source for ProcSource {
         let stat = self.read_root_stat()?;
         let mut notes = Vec::new();
         let process = self.read_process(&stat, &mut notes);
-        let threads = self.read_threads(&mut notes);
+        let threads = self.read_threads(stat.num_threads, &mut notes);
         let children = self.read_descendants(taken_at_ms, &mut notes);
         let mut fds = FdSummary::default();
         self.read_limits(&mut fds, &mut notes);

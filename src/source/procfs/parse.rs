@@ -20,6 +20,8 @@ pub struct StatLine {
     pub start_ticks: u64,
     /// Resident set size, pages.
     pub rss_pages: u64,
+    /// Threads in the process (`num_threads`).
+    pub num_threads: u64,
 }
 
 /// Parses a stat line. `comm` sits between the first `(` and the LAST `)`: the kernel does
@@ -52,6 +54,7 @@ pub fn parse_stat(bytes: &[u8]) -> Option<StatLine> {
         start_ticks: num(18)?,
         // rss is signed in the kernel's format; a negative value never happens in practice.
         rss_pages: signed(20).map_or(0, |v| v.max(0) as u64),
+        num_threads: num(16).unwrap_or(0),
     })
 }
 
@@ -316,6 +319,7 @@ mod tests {
         assert_eq!(s.cpu_ticks, 200);
         assert_eq!(s.start_ticks, 98765);
         assert_eq!(s.rss_pages, 2560);
+        assert_eq!(s.num_threads, 3);
         let mut non_utf8 = STAT.to_vec();
         non_utf8[6] = 0xff;
         assert_eq!(parse_stat(&non_utf8).unwrap().comm, "\u{fffd}y) proc\nx");
