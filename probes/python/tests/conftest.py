@@ -42,9 +42,10 @@ def probe_env(socket_dir, **extra):
 class Program:
     """A running Python program with the probe loaded, killed at the end of the test."""
 
-    def __init__(self, tmp_path, source, env=None, name="app.py", wait_socket=True):
+    def __init__(self, tmp_path, source, env=None, name="app.py", wait_socket=True,
+                 socket_dir=None):
         self.dir = tmp_path
-        self.socket_dir = tmp_path / "sockets"
+        self.socket_dir = socket_dir or tmp_path / "sockets"
         self.path = tmp_path / name
         self.path.write_text(textwrap.dedent(source))
         self.proc = subprocess.Popen(

@@ -189,6 +189,7 @@ def _note_loop_exception(probe, context):
 
 
 def _patch_thread_pool(thread_module):
+    _register_threading_atexit()
     cls = thread_module.ThreadPoolExecutor
     original_init = cls.__init__
     original_submit = cls.submit
@@ -408,22 +409,27 @@ def install_shutdown_hooks():
     if "shutdown" in _applied:
         return
     _applied.add("shutdown")
-    register = getattr(threading, "_register_atexit", None)
-    if register is not None:
-        # Runs before the interpreter joins non-daemon threads, and before the executors'
-        # own atexit (registered when concurrent.futures.thread is imported, after this).
-        try:
-            register(_at_threading_shutdown)
-        except Exception:
-            pass
+    _register_threading_atexit()
     import atexit
 
     atexit.register(_at_exit)
 
 
+def _register_threading_atexit():
+    """Runs ours before the interpreter joins non-daemon threads. Those hooks run last
+    registered first, so this is called again once concurrent.futures.thread has registered
+    its own (which drains and joins every executor: ours must look before that)."""
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        try:
+            register(_at_threading_shutdown)
+        except Exception:
+            pass
+
+
 def _at_threading_shutdown():
     probe = _probe
-    if probe is not None:
+    if probe is not None and not probe.shutdown_started:
         _guard(probe.at_threading_shutdown)
 
 

@@ -1,0 +1,195 @@
+"""How the probe loads (by hand, by environment, in children) and what it records."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+from conftest import HOOK, SRC, Client, probe_env, snapshot_of
+
+
+def run_python(tmp_path, source, env=None, args=(), timeout=30):
+    path = tmp_path / "prog.py"
+    path.write_text(textwrap.dedent(source))
+    return subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True,
+                          env=env, cwd=str(tmp_path), timeout=timeout)
+
+
+def test_install_by_hand_is_idempotent_and_close_removes_the_socket(tmp_path):
+    env = dict(os.environ, PYTHONPATH=SRC)
+    done = run_python(tmp_path, """
+        import os, leakhound_probe
+        a = leakhound_probe.install(socket_dir=%r)
+        b = leakhound_probe.install()
+        assert a.socket_path == b.socket_path, (a.socket_path, b.socket_path)
+        assert os.path.exists(a.socket_path)
+        data = a.snapshot()
+        assert data["runtime"] == "python"
+        a.close()
+        assert not os.path.exists(a.socket_path)
+        print("ok")
+        """ % str(tmp_path / "s"), env=env)
+    assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_environment_loads_it_for_scripts_and_modules_and_chains_sitecustomize(tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "sitecustomize.py").write_text("import os\nos.environ['OTHER_SITE'] = 'ran'\n")
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text(textwrap.dedent("""
+        import os, sys
+        print(os.environ.get("OTHER_SITE"), "leakhound_probe._runtime" in sys.modules,
+              os.path.exists(os.path.join(os.environ["LEAKHOUND_SOCKET_DIR"], "%d.sock" % os.getpid())))
+        """))
+    env = probe_env(tmp_path / "s")
+    env["PYTHONPATH"] = os.pathsep.join([HOOK, str(other)])
+    done = subprocess.run([sys.executable, "-m", "pkg"], cwd=str(tmp_path), env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert done.stdout.split() == ["ran", "True", "True"], done.stderr
+    # Without the opt-in, the hook does nothing but chain.
+    env["LEAKHOUND_PROBE"] = "0"
+    done = subprocess.run([sys.executable, "-m", "pkg"], cwd=str(tmp_path), env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert done.stdout.split() == ["ran", "False", "False"], done.stderr
+
+
+def test_forked_and_spawned_children_get_their_own_probe(tmp_path):
+    socket_dir = tmp_path / "s"
+    done = run_python(tmp_path, """
+        import json, multiprocessing, os, socket, sys, time
+
+        def hello_of(pid):
+            path = os.path.join(os.environ["LEAKHOUND_SOCKET_DIR"], "%d.sock" % pid)
+            for _ in range(200):
+                if os.path.exists(path):
+                    break
+                time.sleep(0.02)
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(5)
+            s.connect(path)
+            line = s.makefile().readline()
+            s.close()
+            return json.loads(line)["pid"]
+
+        def child(queue):
+            queue.put((os.getpid(), hello_of(os.getpid())))
+
+        if __name__ == "__main__":
+            out = {}
+            for method in ("fork", "spawn"):
+                ctx = multiprocessing.get_context(method)
+                queue = ctx.Queue()
+                p = ctx.Process(target=child, args=(queue,), name="kid-" + method)
+                p.start()
+                out[method] = queue.get(timeout=20)
+                p.join()
+            print(json.dumps(out))
+        """, env=probe_env(socket_dir))
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    for method in ("fork", "spawn"):
+        pid, said = out[method]
+        assert pid == said, (method, out)
+
+
+def test_multiprocessing_children_and_semaphore_waiters_are_reported(program):
+    app = program(
+        """
+        import asyncio, multiprocessing, time
+
+        async def user(sem):
+            async with sem:
+                await asyncio.sleep(3600)
+
+        async def main():
+            sem = asyncio.Semaphore(2)
+            for _ in range(5):
+                asyncio.create_task(user(sem))
+            await asyncio.sleep(3600)
+
+        if __name__ == "__main__":
+            p = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(60,), name="sleeper")
+            p.start()
+            asyncio.run(main())
+        """
+    )
+    def ready():
+        data = snapshot_of(app.socket)
+        return data["children"] and any(p["kind"] == "semaphore" and p["saturated_ms"] > 0
+                                        for p in data["pools"])
+    app.wait_for(ready, "children and a starving semaphore")
+    data = snapshot_of(app.socket)
+    child = data["children"][0]
+    assert child["name"] == "sleeper" and child["alive"] and child["pid"] > 0
+    sem = [p for p in data["pools"] if p["kind"] == "semaphore"][0]
+    assert (sem["max_workers"], sem["busy_workers"], sem["queued"]) == (2, 2, 3)
+    os.kill(child["pid"], 9)
+
+
+def test_log_lines_carry_thread_and_task_ids(tmp_path):
+    source = """
+        import asyncio, logging, threading
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+        log = logging.getLogger("app")
+
+        async def handle():
+            log.info("in task")
+
+        async def main():
+            await asyncio.create_task(handle(), name="req-7")
+
+        log.info("at start")
+        asyncio.run(main())
+        print(threading.get_native_id())
+        """
+    done = run_python(tmp_path, source, env=probe_env(tmp_path / "s"))
+    tid = done.stdout.strip()
+    lines = done.stderr.strip().splitlines()
+    assert lines == ["INFO tid=%s task=- at start" % tid, "INFO tid=%s task=req-7 in task" % tid], done.stderr
+    done = run_python(tmp_path, source, env=probe_env(tmp_path / "s", LEAKHOUND_LOG_IDS=0))
+    assert done.stderr.strip().splitlines() == ["INFO at start", "INFO in task"]
+
+
+def test_shutdown_reports_executors_never_shut_down(tmp_path):
+    socket_dir = tmp_path / "s"
+    done = run_python(tmp_path, """
+        import time
+        from concurrent.futures import ThreadPoolExecutor
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgotten")
+        pool.submit(time.sleep, 0.3)
+        pool.submit(time.sleep, 0.3)
+        """, env=probe_env(socket_dir))
+    assert done.returncode == 0, done.stderr
+    finals = list(socket_dir.glob("*.final.json"))
+    assert len(finals) == 1
+    events = json.loads(finals[0].read_text())["data"]["events"]
+    alive = [e for e in events if e["kind"] == "alive_at_shutdown"]
+    assert [e["subject"] for e in alive] == ["executor forgotten"], events
+    assert "1 queued" in alive[0]["message"]
+    assert alive[0]["site"][-1].endswith("prog.py:4 in <module>")  # line 1 is blank
+    # A clean exit removes the socket.
+    assert not list(socket_dir.glob("*.sock"))
+
+
+def test_probe_never_breaks_the_host_when_it_cannot_listen(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    done = run_python(tmp_path, """
+        import asyncio
+        async def main():
+            await asyncio.sleep(0.1)
+            return 42
+        print(asyncio.run(main()))
+        """, env=probe_env(blocker))
+    assert done.returncode == 0 and done.stdout.strip() == "42", done.stderr
+
+
+def test_hello_names_the_pid(program):
+    app = program("import time\ntime.sleep(30)\n")
+    client = Client(app.socket)
+    assert client.hello["pid"] == app.pid and "tasks" in client.hello["capabilities"]
+    client.close()
