@@ -146,3 +146,73 @@ mod tests {
         }
     }
 }
+
+/// The shapes the Rust probe and the console source send for tokio (see probes/rust).
+#[cfg(test)]
+mod tokio_shapes {
+    use super::super::probe_common::testing::history;
+    use super::*;
+    #[allow(unused_imports)]
+    use crate::model::{EventLoop, LagStats, Pool, ProbeData, Stall, Task, TaskState};
+
+    #[allow(dead_code)]
+    fn tokio_task(id: &str, polls: u64, age_ms: u64, since_progress_ms: u64) -> Task {
+        Task {
+            id: id.into(),
+            kind: "task".into(),
+            state: TaskState::Idle,
+            spawn_location: Some("src/main.rs:10:5".into()),
+            age_ms,
+            since_progress_ms,
+            polls: Some(polls),
+            busy_ms: Some(0),
+            loop_id: Some("tokio".into()),
+            ..Task::default()
+        }
+    }
+
+    #[allow(dead_code)]
+    fn tokio(tasks: Vec<Task>, stalls: Vec<Stall>, pools: Vec<Pool>) -> ProbeData {
+        ProbeData {
+            runtime: "tokio".into(),
+            now_ms: 100_000,
+            loops: vec![EventLoop {
+                id: "tokio".into(),
+                running: true,
+                lag: LagStats {
+                    window_ms: 10_000,
+                    ..LagStats::default()
+                },
+                stalls,
+                ..EventLoop::default()
+            }],
+            tasks,
+            pools,
+            ..ProbeData::default()
+        }
+    }
+
+    #[test]
+    fn a_long_tokio_poll_without_a_stack_names_its_task() {
+        let stall = Stall {
+            at_ms: 99_500,
+            duration_ms: 450.0,
+            stack: vec![],
+            task: Some("12".into()),
+        };
+        let short = Stall {
+            at_ms: 99_800,
+            duration_ms: 40.0,
+            stack: vec![],
+            task: Some("13".into()),
+        };
+        let h = history(vec![(0, tokio(vec![], vec![short.clone(), stall], vec![]))]);
+        let f = LoopBlocked.check(&h, &Config::default());
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].subject, "loop:tokio");
+        assert_eq!(f[0].evidence["stall_task"], "12");
+        assert_eq!(f[0].evidence["stall_ms"], 450.0);
+        let h = history(vec![(0, tokio(vec![], vec![short], vec![]))]);
+        assert!(LoopBlocked.check(&h, &Config::default()).is_empty());
+    }
+}

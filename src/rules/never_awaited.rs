@@ -152,3 +152,61 @@ mod tests {
         assert_eq!(f[0].evidence["spawn_location"], "src/main.rs:40:5");
     }
 }
+
+/// The shapes the Rust probe and the console source send for tokio (see probes/rust).
+#[cfg(test)]
+mod tokio_shapes {
+    use super::super::probe_common::testing::history;
+    use super::*;
+    #[allow(unused_imports)]
+    use crate::model::{EventLoop, LagStats, Pool, ProbeData, Stall, Task, TaskState};
+
+    #[allow(dead_code)]
+    fn tokio_task(id: &str, polls: u64, age_ms: u64, since_progress_ms: u64) -> Task {
+        Task {
+            id: id.into(),
+            kind: "task".into(),
+            state: TaskState::Idle,
+            spawn_location: Some("src/main.rs:10:5".into()),
+            age_ms,
+            since_progress_ms,
+            polls: Some(polls),
+            busy_ms: Some(0),
+            loop_id: Some("tokio".into()),
+            ..Task::default()
+        }
+    }
+
+    #[allow(dead_code)]
+    fn tokio(tasks: Vec<Task>, stalls: Vec<Stall>, pools: Vec<Pool>) -> ProbeData {
+        ProbeData {
+            runtime: "tokio".into(),
+            now_ms: 100_000,
+            loops: vec![EventLoop {
+                id: "tokio".into(),
+                running: true,
+                lag: LagStats {
+                    window_ms: 10_000,
+                    ..LagStats::default()
+                },
+                stalls,
+                ..EventLoop::default()
+            }],
+            tasks,
+            pools,
+            ..ProbeData::default()
+        }
+    }
+
+    #[test]
+    fn a_tokio_task_never_polled_past_the_threshold() {
+        let never = tokio_task("7", 0, 11_000, 11_000);
+        let young = tokio_task("8", 0, 500, 500);
+        let polled = tokio_task("9", 1, 11_000, 11_000);
+        let h = history(vec![(0, tokio(vec![never, young, polled], vec![], vec![]))]);
+        let f = NeverAwaited.check(&h, &Config::default());
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].subject, "task:7");
+        assert_eq!(f[0].evidence["spawn_location"], "src/main.rs:10:5");
+    }
+}

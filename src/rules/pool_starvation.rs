@@ -144,3 +144,111 @@ mod tests {
         );
     }
 }
+
+/// The shapes the Rust probe and the console source send for tokio (see probes/rust).
+#[cfg(test)]
+mod tokio_shapes {
+    use super::super::probe_common::testing::history;
+    use super::*;
+    #[allow(unused_imports)]
+    use crate::model::{EventLoop, LagStats, Pool, ProbeData, Stall, Task, TaskState};
+
+    #[allow(dead_code)]
+    fn tokio_task(id: &str, polls: u64, age_ms: u64, since_progress_ms: u64) -> Task {
+        Task {
+            id: id.into(),
+            kind: "task".into(),
+            state: TaskState::Idle,
+            spawn_location: Some("src/main.rs:10:5".into()),
+            age_ms,
+            since_progress_ms,
+            polls: Some(polls),
+            busy_ms: Some(0),
+            loop_id: Some("tokio".into()),
+            ..Task::default()
+        }
+    }
+
+    #[allow(dead_code)]
+    fn tokio(tasks: Vec<Task>, stalls: Vec<Stall>, pools: Vec<Pool>) -> ProbeData {
+        ProbeData {
+            runtime: "tokio".into(),
+            now_ms: 100_000,
+            loops: vec![EventLoop {
+                id: "tokio".into(),
+                running: true,
+                lag: LagStats {
+                    window_ms: 10_000,
+                    ..LagStats::default()
+                },
+                stalls,
+                ..EventLoop::default()
+            }],
+            tasks,
+            pools,
+            ..ProbeData::default()
+        }
+    }
+
+    fn blocking_pool(queued: u64, busy: u64, saturated_ms: u64) -> Pool {
+        Pool {
+            id: "blocking_pool".into(),
+            kind: "blocking_pool".into(),
+            name: "tokio blocking pool".into(),
+            max_workers: 2,
+            live_workers: 2,
+            busy_workers: busy,
+            queued,
+            saturated_ms,
+            open: true,
+            ..Pool::default()
+        }
+    }
+
+    fn semaphore(waiters: u64, saturated_ms: u64) -> Pool {
+        Pool {
+            id: "semaphore:db".into(),
+            kind: "semaphore".into(),
+            name: "db".into(),
+            max_workers: 1,
+            live_workers: 1,
+            busy_workers: 1,
+            queued: waiters,
+            saturated_ms,
+            open: true,
+            ..Pool::default()
+        }
+    }
+
+    #[test]
+    fn saturated_blocking_pool_with_a_queue() {
+        let h = history(vec![(
+            0,
+            tokio(vec![], vec![], vec![blocking_pool(4, 2, 1_500)]),
+        )]);
+        let f = PoolStarvation.check(&h, &Config::default());
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].subject, "pool:blocking_pool");
+        assert_eq!(f[0].evidence["queued"], 4);
+        // Busy but no queue, or a queue for less than the threshold: fine.
+        let h = history(vec![(
+            0,
+            tokio(
+                vec![],
+                vec![],
+                vec![blocking_pool(0, 2, 0), blocking_pool(3, 2, 300)],
+            ),
+        )]);
+        assert!(PoolStarvation.check(&h, &Config::default()).is_empty());
+    }
+
+    #[test]
+    fn semaphore_with_waiters_and_no_permit_for_a_second() {
+        let h = history(vec![(0, tokio(vec![], vec![], vec![semaphore(3, 1_200)]))]);
+        let f = PoolStarvation.check(&h, &Config::default());
+        assert_eq!(f.len(), 1);
+        assert!(f[0].message.contains("3 waiter(s)"), "{}", f[0].message);
+        let h = history(vec![(0, tokio(vec![], vec![], vec![semaphore(3, 900)]))]);
+        assert!(PoolStarvation.check(&h, &Config::default()).is_empty());
+    }
+}

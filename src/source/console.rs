@@ -13,7 +13,7 @@
 
 use super::procfs::ProcSource;
 use super::{SampleOptions, Source, SourceError, now_ms};
-use crate::model::{EventLoop, Pool, ProbeData, Snapshot, Stall, Task, TaskState};
+use crate::model::{EventLoop, LagStats, Pool, ProbeData, Snapshot, Stall, Task, TaskState};
 use console_api::instrument::InstrumentRequest;
 use console_api::instrument::instrument_client::InstrumentClient;
 use console_api::tasks::task::Kind as TaskKind;
@@ -288,9 +288,10 @@ impl ConsoleState {
                 && !awakened;
             let id = t.task_id.clone().unwrap_or_else(|| format!("span:{span}"));
             if running && !t.blocking {
+                // A poll still running is a stall detected now (its length so far).
                 stalls.push(Stall {
-                    at_ms: started
-                        .and_then(|s| s.duration_since(SystemTime::UNIX_EPOCH).ok())
+                    at_ms: now
+                        .duration_since(SystemTime::UNIX_EPOCH)
                         .map_or(0, |d| d.as_millis() as u64),
                     duration_ms: since(started) as f64,
                     stack: Vec::new(),
@@ -372,6 +373,11 @@ impl ConsoleState {
             loops: vec![EventLoop {
                 id: "tokio".into(),
                 running: true,
+                // No lag samples: the window only dates the stalls (polls running now).
+                lag: LagStats {
+                    window_ms: 10_000,
+                    ..Default::default()
+                },
                 stalls,
                 ..Default::default()
             }],
