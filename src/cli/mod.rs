@@ -4,6 +4,7 @@
 
 mod check;
 mod interrupt;
+pub mod out;
 pub mod snapshot;
 pub mod watch;
 

@@ -20,10 +20,11 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<u8> {
     history.push(snapshot);
     let findings = crate::rules::evaluate(&crate::rules::all(), &history, &config);
     let snapshot = history.latest().expect("just pushed");
+    // A closed standard output (`| head`) is the reader's choice, not an error.
     if args.json {
-        println!("{}", crate::report::json::snapshot(snapshot, &findings));
+        super::out::println(&crate::report::json::snapshot(snapshot, &findings));
     } else {
-        print!("{}", crate::report::text::snapshot(snapshot, &findings));
+        super::out::print(&crate::report::text::snapshot(snapshot, &findings));
     }
     // A snapshot reports; it is not a verdict (that is `check`), so findings do not fail it.
     Ok(EXIT_CLEAN)

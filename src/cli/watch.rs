@@ -1,7 +1,7 @@
 //! `leakhound watch TARGET`: sample, judge, print each finding once when it fires, and a
 //! summary at the end (time up, target exited, or Ctrl-C).
 
-use super::{EXIT_CLEAN, EXIT_FINDINGS, WatchArgs};
+use super::{EXIT_CLEAN, EXIT_FINDINGS, WatchArgs, out};
 use crate::findings::Tracker;
 use crate::history::History;
 use crate::report::json::WatchSummary;
@@ -27,11 +27,15 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
     let mut samples = 0u64;
     let mut errors = 0u64;
     let mut exit_message = None;
+    let output_closed = std::cell::Cell::new(false);
 
     if !args.json {
-        println!("watching {target} every {:?}", args.common.interval);
+        out::println(&format!(
+            "watching {target} every {:?}",
+            args.common.interval
+        ));
         if let Some(note) = crate::report::no_probe_note(&first) {
-            println!("note: {note}");
+            out::println(&format!("note: {note}"));
         }
     }
     let judge = |snapshot: crate::model::Snapshot, history: &mut History, tracker: &mut Tracker| {
@@ -39,10 +43,13 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
         history.push(snapshot);
         let findings = crate::rules::evaluate(&rules, history, &config);
         for f in tracker.update(&findings) {
-            if args.json {
-                println!("{}", crate::report::json::finding_line(&f, at));
+            let line = if args.json {
+                crate::report::json::finding_line(&f, at)
             } else {
-                println!("{}", crate::report::text::finding_line(&f));
+                crate::report::text::finding_line(&f)
+            };
+            if !out::println(&line) {
+                output_closed.set(true);
             }
         }
     };
@@ -55,6 +62,15 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
     let ended = loop {
         if super::interrupt::interrupted() {
             break "interrupted";
+        }
+        if output_closed.get() {
+            // Nobody reads any more (`| head -1`): stop quietly.
+            collector.stop();
+            return Ok(if tracker.fired_count() > 0 {
+                EXIT_FINDINGS
+            } else {
+                EXIT_CLEAN
+            });
         }
         let left = remaining(started, args.duration);
         if left.is_zero() {
@@ -95,9 +111,9 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
         errors,
     };
     if args.json {
-        println!("{}", crate::report::json::summary_line(&summary));
+        out::println(&crate::report::json::summary_line(&summary));
     } else {
-        print!("{}", text_summary(&summary));
+        out::print(&text_summary(&summary));
     }
     Ok(if summary.fired > 0 {
         EXIT_FINDINGS
