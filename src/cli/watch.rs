@@ -34,7 +34,8 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
             "watching {target} every {:?}",
             args.common.interval
         ));
-        if let Some(note) = crate::report::no_probe_note(&first) {
+        let note = crate::report::no_probe_note(&first);
+        if let Some(note) = note {
             out::println(&format!("note: {note}"));
         }
     }

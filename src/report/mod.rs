@@ -18,14 +18,7 @@ pub fn no_probe_note(snapshot: &Snapshot) -> Option<String> {
     if snapshot.probe.is_some() || snapshot.pid == 0 {
         return None;
     }
-    Some(format!(
-        "no probe found in pid {pid}: tasks, event-loop lag, pools, runtime thread names and \
-         stacks need one. Load it with `leakhound run -- CMD`, or start Python with \
-         LEAKHOUND_PROBE=1 PYTHONPATH=<leakhound>/probes/python/src, or call \
-         `import leakhound_probe; leakhound_probe.install()` (Python) or \
-         `leakhound_probe::init()` (Rust)",
-        pid = snapshot.pid
-    ))
+    Some(crate::source::probe::no_probe_note(snapshot.pid))
 }
 
 /// Adds [`no_probe_note`] to the snapshot's notes when it applies (once).
