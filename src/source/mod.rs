@@ -10,6 +10,7 @@ pub mod console;
 pub mod probe;
 #[cfg(target_os = "linux")]
 pub mod procfs;
+pub mod replay;
 mod target;
 pub use collector::{Collector, CollectorEvent};
 pub use target::Target;
@@ -69,6 +70,7 @@ pub fn open(target: &Target) -> Result<Box<dyn Source>, SourceError> {
         Target::ProbeSocket(path) => Ok(Box::new(probe::ProbeSocketSource::new(path)?)),
         #[cfg(target_os = "linux")]
         Target::Console(url) => Ok(Box::new(console::ConsoleSource::open(url)?)),
+        Target::Recording(path) => Ok(Box::new(replay::ReplaySource::open(path)?)),
         other => Err(SourceError::Other(format!(
             "targets like '{other}' are not supported by this build"
         ))),

@@ -1,0 +1,334 @@
+//! The data side of the dashboard: a thread that samples the target (or reads a recording),
+//! runs the rules and hands each `Update` to the UI over the one channel the UI reads. The
+//! UI answers with `Control` messages (drill into a child, pause, step). bottom's shape: the
+//! collector never touches UI state; the main thread never blocks on I/O.
+
+use crate::config::Config;
+use crate::findings::Finding;
+use crate::history::History;
+use crate::model::Snapshot;
+use crate::rules::{self, Rule};
+use crate::source::replay::Recording;
+use crate::source::{SampleOptions, Source, SourceError, Target};
+use crate::tui::state::{LogLine, ReplayPos, Update};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+/// What the UI asks of the feed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Control {
+    /// Replay: stop or resume advancing (live sampling goes on; the UI holds the display).
+    Pause(bool),
+    /// Replay: show the snapshot this many steps away.
+    Step(i64),
+    /// Observe another process (drill into a child, or back out).
+    Retarget(u32),
+}
+
+/// What the feed tells the UI.
+#[derive(Debug)]
+pub enum FeedEvent {
+    Update(Box<Update>),
+    /// Sampling failed this time; the feed keeps trying.
+    Error(String),
+    /// The target is gone (exited, end of recording); the feed waits for a retarget.
+    Gone(String),
+    Log(LogLine),
+}
+
+/// Everything the UI's single channel carries.
+#[derive(Debug)]
+pub enum AppEvent {
+    Input(crossterm::event::Event),
+    Feed(FeedEvent),
+}
+
+/// History plus rules: turns each snapshot into findings.
+pub struct Judge {
+    history: History,
+    rules: Vec<Box<dyn Rule>>,
+    config: Config,
+    sized: bool,
+}
+
+/// Roughly what one snapshot costs in memory, to size the history.
+fn approx_bytes(s: &Snapshot) -> usize {
+    4096 + s.tasks().len() * 400
+        + s.threads.len() * 200
+        + s.sockets.len() * 150
+        + s.children.len() * 150
+}
+
+/// Budget for the history of one target.
+const HISTORY_BYTES: usize = 64 << 20;
+
+impl Judge {
+    pub fn new(config: Config) -> Self {
+        Judge {
+            history: History::default(),
+            rules: rules::all(),
+            config,
+            sized: false,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn reset(&mut self) {
+        self.history = History::default();
+        self.sized = false;
+    }
+
+    /// Adds a snapshot to the history without judging (to rebuild history after a seek).
+    pub fn push(&mut self, snapshot: &Snapshot) {
+        if !self.sized {
+            // A 100,000-task snapshot is tens of MB: keep fewer of those.
+            let capacity = (HISTORY_BYTES / approx_bytes(snapshot)).clamp(10, 600);
+            self.history = History::new(capacity, 600_000);
+            self.sized = true;
+        }
+        self.history.push(snapshot.clone());
+    }
+
+    pub fn observe(&mut self, snapshot: &Snapshot) -> Vec<Finding> {
+        self.push(snapshot);
+        rules::evaluate(&self.rules, &self.history, &self.config)
+    }
+}
+
+/// How a live feed reaches its target; `source::open` in the real app.
+pub type Opener = Box<dyn Fn(&Target) -> Result<Box<dyn Source>, SourceError> + Send>;
+
+pub struct LiveFeed {
+    pub target: Target,
+    pub open: Opener,
+    pub interval: Duration,
+    pub options: SampleOptions,
+    pub config: Config,
+}
+
+fn send(tx: &SyncSender<AppEvent>, event: FeedEvent, skipped: &mut u64) -> bool {
+    match tx.try_send(AppEvent::Feed(event)) {
+        Ok(()) => true,
+        Err(TrySendError::Full(_)) => {
+            *skipped += 1;
+            true
+        }
+        Err(TrySendError::Disconnected(_)) => false,
+    }
+}
+
+impl LiveFeed {
+    /// Runs until the UI hangs up.
+    pub fn run(self, tx: SyncSender<AppEvent>, control: Receiver<Control>) {
+        let LiveFeed {
+            mut target,
+            open,
+            interval,
+            options,
+            config,
+        } = self;
+        let mut judge = Judge::new(config);
+        let mut source: Option<Box<dyn Source>> = None;
+        let mut gone = false;
+        let mut skipped = 0u64;
+        loop {
+            let started = Instant::now();
+            if !gone {
+                if source.is_none() {
+                    match open(&target) {
+                        Ok(s) => source = Some(s),
+                        Err(e) => {
+                            if !send(&tx, FeedEvent::Error(e.to_string()), &mut skipped) {
+                                return;
+                            }
+                        }
+                    }
+                }
+                if let Some(src) = source.as_mut() {
+                    let event = match src.sample(options) {
+                        Ok(snapshot) => {
+                            let findings = judge.observe(&snapshot);
+                            FeedEvent::Update(Box::new(Update {
+                                snapshot,
+                                findings,
+                                source: src.describe(),
+                                replay: None,
+                                skipped,
+                            }))
+                        }
+                        Err(e @ (SourceError::Gone(_) | SourceError::NoSuchProcess(_))) => {
+                            gone = true;
+                            FeedEvent::Gone(e.to_string())
+                        }
+                        Err(e) => FeedEvent::Error(e.to_string()),
+                    };
+                    if !send(&tx, event, &mut skipped) {
+                        return;
+                    }
+                }
+            }
+            // Wait out the interval, but act on a control message at once.
+            loop {
+                let wait = if gone {
+                    Duration::from_secs(3600)
+                } else {
+                    interval.saturating_sub(started.elapsed())
+                };
+                match control.recv_timeout(wait) {
+                    Ok(Control::Retarget(pid)) => {
+                        target = Target::Pid(pid);
+                        source = None;
+                        gone = false;
+                        judge.reset();
+                        break;
+                    }
+                    Ok(_) => continue,
+                    Err(RecvTimeoutError::Timeout) if !gone => break,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        }
+    }
+}
+
+/// Plays a recording: in time (scaled by `speed`), or stepped and sought by the UI.
+pub struct ReplayFeed {
+    pub recording: Recording,
+    pub config: Config,
+    pub speed: f64,
+    /// Start paused on the first snapshot.
+    pub paused: bool,
+}
+
+/// How many snapshots before a seek target are re-read so trend rules see a history.
+const SEEK_CONTEXT: usize = 60;
+
+impl ReplayFeed {
+    pub fn run(self, tx: SyncSender<AppEvent>, control: Receiver<Control>) {
+        let ReplayFeed {
+            mut recording,
+            config,
+            speed,
+            paused,
+        } = self;
+        let mut judge = Judge::new(config);
+        let total = recording.len();
+        let mut playing = !paused;
+        let mut skipped = 0u64;
+        if total == 0 {
+            send(
+                &tx,
+                FeedEvent::Gone(format!(
+                    "{} holds no readable snapshot",
+                    recording.path().display()
+                )),
+                &mut skipped,
+            );
+            while control.recv().is_ok() {}
+            return;
+        }
+        let mut index = 0usize;
+        // The index the judge's history ends at, to tell a plain step from a jump.
+        let mut judged: Option<usize> = None;
+        loop {
+            if judged.is_none_or(|j| index != j + 1) {
+                judge.reset();
+                for i in index.saturating_sub(SEEK_CONTEXT)..index {
+                    if let Ok(s) = recording.read(i) {
+                        judge.push(&s);
+                    }
+                }
+            }
+            let current = recording.read(index);
+            judged = Some(index);
+            let event = match &current {
+                Ok(snapshot) => FeedEvent::Update(Box::new(Update {
+                    findings: judge.observe(snapshot),
+                    snapshot: snapshot.clone(),
+                    source: format!("recording {}", recording.path().display()),
+                    replay: Some(ReplayPos { index, total }),
+                    skipped,
+                })),
+                Err(e) => FeedEvent::Error(e.clone()),
+            };
+            if !send(&tx, event, &mut skipped) {
+                return;
+            }
+            let at_end = index + 1 >= total;
+            if at_end && playing {
+                playing = false;
+                send(
+                    &tx,
+                    FeedEvent::Gone(format!(
+                        "end of recording ({total} snapshots): , [ to step back"
+                    )),
+                    &mut skipped,
+                );
+            }
+            let delay = if playing {
+                let now_t = current.as_ref().map_or(0, |s| s.taken_at_ms);
+                let next_t = recording.read(index + 1).map_or(now_t, |s| s.taken_at_ms);
+                let ms = next_t.saturating_sub(now_t) as f64 / speed.max(0.01);
+                Some(Duration::from_millis(ms.clamp(10.0, 5_000.0) as u64))
+            } else {
+                None
+            };
+            let message = match delay {
+                Some(d) => match control.recv_timeout(d) {
+                    Ok(m) => Some(m),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                },
+                None => match control.recv() {
+                    Ok(m) => Some(m),
+                    Err(_) => return,
+                },
+            };
+            match message {
+                None => index += 1,
+                Some(Control::Pause(p)) => {
+                    playing = !p && !at_end;
+                    if playing {
+                        index = (index + 1).min(total - 1);
+                    } else {
+                        // redraw the same snapshot with the paused position
+                        judged = None;
+                    }
+                }
+                Some(Control::Step(d)) => {
+                    playing = false;
+                    index = (index as i64 + d).clamp(0, total as i64 - 1) as usize;
+                    if index == judged.unwrap_or(usize::MAX) {
+                        judged = None;
+                    }
+                }
+                Some(Control::Retarget(_)) => {
+                    send(
+                        &tx,
+                        FeedEvent::Error(
+                            "a recording cannot drill into a child: record the child's pid".into(),
+                        ),
+                        &mut skipped,
+                    );
+                    judged = None;
+                }
+            }
+        }
+    }
+}
+
+/// Starts a feed on its own thread; returns the sender the UI controls it with.
+pub fn spawn<F>(name: &str, feed: F, tx: SyncSender<AppEvent>) -> anyhow::Result<Sender<Control>>
+where
+    F: FnOnce(SyncSender<AppEvent>, Receiver<Control>) + Send + 'static,
+{
+    let (ctl_tx, ctl_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || feed(tx, ctl_rx))?;
+    Ok(ctl_tx)
+}

@@ -1,0 +1,153 @@
+//! Keys → intents. The mapping is a pure function of the key and the input mode, so tests
+//! feed keys and check what the app does with them.
+
+use crate::tui::state::{InputMode, State, ViewKind};
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intent {
+    Quit,
+    Show(ViewKind),
+    NextView(isize),
+    Help,
+    Move(isize),
+    Top,
+    Bottom,
+    /// Tasks: choose the sort column (h/l); elsewhere: previous/next view.
+    Column(isize),
+    Invert,
+    ToggleTree,
+    StartFilter,
+    /// A character typed into the filter, or `None` for backspace.
+    FilterEdit(Option<char>),
+    FilterDone,
+    FilterCancel,
+    Pause,
+    /// Replay: step this many snapshots (negative goes back).
+    Step(i64),
+    Enter,
+    Back,
+    /// From the selected task or thread to the log lines carrying its id.
+    LogsOfSelection,
+}
+
+/// The key table the help overlay and the README show.
+pub const KEYS: &[(&str, &str)] = &[
+    (
+        "1-7 / o t r p s g f",
+        "Overview, Tasks, thReads, Processes, Sockets & files, loGs, Findings",
+    ),
+    ("tab / shift-tab", "next / previous view"),
+    ("j k  ↓ ↑  pgdn pgup", "move the selection"),
+    ("home / end", "first / last row"),
+    ("h l  ← →", "Tasks: sort column (other views: switch view)"),
+    ("i", "Tasks: invert the sort"),
+    ("T", "Tasks: parent tree on/off"),
+    ("/", "Tasks: filter (enter keeps it, esc clears it)"),
+    (
+        "enter",
+        "details / drill into child / jump from a log line to its task",
+    ),
+    ("g", "from a task or thread: its log lines"),
+    (
+        "esc",
+        "back: close details, clear filter, leave a drilled-in child",
+    ),
+    ("space", "pause / resume"),
+    (", .  [ ]", "replay: step back / forward by 1 / by 10"),
+    ("?", "this help"),
+    ("q / ctrl-c", "quit"),
+];
+
+pub fn intent(key: KeyEvent, state: &State) -> Option<Intent> {
+    if key.kind == KeyEventKind::Release {
+        return None;
+    }
+    let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+    if ctrl && matches!(key.code, KeyCode::Char('c')) {
+        return Some(Intent::Quit);
+    }
+    if let InputMode::Filter(_) = state.input {
+        return match key.code {
+            KeyCode::Enter => Some(Intent::FilterDone),
+            KeyCode::Esc => Some(Intent::FilterCancel),
+            KeyCode::Backspace => Some(Intent::FilterEdit(None)),
+            KeyCode::Char(c) if !ctrl => Some(Intent::FilterEdit(Some(c))),
+            _ => None,
+        };
+    }
+    let from_task_or_thread = matches!(state.view, ViewKind::Tasks | ViewKind::Threads);
+    Some(match key.code {
+        KeyCode::Char('q') => Intent::Quit,
+        KeyCode::Char('?') => Intent::Help,
+        KeyCode::Char(' ') => Intent::Pause,
+        KeyCode::Char('/') => Intent::StartFilter,
+        KeyCode::Char('d') if ctrl => Intent::Move(10),
+        KeyCode::Char('u') if ctrl => Intent::Move(-10),
+        KeyCode::Char('j') | KeyCode::Down => Intent::Move(1),
+        KeyCode::Char('k') | KeyCode::Up => Intent::Move(-1),
+        KeyCode::PageDown => Intent::Move(10),
+        KeyCode::PageUp => Intent::Move(-10),
+        KeyCode::Home => Intent::Top,
+        KeyCode::End => Intent::Bottom,
+        KeyCode::Char('h') | KeyCode::Left => Intent::Column(-1),
+        KeyCode::Char('l') | KeyCode::Right => Intent::Column(1),
+        KeyCode::Char('i') => Intent::Invert,
+        KeyCode::Char('T') => Intent::ToggleTree,
+        KeyCode::Tab => Intent::NextView(1),
+        KeyCode::BackTab => Intent::NextView(-1),
+        KeyCode::Enter => Intent::Enter,
+        KeyCode::Esc => Intent::Back,
+        KeyCode::Char('.') => Intent::Step(1),
+        KeyCode::Char(',') => Intent::Step(-1),
+        KeyCode::Char(']') => Intent::Step(10),
+        KeyCode::Char('[') => Intent::Step(-10),
+        KeyCode::Char('g') if from_task_or_thread => Intent::LogsOfSelection,
+        KeyCode::Char(c @ '1'..='7') => Intent::Show(ViewKind::ALL[c as usize - '1' as usize]),
+        KeyCode::Char(c) => {
+            let view = ViewKind::ALL.into_iter().find(|v| v.letter() == c)?;
+            Intent::Show(view)
+        }
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(code: KeyCode) -> KeyEvent {
+        KeyEvent::new(code, KeyModifiers::NONE)
+    }
+
+    #[test]
+    fn maps_keys() {
+        let mut s = State::default();
+        assert_eq!(
+            intent(key(KeyCode::Char('3')), &s),
+            Some(Intent::Show(ViewKind::Threads))
+        );
+        assert_eq!(
+            intent(key(KeyCode::Char('f')), &s),
+            Some(Intent::Show(ViewKind::Findings))
+        );
+        assert_eq!(
+            intent(key(KeyCode::Char('g')), &s),
+            Some(Intent::Show(ViewKind::Logs))
+        );
+        s.view = ViewKind::Tasks;
+        assert_eq!(
+            intent(key(KeyCode::Char('g')), &s),
+            Some(Intent::LogsOfSelection)
+        );
+        s.input = InputMode::Filter(String::new());
+        assert_eq!(
+            intent(key(KeyCode::Char('q')), &s),
+            Some(Intent::FilterEdit(Some('q')))
+        );
+        assert_eq!(
+            intent(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL), &s),
+            Some(Intent::Quit)
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! Files & sockets: descriptors by kind against the limit, and every socket with its state,
+//! CLOSE_WAIT first and marked.
+
+use super::style::Theme;
+use super::table::{self, TableSpec};
+use crate::model::Proto;
+use crate::tui::state::{State, ViewKind, socket_order};
+use ratatui::{
+    Frame,
+    layout::{Constraint, Layout, Rect},
+    text::{Line, Span},
+    widgets::{Block, Cell, Paragraph, Row},
+};
+
+pub fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
+    let Some(snapshot) = state.snapshot.take() else {
+        super::placeholder(
+            frame,
+            area,
+            "Files & sockets",
+            vec![Line::from("waiting for the first sample…")],
+        );
+        return;
+    };
+    draw(frame, area, state, &snapshot, theme);
+    state.snapshot = Some(snapshot);
+}
+
+fn draw(
+    frame: &mut Frame,
+    area: Rect,
+    state: &mut State,
+    s: &crate::model::Snapshot,
+    theme: Theme,
+) {
+    let order = socket_order(s);
+    let [kinds_area, sockets_area] =
+        Layout::horizontal([Constraint::Length(24), Constraint::Fill(1)]).areas(area);
+    let mut lines = vec![Line::from(vec![
+        Span::raw(format!("open {}", s.fds.open)),
+        Span::styled(
+            s.fds
+                .soft_limit
+                .map_or(String::new(), |l| format!(" / {l}")),
+            theme.dim(),
+        ),
+    ])];
+    if let Some(h) = s.fds.hard_limit {
+        lines.push(Line::styled(format!("hard limit {h}"), theme.dim()));
+    }
+    lines.push(Line::raw(""));
+    for (kind, n) in &s.fds.by_kind {
+        lines.push(Line::raw(format!("{:<9}{n:>6}", kind.as_str())));
+    }
+    if s.fds.by_kind.is_empty() {
+        lines.push(Line::styled("kinds unreadable", theme.dim()));
+    }
+    let close_wait = s.sockets_in_state("CLOSE_WAIT");
+    if close_wait > 0 {
+        lines.push(Line::raw(""));
+        lines.push(Line::styled(
+            format!("{close_wait} in CLOSE_WAIT"),
+            theme.bad(),
+        ));
+        lines.push(Line::styled("peer closed; this", theme.dim()));
+        lines.push(Line::styled("side never did", theme.dim()));
+    }
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title("Descriptors")),
+        kinds_area,
+    );
+    let spec = TableSpec {
+        title: Line::from(format!("Sockets ({})", s.sockets.len())),
+        header: ["PROTO", "LOCAL", "REMOTE", "STATE", "FD", "RECV-Q"]
+            .map(String::from)
+            .to_vec(),
+        widths: vec![
+            Constraint::Length(5),
+            Constraint::Fill(1),
+            Constraint::Fill(1),
+            Constraint::Length(12),
+            Constraint::Length(5),
+            Constraint::Length(6),
+        ],
+        len: order.len(),
+        theme,
+        focused: true,
+    };
+    let sockets = &s.sockets;
+    table::draw(
+        frame,
+        sockets_area,
+        spec,
+        state.cursor(ViewKind::Files),
+        |row| {
+            let sock = &sockets[order[row]];
+            let state_cell = Cell::from(sock.state.clone());
+            let state_cell = if sock.state == "CLOSE_WAIT" {
+                state_cell.style(theme.bad())
+            } else {
+                state_cell
+            };
+            Row::new(vec![
+                Cell::from(match sock.proto {
+                    Proto::Tcp => "tcp",
+                    Proto::Tcp6 => "tcp6",
+                    Proto::Udp => "udp",
+                    Proto::Udp6 => "udp6",
+                    Proto::Unix => "unix",
+                }),
+                Cell::from(sock.local.clone()),
+                Cell::from(sock.remote.clone()),
+                state_cell,
+                Cell::from(sock.fd.map_or("-".into(), |f| f.to_string())),
+                Cell::from(sock.rx_queue.to_string()),
+            ])
+        },
+    );
+}

@@ -1,0 +1,176 @@
+//! Rendering: a pure function of `State` (plus the cursors it scrolls). One module per view.
+
+mod files;
+mod findings;
+mod help;
+mod logs;
+mod overview;
+mod processes;
+pub mod style;
+mod table;
+mod tasks;
+mod threads;
+
+use crate::tui::state::{State, ViewKind};
+use ratatui::{
+    Frame,
+    layout::{Constraint, Layout, Rect},
+    style::Modifier,
+    text::{Line, Span},
+    widgets::{Paragraph, Tabs},
+};
+use style::Theme;
+
+pub fn render(frame: &mut Frame, state: &mut State) {
+    let theme = Theme { color: state.color };
+    let banner = state.banner.is_some() as u16;
+    let [tabs, banner_area, body, status] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(banner),
+        Constraint::Fill(1),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+    render_tabs(frame, tabs, state, theme);
+    if let Some(text) = &state.banner {
+        frame.render_widget(
+            Paragraph::new(Line::from(text.as_str()).style(theme.warn())),
+            banner_area,
+        );
+    }
+    match state.view {
+        ViewKind::Overview => overview::render(frame, body, state, theme),
+        ViewKind::Tasks => tasks::render(frame, body, state, theme),
+        ViewKind::Threads => threads::render(frame, body, state, theme),
+        ViewKind::Processes => processes::render(frame, body, state, theme),
+        ViewKind::Files => files::render(frame, body, state, theme),
+        ViewKind::Logs => logs::render(frame, body, state, theme),
+        ViewKind::Findings => findings::render(frame, body, state, theme),
+    }
+    render_status(frame, status, state, theme);
+    if state.show_help {
+        help::render(frame, body, theme);
+    }
+}
+
+fn render_tabs(frame: &mut Frame, area: Rect, state: &State, theme: Theme) {
+    let wide = area.width >= 100;
+    let titles: Vec<Line> = ViewKind::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let mut title = if wide || *v == state.view {
+                v.title().to_string()
+            } else {
+                // Narrow terminals: short names for the views not shown.
+                v.title()
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .chars()
+                    .take(5)
+                    .collect()
+            };
+            if *v == ViewKind::Findings && !state.findings.is_empty() {
+                title = format!("{title}({})", state.findings.len());
+            }
+            Line::from(format!("{}:{title}", i + 1))
+        })
+        .collect();
+    let tabs = Tabs::new(titles)
+        .select(state.view.index())
+        .highlight_style(
+            theme
+                .accent()
+                .add_modifier(Modifier::BOLD | Modifier::REVERSED),
+        )
+        .padding("", "")
+        .divider(" ");
+    frame.render_widget(tabs, area);
+}
+
+fn render_status(frame: &mut Frame, area: Rect, state: &State, theme: Theme) {
+    let sep = || Span::styled(" │ ", theme.dim());
+    let mut spans = vec![Span::styled(
+        if state.source.is_empty() {
+            "waiting for the first sample…".to_string()
+        } else {
+            state.source.clone()
+        },
+        theme.accent(),
+    )];
+    // Errors first: the status line may be cut on a narrow terminal.
+    if let Some(msg) = &state.status {
+        spans.push(sep());
+        spans.push(Span::styled(msg.clone(), theme.bad()));
+    }
+    if let Some(pos) = state.replay {
+        spans.push(sep());
+        spans.push(Span::raw(format!("replay {}/{}", pos.index + 1, pos.total)));
+    } else if let Some(age) = state.sample_age_ms() {
+        spans.push(sep());
+        let text = format!("sample {} ago", style::duration(age));
+        spans.push(if age > 5_000 {
+            Span::styled(text, theme.warn())
+        } else {
+            Span::raw(text)
+        });
+    }
+    if let Some(lag) = state
+        .collector_lag_ms()
+        .filter(|l| *l >= 1_000 && state.replay.is_none())
+    {
+        spans.push(sep());
+        spans.push(Span::styled(
+            format!("collector {} behind", style::duration(lag)),
+            theme.warn(),
+        ));
+    }
+    let dropped = state
+        .snapshot
+        .as_ref()
+        .and_then(|s| s.probe.as_ref())
+        .map(|p| p.dropped.clone());
+    let mut lost = Vec::new();
+    if let Some(d) = dropped {
+        if d.events > 0 {
+            lost.push(format!("{} probe events", d.events));
+        }
+        if d.tasks > 0 {
+            lost.push(format!("{} tasks", d.tasks));
+        }
+    }
+    if state.skipped_updates > 0 {
+        lost.push(format!("{} samples", state.skipped_updates));
+    }
+    if state.logs.evicted > 0 {
+        lost.push(format!("{} log lines", state.logs.evicted));
+    }
+    if !lost.is_empty() {
+        spans.push(sep());
+        spans.push(Span::styled(
+            format!("dropped {}", lost.join(", ")),
+            theme.warn(),
+        ));
+    }
+    if state.paused {
+        spans.push(sep());
+        spans.push(Span::styled(
+            "PAUSED",
+            theme
+                .warn()
+                .add_modifier(Modifier::BOLD | Modifier::REVERSED),
+        ));
+    }
+    spans.push(sep());
+    spans.push(Span::styled("? help  q quit", theme.dim()));
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// A message in place of a view with nothing to show.
+pub(crate) fn placeholder(frame: &mut Frame, area: Rect, title: &str, lines: Vec<Line>) {
+    let p = Paragraph::new(lines)
+        .block(ratatui::widgets::Block::bordered().title(title.to_string()))
+        .wrap(ratatui::widgets::Wrap { trim: false });
+    frame.render_widget(p, area);
+}

@@ -1,0 +1,105 @@
+//! Processes: the target and its descendants as a tree, zombies marked; enter drills into
+//! a child (the feed switches to its pid), esc comes back.
+
+use super::style::{self, Theme};
+use super::table::{self, TableSpec};
+use crate::model::ProcState;
+use crate::tui::state::{State, ViewKind, process_rows};
+use ratatui::{
+    Frame,
+    layout::{Constraint, Rect},
+    text::{Line, Span},
+    widgets::{Cell, Row},
+};
+
+pub fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
+    let Some(snapshot) = state.snapshot.take() else {
+        super::placeholder(
+            frame,
+            area,
+            "Processes",
+            vec![Line::from("waiting for the first sample…")],
+        );
+        return;
+    };
+    draw(frame, area, state, &snapshot, theme);
+    state.snapshot = Some(snapshot);
+}
+
+fn draw(
+    frame: &mut Frame,
+    area: Rect,
+    state: &mut State,
+    snapshot: &crate::model::Snapshot,
+    theme: Theme,
+) {
+    let root = snapshot.process.as_ref();
+    let rows = process_rows(snapshot);
+    let mut title = vec![Span::raw(format!(
+        "Processes ({} descendants) — enter: drill into a child",
+        rows.len()
+    ))];
+    if let Some(back) = state.drill_stack.last() {
+        title.push(Span::styled(
+            format!(" · esc: back to pid {back}"),
+            theme.accent(),
+        ));
+    }
+    let spec = TableSpec {
+        title: Line::from(title),
+        header: ["PID", "PPID", "STATE", "AGE", "PROBE", "COMMAND"]
+            .map(String::from)
+            .to_vec(),
+        widths: vec![
+            Constraint::Length(8),
+            Constraint::Length(8),
+            Constraint::Length(9),
+            Constraint::Length(8),
+            Constraint::Length(5),
+            Constraint::Fill(1),
+        ],
+        len: rows.len() + 1,
+        theme,
+        focused: true,
+    };
+    let now = state.now_ms;
+    table::draw(frame, area, spec, state.cursor(ViewKind::Processes), |i| {
+        if i == 0 {
+            return match &root {
+                Some(p) => Row::new(vec![
+                    Cell::from(p.pid.to_string()),
+                    Cell::from(p.ppid.to_string()),
+                    Cell::from(p.state.as_str()),
+                    Cell::from(style::duration(now.saturating_sub(p.start_time_ms))),
+                    Cell::from(""),
+                    Cell::from(format!("{} (target)", p.cmd)),
+                ])
+                .style(theme.accent()),
+                None => Row::new(vec![
+                    Cell::from("-"),
+                    Cell::from(""),
+                    Cell::from(""),
+                    Cell::from(""),
+                    Cell::from(""),
+                    Cell::from("(no OS view)"),
+                ]),
+            };
+        }
+        let c = &rows[i - 1];
+        let zombie = c.state == ProcState::Zombie;
+        let indent = "  ".repeat(c.depth.saturating_sub(1).min(8) as usize);
+        Row::new(vec![
+            Cell::from(c.pid.to_string()),
+            Cell::from(c.ppid.to_string()),
+            Cell::from(if zombie {
+                "ZOMBIE".to_string()
+            } else {
+                c.state.as_str().to_string()
+            })
+            .style(if zombie { theme.bad() } else { theme.dim() }),
+            Cell::from(style::duration(c.age_ms)),
+            Cell::from(if c.has_probe { "yes" } else { "" }).style(theme.good()),
+            Cell::from(format!("{indent}└ {}", c.cmd)),
+        ])
+    });
+}
