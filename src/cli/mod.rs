@@ -2,9 +2,15 @@
 //! subcommand runs in its own module. Exit codes: 0 clean, 1 findings, 2 leakhound's own error
 //! (`check` passes a failing command's own status through).
 
+mod attach;
 mod check;
+mod dashboard;
+mod demo;
 mod interrupt;
 pub mod out;
+mod record;
+mod replay;
+mod run;
 pub mod snapshot;
 pub mod watch;
 
@@ -50,6 +56,9 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Run the built-in misbehaving workload and show it in the dashboard.
     Demo(DemoArgs),
+    /// The demo's workload itself (started by `leakhound demo`).
+    #[command(name = "__demo-worker", hide = true)]
+    DemoWorker(DemoWorkerArgs),
     /// List the rules and the threshold keys.
     Rules,
 }
@@ -200,6 +209,19 @@ pub struct DemoArgs {
     /// Run without the dashboard, printing findings as `watch` does, for this long.
     #[arg(long, value_parser = parse_duration_arg)]
     pub headless: Option<Duration>,
+    /// Write every view of a real demo run as SVG into DIR instead of opening the dashboard.
+    #[arg(long, value_name = "DIR")]
+    pub screenshots: Option<PathBuf>,
+    /// With --screenshots: how long the demo runs before the pictures are taken.
+    #[arg(long, default_value = "22s", value_parser = parse_duration_arg)]
+    pub after: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoWorkerArgs {
+    /// Also start the Python part.
+    #[arg(long)]
+    pub python: bool,
 }
 
 fn parse_target(s: &str) -> Result<Target, String> {
@@ -231,24 +253,12 @@ fn dispatch(command: Command) -> anyhow::Result<u8> {
         Command::Snapshot(args) => snapshot::run(args),
         Command::Watch(args) => watch::run(args),
         Command::Check(args) => check::run(args),
-        other => anyhow::bail!(
-            "`leakhound {}` is not available in this build",
-            command_name(&other)
-        ),
-    }
-}
-
-fn command_name(c: &Command) -> &'static str {
-    match c {
-        Command::Snapshot(_) => "snapshot",
-        Command::Watch(_) => "watch",
-        Command::Attach(_) => "attach",
-        Command::Run(_) => "run",
-        Command::Check(_) => "check",
-        Command::Record(_) => "record",
-        Command::Replay(_) => "replay",
-        Command::Demo(_) => "demo",
-        Command::Rules => "rules",
+        Command::Attach(args) => attach::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Record(args) => record::run(args),
+        Command::Replay(args) => replay::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::DemoWorker(args) => demo::worker(args),
     }
 }
 

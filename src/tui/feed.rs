@@ -9,10 +9,10 @@ use crate::history::History;
 use crate::model::Snapshot;
 use crate::rules::{self, Rule};
 use crate::source::replay::Recording;
-use crate::source::{SampleOptions, Source, SourceError, Target};
+use crate::source::{Collector, CollectorEvent, SampleOptions, Source, SourceError, Target};
 use crate::tui::state::{LogLine, ReplayPos, Update};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What the UI asks of the feed.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,8 +101,12 @@ impl Judge {
 /// How a live feed reaches its target; `source::open` in the real app.
 pub type Opener = Box<dyn Fn(&Target) -> Result<Box<dyn Source>, SourceError> + Send>;
 
+/// Samples a live target through the shared [`Collector`] thread, judges each snapshot and
+/// forwards it to the UI; reopens on a retarget (drill-in).
 pub struct LiveFeed {
     pub target: Target,
+    /// Already opened (and checked) by the command; opened with `open` when `None`.
+    pub source: Option<Box<dyn Source>>,
     pub open: Opener,
     pub interval: Duration,
     pub options: SampleOptions,
@@ -120,77 +124,100 @@ fn send(tx: &SyncSender<AppEvent>, event: FeedEvent, skipped: &mut u64) -> bool 
     }
 }
 
+/// How often the feed looks for a control message while waiting on the collector.
+const POLL: Duration = Duration::from_millis(50);
+
+/// `pid 4242 · procfs+probe(python)`: what is live, for the status line.
+pub fn describe(snapshot: &Snapshot, fallback: &str) -> String {
+    if snapshot.pid == 0 {
+        fallback.to_string()
+    } else {
+        format!("pid {} · {}", snapshot.pid, snapshot.source)
+    }
+}
+
 impl LiveFeed {
     /// Runs until the UI hangs up.
     pub fn run(self, tx: SyncSender<AppEvent>, control: Receiver<Control>) {
         let LiveFeed {
             mut target,
+            mut source,
             open,
             interval,
             options,
             config,
         } = self;
         let mut judge = Judge::new(config);
-        let mut source: Option<Box<dyn Source>> = None;
-        let mut gone = false;
         let mut skipped = 0u64;
         loop {
-            let started = Instant::now();
-            if !gone {
-                if source.is_none() {
-                    match open(&target) {
-                        Ok(s) => source = Some(s),
-                        Err(e) => {
-                            if !send(&tx, FeedEvent::Error(e.to_string()), &mut skipped) {
-                                return;
-                            }
-                        }
+            let src = match source.take().map_or_else(|| open(&target), Ok) {
+                Ok(src) => src,
+                Err(e) => {
+                    if !send(&tx, FeedEvent::Error(e.to_string()), &mut skipped) {
+                        return;
                     }
+                    match control.recv_timeout(interval) {
+                        Ok(Control::Retarget(pid)) => target = Target::Pid(pid),
+                        Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                    continue;
                 }
-                if let Some(src) = source.as_mut() {
-                    let event = match src.sample(options) {
-                        Ok(snapshot) => {
+            };
+            let fallback = src.describe();
+            let (collector, events) = Collector::spawn(src, options, interval, 2);
+            let mut gone = false;
+            loop {
+                if !gone {
+                    let event = match events.recv_timeout(POLL) {
+                        Ok(CollectorEvent::Snapshot(snapshot)) => {
                             let findings = judge.observe(&snapshot);
-                            FeedEvent::Update(Box::new(Update {
-                                snapshot,
+                            Some(FeedEvent::Update(Box::new(Update {
+                                source: describe(&snapshot, &fallback),
+                                snapshot: *snapshot,
                                 findings,
-                                source: src.describe(),
                                 replay: None,
                                 skipped,
-                            }))
+                            })))
                         }
-                        Err(e @ (SourceError::Gone(_) | SourceError::NoSuchProcess(_))) => {
+                        Ok(CollectorEvent::Error(e)) => Some(FeedEvent::Error(e)),
+                        Ok(CollectorEvent::Gone(e)) => {
                             gone = true;
-                            FeedEvent::Gone(e.to_string())
+                            Some(FeedEvent::Gone(e))
                         }
-                        Err(e) => FeedEvent::Error(e.to_string()),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            gone = true;
+                            None
+                        }
                     };
-                    if !send(&tx, event, &mut skipped) {
+                    if let Some(event) = event
+                        && !send(&tx, event, &mut skipped)
+                    {
                         return;
                     }
                 }
-            }
-            // Wait out the interval, but act on a control message at once.
-            loop {
-                let wait = if gone {
-                    Duration::from_secs(3600)
+                let message = if gone {
+                    control.recv().map_err(|_| RecvTimeoutError::Disconnected)
                 } else {
-                    interval.saturating_sub(started.elapsed())
+                    control.try_recv().map_err(|e| match e {
+                        std::sync::mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
+                        std::sync::mpsc::TryRecvError::Disconnected => {
+                            RecvTimeoutError::Disconnected
+                        }
+                    })
                 };
-                match control.recv_timeout(wait) {
+                match message {
                     Ok(Control::Retarget(pid)) => {
                         target = Target::Pid(pid);
-                        source = None;
-                        gone = false;
                         judge.reset();
                         break;
                     }
-                    Ok(_) => continue,
-                    Err(RecvTimeoutError::Timeout) if !gone => break,
-                    Err(RecvTimeoutError::Timeout) => continue,
+                    Ok(_) | Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => return,
                 }
             }
+            drop(collector);
         }
     }
 }

@@ -257,6 +257,7 @@ pub fn snapshot(seq: u64) -> Snapshot {
             open: true,
             created_at: Some("app.py:20".into()),
         }],
+        children: vec![],
         events: vec![],
         missing: vec![],
         dropped: Dropped {
