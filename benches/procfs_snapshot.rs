@@ -52,6 +52,7 @@ fn main() {
         let snap = ProcSource::new(pid).unwrap().sample(options).unwrap();
         assert!(snap.fd_list.unwrap().len() >= FDS);
     });
+    let floor = median_of(|| kernel_floor(pid));
     let bin = env!("CARGO_BIN_EXE_leakhound");
     let pid_s = pid.to_string();
     let cli = median_of(|| run_quiet(bin, &["snapshot", &pid_s, "--json", "--fds"]));
@@ -69,6 +70,11 @@ fn main() {
         "{:<52} {:>10.1}",
         "leakhound snapshot PID --json --fds (process)",
         ms(cli)
+    );
+    println!(
+        "{:<52} {:>10.1}",
+        "floor: bare /proc reads, no parsing",
+        ms(floor)
     );
     println!("{:<52} {:>10.1}", "lsof -n -P -p PID", ms(lsof));
     println!("{:<52} {:>10.1}", "ss -tanp", ms(ss));
@@ -98,6 +104,21 @@ fn main() {
 
     drop(target.stdin.take());
     let _ = target.wait();
+}
+
+/// The syscalls alone, no parsing: list and readlink every descriptor, read every thread's
+/// stat and wchan, read the TCP table. How close leakhound is to what /proc can give.
+fn kernel_floor(pid: u32) {
+    let fd_dir = format!("/proc/{pid}/fd");
+    for entry in std::fs::read_dir(&fd_dir).unwrap() {
+        let _ = std::fs::read_link(entry.unwrap().path());
+    }
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = entry.unwrap().path();
+        let _ = std::fs::read(task.join("stat"));
+        let _ = std::fs::read(task.join("wchan"));
+    }
+    let _ = std::fs::read(format!("/proc/{pid}/net/tcp"));
 }
 
 fn median_of(mut f: impl FnMut()) -> Duration {
