@@ -105,3 +105,23 @@ fn watch_ends_cleanly_when_the_target_exits() {
     assert_eq!(code, 0);
     assert!(out.contains("ended: target exited"), "{out}");
 }
+
+#[test]
+fn ctrl_c_ends_with_the_summary() {
+    let fx = Fixture::start(&["quiet"]);
+    let watch = std::process::Command::new(env!("CARGO_BIN_EXE_leakhound"))
+        .args(["watch", &fx.pid().to_string(), "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: signalling our own child by its pid.
+    unsafe { libc::kill(watch.id() as i32, libc::SIGINT) };
+    let out = watch.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let lines = json_lines(&String::from_utf8_lossy(&out.stdout));
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["ended"], "interrupted");
+    assert!(summary["samples"].as_u64().unwrap() >= 1);
+}
