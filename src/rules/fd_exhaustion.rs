@@ -34,8 +34,11 @@ impl Rule for FdExhaustion {
         let ratio = open as f64 / soft as f64;
 
         let points = history.series(|s| s.fds.open as f64);
-        let slope_per_ms = (points.len() >= MIN_POINTS)
-            .then(|| theil_sen_slope(&points))
+        // The slower of the whole window's trend and the recent half's: growth that stopped
+        // (a warm-up minutes ago) must not forecast exhaustion now.
+        let recent = &points[points.len() / 2..];
+        let slope_per_ms = (points.len() >= MIN_POINTS && recent.len() >= 3)
+            .then(|| Some(theil_sen_slope(&points)?.min(theil_sen_slope(recent)?)))
             .flatten()
             .filter(|&s| s > 0.0);
         // … and only when the count really rose across the window, not just wobbled.
@@ -149,6 +152,9 @@ mod tests {
         assert!(FdExhaustion.check(&history(&[50; 20], 1000), &c).is_empty());
         let noisy: Vec<u64> = (0..20).map(|i| 50 + (i % 3)).collect();
         assert!(FdExhaustion.check(&history(&noisy, 100), &c).is_empty());
+        // Grew during a warm-up, flat since: no forecast.
+        let warm_up: Vec<u64> = (0..30).map(|i| 100 + 40 * i.min(15)).collect();
+        assert!(FdExhaustion.check(&history(&warm_up, 1000), &c).is_empty());
         // A burst that closes again.
         let mut burst = vec![50u64; 20];
         burst[8] = 700;
