@@ -1,0 +1,823 @@
+"""pytest plugin: blames each leak on the test that created it.
+
+Per test it finds asyncio tasks left pending, threads started and not finished, descriptors
+(files, sockets, pipes) opened and not closed, child processes left running or unreaped,
+coroutines never awaited, and unclosed resources (ResourceWarning) -- each with where it was
+created, when that can be known.
+
+Turning it on (opt-in, so installing leakhound-probe never changes a test run by itself):
+
+* ``pytest -p leakhound_probe.pytest_plugin`` -- loads and enables it;
+* ``pytest --leakhound`` or ``leakhound = true`` in the ini file -- when the package is
+  installed (the ``pytest11`` entry point ``leakhound`` loads it, disabled);
+* running under ``leakhound check -- pytest ...`` (``LEAKHOUND_SOCKET_DIR`` is set): the
+  findings also go to ``$LEAKHOUND_SOCKET_DIR/<pid>.pytest.json``, which ``check`` merges into
+  its report so JUnit and SARIF name the guilty test.
+
+Modes: ``--leakhound-mode=fail`` (default) turns a leaking test's teardown into an error;
+``warn`` only lists leaks in the summary. Per test: ``@pytest.mark.leakhound(ignore=[...],
+expect=[...])``, entries being a rule id (``thread-leak``) or ``KIND=GLOB`` with KIND one of
+rule, thread, task, location, fd, child -- the same as ``leakhound check --ignore``.
+
+Blame follows creation, not discovery: threads, sockets, files, tasks and child processes are
+tagged with the running test when they are created; a never-awaited coroutine is matched to a
+test by its creation frames (``sys.set_coroutine_origin_tracking_depth``); a ResourceWarning is
+matched through the descriptor of the object being finalised. So a leak that a later test's
+garbage collection reveals is still charged to the test that made it.
+
+Standard library only, besides pytest itself.
+"""
+
+import asyncio
+import builtins
+import fnmatch
+import functools
+import gc
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+import weakref
+
+import pytest
+
+RULES = (
+    "stuck-task",
+    "thread-leak",
+    "unclosed-resource",
+    "orphan-child",
+    "zombie-child",
+    "never-awaited",
+)
+KINDS = ("rule", "thread", "task", "location", "fd", "child")
+# Threads of leakhound's own probe, and of asyncio's default executor (which the loop shuts
+# down when it closes; pytest-asyncio and asyncio.run close their loops).
+DEFAULT_THREAD_IGNORES = ("leakhound*", "asyncio_*")
+SITE_DEPTH = 8
+ORIGIN_DEPTH = 32
+_HERE = os.path.dirname(os.path.abspath(__file__))
+# pytest's public package and its implementation (`_pytest`), side by side.
+_PYTEST_DIRS = tuple(
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(pytest.__file__))), name) + os.sep
+    for name in ("pytest", "_pytest", "pluggy", "pytest_asyncio")
+)
+
+
+class LeakhoundLeakWarning(UserWarning):
+    """A test leaked something (warn mode)."""
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("leakhound", "leak checks per test (leakhound)")
+    group.addoption(
+        "--leakhound",
+        action="store_true",
+        default=None,
+        help="check every test for leaked tasks, threads, fds, sockets, children, coroutines",
+    )
+    group.addoption(
+        "--leakhound-mode",
+        choices=("fail", "warn"),
+        default=None,
+        help="fail: a leak errors the test's teardown (default); warn: only report",
+    )
+    parser.addini("leakhound", "enable leakhound's per-test leak checks", type="bool", default=False)
+    parser.addini("leakhound_mode", "fail or warn (default: fail; warn under leakhound check)")
+    parser.addini(
+        "leakhound_settle",
+        "seconds to wait for threads and children to finish after teardown",
+        default="0.5",
+    )
+    parser.addini(
+        "leakhound_ignore",
+        "ignore entries (rule id or KIND=GLOB), one per line",
+        type="linelist",
+        default=[],
+    )
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "leakhound(ignore=[...], expect=[...]): ignore leaks matching these entries, or "
+        "expect them (the test then fails if it does not leak them)",
+    )
+    explicit = config.pluginmanager.get_plugin("leakhound_probe.pytest_plugin") is not None
+    enabled = (
+        config.getoption("leakhound")
+        or config.getini("leakhound")
+        or explicit
+        or bool(os.environ.get("LEAKHOUND_SOCKET_DIR"))
+    )
+    if not enabled:
+        return
+    # Under `leakhound check` the default is warn: the suite's own result stays its own, and
+    # leakhound's verdict (exit 1, JUnit, SARIF) carries the leaks, blamed per test.
+    default_mode = "warn" if os.environ.get("LEAKHOUND_SOCKET_DIR") else "fail"
+    ini_mode = config.getini("leakhound_mode") or None
+    mode = config.getoption("leakhound_mode") or ini_mode or default_mode
+    if mode not in ("fail", "warn"):
+        raise pytest.UsageError("leakhound_mode = %r: use fail or warn" % mode)
+    try:
+        settle = float(config.getini("leakhound_settle"))
+    except ValueError:
+        raise pytest.UsageError(
+            "leakhound_settle = %r: give seconds, e.g. 0.5" % config.getini("leakhound_settle")
+        )
+    try:
+        ignores = [Entry.parse(e, "leakhound_ignore") for e in config.getini("leakhound_ignore")]
+    except ValueError as err:
+        raise pytest.UsageError(str(err))
+    checker = Checker(config, mode, settle, ignores)
+    config.pluginmanager.register(checker, "leakhound-checker")
+    config._leakhound = checker
+
+
+def pytest_unconfigure(config):
+    checker = getattr(config, "_leakhound", None)
+    if checker is not None:
+        checker.uninstall()
+
+
+class Entry:
+    """One ignore/expect entry: a rule id, or KIND=GLOB."""
+
+    def __init__(self, kind, pattern, text):
+        self.kind, self.pattern, self.text = kind, pattern, text
+
+    @classmethod
+    def parse(cls, text, origin):
+        text = str(text).strip()
+        if "=" in text:
+            kind, pattern = (p.strip() for p in text.split("=", 1))
+            if kind not in KINDS:
+                raise ValueError(
+                    "%s: %r: unknown kind %r: use one of %s" % (origin, text, kind, ", ".join(KINDS))
+                )
+        else:
+            kind, pattern = "rule", text
+        if not pattern:
+            raise ValueError("%s: %r has an empty pattern" % (origin, text))
+        return cls(kind, pattern, text)
+
+    def matches(self, leak):
+        return any(fnmatch.fnmatchcase(c, self.pattern) for c in leak.candidates(self.kind))
+
+
+class Leak:
+    """One finding, in the shape of leakhound's `Finding` (plus the test it is blamed on)."""
+
+    def __init__(self, rule, subject, message, test, severity="warning", **evidence):
+        self.rule, self.subject, self.message = rule, subject, message
+        self.test, self.severity = test, severity
+        self.evidence = {k: v for k, v in evidence.items() if v not in (None, [], "")}
+        self.evidence["test"] = test
+
+    def candidates(self, kind):
+        e = self.evidence
+        if kind == "rule":
+            return [self.rule]
+        keys = {
+            "thread": ("thread_name",),
+            "task": ("task_name", "coroutine"),
+            "location": ("site",),
+            "fd": ("target",),
+            "child": ("cmd",),
+        }[kind]
+        out = []
+        for key in keys:
+            value = e.get(key)
+            if isinstance(value, list):
+                out.extend(str(v) for v in value)
+            elif value is not None:
+                out.append(str(value))
+        return out
+
+    def key(self):
+        return (self.rule, self.subject, self.test)
+
+    def as_finding(self):
+        return {
+            "rule": self.rule,
+            "severity": self.severity,
+            "subject": self.subject,
+            "message": self.message,
+            "evidence": self.evidence,
+        }
+
+    def describe(self):
+        lines = ["[%s] %s" % (self.rule, self.message)]
+        site = self.evidence.get("site")
+        if site:
+            lines.append("    created at (innermost last):")
+            lines.extend("      " + s for s in site[-SITE_DEPTH:])
+        return "\n".join(lines)
+
+
+def _user_site(skip=2):
+    """`file:line in func` frames of the caller's stack, innermost last, without the frames of
+    this plugin, pytest, pluggy and the standard library's threading/asyncio/socket/subprocess."""
+    frames = []
+    try:
+        frame = sys._getframe(skip)
+    except ValueError:
+        return frames
+    while frame is not None and len(frames) < SITE_DEPTH:
+        path = frame.f_code.co_filename
+        if not _is_machinery(path):
+            frames.append("%s:%d in %s" % (path, frame.f_lineno, frame.f_code.co_name))
+        frame = frame.f_back
+    frames.reverse()
+    return frames
+
+
+_STDLIB = os.path.dirname(os.path.abspath(os.__file__))
+
+
+def _is_machinery(path):
+    path = os.path.abspath(path) if not path.startswith("<") else path
+    return (
+        path.startswith(_HERE)
+        or path.startswith(_PYTEST_DIRS)
+        or path.startswith("<")
+        or (path.startswith(_STDLIB) and "site-packages" not in path)
+    )
+
+
+def _fd_table():
+    """{fd: target} of this process, from /proc (Linux); {} elsewhere."""
+    out = {}
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return out
+    for name in names:
+        try:
+            out[int(name)] = os.readlink("/proc/self/fd/" + name)
+        except (OSError, ValueError):
+            pass  # the fd listing itself, or closed meanwhile
+    return out
+
+
+def _children():
+    """{pid: (state, cmd)} of this process's children. A cheap waitid() first: when there are
+    no children at all, /proc is not scanned."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return {}
+    except (OSError, AttributeError):
+        pass
+    me = os.getpid()
+    out = {}
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return out
+    for pid in pids:
+        try:
+            with open("/proc/%s/stat" % pid, "rb") as f:
+                stat = f.read().decode("utf-8", "replace")
+        except OSError:
+            continue
+        comm_end = stat.rfind(")")
+        fields = stat[comm_end + 2 :].split()
+        if len(fields) < 2 or int(fields[1]) != me:
+            continue
+        state = fields[0]
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+        except OSError:
+            cmd = ""
+        out[int(pid)] = (state, cmd or "[%s]" % stat[stat.find("(") + 1 : comm_end])
+    return out
+
+
+class Checker:
+    """The per-session state: creation registries, the running test, the leaks found."""
+
+    def __init__(self, config, mode, settle, ignores):
+        self.config = config
+        self.mode = mode
+        self.settle = max(0.0, settle)
+        self.ignores = ignores
+        self.current = None  # nodeid of the running test
+        self.phase = None
+        self.scoped_fixture_depth = 0  # >0 while a broader-scoped fixture is being set up
+        self.test_functions = {}  # (filename, funcname) -> [nodeid]
+        # Creation registries: who made what, and where.
+        self.threads = weakref.WeakKeyDictionary()  # Thread -> (test, site)
+        self.tasks = weakref.WeakKeyDictionary()  # Task -> (test, phase, site)
+        self.fds = {}  # fd -> (test, site, target) of its latest creator
+        self.children = {}  # pid -> (test, site)
+        self.scoped = {"threads": set(), "fds": set(), "children": set()}
+        self.leaks = []  # every Leak, in order
+        self.reported = set()
+        self.late = []  # leaks blamed on tests that had already finished
+        self.finished = set()
+        self.pending_items = {}  # nodeid -> list of Leak found for it while it runs
+        self.markers = {}  # nodeid -> its marker's ignore + expect entries
+        self._restore = []
+        self._origin_depth = None
+        self.install()
+
+    # --- hooks into creation --------------------------------------------------------------
+
+    def install(self):
+        checker = self
+
+        def patch(owner, name, make):
+            original = getattr(owner, name)
+            setattr(owner, name, make(original))
+            self._restore.append((owner, name, original))
+
+        def thread_start(original):
+            @functools.wraps(original)
+            def start(thread, *a, **kw):
+                checker._guard(lambda: checker.threads.__setitem__(
+                    thread, (checker.owner(), _user_site())))
+                return original(thread, *a, **kw)
+
+            return start
+
+        patch(threading.Thread, "start", thread_start)
+
+        def record_fd(obj, site):
+            try:
+                fd = obj.fileno()
+            except Exception:
+                return
+            if isinstance(fd, int) and fd >= 0:
+                try:
+                    target = os.readlink("/proc/self/fd/%d" % fd)
+                except OSError:
+                    target = None
+                checker.fds[fd] = (checker.owner(), site, target)
+
+        def socket_init(original):
+            @functools.wraps(original)
+            def __init__(sock, *a, **kw):
+                original(sock, *a, **kw)
+                checker._guard(lambda: record_fd(sock, _user_site()))
+
+            return __init__
+
+        patch(socket.socket, "__init__", socket_init)
+
+        def socket_accept(original):
+            @functools.wraps(original)
+            def accept(sock, *a, **kw):
+                conn, addr = original(sock, *a, **kw)
+                checker._guard(lambda: record_fd(conn, _user_site()))
+                return conn, addr
+
+            return accept
+
+        patch(socket.socket, "accept", socket_accept)
+
+        def opener(original):
+            @functools.wraps(original)
+            def open_(*a, **kw):
+                f = original(*a, **kw)
+                if checker.current is not None:
+                    checker._guard(lambda: record_fd(f, _user_site()))
+                return f
+
+            return open_
+
+        patch(builtins, "open", opener)
+        patch(io, "open", opener)
+
+        def popen_init(original):
+            @functools.wraps(original)
+            def __init__(popen, *a, **kw):
+                original(popen, *a, **kw)
+
+                def note():
+                    site = _user_site()
+                    checker.children[popen.pid] = (checker.owner(), site)
+                    for stream in (popen.stdin, popen.stdout, popen.stderr):
+                        if stream is not None:
+                            record_fd(stream, site)
+
+                checker._guard(note)
+
+            return __init__
+
+        patch(subprocess.Popen, "__init__", popen_init)
+
+        def create_task(original):
+            @functools.wraps(original)
+            def create(loop, *a, **kw):
+                task = original(loop, *a, **kw)
+                checker._guard(lambda: checker.tasks.__setitem__(
+                    task, (checker.owner(), checker.phase, _user_site())))
+                return task
+
+            return create
+
+        patch(asyncio.BaseEventLoop, "create_task", create_task)
+
+        # Never-awaited coroutines: CPython calls warnings._warn_unawaited_coroutine(coro)
+        # when one is finalised, whatever the warning filters say.
+        unawaited = getattr(warnings, "_warn_unawaited_coroutine", None)
+        if unawaited is not None:
+            def _warn_unawaited_coroutine(coro):
+                checker._guard(lambda: checker.on_unawaited(coro))
+                return unawaited(coro)
+
+            patch(warnings, "_warn_unawaited_coroutine", lambda _o: _warn_unawaited_coroutine)
+        self._origin_depth = sys.get_coroutine_origin_tracking_depth()
+        if self._origin_depth < ORIGIN_DEPTH:
+            sys.set_coroutine_origin_tracking_depth(ORIGIN_DEPTH)
+
+        # ResourceWarnings: Python ignores them by default; let them reach _showwarnmsg, which
+        # pytest's per-test warning capture leaves in place.
+        warnings.filterwarnings("always", category=ResourceWarning)
+        show = getattr(warnings, "_showwarnmsg", None)
+        if show is not None:
+            def _showwarnmsg(msg):
+                if getattr(msg, "category", None) is ResourceWarning:
+                    checker._guard(lambda: checker.on_resource_warning(msg))
+                return show(msg)
+
+            patch(warnings, "_showwarnmsg", lambda _o: _showwarnmsg)
+
+    def uninstall(self):
+        for owner, name, original in reversed(self._restore):
+            setattr(owner, name, original)
+        self._restore = []
+        if self._origin_depth is not None:
+            sys.set_coroutine_origin_tracking_depth(self._origin_depth)
+
+    def _guard(self, fn):
+        # The plugin must never break the code under test.
+        try:
+            fn()
+        except Exception:
+            pass
+
+    def owner(self):
+        if self.scoped_fixture_depth > 0:
+            return None  # made by a module/session fixture: not any one test's
+        return self.current
+
+    # --- creation-time blame for late signals -----------------------------------------------
+
+    def on_unawaited(self, coro):
+        origin = getattr(coro, "cr_origin", None) or ()
+        # cr_origin lists the innermost frame first.
+        site = ["%s:%d in %s" % (f, line, fn) for (f, line, fn) in reversed(origin)]
+        test = None
+        for filename, _line, funcname in origin:
+            tests = self.test_functions.get((os.path.abspath(filename), funcname))
+            if tests:
+                test = self.current if self.current in tests else tests[0]
+                break
+        if test is None:
+            test = self.current
+        if test is None:
+            return
+        name = getattr(coro, "__qualname__", "coroutine")
+        self.add(Leak(
+            "never-awaited",
+            "coroutine:%s" % name,
+            "coroutine '%s' was created but never awaited, so it never ran" % name,
+            test,
+            coroutine=name,
+            site=[s for s in site if not _is_machinery(s.split(":", 1)[0])] or site,
+        ))
+
+    def on_resource_warning(self, msg):
+        source = getattr(msg, "source", None)
+        fd = None
+        if source is not None:
+            try:
+                fd = source.fileno()
+            except Exception:
+                fd = None
+        created = self.fds.get(fd) if isinstance(fd, int) and fd >= 0 else None
+        if created and created[2] is not None:
+            try:
+                if os.readlink("/proc/self/fd/%d" % fd) != created[2]:
+                    created = None  # the number was reused by something we did not see made
+            except OSError:
+                created = None
+        test = created[0] if created else self.owner()
+        if test is None:
+            return
+        text = str(msg.message).split("\n")[0]
+        self.add(Leak(
+            "unclosed-resource",
+            "fd:%s" % fd if created else "resource:%s" % text[:80],
+            "%s (never closed; found when it was garbage-collected)" % text,
+            test,
+            fd=fd,
+            site=created[1] if created else None,
+        ))
+
+    # --- bookkeeping ------------------------------------------------------------------------
+
+    def add(self, leak):
+        if leak.key() in self.reported:
+            return
+        # The same descriptor reported by the /proc diff and later by its ResourceWarning is
+        # one leak.
+        if leak.subject.startswith("fd:") and any(
+            l.test == leak.test and l.subject == leak.subject and l.rule == leak.rule
+            for l in self.leaks
+        ):
+            return
+        self.reported.add(leak.key())
+        self.leaks.append(leak)
+        if leak.test in self.finished:
+            self.late.append(leak)
+        else:
+            self.pending_items.setdefault(leak.test, []).append(leak)
+
+    # --- per test ---------------------------------------------------------------------------
+
+    def pytest_collection_modifyitems(self, items):
+        for item in items:
+            fn = getattr(item, "function", None)
+            code = getattr(fn, "__code__", None)
+            if code is not None:
+                key = (os.path.abspath(code.co_filename), code.co_name)
+                self.test_functions.setdefault(key, []).append(item.nodeid)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_fixture_setup(self, fixturedef, request):
+        if fixturedef.scope == "function":
+            yield
+            return
+        threads_before = set(threading.enumerate())
+        fds_before = set(_fd_table().items())
+        children_before = set(_children())
+        self.scoped_fixture_depth += 1
+        try:
+            yield
+        finally:
+            self.scoped_fixture_depth -= 1
+            self.scoped["threads"].update(set(threading.enumerate()) - threads_before)
+            self.scoped["fds"].update(set(_fd_table().items()) - fds_before)
+            self.scoped["children"].update(set(_children()) - children_before)
+
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        self.current = item.nodeid
+        item._leakhound_base = (
+            set(threading.enumerate()),
+            _fd_table(),
+            set(_children()),
+        )
+        try:
+            yield
+        finally:
+            self.finished.add(item.nodeid)
+            self.current = None
+            self.phase = None
+
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_runtest_setup(self, item):
+        self.phase = "setup"
+        yield
+
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_runtest_call(self, item):
+        self.phase = "call"
+        yield
+        # The test body is over: a task it created that is still pending was left behind.
+        # (pytest-asyncio and asyncio.run cancel such tasks when their loop closes, hiding
+        # them; this looks before that.)
+        for task, (test, phase, site) in list(self.tasks.items()):
+            if test != item.nodeid or phase != "call" or task.done():
+                continue
+            coro = task.get_coro()
+            name = task.get_name()
+            qual = getattr(coro, "__qualname__", type(coro).__name__)
+            stack = []
+            try:
+                for frame in task.get_stack(limit=SITE_DEPTH):
+                    stack.append("%s:%d in %s" % (
+                        frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name))
+            except Exception:
+                pass
+            self.add(Leak(
+                "stuck-task",
+                "task:%s" % name,
+                "task '%s' (%s) was still pending when the test ended" % (name, qual),
+                item.nodeid,
+                task_name=name,
+                coroutine=qual,
+                site=site,
+                await_chain=stack,
+            ))
+
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_runtest_teardown(self, item, nextitem):
+        self.phase = "teardown"
+        yield
+        self.phase = None
+        try:
+            self.check_left(item)
+        except Exception as err:  # never break the run
+            item.add_report_section("teardown", "leakhound", "leak check failed: %r" % (err,))
+
+    def check_left(self, item):
+        threads0, fds0, children0 = item._leakhound_base
+        deadline = time.monotonic() + self.settle
+        wait = 0.001
+        collected = False
+        while True:
+            threads = [
+                t for t in threading.enumerate()
+                if t not in threads0 and t not in self.scoped["threads"] and t.is_alive()
+                and t is not threading.current_thread()
+            ]
+            fds = {
+                fd: target for fd, target in _fd_table().items()
+                if fds0.get(fd) != target and (fd, target) not in self.scoped["fds"] and fd > 2
+            }
+            children = {
+                pid: v for pid, v in _children().items()
+                if pid not in children0 and pid not in self.scoped["children"]
+            }
+            running = [p for p, (state, _cmd) in children.items() if state not in ("Z", "X")]
+            if not (threads or fds or children):
+                return
+            if not collected:
+                # Unreachable objects still hold descriptors until collected; collect once,
+                # only when there is something to explain (a full collection per test would
+                # cost more than the check).
+                collected = True
+                gc.collect()
+                continue
+            if (not threads and not running) or time.monotonic() >= deadline:
+                break
+            time.sleep(wait)
+            wait = min(wait * 2, 0.05)
+        self.blame_threads(item, threads)
+        self.blame_fds(item, fds)
+        self.blame_children(item, children)
+
+    def blame_threads(self, item, threads):
+        for t in threads:
+            test, site = self.threads.get(t, (item.nodeid, []))
+            if test is None:
+                continue
+            if any(fnmatch.fnmatchcase(t.name, p) for p in DEFAULT_THREAD_IGNORES):
+                continue
+            self.add(Leak(
+                "thread-leak",
+                "thread:%s" % t.name,
+                "thread '%s'%s started by this test is still running; join() it or stop it"
+                % (t.name, " (daemon)" if t.daemon else ""),
+                test or item.nodeid,
+                thread_name=t.name,
+                daemon=t.daemon,
+                site=site,
+            ))
+
+    def blame_fds(self, item, fds):
+        for fd, target in sorted(fds.items()):
+            created = self.fds.get(fd)
+            if created and created[2] not in (None, target):
+                created = None  # the number was reused by something we did not see made
+            test, site = (created[0], created[1]) if created else (item.nodeid, [])
+            if created and test is None:
+                continue
+            kind = "socket" if target.startswith("socket:") else (
+                "pipe" if target.startswith("pipe:") else "file")
+            self.add(Leak(
+                "unclosed-resource",
+                "fd:%d" % fd,
+                "fd %d (%s %s) opened by this test is still open" % (fd, kind, target),
+                test or item.nodeid,
+                fd=fd,
+                target=target,
+                kind=kind,
+                site=site,
+            ))
+
+    def blame_children(self, item, children):
+        for pid, (state, cmd) in sorted(children.items()):
+            test, site = self.children.get(pid, (item.nodeid, []))
+            if test is None:
+                continue
+            zombie = state == "Z"
+            self.add(Leak(
+                "zombie-child" if zombie else "orphan-child",
+                "pid:%d" % pid,
+                ("child `%s` (pid %d) exited but was never waited for" if zombie
+                 else "child `%s` (pid %d) started by this test is still running") % (cmd, pid),
+                test or item.nodeid,
+                pid=pid,
+                cmd=cmd,
+                site=site,
+            ))
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        if call.when != "teardown":
+            return
+        report = outcome.get_result()
+        found = self.pending_items.pop(item.nodeid, [])
+        marker = item.get_closest_marker("leakhound")
+        try:
+            ignore = [Entry.parse(e, "@pytest.mark.leakhound ignore")
+                      for e in (marker.kwargs.get("ignore", ()) if marker else ())]
+            expect = [Entry.parse(e, "@pytest.mark.leakhound expect")
+                      for e in (marker.kwargs.get("expect", ()) if marker else ())]
+        except ValueError as err:
+            report.outcome = "failed"
+            report.longrepr = str(err)
+            return
+        kept = []
+        for leak in found:
+            if any(e.matches(leak) for e in ignore + expect + self.ignores):
+                continue
+            kept.append(leak)
+        self.markers[item.nodeid] = ignore + expect
+        missing = [e.text for e in expect if not any(e.matches(l) for l in found)]
+        for leak in kept:
+            item.user_properties.append(("leakhound", "%s %s" % (leak.rule, leak.message)))
+        item._leakhound_kept = kept
+        if not kept and not missing:
+            return
+        lines = []
+        if kept:
+            lines.append("leakhound: this test leaked %d thing(s):" % len(kept))
+            lines.extend(l.describe() for l in kept)
+        if missing:
+            lines.append("leakhound: expected leak(s) not found: %s" % ", ".join(missing))
+        text = "\n".join(lines)
+        if self.mode == "fail" or missing:
+            if report.passed:
+                report.outcome = "failed"
+                report.longrepr = text
+            else:
+                report.sections.append(("leakhound", text))
+        else:
+            report.sections.append(("leakhound", text))
+        self.kept_for_summary(kept)
+
+    def kept_for_summary(self, kept):
+        self.summary = getattr(self, "summary", []) + kept
+
+    # --- end of session ---------------------------------------------------------------------
+
+    def pytest_sessionfinish(self, session, exitstatus):
+        self._guard(gc.collect)
+        late = [
+            l for l in self.late
+            if not any(e.matches(l) for e in self.ignores + self.markers.get(l.test, []))
+        ]
+        self.late_kept = late
+        if late and self.mode == "fail" and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        self.write_report()
+
+    def all_kept(self):
+        return list(getattr(self, "summary", [])) + list(getattr(self, "late_kept", []))
+
+    def write_report(self):
+        folder = os.environ.get("LEAKHOUND_SOCKET_DIR")
+        if not folder:
+            return
+        path = os.path.join(folder, "%d.pytest.json" % os.getpid())
+        body = {
+            "type": "pytest",
+            "pid": os.getpid(),
+            "mode": self.mode,
+            "findings": [l.as_finding() for l in self.all_kept()],
+        }
+        try:
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(body, f, default=str)
+            os.replace(tmp, path)
+        except OSError as err:
+            sys.stderr.write("leakhound: cannot write %s: %s\n" % (path, err))
+
+    def pytest_terminal_summary(self, terminalreporter):
+        kept = self.all_kept()
+        if not kept:
+            return
+        tr = terminalreporter
+        tr.section("leakhound")
+        by_test = {}
+        for leak in kept:
+            by_test.setdefault(leak.test, []).append(leak)
+        for test, leaks in by_test.items():
+            late = " (found after it finished)" if any(l in self.late for l in leaks) else ""
+            tr.write_line("%s%s" % (test, late))
+            for leak in leaks:
+                tr.write_line("    " + leak.describe().replace("\n", "\n    "))
+        tr.write_line("%d leak(s) in %d test(s) [mode: %s]" % (len(kept), len(by_test), self.mode))
