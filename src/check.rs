@@ -6,6 +6,7 @@
 //! there at the end, and the probes' final reports. The judging is pure functions over that
 //! data ([`judge_leftovers`], [`left_open`], [`exit_code`]), so it is tested without processes.
 
+pub mod exit_stop;
 pub mod ignore;
 pub mod settings;
 pub mod tree;
@@ -202,20 +203,31 @@ pub fn judge_leftovers(left: &Leftovers) -> Vec<Finding> {
 
 /// Descriptors and threads that appeared during the run and were still there at its end.
 ///
-/// Precise rather than noisy: a thing counts only when it was absent from the first sample
-/// (the baseline), present in the last sample, and unchanged (same fd number and same target,
-/// or same thread id) in the sample before it too — one sample catches work in progress, two
-/// catch things held. The std streams, leakhound's own probe sockets (paths under
-/// `socket_dir`) and probe threads never count.
-pub fn left_open(snapshots: &[&Snapshot], socket_dir: &str) -> Vec<Finding> {
+/// Precise rather than noisy. With `at_exit` (a sample taken while the process was stopped
+/// inside `exit`, see [`exit_stop`]) a thing counts when it is there and was absent from the
+/// first sample (the baseline): whatever the program closed, however late, is gone by then.
+/// Without it, a thing counts only when it was in the last sample and unchanged (same fd
+/// number and target, or same thread id) in the one before — one sample catches work in
+/// progress, two catch things held — which can still blame something closed in the last
+/// milliseconds. The std streams, leakhound's own probe sockets (paths under `socket_dir`) and
+/// probe threads never count.
+pub fn left_open(
+    snapshots: &[&Snapshot],
+    at_exit: Option<&Snapshot>,
+    socket_dir: &str,
+) -> Vec<Finding> {
     let mut out = Vec::new();
-    let (Some(first), Some(last)) = (snapshots.first(), snapshots.last()) else {
+    let Some(first) = snapshots.first() else {
         return out;
     };
-    if snapshots.len() < 3 {
-        return out;
-    }
-    let before_last = snapshots[snapshots.len() - 2];
+    let (last, before_last) = match at_exit {
+        Some(exit) => (exit, exit),
+        None if snapshots.len() >= 3 => (
+            snapshots[snapshots.len() - 1],
+            snapshots[snapshots.len() - 2],
+        ),
+        None => return out,
+    };
 
     // Descriptors.
     let fd_set = |s: &Snapshot| -> BTreeSet<(i32, String)> {
@@ -282,11 +294,27 @@ pub fn left_open(snapshots: &[&Snapshot], socket_dir: &str) -> Vec<Finding> {
         out.push(finding);
     }
 
-    // Threads.
+    // Threads. A probe knows its runtime's names for threads; a /proc sample taken at the
+    // exit has none, so names come from the samples before.
     let tids = |s: &Snapshot| -> BTreeSet<u32> { s.threads.iter().map(|t| t.tid).collect() };
     let (base_tids, held_tids) = (tids(first), tids(before_last));
+    let probed = snapshots.iter().any(|s| s.probe.is_some());
+    let runtime_name = |tid: u32| -> Option<String> {
+        snapshots
+            .iter()
+            .rev()
+            .flat_map(|s| s.threads.iter())
+            .find(|t| t.tid == tid && t.runtime_name.is_some())
+            .and_then(|t| t.runtime_name.clone())
+    };
     for t in &last.threads {
-        let name = t.runtime_name.clone().unwrap_or_else(|| t.name.clone());
+        let known = runtime_name(t.tid);
+        // With a probe loaded, a thread it never named is its own (or not the runtime's):
+        // the probe's shutdown report speaks for the runtime's threads.
+        if probed && known.is_none() {
+            continue;
+        }
+        let name = known.unwrap_or_else(|| t.name.clone());
         if t.tid == last.pid
             || base_tids.contains(&t.tid)
             || !held_tids.contains(&t.tid)
@@ -313,16 +341,202 @@ pub fn left_open(snapshots: &[&Snapshot], socket_dir: &str) -> Vec<Finding> {
     out
 }
 
-/// Keeps one finding per (rule, subject): the latest version of each.
+/// Keeps one finding per (pid, rule, subject): the latest version of each. Findings about a
+/// descendant (not the command's own process) carry its `pid` in the evidence.
 #[derive(Debug, Default)]
-struct Collected(BTreeMap<(String, String), Finding>);
+struct Collected {
+    root: Option<u32>,
+    map: BTreeMap<(u32, String, String, String), Finding>,
+}
 
 impl Collected {
-    fn add(&mut self, findings: impl IntoIterator<Item = Finding>) {
-        for f in findings {
-            self.0.insert(f.key(), f);
+    /// Adds only findings whose (rule, subject) this process has not had yet.
+    fn add_new(&mut self, pid: u32, findings: Vec<Finding>) {
+        let fresh: Vec<Finding> = findings
+            .into_iter()
+            .filter(|f| {
+                !self
+                    .map
+                    .keys()
+                    .any(|(p, r, s, _)| *p == pid && *r == f.rule && *s == f.subject)
+            })
+            .collect();
+        self.add(pid, fresh);
+    }
+
+    fn add(&mut self, pid: u32, findings: impl IntoIterator<Item = Finding>) {
+        let root = *self.root.get_or_insert(pid);
+        for mut f in findings {
+            if pid != root && !f.evidence.contains_key("pid") {
+                f = f.with("pid", pid);
+            }
+            // The pytest plugin's findings are per test: the same subject in two tests is two.
+            let test = f
+                .evidence
+                .get("test")
+                .and_then(|t| t.as_str())
+                .unwrap_or_default()
+                .to_string();
+            self.map
+                .insert((pid, f.rule.clone(), f.subject.clone(), test), f);
         }
     }
+}
+
+/// One process under observation: its source, its history for the rules, and the samples the
+/// exit-time diff needs (the first, as the baseline, and the last two).
+struct Watched {
+    pid: u32,
+    source: Option<Box<dyn crate::source::Source>>,
+    history: History,
+    baseline: Option<Snapshot>,
+    recent: Vec<Snapshot>,
+}
+
+impl Watched {
+    fn new(pid: u32, source: Box<dyn crate::source::Source>) -> Self {
+        Watched {
+            source: Some(source),
+            ..Watched::closed(pid)
+        }
+    }
+
+    fn closed(pid: u32) -> Self {
+        Watched {
+            pid,
+            source: None,
+            history: History::default(),
+            baseline: None,
+            recent: Vec::new(),
+        }
+    }
+
+    /// Takes one sample and runs the rules; false when there was nothing to sample (gone).
+    fn sample(
+        &mut self,
+        rules: &[Box<dyn crate::rules::Rule>],
+        config: &Config,
+        out: &mut Collected,
+    ) -> bool {
+        let Some(source) = self.source.as_mut() else {
+            return false;
+        };
+        let options = SampleOptions {
+            fd_list: true,
+            stacks: false,
+        };
+        // An error is the process exiting between two samples: the normal end.
+        let Ok(snapshot) = source.sample(options) else {
+            self.source = None;
+            return false;
+        };
+        self.history.push(snapshot.clone());
+        out.add(
+            self.pid,
+            crate::rules::evaluate(rules, &self.history, config),
+        );
+        if self.baseline.is_none() {
+            self.baseline = Some(snapshot);
+        } else {
+            self.recent.push(snapshot);
+            if self.recent.len() > 2 {
+                self.recent.remove(0);
+            }
+        }
+        true
+    }
+
+    /// Runs the rules once more with the probe's final report as the newest view.
+    fn judge_final(
+        &mut self,
+        data: crate::model::ProbeData,
+        rules: &[Box<dyn crate::rules::Rule>],
+        config: &Config,
+        out: &mut Collected,
+    ) {
+        let mut last = self.history.latest().cloned().unwrap_or_else(|| Snapshot {
+            pid: self.pid,
+            ..Default::default()
+        });
+        last.taken_at_ms = crate::source::now_ms().max(last.taken_at_ms);
+        last.probe = Some(data);
+        self.history.push(last);
+        out.add(
+            self.pid,
+            crate::rules::evaluate(rules, &self.history, config),
+        );
+    }
+
+    fn window(&self) -> Vec<&Snapshot> {
+        self.baseline.iter().chain(self.recent.iter()).collect()
+    }
+}
+
+/// One /proc sample of a process stopped at its exit (no probe: its threads are going away).
+#[cfg(target_os = "linux")]
+fn exit_sample(pid: u32) -> Option<Snapshot> {
+    use crate::source::Source;
+    let mut source = crate::source::procfs::ProcSource::new(pid).ok()?;
+    source
+        .sample(SampleOptions {
+            fd_list: true,
+            stacks: false,
+        })
+        .ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exit_sample(_pid: u32) -> Option<Snapshot> {
+    None
+}
+
+/// Pids with a probe socket (`<pid>.sock`) in the folder.
+fn probe_pids(dir: &std::path::Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".sock")?
+                .parse::<u32>()
+                .ok()
+        })
+        .collect()
+}
+
+/// The file the pytest plugin writes under `check`: `<pid>.pytest.json`.
+#[derive(Debug, serde::Deserialize)]
+struct TestFindings {
+    #[serde(default)]
+    findings: Vec<Finding>,
+}
+
+/// Findings from every `*.pytest.json` in the folder; a file that cannot be read or parsed
+/// becomes a note, never an error.
+fn read_test_findings(dir: &std::path::Path) -> (Vec<Finding>, Vec<String>) {
+    let (mut findings, mut notes) = (Vec::new(), Vec::new());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (findings, notes);
+    };
+    for path in entries.flatten().map(|e| e.path()) {
+        if !path.to_string_lossy().ends_with(".pytest.json") {
+            continue;
+        }
+        let parsed = std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str::<TestFindings>(&t).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(t) => findings.extend(t.findings),
+            Err(e) => notes.push(format!(
+                "pytest plugin report {} ignored: {e}",
+                path.display()
+            )),
+        }
+    }
+    (findings, notes)
 }
 
 /// Runs the command and decides. Errors are leakhound's own (exit 2): the command could not
@@ -348,7 +562,14 @@ pub fn run(options: &CheckOptions) -> anyhow::Result<CheckReport> {
 
     let mut cmd = std::process::Command::new(program);
     cmd.args(&options.command[1..]);
-    cmd.env("LEAKHOUND_SOCKET_DIR", socket_dir.path());
+    // Python programs (and their Python children) load the probe; every probe, Rust included,
+    // listens in the private folder.
+    if let Err(e) = crate::source::probe::inject(&mut cmd, socket_dir.path()) {
+        notes.push(format!(
+            "the Python probe could not be prepared ({e}); only the /proc view is judged"
+        ));
+        cmd.env("LEAKHOUND_SOCKET_DIR", socket_dir.path());
+    }
     let started = Instant::now();
     let child = cmd.spawn().map_err(|e| spawn_error(program, &e))?;
     let pid = child.id();
@@ -357,45 +578,41 @@ pub fn run(options: &CheckOptions) -> anyhow::Result<CheckReport> {
     let waiter = std::thread::Builder::new()
         .name("leakhound-wait".into())
         .spawn(move || {
-            let mut child = child;
-            let _ = tx.send(child.wait());
+            // The child handle is not used to wait (that is exit_stop::wait); dropping it
+            // neither waits nor kills.
+            drop(child);
+            let traced = exit_stop::seize(pid);
+            let mut at_exit: Option<Snapshot> = None;
+            let status = exit_stop::wait(pid, || at_exit = exit_sample(pid));
+            let _ = tx.send((status, traced, at_exit));
         })?;
 
     let rules = crate::rules::all();
-    let mut history = History::default();
-    // Every snapshot kept for the exit-time diff would cost memory on a long run: keep the
-    // first (the baseline) and the last two only.
-    let mut baseline: Option<Snapshot> = None;
-    let mut recent: Vec<Snapshot> = Vec::new();
     let mut collected = Collected::default();
     let mut samples = 0u64;
-    let mut source = match crate::source::open(&Target::Pid(pid)) {
-        Ok(s) => Some(s),
+    let mut root = match crate::source::open(&Target::Pid(pid)) {
+        Ok(s) => Watched::new(pid, s),
         Err(e) => {
             notes.push(format!("no samples while the command ran: {e}"));
-            None
+            Watched::closed(pid)
         }
     };
-    let sample_options = SampleOptions {
-        fd_list: true,
-        stacks: false,
-    };
+    // Descendants that loaded a probe (a socket `<pid>.sock` in the folder), by pid.
+    let mut probed: BTreeMap<u32, Watched> = BTreeMap::new();
     let status = loop {
-        if let Some(src) = source.as_mut() {
-            // An error here is the command exiting between two samples: the normal end.
-            if let Ok(snapshot) = src.sample(sample_options) {
-                samples += 1;
-                history.push(snapshot.clone());
-                collected.add(crate::rules::evaluate(&rules, &history, &options.config));
-                if baseline.is_none() {
-                    baseline = Some(snapshot);
-                } else {
-                    recent.push(snapshot);
-                    if recent.len() > 2 {
-                        recent.remove(0);
-                    }
-                }
+        if root.sample(&rules, &options.config, &mut collected) {
+            samples += 1;
+        }
+        for child_pid in probe_pids(socket_dir.path()) {
+            if child_pid == pid || probed.contains_key(&child_pid) {
+                continue;
             }
+            if let Ok(src) = crate::source::open(&Target::Pid(child_pid)) {
+                probed.insert(child_pid, Watched::new(child_pid, src));
+            }
+        }
+        for watched in probed.values_mut() {
+            watched.sample(&rules, &options.config, &mut collected);
         }
         match rx.recv_timeout(options.interval) {
             Ok(status) => break status,
@@ -406,7 +623,15 @@ pub fn run(options: &CheckOptions) -> anyhow::Result<CheckReport> {
         }
     };
     let _ = waiter.join();
+    let (status, traced, at_exit) = status;
     let status = status.map_err(|e| anyhow::anyhow!("waiting for pid {pid}: {e}"))?;
+    if !traced {
+        notes.push(
+            "could not watch the command's exit (ptrace not permitted here): descriptors and \
+             threads left at exit are judged from the last two samples instead"
+                .into(),
+        );
+    }
     let exit = {
         use std::os::unix::process::ExitStatusExt;
         CommandExit {
@@ -416,15 +641,39 @@ pub fn run(options: &CheckOptions) -> anyhow::Result<CheckReport> {
     };
     let duration_ms = started.elapsed().as_millis() as u64;
 
-    if let Some(first) = baseline.as_ref() {
-        let mut window: Vec<&Snapshot> = vec![first];
-        window.extend(recent.iter());
-        collected.add(left_open(&window, &socket_dir_str));
+    // What the probes said last: threads, executors and tasks alive at shutdown, coroutines
+    // never awaited and resources never closed, judged by the same rules as the samples.
+    let (finals, final_notes) = crate::source::probe::read_finals(socket_dir.path());
+    notes.extend(final_notes);
+    for report in finals {
+        let watched = if report.pid == pid || report.pid == 0 {
+            &mut root
+        } else {
+            probed
+                .entry(report.pid)
+                .or_insert_with(|| Watched::closed(report.pid))
+        };
+        watched.judge_final(report.data, &rules, &options.config, &mut collected);
     }
+    // The /proc diff only adds what the probes did not already say (theirs has stacks).
+    collected.add_new(
+        pid,
+        left_open(&root.window(), at_exit.as_ref(), &socket_dir_str),
+    );
+    for (child_pid, watched) in &probed {
+        collected.add_new(
+            *child_pid,
+            left_open(&watched.window(), None, &socket_dir_str),
+        );
+    }
+    // The pytest plugin's per-test findings, each naming its test.
+    let (tests, test_notes) = read_test_findings(socket_dir.path());
+    notes.extend(test_notes);
+    collected.add(pid, tests);
     let leftovers = settle_leftovers(options);
-    collected.add(judge_leftovers(&leftovers));
+    collected.add(pid, judge_leftovers(&leftovers));
 
-    let mut findings: Vec<Finding> = collected.0.into_values().collect();
+    let mut findings: Vec<Finding> = collected.map.into_values().collect();
     sort_findings(&mut findings);
     let applied = ignore::apply(&options.ignores, findings);
     let exit_code = exit_code(exit, &applied.kept, options.fail_on);
@@ -691,11 +940,17 @@ mod tests {
             ],
             &[100, 101, 103],
         );
-        let f = left_open(&[&first, &mid, &last], "/tmp/lh");
+        let f = left_open(&[&first, &mid, &last], None, "/tmp/lh");
         let subjects: Vec<&str> = f.iter().map(|f| f.subject.as_str()).collect();
         assert_eq!(subjects, vec!["fd:4", "thread:t101"]);
         assert!(f[0].message.contains("/tmp/leak"));
         // Too few samples to tell held from busy: say nothing.
-        assert!(left_open(&[&first, &last], "/tmp/lh").is_empty());
+        assert!(left_open(&[&first, &last], None, "/tmp/lh").is_empty());
+        // Seen at the exit itself, fd 6 counts (opened late, never closed) and fd 4 does not
+        // when it was closed before the exit.
+        let exit = snap(&[(3, "/etc/base"), (6, "/tmp/busy")], &[100]);
+        let f = left_open(&[&first, &mid, &last], Some(&exit), "/tmp/lh");
+        let subjects: Vec<&str> = f.iter().map(|f| f.subject.as_str()).collect();
+        assert_eq!(subjects, vec!["fd:6"]);
     }
 }

@@ -1,0 +1,17 @@
+"""Leaks an asyncio task: it waits on an event nobody sets, and is still pending at exit
+(the loop is never closed, so nothing cancels it)."""
+import asyncio
+
+
+async def wait_forever(event):
+    await event.wait()
+
+
+async def work():
+    for _ in range(15):
+        await asyncio.sleep(0.1)
+
+
+loop = asyncio.new_event_loop()
+loop.create_task(wait_forever(asyncio.Event()), name="waits-forever")
+loop.run_until_complete(work())
