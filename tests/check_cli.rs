@@ -97,7 +97,7 @@ fn orphan_is_found_then_killed_and_kept_when_asked() {
             "--",
             "sh",
             "-c",
-            "sleep 3 & true",
+            "sleep 30 >/dev/null 2>&1 & true",
         ],
         dir.path(),
     );
