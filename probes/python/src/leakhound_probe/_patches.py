@@ -9,6 +9,8 @@ import sys
 import threading
 import warnings
 
+from . import _util
+
 from ._probe import PoolStats, creation_site, timed_call
 from ._util import monotonic
 
@@ -268,7 +270,8 @@ def install_warning_hooks(probe):
 
         def _warn_unawaited_coroutine(coro):
             if _probe is not None:
-                _guard(lambda: _note_unawaited(_probe, coro))
+                host = sys._getframe(1)  # the host frame running when it was dropped
+                _guard(lambda: _note_unawaited(_probe, coro, host))
             # Warn as Python would (stacklevel 2 is the host frame running when it was collected).
             warnings.warn(_unawaited_text(coro), RuntimeWarning, stacklevel=2, source=coro)
 
@@ -311,23 +314,23 @@ def _unawaited_text(coro):
     return "".join(lines).rstrip("\n")
 
 
-def _note_unawaited(probe, coro):
+def _note_unawaited(probe, coro, host):
     origin = getattr(coro, "cr_origin", None)
+    name = getattr(coro, "__qualname__", "coroutine")
     if origin:
         # cr_origin lists the innermost frame first; sites are innermost last.
         site = ["%s:%d in %s" % (f, line, fn) for (f, line, fn) in reversed(origin)]
+        how = "created at %s" % site[-1]
     else:
-        frame = getattr(coro, "cr_frame", None)
-        site = []
-        if frame is not None:
-            code = frame.f_code
-            site = ["%s:%d in %s (defined here; creation site needs LEAKHOUND_ORIGIN_DEPTH>0)"
-                    % (code.co_filename, code.co_firstlineno, code.co_name)]
-    name = getattr(coro, "__qualname__", "coroutine")
+        # Without origin tracking: the host frame running when it was dropped, which for the
+        # usual bug (`send(x)` without await) is the very line that created it.
+        site = _util.format_stack(host, limit=3)
+        how = "dropped at %s (LEAKHOUND_ORIGIN_DEPTH=3 records the creation site)" % (
+            site[-1] if site else "?")
     probe.events.add(
         "never_awaited",
         name,
-        "coroutine '%s' was created but never awaited, so it never ran" % name,
+        "coroutine '%s' was never awaited, so it never ran; %s" % (name, how),
         site,
     )
 
