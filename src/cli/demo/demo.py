@@ -100,15 +100,21 @@ def forgotten_worker():
         time.sleep(1)
 
 
+async def piles_up_threads():
+    """thread-leak: a non-daemon thread per "request", never joined."""
+    for n in range(30):
+        threading.Thread(target=forgotten_worker, name=f"forgotten-worker-{n}").start()
+        await asyncio.sleep(0.8)
+
+
 async def main():
-    # thread-leak: a non-daemon thread nobody joins.
-    threading.Thread(target=forgotten_worker, name="forgotten-worker").start()
     tasks = [
         asyncio.create_task(wait_for_config(), name="wait_for_config"),
         asyncio.create_task(forgets_to_await(), name="forgets_to_await"),
         asyncio.create_task(blocks_the_loop(), name="blocks_the_loop"),
         asyncio.create_task(starves_the_pool(), name="starves_the_pool"),
         asyncio.create_task(leaks_sockets(), name="leaks_sockets"),
+        asyncio.create_task(piles_up_threads(), name="piles_up_threads"),
     ]
     while True:
         await asyncio.sleep(1)
