@@ -263,16 +263,17 @@ fn dispatch(command: Command) -> anyhow::Result<u8> {
 }
 
 fn rules_command() -> anyhow::Result<u8> {
-    println!("RULES");
+    use std::fmt::Write;
+    let mut text = String::from("RULES\n");
     for rule in crate::rules::all() {
-        println!("  {:<18} {}", rule.id(), rule.summary());
+        let _ = writeln!(text, "  {:<18} {}", rule.id(), rule.summary());
     }
-    println!("\nTHRESHOLDS (-T KEY=VALUE)");
-    let defaults = crate::config::Config::default();
+    text.push_str("\nTHRESHOLDS (-T KEY=VALUE)\n");
     for (key, what) in crate::config::KEYS {
-        println!("  {key:<32} {what}");
+        let _ = writeln!(text, "  {key:<32} {what}");
     }
-    let _ = defaults;
+    // `leakhound rules | head` closing the pipe is not an error.
+    out::print(&text);
     Ok(EXIT_CLEAN)
 }
 
