@@ -41,11 +41,18 @@ pub struct ProbeClient {
     pub hello: Hello,
     next_id: u64,
     pub path: PathBuf,
+    timeout: Duration,
+    line_cap: usize,
 }
 
 impl ProbeClient {
     /// Connects, reads the probe's hello and sends ours. Errors are one line naming the fix.
     pub fn connect(path: &Path) -> Result<Self, SourceError> {
+        Self::connect_with_timeout(path, IO_TIMEOUT)
+    }
+
+    /// [`ProbeClient::connect`] with another per-operation timeout.
+    pub fn connect_with_timeout(path: &Path, timeout: Duration) -> Result<Self, SourceError> {
         let shown = path.display();
         let stream = UnixStream::connect(path).map_err(|e| {
             SourceError::Unreachable(format!(
@@ -53,8 +60,8 @@ impl ProbeClient {
             ))
         })?;
         let io = |e: std::io::Error| SourceError::Unreachable(format!("probe socket {shown}: {e}"));
-        stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(io)?;
-        stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(io)?;
+        stream.set_read_timeout(Some(timeout)).map_err(io)?;
+        stream.set_write_timeout(Some(timeout)).map_err(io)?;
         let writer = stream.try_clone().map_err(io)?;
         let mut client = ProbeClient {
             reader: BufReader::with_capacity(64 * 1024, stream),
@@ -62,6 +69,8 @@ impl ProbeClient {
             hello: Hello::default(),
             next_id: 1,
             path: path.to_path_buf(),
+            timeout,
+            line_cap: REPLY_LINE_CAP,
         };
         let line = client.read_line()?;
         let hello: Hello = serde_json::from_str(&line).map_err(|e| {
@@ -150,11 +159,11 @@ impl ProbeClient {
 
     /// Reads one line, refusing (not buffering) anything over [`REPLY_LINE_CAP`].
     fn read_line(&mut self) -> Result<String, SourceError> {
-        read_capped_line(&mut self.reader, REPLY_LINE_CAP).map_err(|e| match e {
+        read_capped_line(&mut self.reader, self.line_cap).map_err(|e| match e {
             LineError::Io(e) if is_timeout(&e) => SourceError::Unreachable(format!(
-                "probe at {} did not answer within {}s",
+                "probe at {} did not answer within {:?}",
                 self.path.display(),
-                IO_TIMEOUT.as_secs()
+                self.timeout
             )),
             LineError::Io(e) => {
                 SourceError::Unreachable(format!("probe at {}: {e}", self.path.display()))
@@ -164,9 +173,9 @@ impl ProbeClient {
                 self.path.display()
             )),
             LineError::TooLong => SourceError::Protocol(format!(
-                "probe at {} sent a line over the {} MiB cap; refused",
+                "probe at {} sent a line over the {}-byte cap; refused",
                 self.path.display(),
-                REPLY_LINE_CAP >> 20
+                self.line_cap
             )),
             LineError::NotUtf8 => SourceError::Protocol(format!(
                 "probe at {} sent a line that is not UTF-8",
@@ -575,6 +584,10 @@ const PYTHON_PROBE_FILES: &[(&str, &str)] = &[
         include_str!("../../probes/python/src/leakhound_probe/_runtime.py"),
     ),
     (
+        "leakhound_probe/pytest_plugin.py",
+        include_str!("../../probes/python/src/leakhound_probe/pytest_plugin.py"),
+    ),
+    (
         "leakhound_probe/_hook/__init__.py",
         include_str!("../../probes/python/src/leakhound_probe/_hook/__init__.py"),
     ),
@@ -701,6 +714,112 @@ mod tests {
             read_capped_line(&mut bad, 100),
             Err(LineError::NotUtf8)
         ));
+    }
+
+    /// A fake probe: greets with `hello`, then answers the first request line with `reply`
+    /// (or stays silent when `None`), then hangs up.
+    fn fake_probe(hello: &'static str, reply: Option<String>) -> (tempfile::TempDir, PathBuf) {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let Ok((mut conn, _)) = listener.accept() else {
+                return;
+            };
+            let _ = conn.write_all(hello.as_bytes());
+            let mut seen = Vec::new();
+            let mut byte = [0u8; 1];
+            // Our hello, then the request.
+            while seen.iter().filter(|&&b| b == b'\n').count() < 2 {
+                match conn.read(&mut byte) {
+                    Ok(1) => seen.push(byte[0]),
+                    _ => return,
+                }
+            }
+            match reply {
+                Some(r) => {
+                    let _ = conn.write_all(r.as_bytes());
+                }
+                None => std::thread::sleep(Duration::from_millis(800)),
+            }
+        });
+        (dir, path)
+    }
+
+    const HELLO: &str =
+        "{\"type\":\"hello\",\"protocol\":\"leakhound/1\",\"runtime\":\"python\",\"pid\":1}\n";
+
+    fn snapshot_from(hello: &'static str, reply: Option<String>) -> Result<ProbeData, SourceError> {
+        let (_dir, path) = fake_probe(hello, reply);
+        let mut client = ProbeClient::connect_with_timeout(&path, Duration::from_millis(300))?;
+        client.snapshot(false)
+    }
+
+    #[test]
+    fn a_good_reply_parses_and_unknown_fields_are_ignored() {
+        let reply = "{\"type\":\"snapshot\",\"id\":1,\"new_field\":true,\"data\":{\"runtime\":\"python\",\"tasks\":[{\"id\":\"Task-1\",\"future\":1}]}}\n";
+        let data = snapshot_from(HELLO, Some(reply.into())).unwrap();
+        assert_eq!(data.tasks[0].id, "Task-1");
+    }
+
+    #[test]
+    fn bad_probes_give_one_line_errors_not_panics() {
+        let cases: Vec<(&'static str, Option<String>, &str)> = vec![
+            (HELLO, Some("not json\n".into()), "malformed snapshot"),
+            (
+                HELLO,
+                Some("{\"type\":\"snapshot\",\"id\":1,\"data\":{\"tasks\":7}}\n".into()),
+                "malformed",
+            ),
+            (
+                HELLO,
+                Some("{\"type\":\"error\",\"id\":1,\"error\":\"boom\"}\n".into()),
+                "boom",
+            ),
+            (
+                HELLO,
+                Some("{\"type\":\"snapshot\",\"id\":9,\"data\":{}}\n".into()),
+                "unexpected reply",
+            ),
+            (
+                HELLO,
+                Some("{\"type\":\"snapsh".into()),
+                "closed the connection",
+            ),
+            (HELLO, None, "did not answer"),
+            (
+                "{\"type\":\"hello\",\"protocol\":\"leakhound/2\"}\n",
+                None,
+                "speaks leakhound/2",
+            ),
+            ("GET / HTTP/1.1\n", None, "malformed hello"),
+            ("{\"type\":\"greeting\"}\n", None, "did not greet"),
+        ];
+        for (hello, reply, expected) in cases {
+            let err = snapshot_from(hello, reply).unwrap_err().to_string();
+            assert!(err.contains(expected), "{expected}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_reply_over_the_cap_is_refused() {
+        let (_dir, path) = fake_probe(HELLO, Some(format!("{}\n", "x".repeat(4096))));
+        let mut client =
+            ProbeClient::connect_with_timeout(&path, Duration::from_millis(300)).unwrap();
+        client.line_cap = 1024;
+        let err = client.snapshot(false).unwrap_err().to_string();
+        assert!(err.contains("over the 1024-byte cap"), "{err}");
+    }
+
+    #[test]
+    fn socket_target_errors_name_the_fix() {
+        let err = ProbeSocketSource::new(Path::new("/nonexistent/leakhound/1.sock"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("no probe socket at /nonexistent"), "{err}");
     }
 
     #[test]
