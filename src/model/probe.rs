@@ -219,3 +219,27 @@ pub struct ProbeEvent {
     /// How many times this exact (kind, subject, site) happened; probes coalesce repeats.
     pub count: u64,
 }
+
+/// Whether a `file:line in func` frame belongs to a runtime or library rather than the program
+/// (the Python standard library and site-packages, a Rust toolchain or registry crate).
+pub fn is_library_frame(frame: &str) -> bool {
+    const MARKERS: [&str; 6] = [
+        "/lib/python",
+        "/site-packages/",
+        "<frozen ",
+        "/.cargo/registry/",
+        "/rustc/",
+        "/leakhound_probe/",
+    ];
+    MARKERS.iter().any(|m| frame.contains(m))
+}
+
+/// The innermost frame of a stack or await chain (innermost last) that is the program's own,
+/// e.g. the `await event.wait()` line rather than `asyncio/locks.py in Event.wait`.
+pub fn own_frame(frames: &[String]) -> Option<&str> {
+    frames
+        .iter()
+        .rev()
+        .find(|f| !is_library_frame(f))
+        .map(String::as_str)
+}

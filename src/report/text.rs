@@ -187,15 +187,7 @@ pub fn snapshot(s: &Snapshot, findings: &[Finding]) -> String {
     }
 
     if let Some(probe) = &s.probe {
-        let _ = writeln!(
-            o,
-            "\nPROBE  {} {}  tasks {}  loops {}  pools {}",
-            probe.runtime,
-            probe.runtime_version,
-            probe.tasks.len(),
-            probe.loops.len(),
-            probe.pools.len()
-        );
+        probe_section(o, probe);
     }
 
     let _ = writeln!(o, "\nFINDINGS ({})", findings.len());
@@ -209,6 +201,134 @@ pub fn snapshot(s: &Snapshot, findings: &[Finding]) -> String {
         }
     }
     out
+}
+
+/// Rows of each probe table shown; the JSON form has them all.
+const PROBE_ROWS: usize = 15;
+
+/// The in-process view: loops, the tasks waiting longest, pools, runtime children, events.
+fn probe_section(o: &mut String, p: &crate::model::ProbeData) {
+    let _ = writeln!(
+        o,
+        "\nPROBE  {} {}  probe {}  tasks {}  loops {}  pools {}  events {}",
+        p.runtime,
+        p.runtime_version,
+        p.probe_version,
+        p.tasks.len(),
+        p.loops.len(),
+        p.pools.len(),
+        p.events.len()
+    );
+    if !p.loops.is_empty() {
+        let _ = writeln!(o, "\nLOOPS ({})", p.loops.len());
+        let _ = writeln!(
+            o,
+            "  {:<10} {:>8} {:>9} {:>9} {:>9}  STALLS",
+            "ID", "TID", "LAG P50", "P99", "MAX"
+        );
+        for l in &p.loops {
+            let _ = writeln!(
+                o,
+                "  {:<10} {:>8} {:>7.1}ms {:>7.1}ms {:>7.1}ms  {}",
+                clean(&l.id),
+                l.tid,
+                l.lag.p50_ms,
+                l.lag.p99_ms,
+                l.lag.max_ms,
+                l.stalls.len()
+            );
+            // The latest stall whose stack the watchdog caught, if any.
+            let stall = l.stalls.iter().rev().find(|s| !s.stack.is_empty());
+            if let Some(stall) = stall.or(l.stalls.last()) {
+                let at = crate::model::own_frame(&stall.stack)
+                    .or(stall.stack.last().map(String::as_str))
+                    .unwrap_or("-");
+                let _ = writeln!(
+                    o,
+                    "  {:<10} last stall {:.0}ms at {}",
+                    "",
+                    stall.duration_ms,
+                    clean(at)
+                );
+            }
+        }
+    }
+    if !p.tasks.is_empty() {
+        let mut tasks: Vec<&crate::model::Task> = p.tasks.iter().collect();
+        tasks.sort_by_key(|t| std::cmp::Reverse(t.since_progress_ms));
+        let _ = writeln!(
+            o,
+            "\nTASKS ({}, longest without progress first)",
+            p.tasks.len()
+        );
+        let _ = writeln!(
+            o,
+            "  {:<16} {:<9} {:>8} {:>8}  {:<20} AWAITING",
+            "ID", "STATE", "AGE", "STILL", "COROUTINE"
+        );
+        for t in tasks.iter().take(PROBE_ROWS) {
+            let at = crate::model::own_frame(&t.await_chain)
+                .or(t.await_chain.last().map(String::as_str))
+                .unwrap_or("-");
+            let _ = writeln!(
+                o,
+                "  {:<16} {:<9} {:>8} {:>8}  {:<20} {}",
+                clean(&t.id),
+                format!("{:?}", t.state).to_lowercase(),
+                duration_ms(t.age_ms),
+                duration_ms(t.since_progress_ms),
+                clean(&t.kind),
+                clean(at)
+            );
+        }
+    }
+    if !p.pools.is_empty() {
+        let _ = writeln!(o, "\nPOOLS ({})", p.pools.len());
+        let _ = writeln!(
+            o,
+            "  {:<18} {:<17} {:>4} {:>5} {:>5} {:>7} {:>10}  NAME",
+            "ID", "KIND", "MAX", "LIVE", "BUSY", "QUEUED", "WAIT P99"
+        );
+        for pool in p.pools.iter().take(PROBE_ROWS) {
+            let wait = pool
+                .queue_wait_p99_ms
+                .map_or("-".to_string(), |w| format!("{w:.0}ms"));
+            let _ = writeln!(
+                o,
+                "  {:<18} {:<17} {:>4} {:>5} {:>5} {:>7} {:>10}  {}",
+                clean(&pool.id),
+                clean(&pool.kind),
+                pool.max_workers,
+                pool.live_workers,
+                pool.busy_workers,
+                pool.queued,
+                wait,
+                clean(&pool.name)
+            );
+        }
+    }
+    if !p.children.is_empty() {
+        let _ = writeln!(o, "\nRUNTIME CHILDREN ({})", p.children.len());
+        for c in &p.children {
+            let _ = writeln!(
+                o,
+                "  {:>8}  {:<20} {}",
+                c.pid,
+                clean(&c.name),
+                if c.alive { "alive" } else { "exited" }
+            );
+        }
+    }
+    if !p.events.is_empty() {
+        let _ = writeln!(o, "\nEVENTS ({})", p.events.len());
+        for e in p.events.iter().rev().take(PROBE_ROWS) {
+            let kind = serde_json::to_value(e.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let _ = writeln!(o, "  {:<18} x{:<4} {}", kind, e.count, clean(&e.message));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use super::probe_common::{latest_probe, secs};
 use crate::config::Config;
 use crate::findings::{Finding, Severity};
 use crate::history::History;
+use crate::model::own_frame;
 
 pub struct LoopBlocked;
 
@@ -47,8 +48,10 @@ impl Rule for LoopBlocked {
                 .or(with_stack)
                 .or(worst);
             let stack = stall.map(|s| s.stack.clone()).unwrap_or_default();
-            let at = stack
-                .last()
+            let own = own_frame(&stack).map(str::to_string);
+            let at = own
+                .as_deref()
+                .or(stack.last().map(String::as_str))
                 .map_or(String::new(), |f| format!(", blocked at {f}"));
             let stall_ms = worst.map_or(l.lag.max_ms, |s| s.duration_ms);
             out.push(
@@ -71,6 +74,7 @@ impl Rule for LoopBlocked {
                 .with("stall_ms", stall_ms)
                 .with("stall_task", stall.and_then(|s| s.task.clone()))
                 .with("blocking_frame", stack.last().cloned())
+                .with("own_frame", own)
                 .with("stack", stack),
             );
         }

@@ -29,7 +29,7 @@ impl Rule for NeverAwaited {
                     Severity::Warning,
                     format!("coroutine:{} at {site}", e.subject),
                     format!(
-                        "coroutine '{}' was never awaited ({}x), created at {site}: its work never ran",
+                        "coroutine '{}' was never awaited ({}x), at {site}: its work never ran",
                         e.subject, e.count
                     ),
                 )

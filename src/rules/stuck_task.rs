@@ -6,7 +6,7 @@ use super::probe_common::{latest_probe, secs};
 use crate::config::Config;
 use crate::findings::{Finding, Severity};
 use crate::history::History;
-use crate::model::TaskState;
+use crate::model::{TaskState, own_frame};
 
 pub struct StuckTask;
 
@@ -30,12 +30,23 @@ impl Rule for StuckTask {
             .filter(|t| t.state != TaskState::Done)
             .filter(|t| t.lost_waker || t.since_progress_ms >= after)
             .map(|t| {
-                let point = t.await_chain.last().map_or("unknown await point", |s| s.as_str());
+                let point = t
+                    .await_chain
+                    .last()
+                    .map_or("unknown await point", |s| s.as_str());
+                // Name the program's own line first: that is where a person looks.
+                let own = own_frame(&t.await_chain);
+                let shown = match own {
+                    Some(own) if own != point => {
+                        format!("{own} (in {})", point.rsplit(" in ").next().unwrap_or(point))
+                    }
+                    _ => point.to_string(),
+                };
                 let (severity, message) = if t.lost_waker {
                     (
                         Severity::Error,
                         format!(
-                            "task {} ({}) lost its waker: nothing can wake it again; last at {point}",
+                            "task {} ({}) lost its waker: nothing can wake it again; last at {shown}",
                             t.id, t.kind
                         ),
                     )
@@ -43,7 +54,7 @@ impl Rule for StuckTask {
                     (
                         Severity::Warning,
                         format!(
-                            "task {} ({}) has made no progress for {:.0}s, waiting at {point}",
+                            "task {} ({}) has made no progress for {:.0}s, waiting at {shown}",
                             t.id,
                             t.kind,
                             t.since_progress_ms as f64 / 1000.0
@@ -56,6 +67,7 @@ impl Rule for StuckTask {
                     .with("kind", t.kind.clone())
                     .with("state", serde_json::to_value(t.state).unwrap_or_default())
                     .with("await_point", point)
+                    .with("own_frame", own)
                     .with("await_chain", t.await_chain.clone())
                     .with("age_s", secs(t.age_ms))
                     .with("since_progress_s", secs(t.since_progress_ms))
@@ -82,7 +94,7 @@ mod tests {
             state,
             await_chain: vec![
                 "app.py:3 in forever".into(),
-                "asyncio/locks.py:213 in Event.wait".into(),
+                "/usr/lib/python3.11/asyncio/locks.py:213 in Event.wait".into(),
             ],
             age_ms: since_ms + 500,
             since_progress_ms: since_ms,
@@ -110,10 +122,17 @@ mod tests {
         assert_eq!(f[0].severity, Severity::Warning);
         assert_eq!(
             f[0].evidence["await_point"],
-            "asyncio/locks.py:213 in Event.wait"
+            "/usr/lib/python3.11/asyncio/locks.py:213 in Event.wait"
         );
         assert_eq!(f[0].evidence["since_progress_s"], 12.0);
         assert!(f[0].message.contains("no progress for 12s"));
+        assert!(
+            f[0].message
+                .contains("waiting at app.py:3 in forever (in Event.wait)"),
+            "{}",
+            f[0].message
+        );
+        assert_eq!(f[0].evidence["own_frame"], "app.py:3 in forever");
     }
 
     #[test]

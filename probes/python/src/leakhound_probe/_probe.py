@@ -325,7 +325,8 @@ class Probe:
 
     # --- watchdog thread -------------------------------------------------------------------
     def watchdog_main(self):
-        period = min(self.options.heartbeat_ms, self.options.stall_ms / 2.0) / 1000.0
+        # Often enough to look while a just-over-threshold stall is still going on.
+        period = min(self.options.heartbeat_ms, self.options.stall_ms / 4.0) / 1000.0
         next_track = monotonic()
         while not self.stop.wait(period):
             try:
