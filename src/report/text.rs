@@ -88,15 +88,20 @@ pub fn snapshot(s: &Snapshot, findings: &[Finding]) -> String {
     if !s.threads.is_empty() {
         let _ = writeln!(
             o,
-            "  {:>8}  {:<16} {:<11} {:>8}  WCHAN",
+            "  {:>8}  {:<26} {:<11} {:>8}  WCHAN",
             "TID", "NAME", "STATE", "CPU"
         );
         for t in &s.threads {
             let _ = writeln!(
                 o,
-                "  {:>8}  {:<16} {:<11} {:>8}  {}",
+                "  {:>8}  {:<26} {:<11} {:>8}  {}",
                 t.tid,
-                clean(&t.name),
+                // A probe's name is the runtime's own (not cut to 15 bytes); `*` = daemon.
+                clean(&match (&t.runtime_name, t.daemon) {
+                    (Some(n), Some(true)) => format!("{n}*"),
+                    (Some(n), _) => n.clone(),
+                    (None, _) => t.name.clone(),
+                }),
                 t.state.as_str(),
                 duration_ms(t.cpu_time_ms),
                 t.wchan.as_deref().unwrap_or("-")

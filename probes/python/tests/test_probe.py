@@ -193,3 +193,19 @@ def test_hello_names_the_pid(program):
     client = Client(app.socket)
     assert client.hello["pid"] == app.pid and "tasks" in client.hello["capabilities"]
     client.close()
+
+
+def test_resource_warnings_recorded_without_changing_what_the_user_sees(tmp_path):
+    source = """
+        import socket, subprocess
+        s = socket.socket()
+        del s
+        KEEP = subprocess.Popen(["true"])  # warned about at exit, after the probe closed
+        """
+    quiet = run_python(tmp_path, source, env=probe_env(tmp_path / "s"))
+    assert "ResourceWarning" not in quiet.stderr, quiet.stderr
+    events = json.loads(next((tmp_path / "s").glob("*.final.json")).read_text())["data"]["events"]
+    assert [e["subject"] for e in events if e["kind"] == "unclosed_resource"][:1] == ["socket"]
+    shown = subprocess.run([sys.executable, "-W", "always::ResourceWarning", str(tmp_path / "prog.py")],
+                           capture_output=True, text=True, env=probe_env(tmp_path / "s2"), timeout=30)
+    assert "ResourceWarning: unclosed <socket.socket" in shown.stderr, shown.stderr

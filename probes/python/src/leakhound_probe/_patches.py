@@ -283,16 +283,25 @@ def install_warning_hooks(probe):
     if probe.options.resource_warnings:
         # Python ignores ResourceWarning by default; let it through to us, and below only
         # forward what the user's own filters would have shown.
-        warnings.filterwarnings("always", category=ResourceWarning)
-        ours = warnings.filters[0]
+        # A message pattern of its own keeps our entry distinct from a user's identical
+        # `-W always::ResourceWarning` (filterwarnings would merge the two).
+        import re
+
+        ours = ("always", re.compile(""), ResourceWarning, None, 0)
+        warnings.filters.insert(0, ours)
+        mutated = getattr(warnings, "_filters_mutated", None)
+        if mutated is not None:
+            mutated()
     else:
         ours = None
 
     def _showwarnmsg(msg):
         probe = _probe
         category = getattr(msg, "category", None)
-        if probe is not None and category is ResourceWarning:
-            _guard(lambda: _note_resource(probe, msg))
+        if category is ResourceWarning:
+            if probe is not None:
+                _guard(lambda: _note_resource(probe, msg))
+            # Also once the probe is closed (at exit): our filter stays, the user's choice holds.
             if ours is not None and not _user_would_show(ours, msg):
                 return None
         return original_show(msg)
