@@ -447,8 +447,13 @@ impl<S: Source> Source for WithProbe<S> {
                 self.pid
             )),
         }
+        // Descendants inherit the root's environment: look in its folders (one environ
+        // read per sample, not one per child).
+        let dirs = socket_dirs(self.pid);
         for child in &mut snapshot.children {
-            child.has_probe = find_socket(child.pid).is_some();
+            child.has_probe = dirs
+                .iter()
+                .any(|d| is_socket(&d.join(format!("{}.sock", child.pid))));
         }
         Ok(snapshot)
     }

@@ -270,3 +270,51 @@ def test_snapshot_merges_probe_into_proc_view(program, tmp_path):
         plain.kill()
         plain.wait()
     assert os.path.exists(app.socket)
+
+
+def test_prefork_workers_each_have_a_probe(program):
+    """A gunicorn-style master: it loads the probe, forks workers, each runs its own loop."""
+    import subprocess
+    from conftest import leakhound_bin
+
+    app = program(
+        """
+        import asyncio, os, time
+
+        async def serve():
+            await asyncio.sleep(0.3)
+            time.sleep(0.3)  # worker-only bug: blocks this worker's loop
+            await asyncio.sleep(60)
+
+        workers = []
+        for _ in range(2):
+            pid = os.fork()
+            if pid == 0:
+                asyncio.run(serve())
+                os._exit(0)
+            workers.append(pid)
+        time.sleep(60)
+        """
+    )
+    def workers_ready():
+        return len(list(app.socket_dir.glob("*.sock"))) >= 3
+    app.wait_for(workers_ready, "three probe sockets")
+    done = subprocess.run([leakhound_bin(), "snapshot", str(app.pid), "--json"],
+                          capture_output=True, text=True, timeout=30)
+    snap = json.loads(done.stdout)
+    snap = snap.get("snapshot", snap)
+    children = snap["children"]
+    assert len(children) == 2 and all(c["has_probe"] for c in children), children
+    for child in children:
+        # Each worker answers for itself, with its own loop, reached by its socket.
+        data = snapshot_of(app.socket_dir / ("%d.sock" % child["pid"]))
+        assert data["loops"] and data["loops"][0]["tid"] == child["pid"]
+        done = subprocess.run([leakhound_bin(), "snapshot", "unix:%s/%d.sock" % (app.socket_dir, child["pid"]),
+                               "--json"], capture_output=True, text=True, timeout=30)
+        snap = json.loads(done.stdout)
+        snap = snap.get("snapshot", snap)
+        assert snap["pid"] == child["pid"] and snap["source"] == "probe(python)"
+    summary = watch(children[0]["pid"], 1, *FAST)
+    assert [f["rule"] for f in findings_of(summary, "loop-blocked")] == ["loop-blocked"], summary
+    for child in children:
+        os.kill(child["pid"], 9)

@@ -209,3 +209,33 @@ def test_resource_warnings_recorded_without_changing_what_the_user_sees(tmp_path
     shown = subprocess.run([sys.executable, "-W", "always::ResourceWarning", str(tmp_path / "prog.py")],
                            capture_output=True, text=True, env=probe_env(tmp_path / "s2"), timeout=30)
     assert "ResourceWarning: unclosed <socket.socket" in shown.stderr, shown.stderr
+
+
+def test_task_creation_sites_and_stacks_on_request(program):
+    app = program(
+        """
+        import asyncio
+
+        async def child():
+            await asyncio.sleep(60)
+
+        async def main():
+            asyncio.create_task(child(), name="spawned")  # creation site
+            await asyncio.sleep(60)
+
+        asyncio.run(main())
+        """,
+        env={"LEAKHOUND_TASK_SITES": "1"},
+    )
+    def spawned():
+        return [t for t in snapshot_of(app.socket)["tasks"] if t["id"] == "spawned"]
+    app.wait_for(spawned, "the spawned task")
+    task = spawned()[0]
+    assert task["spawn_location"] == app.site("create_task(child()") + " in main"
+    assert task["await_chain"][0] == app.site("await asyncio.sleep(60)") + " in child"
+    assert task["waiting_on"] is None and task["state"] == "idle"
+    plain = snapshot_of(app.socket)
+    assert all(t["stack"] == [] for t in plain["threads"])
+    main = [t for t in snapshot_of(app.socket, stacks=True)["threads"] if t["name"] == "MainThread"]
+    assert main[0]["native_id"] == app.pid
+    assert any("in BaseEventLoop._run_once" in frame for frame in main[0]["stack"])

@@ -265,16 +265,30 @@ def timed_call(stats, executor, submitted_at, fn):
     return run
 
 
+def _runtime_dirs():
+    """Folders whose frames are the machinery, not the program: this probe, asyncio,
+    concurrent.futures, threading."""
+    dirs = [os.path.dirname(__file__)]
+    for name in ("asyncio", "concurrent.futures"):
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "__file__", None):
+            dirs.append(os.path.dirname(module.__file__))
+    threading_file = getattr(threading, "__file__", None)
+    return tuple(dirs), threading_file
+
+
 def creation_site(skip, depth=4):
-    """`file:line in func` of the caller `skip` frames up, innermost last; probe frames skipped."""
+    """`file:line in func` of the program's frames from `skip` frames up, innermost last,
+    machinery frames (the probe, asyncio, concurrent.futures) left out."""
     try:
         frame = sys._getframe(skip)
     except ValueError:
         return []
+    dirs, threading_file = _runtime_dirs()
     out = []
-    here = os.path.dirname(__file__)
     while frame is not None and len(out) < depth:
-        if not frame.f_code.co_filename.startswith(here):
+        filename = frame.f_code.co_filename
+        if not filename.startswith(dirs) and filename != threading_file:
             out.append(_util.frame_line(frame))
         frame = frame.f_back
     out.reverse()
@@ -494,6 +508,9 @@ class Probe:
             tasks.extend(self.task_report(state, now))
         if not self.loops and _LOOP_MODULE not in sys.modules:
             data["missing"].append("loops, tasks: this process has not imported asyncio")
+        elif "uvloop" in sys.modules:
+            data["missing"].append(
+                "loops: uvloop loops are not seen (lag, stalls); tasks of asyncio loops are")
         cap = self.options.max_tasks
         if len(tasks) > cap:
             # Keep the ones that have waited longest: those are what rules look at.
