@@ -135,6 +135,11 @@ pub struct Task {
     pub parent: Option<String>,
     /// Tasks (or threads) this one awaits, when the runtime tells it.
     pub waiting_on: Option<String>,
+    /// Set when the task waits long by design, so no progress is not a bug: `timer` (a
+    /// wake-up is scheduled: `asyncio.sleep`, `tokio::time::sleep`), `server` (a server's
+    /// `serve_forever`). `stuck-task` leaves parked tasks alone (a lost waker still counts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parked: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

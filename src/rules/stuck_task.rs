@@ -28,7 +28,7 @@ impl Rule for StuckTask {
             .tasks
             .iter()
             .filter(|t| t.state != TaskState::Done)
-            .filter(|t| t.lost_waker || t.since_progress_ms >= after)
+            .filter(|t| t.lost_waker || (t.parked.is_none() && t.since_progress_ms >= after))
             .map(|t| {
                 let point = t
                     .await_chain
@@ -146,6 +146,18 @@ mod tests {
             ]),
         )]);
         assert!(StuckTask.check(&h, &Config::default()).is_empty());
+    }
+
+    #[test]
+    fn parked_tasks_are_not_stuck_unless_their_waker_is_lost() {
+        let mut sleeper = task("sleeper", 60_000, TaskState::Idle, false);
+        sleeper.parked = Some("timer".into());
+        let mut lost = task("lost", 60_000, TaskState::Idle, true);
+        lost.parked = Some("timer".into());
+        let h = history(vec![(0, tasks(vec![sleeper, lost]))]);
+        let f = StuckTask.check(&h, &Config::default());
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].subject, "task:lost");
     }
 
     #[test]

@@ -23,6 +23,7 @@ def test_task_awaiting_forever_is_stuck(program):
         async def main():
             event = asyncio.Event()
             asyncio.create_task(waiter(event), name="order-42")
+            asyncio.create_task(asyncio.sleep(3600), name="sleeper")  # parked, not stuck
             for _ in range(200):
                 await asyncio.sleep(0.05)  # the main task itself keeps moving
 

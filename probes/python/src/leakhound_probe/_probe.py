@@ -450,17 +450,19 @@ class Probe:
         if site is not None:
             first_seen = min(first_seen, site[1])
         waits = awaited_tasks(waiter)
+        chain = await_chain(coro)
         row = {
             "id": name,
             "name": name,
             "state": status,
             "kind": getattr(coro, "__qualname__", type(coro).__name__),
-            "await_chain": await_chain(coro),
+            "await_chain": chain,
             "spawn_location": site[0] if site is not None else None,
             "age_ms": int((now - first_seen) * 1000),
             "since_progress_ms": 0 if status != "idle" else int((now - changed) * 1000),
             "loop_id": state.id,
             "waiting_on": ", ".join(waits) if waits else None,
+            "parked": parked_reason(coro) if status == "idle" else None,
             "_waits": waits,
         }
         return row
@@ -684,6 +686,34 @@ def innermost_point(task):
         point = (frame.f_code, frame.f_lineno)
         coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
     return point
+
+
+_PARKED_CODES = None
+
+
+def parked_reason(coro):
+    """`timer` when the innermost await is asyncio.sleep (a wake-up is scheduled), `server`
+    when it is a server's serve_forever: long waits by design, not stuck tasks."""
+    global _PARKED_CODES
+    if _PARKED_CODES is None:
+        codes = {}
+        try:
+            import asyncio.base_events as base_events
+            import asyncio.tasks as tasks
+
+            codes[tasks.sleep.__code__] = "timer"
+            codes[base_events.Server.serve_forever.__code__] = "server"
+        except Exception:
+            pass
+        _PARKED_CODES = codes
+    innermost = None
+    for _ in range(64):
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        innermost = frame.f_code
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return _PARKED_CODES.get(innermost)
 
 
 def await_chain(coro, limit=32):
