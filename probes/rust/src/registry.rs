@@ -1,30 +1,35 @@
 //! The live-task registry, fed by tokio's task hooks (`--cfg tokio_unstable` only).
 //!
-//! Hot paths (spawn, poll, terminate) touch one shard of a sharded map under an uncontended
-//! mutex and two thread-local atomics; nothing else. Memory is bounded by the live tasks plus
-//! a fixed ring of finished ones per shard.
+//! Hot paths (spawn, poll, terminate) touch one slot of a fixed table with relaxed atomics
+//! and the calling thread's own poll slot; no lock in the common case. Memory is bounded by
+//! the table, the live tasks that overflow it, and a small ring of finished ones per thread.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
-use std::time::{Duration, Instant};
 
-/// Nanoseconds since the registry's epoch; what the poll slots store.
+/// Monotonic nanoseconds from the kernel's coarse clock (a few ns through the vDSO; its
+/// resolution is a scheduler tick, 1-4 ms). Every registry time uses it: ages and
+/// time-since-progress need no better, and busy time summed from coarse poll lengths is
+/// an unbiased estimate of the true sum.
 pub(crate) fn now_ns() -> u64 {
-    EPOCH.elapsed().as_nanos() as u64
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
-
-pub(crate) static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-
-const SHARDS: usize = 32;
 
 /// Whether [`crate::hooks`] was applied to some runtime builder: without it the registry
 /// stays empty and the snapshot says so.
 pub(crate) static HOOKS_INSTALLED: AtomicBool = AtomicBool::new(false);
 
-/// Finished tasks kept in total (split over the shards); set by the probe's builder.
+/// Finished tasks kept in total (split over the threads that finish them); set by the
+/// probe's builder.
 pub(crate) static FINISHED_CAP: AtomicUsize = AtomicUsize::new(64);
 
 /// Extracts the u64 inside a `tokio::task::Id` (it only offers `Display` and `Hash`).
@@ -52,69 +57,78 @@ pub(crate) fn id_u64(id: tokio::task::Id) -> u64 {
     h.finish()
 }
 
-/// Sequential ids spread well over shards with a multiplicative mix.
-#[derive(Default, Clone, Copy)]
-struct MixHasher(u64);
-impl Hasher for MixHasher {
-    fn finish(&self) -> u64 {
-        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) | u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-#[derive(Debug, Clone)]
+/// One task as the registry knows it. Times are [`now_ns`] values.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Entry {
-    pub spawned: Instant,
+    pub spawned_ns: u64,
     pub location: &'static Location<'static>,
     pub polls: u64,
-    pub busy: Duration,
-    pub last_poll_end: Option<Instant>,
-    pub internal: bool,
+    pub busy_ns: u64,
+    /// 0 when never polled.
+    pub last_poll_end_ns: u64,
+}
+
+impl Entry {
+    pub fn internal(&self) -> bool {
+        // The probe's own ticker task is spawned from lag.rs: keep it out of reports.
+        self.location.file() == crate::lag::TICKER_FILE
+    }
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct Finished {
     pub id: u64,
     pub entry: Entry,
-    pub ended: Instant,
+    pub ended_ns: u64,
 }
 
+// The hot structure: a table of slots indexed by `id % SLOTS`. Task ids are handed out in
+// sequence, so spawns walk the table in order (cache- and prefetch-friendly), and the
+// common case needs no lock: a compare-exchange claims an empty slot at spawn, the polling
+// thread (tokio polls a task on one thread at a time) updates its counters with plain
+// relaxed stores, terminate empties it. A slot still held by a long-lived task sends the
+// newcomer to the `OVERFLOW` map under a mutex, the slow path.
+const SLOTS: usize = 8192;
+/// `id` of a slot being filled: readers skip it.
+const FILLING: u64 = u64::MAX;
+
+#[repr(align(64))]
 #[derive(Default)]
-struct Shard {
-    live: HashMap<u64, Entry, BuildHasherDefault<MixHasher>>,
-    finished: VecDeque<Finished>,
+struct Slot {
+    id: AtomicU64,
+    location: AtomicUsize,
+    spawned_ns: AtomicU64,
+    polls: AtomicU64,
+    busy_ns: AtomicU64,
+    last_poll_end_ns: AtomicU64,
 }
 
-// Padded so two workers updating neighbouring shards do not share a cache line.
-#[repr(align(128))]
-#[derive(Default)]
-struct PaddedShard(Mutex<Shard>);
+static TABLE: LazyLock<Box<[Slot]>> =
+    LazyLock::new(|| (0..SLOTS).map(|_| Slot::default()).collect());
 
-static REGISTRY: LazyLock<Vec<PaddedShard>> =
-    LazyLock::new(|| (0..SHARDS).map(|_| PaddedShard::default()).collect());
+static OVERFLOW: LazyLock<Mutex<HashMap<u64, Entry>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
 
-fn shard(id: u64) -> std::sync::MutexGuard<'static, Shard> {
-    let s = &REGISTRY[(id as usize) % SHARDS].0;
+fn overflow() -> std::sync::MutexGuard<'static, HashMap<u64, Entry>> {
     // A panic while holding the lock cannot leave the map inconsistent: keep going.
-    s.lock().unwrap_or_else(|e| e.into_inner())
+    OVERFLOW.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// What one worker thread is polling now; read by the watchdog and the server.
+fn slot(id: u64) -> &'static Slot {
+    &TABLE[(id as usize) % SLOTS]
+}
+
+/// What one thread is polling now, and the tasks it saw finish; read by the watchdog and
+/// the server.
 #[derive(Default)]
 pub(crate) struct PollSlot {
     pub task: AtomicU64,
     pub since_ns: AtomicU64,
     pub tid: AtomicU64,
+    finished: Mutex<VecDeque<Finished>>,
 }
 
-static SLOTS: Mutex<Vec<Weak<PollSlot>>> = Mutex::new(Vec::new());
+static SLOTS_BY_THREAD: Mutex<Vec<Weak<PollSlot>>> = Mutex::new(Vec::new());
 
 thread_local! {
     static SLOT: Arc<PollSlot> = register_slot();
@@ -126,18 +140,21 @@ fn register_slot() -> Arc<PollSlot> {
         rustix::thread::gettid().as_raw_nonzero().get() as u64,
         Ordering::Relaxed,
     );
-    let mut slots = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut slots = SLOTS_BY_THREAD.lock().unwrap_or_else(|e| e.into_inner());
     slots.retain(|w| w.strong_count() > 0);
     slots.push(Arc::downgrade(&slot));
     slot
 }
 
+fn thread_slots() -> Vec<Arc<PollSlot>> {
+    let slots = SLOTS_BY_THREAD.lock().unwrap_or_else(|e| e.into_inner());
+    slots.iter().filter_map(Weak::upgrade).collect()
+}
+
 /// (task id, poll started at ns, worker tid) for every poll running now.
 pub(crate) fn polls_now() -> Vec<(u64, u64, u64)> {
-    let slots = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
-    slots
+    thread_slots()
         .iter()
-        .filter_map(|w| w.upgrade())
         .filter_map(|s| {
             let task = s.task.load(Ordering::Acquire);
             let since = s.since_ns.load(Ordering::Relaxed);
@@ -147,19 +164,33 @@ pub(crate) fn polls_now() -> Vec<(u64, u64, u64)> {
 }
 
 pub(crate) fn on_spawn(id: u64, location: &'static Location<'static>) {
-    // The probe's own ticker task is spawned from lag.rs: keep it out of reports.
-    let internal = location.file() == crate::lag::TICKER_FILE;
-    shard(id).live.insert(
-        id,
-        Entry {
-            spawned: Instant::now(),
-            location,
-            polls: 0,
-            busy: Duration::ZERO,
-            last_poll_end: None,
-            internal,
-        },
-    );
+    let now = now_ns();
+    let s = slot(id);
+    if s.id
+        .compare_exchange(0, FILLING, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+    {
+        s.location.store(
+            location as *const Location<'static> as usize,
+            Ordering::Relaxed,
+        );
+        s.spawned_ns.store(now, Ordering::Relaxed);
+        s.polls.store(0, Ordering::Relaxed);
+        s.busy_ns.store(0, Ordering::Relaxed);
+        s.last_poll_end_ns.store(0, Ordering::Relaxed);
+        s.id.store(id, Ordering::Release);
+    } else {
+        overflow().insert(
+            id,
+            Entry {
+                spawned_ns: now,
+                location,
+                polls: 0,
+                busy_ns: 0,
+                last_poll_end_ns: 0,
+            },
+        );
+    }
 }
 
 pub(crate) fn on_before_poll(id: u64) {
@@ -179,53 +210,106 @@ pub(crate) fn on_after_poll(id: u64) {
             s.since_ns.load(Ordering::Relaxed)
         })
         .unwrap_or(now);
-    let took = Duration::from_nanos(now.saturating_sub(started));
-    if let Some(e) = shard(id).live.get_mut(&id) {
+    let took = now.saturating_sub(started);
+    let s = slot(id);
+    if s.id.load(Ordering::Acquire) == id {
+        // Only the thread polling this task writes these: no read-modify-write needed.
+        s.polls
+            .store(s.polls.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        s.busy_ns
+            .store(s.busy_ns.load(Ordering::Relaxed) + took, Ordering::Relaxed);
+        s.last_poll_end_ns.store(now, Ordering::Relaxed);
+    } else if let Some(e) = overflow().get_mut(&id) {
         e.polls += 1;
-        e.busy += took;
-        e.last_poll_end = Some(*EPOCH + Duration::from_nanos(now));
+        e.busy_ns += took;
+        e.last_poll_end_ns = now;
     }
 }
 
+/// Tasks that lived shorter than this are not remembered as finished: the ring is for
+/// seeing what recently ended, and recording every trivial task would cost every task.
+const FINISHED_MIN_AGE_NS: u64 = 1;
+
 pub(crate) fn on_terminate(id: u64) {
-    let mut s = shard(id);
-    // Blocking tasks fire terminate without a spawn hook: nothing to move.
-    let Some(entry) = s.live.remove(&id) else {
-        return;
+    let now = now_ns();
+    let s = slot(id);
+    let entry = if s.id.load(Ordering::Acquire) == id {
+        let e = read_slot(s);
+        s.id.store(0, Ordering::Release);
+        e
+    } else {
+        // Blocking tasks fire terminate without a spawn hook: then there is nothing.
+        overflow().remove(&id)
     };
-    if entry.internal {
+    let Some(entry) = entry else { return };
+    if entry.internal() || now.saturating_sub(entry.spawned_ns) < FINISHED_MIN_AGE_NS {
         return;
     }
-    let cap = FINISHED_CAP.load(Ordering::Relaxed).div_ceil(SHARDS);
+    let cap = FINISHED_CAP.load(Ordering::Relaxed);
     if cap == 0 {
         return;
     }
-    while s.finished.len() >= cap {
-        s.finished.pop_front();
-    }
-    s.finished.push_back(Finished {
-        id,
-        entry,
-        ended: Instant::now(),
+    let _ = SLOT.try_with(|t| {
+        // Only this thread and a reading snapshot take this lock: skip rather than wait.
+        if let Ok(mut ring) = t.finished.try_lock() {
+            while ring.len() >= cap {
+                ring.pop_front();
+            }
+            ring.push_back(Finished {
+                id,
+                entry,
+                ended_ns: now,
+            });
+        }
     });
+}
+
+fn read_slot(s: &Slot) -> Option<Entry> {
+    let loc = s.location.load(Ordering::Relaxed);
+    if loc == 0 {
+        return None;
+    }
+    // SAFETY: only `&'static Location` pointers are ever stored in `location`.
+    let location: &'static Location<'static> = unsafe { &*(loc as *const Location<'static>) };
+    Some(Entry {
+        spawned_ns: s.spawned_ns.load(Ordering::Relaxed),
+        location,
+        polls: s.polls.load(Ordering::Relaxed),
+        busy_ns: s.busy_ns.load(Ordering::Relaxed),
+        last_poll_end_ns: s.last_poll_end_ns.load(Ordering::Relaxed),
+    })
 }
 
 /// A copy of the live tasks (internal ones left out) and the newest finished ones.
 pub(crate) fn collect() -> (Vec<(u64, Entry)>, Vec<Finished>) {
     let mut live = Vec::new();
-    let mut finished = Vec::new();
-    for s in REGISTRY.iter() {
-        let s = s.0.lock().unwrap_or_else(|e| e.into_inner());
-        live.extend(
-            s.live
-                .iter()
-                .filter(|(_, e)| !e.internal)
-                .map(|(id, e)| (*id, e.clone())),
-        );
-        finished.extend(s.finished.iter().cloned());
+    for s in TABLE.iter() {
+        let id = s.id.load(Ordering::Acquire);
+        if id == 0 || id == FILLING {
+            continue;
+        }
+        let entry = read_slot(s);
+        // A slot reused while we read it is skipped: the next snapshot sees the new task.
+        if s.id.load(Ordering::Acquire) != id {
+            continue;
+        }
+        if let Some(e) = entry.filter(|e| !e.internal()) {
+            live.push((id, e));
+        }
     }
+    live.extend(
+        overflow()
+            .iter()
+            .filter(|(_, e)| !e.internal())
+            .map(|(id, e)| (*id, *e)),
+    );
     live.sort_by_key(|(id, _)| *id);
-    finished.sort_by_key(|f| std::cmp::Reverse(f.ended));
+    let mut finished: Vec<Finished> = Vec::new();
+    for t in thread_slots() {
+        let ring = t.finished.lock().unwrap_or_else(|e| e.into_inner());
+        finished.extend(ring.iter().cloned());
+    }
+    finished.sort_by_key(|f| std::cmp::Reverse(f.ended_ns));
     finished.truncate(FINISHED_CAP.load(Ordering::Relaxed));
     (live, finished)
 }
@@ -262,12 +346,14 @@ mod tests {
         assert_eq!(shown, raw.to_string());
     }
 
+    static LOC: &Location<'static> = Location::caller();
+
     #[test]
-    fn finished_ring_is_bounded() {
-        FINISHED_CAP.store(SHARDS * 2, Ordering::Relaxed);
-        static LOC: &Location<'static> = Location::caller();
+    fn finished_ring_is_bounded_and_live_tasks_leave_the_table() {
+        FINISHED_CAP.store(16, Ordering::Relaxed);
         for id in 1_000_000..1_001_000u64 {
             on_spawn(id, LOC);
+            std::thread::sleep(std::time::Duration::from_micros(1));
             on_terminate(id);
         }
         let (live, finished) = collect();
@@ -275,7 +361,24 @@ mod tests {
             live.iter()
                 .all(|(id, _)| !(1_000_000..1_001_000).contains(id))
         );
-        assert!(finished.len() <= SHARDS * 2, "{}", finished.len());
-        assert!(!finished.is_empty());
+        assert!(finished.len() <= 16, "{}", finished.len());
+    }
+
+    #[test]
+    fn a_slot_held_by_a_long_lived_task_sends_the_newcomer_to_overflow() {
+        let old = 2_000_000u64;
+        let new = old + SLOTS as u64;
+        on_spawn(old, LOC);
+        on_spawn(new, LOC);
+        on_before_poll(new);
+        on_after_poll(new);
+        let (live, _) = collect();
+        let get = |id| live.iter().find(|(i, _)| *i == id).map(|(_, e)| *e);
+        assert_eq!(get(old).unwrap().polls, 0);
+        assert_eq!(get(new).unwrap().polls, 1);
+        on_terminate(old);
+        on_terminate(new);
+        let (live, _) = collect();
+        assert!(live.iter().all(|(id, _)| *id != old && *id != new));
     }
 }

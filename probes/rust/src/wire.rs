@@ -118,8 +118,13 @@ fn millis(d: Duration) -> u64 {
     d.as_millis() as u64
 }
 
+fn ns_to_ms(ns: u64) -> u64 {
+    ns / 1_000_000
+}
+
 /// The live tasks (and the newest finished ones) as the protocol shows them.
-pub(crate) fn tasks(now: Instant) -> (Vec<Task>, u64) {
+pub(crate) fn tasks() -> (Vec<Task>, u64) {
+    let now = registry::now_ns();
     let running: std::collections::HashMap<u64, u64> = registry::polls_now()
         .into_iter()
         .map(|(id, since, _)| (id, since))
@@ -128,22 +133,26 @@ pub(crate) fn tasks(now: Instant) -> (Vec<Task>, u64) {
     let mut out = Vec::with_capacity(live.len() + finished.len());
     for (id, e) in live {
         let polling = running.contains_key(&id);
-        let progress = e.last_poll_end.unwrap_or(e.spawned);
+        let progress = if e.last_poll_end_ns == 0 {
+            e.spawned_ns
+        } else {
+            e.last_poll_end_ns
+        };
         out.push(Task {
             id: id.to_string(),
             name: String::new(),
             state: if polling { "running" } else { "idle" },
             kind: "task",
             spawn_location: Some(loc(e.location)),
-            age_ms: millis(now.saturating_duration_since(e.spawned)),
+            age_ms: ns_to_ms(now.saturating_sub(e.spawned_ns)),
             // A task in a poll is making progress unless the poll itself is long (a stall).
             since_progress_ms: if polling {
                 0
             } else {
-                millis(now.saturating_duration_since(progress))
+                ns_to_ms(now.saturating_sub(progress))
             },
             polls: Some(e.polls),
-            busy_ms: Some(millis(e.busy)),
+            busy_ms: Some(ns_to_ms(e.busy_ns)),
             lost_waker: false,
             loop_id: Some(LOOP_ID.into()),
         });
@@ -155,10 +164,10 @@ pub(crate) fn tasks(now: Instant) -> (Vec<Task>, u64) {
             state: "done",
             kind: "task",
             spawn_location: Some(loc(f.entry.location)),
-            age_ms: millis(f.ended.saturating_duration_since(f.entry.spawned)),
+            age_ms: ns_to_ms(f.ended_ns.saturating_sub(f.entry.spawned_ns)),
             since_progress_ms: 0,
             polls: Some(f.entry.polls),
-            busy_ms: Some(millis(f.entry.busy)),
+            busy_ms: Some(ns_to_ms(f.entry.busy_ns)),
             lost_waker: false,
             loop_id: Some(LOOP_ID.into()),
         });
@@ -256,7 +265,7 @@ pub(crate) fn snapshot(shared: &Shared, prev: &mut BusyPrev) -> ProbeData {
             created_at: None,
         });
     }
-    let (tasks, dropped_tasks) = tasks(now);
+    let (tasks, dropped_tasks) = tasks();
     let flavor = match shared.handle.runtime_flavor() {
         tokio::runtime::RuntimeFlavor::CurrentThread => "current_thread",
         _ => "multi_thread",

@@ -79,7 +79,8 @@ fn serves_tasks_lag_and_metrics_with_safe_permissions() {
         let stuck = tokio::spawn(async move {
             let _ = rx.await;
         });
-        let done = tokio::spawn(async {});
+        // Lives past a clock tick, so the finished ring keeps it.
+        let done = tokio::spawn(tokio::time::sleep(Duration::from_millis(20)));
         let done_id = done.id().to_string();
         done.await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -1,0 +1,370 @@
+//! What leakhound-probe costs a tokio program, beside console-subscriber, in one run.
+//!
+//! `cargo bench -p leakhound-probe --bench overhead` (add `-- --quick` for a short run).
+//! Two workloads, each under four setups, each setup in its own process (console-subscriber
+//! installs a global subscriber; task hooks are per runtime):
+//! - `spawn`: a million short tasks (1,000 batches of 1,000 spawned and awaited, from a task);
+//! - `echo`: a TCP echo server on loopback, 64 clients × 1,000 round trips of 128 bytes.
+//!
+//! Setups: `bare` (plain runtime), `hooks` (four empty task hooks: the floor of any
+//! hook-based task registry), `probe` (leakhound_probe::runtime() + init()),
+//! `console` (console-subscriber layer, default retention, runtime built after it).
+//!
+//! Each (workload, setup) runs 7 times, interleaved; the best wall and CPU times (other load
+//! only adds time) are reported with the ratio to bare, the median wall time beside them,
+//! and the RSS of the process after the workload (for `spawn` also after the first tenth:
+//! flat memory means the two agree). A setup passing 4 GiB RSS is stopped and its time
+//! scaled from its rate so far.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// A setup whose RSS passes this is stopped (console-subscriber keeps every finished task
+/// for an hour: a million tasks would need tens of GiB). Its rate so far is reported.
+const RSS_LIMIT_KB: u64 = 4 << 20;
+static DONE: AtomicUsize = AtomicUsize::new(0);
+
+const SETUPS: [&str; 4] = ["bare", "hooks", "probe", "console"];
+const WORKLOADS: [&str; 2] = ["spawn", "echo"];
+
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// User + system CPU time of this process, seconds: steadier than wall time on a busy host.
+fn cpu_secs() -> f64 {
+    // SAFETY: getrusage only writes the struct we pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        child(
+            &args[i + 1],
+            &args[i + 2],
+            args.iter().any(|a| a == "--quick"),
+        );
+        return;
+    }
+    parent(args.iter().any(|a| a == "--quick"));
+}
+
+/// One (workload, setup): wall and CPU seconds per run, RSS of the last run.
+struct Row {
+    workload: &'static str,
+    setup: &'static str,
+    wall: Vec<f64>,
+    cpu: Vec<f64>,
+    rss_mid_kb: u64,
+    rss_end_kb: u64,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Best of the runs: other load on the machine only ever adds time, so the minimum is the
+/// steadiest estimate of a setup's own cost.
+fn best(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn parent(quick: bool) {
+    let exe = std::env::current_exe().expect("own path");
+    let rounds = if quick { 1 } else { 7 };
+    let total = if quick { 100_000 } else { 1_000_000 };
+    let mut rows: Vec<Row> = Vec::new();
+    for workload in WORKLOADS {
+        for setup in SETUPS {
+            rows.push(Row {
+                workload,
+                setup,
+                wall: Vec::new(),
+                cpu: Vec::new(),
+                rss_mid_kb: 0,
+                rss_end_kb: 0,
+            });
+        }
+    }
+    let mut notes: Vec<String> = Vec::new();
+    for round in 0..rounds {
+        for w in WORKLOADS {
+            // Rotate the order each round so no setup always runs on a warmer machine.
+            for k in 0..SETUPS.len() {
+                let s = SETUPS[(k + round) % SETUPS.len()];
+                let mut cmd = Command::new(&exe);
+                cmd.args(["--child", w, s]);
+                if quick {
+                    cmd.arg("--quick");
+                }
+                let out = cmd.output().expect("run child");
+                let text = String::from_utf8_lossy(&out.stdout);
+                let line = text
+                    .lines()
+                    .find(|l| l.starts_with("RESULT"))
+                    .unwrap_or_else(|| {
+                        panic!("{w}/{s} failed: {}", String::from_utf8_lossy(&out.stderr))
+                    });
+                let f: Vec<f64> = line
+                    .split_whitespace()
+                    .skip(1)
+                    .map(|x| x.parse().unwrap())
+                    .collect();
+                let (mut wall, mut cpu, mid, end, done) = (f[0], f[1], f[2], f[3], f[4]);
+                // Stopped at the RSS limit: scale to the whole workload by its rate so far.
+                if w == "spawn" && done > 0.0 && (done as usize) < total {
+                    notes.push(format!(
+                        "{w}/{s} stopped at {:.0} MiB RSS after {done} of {total} tasks ({wall:.2} s); times scaled to {total} tasks",
+                        end / 1024.0
+                    ));
+                    wall *= total as f64 / done;
+                    cpu *= total as f64 / done;
+                }
+                let r = rows
+                    .iter_mut()
+                    .find(|r| r.workload == w && r.setup == s)
+                    .unwrap();
+                r.wall.push(wall);
+                r.cpu.push(cpu);
+                r.rss_mid_kb = mid as u64;
+                r.rss_end_kb = end as u64;
+            }
+        }
+    }
+    for n in &notes {
+        println!("note: {n}");
+    }
+    println!(
+        "{rounds} runs each, interleaved; load average at the end: {}",
+        load_average()
+    );
+    println!(
+        "{:<8} {:<8} {:>10} {:>8} {:>10} {:>10} {:>8} {:>9} {:>9}",
+        "workload",
+        "setup",
+        "best wall",
+        "vs bare",
+        "median",
+        "best CPU",
+        "vs bare",
+        "RSS mid",
+        "RSS end"
+    );
+    for w in WORKLOADS {
+        let get = |s: &str| {
+            rows.iter()
+                .find(|r| r.workload == w && r.setup == s)
+                .unwrap()
+        };
+        let (bw, bc) = (best(&get("bare").wall), best(&get("bare").cpu));
+        for s in SETUPS {
+            let r = get(s);
+            let (wall, cpu) = (best(&r.wall), best(&r.cpu));
+            println!(
+                "{:<8} {:<8} {:>9.3}s {:>7.3}x {:>9.3}s {:>9.3}s {:>7.3}x {:>5.1} MiB {:>5.1} MiB",
+                w,
+                s,
+                wall,
+                wall / bw,
+                median(&r.wall),
+                cpu,
+                cpu / bc,
+                r.rss_mid_kb as f64 / 1024.0,
+                r.rss_end_kb as f64 / 1024.0
+            );
+        }
+        for (what, base, pick) in [
+            (
+                "wall",
+                bw,
+                &(|r: &Row| best(&r.wall)) as &dyn Fn(&Row) -> f64,
+            ),
+            ("CPU", bc, &|r: &Row| best(&r.cpu)),
+        ] {
+            let p = pick(get("probe")) / base - 1.0;
+            let c = pick(get("console")) / base - 1.0;
+            println!(
+                "{w} ({what}, best of {rounds}): probe {:+.1}%, console-subscriber {:+.1}%, probe/console cost {}",
+                p * 100.0,
+                c * 100.0,
+                if c > 0.0 {
+                    format!("{:.3}", p / c)
+                } else {
+                    "n/a".into()
+                }
+            );
+        }
+    }
+}
+
+fn child(workload: &str, setup: &str, quick: bool) {
+    let mut _guard: Option<Box<dyn std::any::Any>> = None;
+    let rt = match setup {
+        "bare" => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap(),
+        "probe" => leakhound_probe::runtime()
+            .worker_threads(2)
+            .build()
+            .unwrap(),
+        // The floor of any hook-based registry: tokio calling four empty task hooks.
+        "hooks" => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .on_task_spawn(|m| {
+                std::hint::black_box(m.id());
+            })
+            .on_before_task_poll(|m| {
+                std::hint::black_box(m.id());
+            })
+            .on_after_task_poll(|m| {
+                std::hint::black_box(m.id());
+            })
+            .on_task_terminate(|m| {
+                std::hint::black_box(m.id());
+            })
+            .build()
+            .unwrap(),
+        "console" => {
+            use tracing_subscriber::prelude::*;
+            let layer = console_subscriber::ConsoleLayer::builder()
+                .server_addr(([127, 0, 0, 1], 0))
+                .spawn();
+            tracing_subscriber::registry().with(layer).init();
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+        }
+        other => panic!("unknown setup {other}"),
+    };
+    let started = Instant::now();
+    let cpu0 = cpu_secs();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_millis(20));
+            let rss = rss_kb();
+            if rss > RSS_LIMIT_KB {
+                let done = DONE.load(Ordering::Relaxed);
+                println!(
+                    "RESULT {:.4} {:.4} {rss} {rss} {done}",
+                    started.elapsed().as_secs_f64(),
+                    cpu_secs() - cpu0
+                );
+                std::process::exit(0);
+            }
+        }
+    });
+    let dir = std::env::temp_dir().join(format!("lh-bench-{}", std::process::id()));
+    let cpu_start = cpu_secs();
+    let (secs, mid, end) = rt.block_on(async {
+        let probe = (setup == "probe").then(|| leakhound_probe::builder().socket_dir(&dir).start());
+        let r = match workload {
+            // Driven from a task, as a server spawns from its tasks (and not from the
+            // block_on thread, whose remote spawns make the run measure worker wake-ups).
+            "spawn" => tokio::spawn(spawn_many(if quick { 100_000 } else { 1_000_000 }))
+                .await
+                .unwrap(),
+            "echo" => echo(64, if quick { 200 } else { 1_000 }).await,
+            other => panic!("unknown workload {other}"),
+        };
+        drop(probe);
+        r
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "RESULT {secs:.4} {:.4} {mid} {end} {}",
+        cpu_secs() - cpu_start,
+        DONE.load(Ordering::Relaxed)
+    );
+    // Exit without tearing down console-subscriber's threads.
+    std::process::exit(0);
+}
+
+async fn spawn_many(total: usize) -> (f64, u64, u64) {
+    let start = Instant::now();
+    let mut mid = 0;
+    let batches = total / 1_000;
+    for b in 0..batches {
+        let handles: Vec<_> = (0..1_000u64)
+            .map(|i| tokio::spawn(async move { std::hint::black_box(i.wrapping_mul(31)) }))
+            .collect();
+        for h in handles {
+            std::hint::black_box(h.await.unwrap());
+        }
+        DONE.fetch_add(1_000, Ordering::Relaxed);
+        if b == batches / 10 {
+            mid = rss_kb();
+        }
+    }
+    (start.elapsed().as_secs_f64(), mid, rss_kb())
+}
+
+async fn echo(clients: usize, round_trips: usize) -> (f64, u64, u64) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 128];
+                while let Ok(n) = sock.read(&mut buf).await {
+                    if n == 0 || sock.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                s.set_nodelay(true).unwrap();
+                let msg = [7u8; 128];
+                let mut back = [0u8; 128];
+                for _ in 0..round_trips {
+                    s.write_all(&msg).await.unwrap();
+                    s.read_exact(&mut back).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .expect("echo bounded in time")
+            .unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    server.abort();
+    let rss = rss_kb();
+    (secs, rss, rss)
+}
