@@ -30,7 +30,7 @@ pub fn innermost(site: &[String]) -> &str {
 #[cfg(test)]
 pub mod testing {
     use crate::history::History;
-    use crate::model::{ProbeData, Snapshot};
+    use crate::model::{EventLoop, LagStats, Pool, ProbeData, Snapshot, Stall, Task, TaskState};
 
     /// A history of probe views, one per `(t_ms, data)`, for pid 42.
     pub fn history(views: Vec<(u64, ProbeData)>) -> History {
@@ -44,5 +44,42 @@ pub mod testing {
             });
         }
         h
+    }
+
+    /// A tokio task as the Rust probe and the console source send it.
+    pub fn tokio_task(id: &str, polls: u64, age_ms: u64, since_progress_ms: u64) -> Task {
+        Task {
+            id: id.into(),
+            kind: "task".into(),
+            state: TaskState::Idle,
+            spawn_location: Some("src/main.rs:10:5".into()),
+            age_ms,
+            since_progress_ms,
+            polls: Some(polls),
+            busy_ms: Some(0),
+            loop_id: Some("tokio".into()),
+            ..Task::default()
+        }
+    }
+
+    /// A tokio runtime view, `now_ms` 100 s, a 10 s lag window.
+    pub fn tokio(tasks: Vec<Task>, stalls: Vec<Stall>, pools: Vec<Pool>) -> ProbeData {
+        ProbeData {
+            runtime: "tokio".into(),
+            now_ms: 100_000,
+            loops: vec![EventLoop {
+                id: "tokio".into(),
+                running: true,
+                lag: LagStats {
+                    window_ms: 10_000,
+                    ..LagStats::default()
+                },
+                stalls,
+                ..EventLoop::default()
+            }],
+            tasks,
+            pools,
+            ..ProbeData::default()
+        }
     }
 }

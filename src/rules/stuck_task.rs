@@ -188,47 +188,8 @@ mod tests {
 /// The shapes the Rust probe and the console source send for tokio (see probes/rust).
 #[cfg(test)]
 mod tokio_shapes {
-    use super::super::probe_common::testing::history;
+    use super::super::probe_common::testing::{history, tokio, tokio_task};
     use super::*;
-    #[allow(unused_imports)]
-    use crate::model::{EventLoop, LagStats, Pool, ProbeData, Stall, Task, TaskState};
-
-    #[allow(dead_code)]
-    fn tokio_task(id: &str, polls: u64, age_ms: u64, since_progress_ms: u64) -> Task {
-        Task {
-            id: id.into(),
-            kind: "task".into(),
-            state: TaskState::Idle,
-            spawn_location: Some("src/main.rs:10:5".into()),
-            age_ms,
-            since_progress_ms,
-            polls: Some(polls),
-            busy_ms: Some(0),
-            loop_id: Some("tokio".into()),
-            ..Task::default()
-        }
-    }
-
-    #[allow(dead_code)]
-    fn tokio(tasks: Vec<Task>, stalls: Vec<Stall>, pools: Vec<Pool>) -> ProbeData {
-        ProbeData {
-            runtime: "tokio".into(),
-            now_ms: 100_000,
-            loops: vec![EventLoop {
-                id: "tokio".into(),
-                running: true,
-                lag: LagStats {
-                    window_ms: 10_000,
-                    ..LagStats::default()
-                },
-                stalls,
-                ..EventLoop::default()
-            }],
-            tasks,
-            pools,
-            ..ProbeData::default()
-        }
-    }
 
     #[test]
     fn lost_waker_fires_at_once_and_a_quiet_tokio_task_after_the_threshold() {

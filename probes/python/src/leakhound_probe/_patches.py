@@ -190,21 +190,29 @@ def _note_loop_exception(probe, context):
 # --- executors --------------------------------------------------------------------------------
 
 
-def _patch_thread_pool(thread_module):
-    _register_threading_atexit()
-    cls = thread_module.ThreadPoolExecutor
+def _patch_pool_init(cls, kind):
+    """Wraps an executor class's __init__ so each instance is counted and listed."""
     original_init = cls.__init__
-    original_submit = cls.submit
 
     def __init__(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
         probe = _probe
         if probe is not None:
             try:
-                self._leakhound = PoolStats("thread_pool", creation_site(2))
+                self._leakhound = PoolStats(kind, creation_site(2))
                 probe.executors.add(self)
             except Exception:
                 probe.count_error()
+
+    __init__.__wrapped__ = original_init
+    cls.__init__ = __init__
+
+
+def _patch_thread_pool(thread_module):
+    _register_threading_atexit()
+    cls = thread_module.ThreadPoolExecutor
+    _patch_pool_init(cls, "thread_pool")
+    original_submit = cls.submit
 
     def submit(self, fn, /, *args, **kwargs):
         stats = self.__dict__.get("_leakhound")
@@ -214,28 +222,12 @@ def _patch_thread_pool(thread_module):
         stats.on_submit(self, now)
         return original_submit(self, timed_call(stats, self, now, fn), *args, **kwargs)
 
-    __init__.__wrapped__ = original_init
     submit.__wrapped__ = original_submit
-    cls.__init__ = __init__
     cls.submit = submit
 
 
 def _patch_process_pool(process_module):
-    cls = process_module.ProcessPoolExecutor
-    original_init = cls.__init__
-
-    def __init__(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        probe = _probe
-        if probe is not None:
-            try:
-                self._leakhound = PoolStats("process_pool", creation_site(2))
-                probe.executors.add(self)
-            except Exception:
-                probe.count_error()
-
-    __init__.__wrapped__ = original_init
-    cls.__init__ = __init__
+    _patch_pool_init(process_module.ProcessPoolExecutor, "process_pool")
 
 
 def _patch_semaphores(locks):

@@ -114,7 +114,7 @@ def _after_fork_in_child():
         return
     try:
         if parent.server is not None:
-            parent.server.abandon()
+            parent.server.close(unlink=False)
         parent.stop.set()
         parent.closed = True
         child = Probe(parent.options)

@@ -91,6 +91,7 @@ class Server:
         return None
 
     def close(self, unlink=True):
+        """Stops serving; a forked child passes unlink=False: the file is its parent's."""
         self.stop.set()
         listener, self.listener = self.listener, None
         if listener is not None:
@@ -101,16 +102,6 @@ class Server:
         if unlink:
             try:
                 os.unlink(self.path)
-            except OSError:
-                pass
-
-    def abandon(self):
-        """In a forked child: drop the parent's listener without touching its socket file."""
-        self.stop.set()
-        listener, self.listener = self.listener, None
-        if listener is not None:
-            try:
-                listener.close()
             except OSError:
                 pass
 
