@@ -215,6 +215,7 @@ pub fn left_open(
     snapshots: &[&Snapshot],
     at_exit: Option<&Snapshot>,
     socket_dir: &str,
+    had_probe: bool,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
     let Some(first) = snapshots.first() else {
@@ -298,7 +299,7 @@ pub fn left_open(
     // exit has none, so names come from the samples before.
     let tids = |s: &Snapshot| -> BTreeSet<u32> { s.threads.iter().map(|t| t.tid).collect() };
     let (base_tids, held_tids) = (tids(first), tids(before_last));
-    let probed = snapshots.iter().any(|s| s.probe.is_some());
+    let probed = had_probe || snapshots.iter().any(|s| s.probe.is_some());
     let runtime_name = |tid: u32| -> Option<String> {
         snapshots
             .iter()
@@ -350,6 +351,24 @@ struct Collected {
 }
 
 impl Collected {
+    /// Drops this process's own findings that the pytest plugin reports per test: the same
+    /// (rule, subject), and every warning-based one (never-awaited, unclosed-resource from the
+    /// probe), since the plugin saw the same warnings and knows which test made them.
+    fn prefer_tests(&mut self, pid: u32, per_test: &[Finding]) {
+        let same: BTreeSet<(&str, &str)> = per_test
+            .iter()
+            .map(|f| (f.rule.as_str(), f.subject.as_str()))
+            .collect();
+        self.map.retain(|(p, rule, subject, test), f| {
+            if *p != pid || !test.is_empty() {
+                return true;
+            }
+            let from_warning = (rule == "never-awaited" || rule == UNCLOSED_RESOURCE)
+                && f.evidence.get("source").and_then(|s| s.as_str()) != Some("procfs");
+            !from_warning && !same.contains(&(rule.as_str(), subject.as_str()))
+        });
+    }
+
     /// Adds only findings whose (rule, subject) this process has not had yet.
     fn add_new(&mut self, pid: u32, findings: Vec<Finding>) {
         let fresh: Vec<Finding> = findings
@@ -391,6 +410,8 @@ struct Watched {
     history: History,
     baseline: Option<Snapshot>,
     recent: Vec<Snapshot>,
+    /// When leakhound started this process itself (the command), ms since the epoch.
+    started_ms: Option<u64>,
 }
 
 impl Watched {
@@ -408,6 +429,7 @@ impl Watched {
             history: History::default(),
             baseline: None,
             recent: Vec::new(),
+            started_ms: None,
         }
     }
 
@@ -430,6 +452,18 @@ impl Watched {
             self.source = None;
             return false;
         };
+        if self.history.is_empty()
+            && let Some(started_ms) = self.started_ms
+        {
+            // The command had no children before it started. Saying so keeps zombie-child
+            // from crediting a child caught as a zombie in the first sample with its whole
+            // age (right when leakhound attaches to a process of unknown past, not here).
+            self.history.push(Snapshot {
+                taken_at_ms: started_ms.min(snapshot.taken_at_ms.saturating_sub(1)),
+                children: Vec::new(),
+                ..snapshot.clone()
+            });
+        }
         self.history.push(snapshot.clone());
         out.add(
             self.pid,
@@ -511,15 +545,17 @@ fn probe_pids(dir: &std::path::Path) -> Vec<u32> {
 #[derive(Debug, serde::Deserialize)]
 struct TestFindings {
     #[serde(default)]
+    pid: u32,
+    #[serde(default)]
     findings: Vec<Finding>,
 }
 
 /// Findings from every `*.pytest.json` in the folder; a file that cannot be read or parsed
 /// becomes a note, never an error.
-fn read_test_findings(dir: &std::path::Path) -> (Vec<Finding>, Vec<String>) {
-    let (mut findings, mut notes) = (Vec::new(), Vec::new());
+fn read_test_findings(dir: &std::path::Path) -> (Vec<TestFindings>, Vec<String>) {
+    let (mut files, mut notes) = (Vec::new(), Vec::new());
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return (findings, notes);
+        return (files, notes);
     };
     for path in entries.flatten().map(|e| e.path()) {
         if !path.to_string_lossy().ends_with(".pytest.json") {
@@ -529,14 +565,14 @@ fn read_test_findings(dir: &std::path::Path) -> (Vec<Finding>, Vec<String>) {
             .map_err(|e| e.to_string())
             .and_then(|t| serde_json::from_str::<TestFindings>(&t).map_err(|e| e.to_string()));
         match parsed {
-            Ok(t) => findings.extend(t.findings),
+            Ok(t) => files.push(t),
             Err(e) => notes.push(format!(
                 "pytest plugin report {} ignored: {e}",
                 path.display()
             )),
         }
     }
-    (findings, notes)
+    (files, notes)
 }
 
 /// Runs the command and decides. Errors are leakhound's own (exit 2): the command could not
@@ -571,6 +607,7 @@ pub fn run(options: &CheckOptions) -> anyhow::Result<CheckReport> {
         cmd.env("LEAKHOUND_SOCKET_DIR", socket_dir.path());
     }
     let started = Instant::now();
+    let spawned_ms = crate::source::now_ms();
     let child = cmd.spawn().map_err(|e| spawn_error(program, &e))?;
     let pid = child.id();
 
@@ -583,15 +620,18 @@ pub fn run(options: &CheckOptions) -> anyhow::Result<CheckReport> {
             drop(child);
             let traced = exit_stop::seize(pid);
             let mut at_exit: Option<Snapshot> = None;
-            let status = exit_stop::wait(pid, || at_exit = exit_sample(pid));
-            let _ = tx.send((status, traced, at_exit));
+            let ending = exit_stop::wait(pid, traced, || at_exit = exit_sample(pid));
+            let _ = tx.send((ending, traced, at_exit));
         })?;
 
     let rules = crate::rules::all();
     let mut collected = Collected::default();
     let mut samples = 0u64;
     let mut root = match crate::source::open(&Target::Pid(pid)) {
-        Ok(s) => Watched::new(pid, s),
+        Ok(s) => Watched {
+            started_ms: Some(spawned_ms),
+            ..Watched::new(pid, s)
+        },
         Err(e) => {
             notes.push(format!("no samples while the command ran: {e}"));
             Watched::closed(pid)
@@ -623,8 +663,22 @@ pub fn run(options: &CheckOptions) -> anyhow::Result<CheckReport> {
         }
     };
     let _ = waiter.join();
-    let (status, traced, at_exit) = status;
-    let status = status.map_err(|e| anyhow::anyhow!("waiting for pid {pid}: {e}"))?;
+    let (ending, traced, mut at_exit) = status;
+    let ending = ending.map_err(|e| anyhow::anyhow!("waiting for pid {pid}: {e}"))?;
+    let status = ending.status;
+    // Threads cut short by the exit belong in the view at the exit, even when they were gone
+    // from /proc by the time it was read.
+    if let Some(exit) = at_exit.as_mut() {
+        for cut in &ending.cut_threads {
+            if exit.threads.iter().all(|t| t.tid != cut.tid) {
+                exit.threads.push(crate::model::Thread {
+                    tid: cut.tid,
+                    name: cut.name.clone(),
+                    ..Default::default()
+                });
+            }
+        }
+    }
     if !traced {
         notes.push(
             "could not watch the command's exit (ptrace not permitted here): descriptors and \
@@ -645,6 +699,7 @@ pub fn run(options: &CheckOptions) -> anyhow::Result<CheckReport> {
     // never awaited and resources never closed, judged by the same rules as the samples.
     let (finals, final_notes) = crate::source::probe::read_finals(socket_dir.path());
     notes.extend(final_notes);
+    let final_pids: BTreeSet<u32> = finals.iter().map(|r| r.pid).collect();
     for report in finals {
         let watched = if report.pid == pid || report.pid == 0 {
             &mut root
@@ -658,19 +713,38 @@ pub fn run(options: &CheckOptions) -> anyhow::Result<CheckReport> {
     // The /proc diff only adds what the probes did not already say (theirs has stacks).
     collected.add_new(
         pid,
-        left_open(&root.window(), at_exit.as_ref(), &socket_dir_str),
+        left_open(
+            &root.window(),
+            at_exit.as_ref(),
+            &socket_dir_str,
+            final_pids.contains(&pid),
+        ),
     );
     for (child_pid, watched) in &probed {
         collected.add_new(
             *child_pid,
-            left_open(&watched.window(), None, &socket_dir_str),
+            left_open(
+                &watched.window(),
+                None,
+                &socket_dir_str,
+                final_pids.contains(child_pid),
+            ),
         );
     }
-    // The pytest plugin's per-test findings, each naming its test.
+    // The pytest plugin's per-test findings, each naming its test. They say better what the
+    // process-wide view says of the same process (which test, where), so they replace it.
     let (tests, test_notes) = read_test_findings(socket_dir.path());
     notes.extend(test_notes);
-    collected.add(pid, tests);
-    let leftovers = settle_leftovers(options);
+    for file in tests {
+        let test_pid = if file.pid == 0 { pid } else { file.pid };
+        collected.prefer_tests(test_pid, &file.findings);
+        collected.add(test_pid, file.findings);
+    }
+    let exit_view = at_exit
+        .as_ref()
+        .or_else(|| root.recent.last())
+        .or(root.baseline.as_ref());
+    let leftovers = settle_leftovers(options, exit_view);
     collected.add(pid, judge_leftovers(&leftovers));
 
     let mut findings: Vec<Finding> = collected.map.into_values().collect();
@@ -695,14 +769,31 @@ pub fn run(options: &CheckOptions) -> anyhow::Result<CheckReport> {
 /// 2 ms, … capped at 100 ms, for at most `settle`) for descendants still running to finish;
 /// a clean command costs one scan. Children that finish while we wait are reaped and not
 /// blamed; zombies present at the first look are.
-fn settle_leftovers(options: &CheckOptions) -> Leftovers {
+///
+/// `exit_view`: the command's descendants as seen when it exited (the sample at its exit,
+/// else its last sample). Zombies in it are the children it left unreaped; they are blamed
+/// even if they were re-parented and reaped since. A child that ends just after the command
+/// (a helper that stops when its parent's pipe closes) is a zombie at the first look too, but
+/// it was not left unreaped. Without any sample, every zombie at the first look is blamed.
+fn settle_leftovers(options: &CheckOptions, exit_view: Option<&Snapshot>) -> Leftovers {
     let me = std::process::id();
     let first = tree::descendants(me);
-    let zombies: Vec<Leftover> = first
-        .iter()
-        .filter(|p| p.state == ProcState::Zombie)
-        .cloned()
-        .collect();
+    let zombies: Vec<Leftover> = match exit_view {
+        Some(view) => view
+            .zombies()
+            .map(|c| Leftover {
+                pid: c.pid,
+                ppid: c.ppid,
+                state: ProcState::Zombie,
+                cmd: c.cmd.clone(),
+            })
+            .collect(),
+        None => first
+            .iter()
+            .filter(|p| p.state == ProcState::Zombie)
+            .cloned()
+            .collect(),
+    };
     let zombie_pids: BTreeSet<u32> = zombies.iter().map(|p| p.pid).collect();
     let deadline = Instant::now() + options.settle;
     let mut wait = Duration::from_millis(1);
@@ -940,16 +1031,16 @@ mod tests {
             ],
             &[100, 101, 103],
         );
-        let f = left_open(&[&first, &mid, &last], None, "/tmp/lh");
+        let f = left_open(&[&first, &mid, &last], None, "/tmp/lh", false);
         let subjects: Vec<&str> = f.iter().map(|f| f.subject.as_str()).collect();
         assert_eq!(subjects, vec!["fd:4", "thread:t101"]);
         assert!(f[0].message.contains("/tmp/leak"));
         // Too few samples to tell held from busy: say nothing.
-        assert!(left_open(&[&first, &last], None, "/tmp/lh").is_empty());
+        assert!(left_open(&[&first, &last], None, "/tmp/lh", false).is_empty());
         // Seen at the exit itself, fd 6 counts (opened late, never closed) and fd 4 does not
         // when it was closed before the exit.
         let exit = snap(&[(3, "/etc/base"), (6, "/tmp/busy")], &[100]);
-        let f = left_open(&[&first, &mid, &last], Some(&exit), "/tmp/lh");
+        let f = left_open(&[&first, &mid, &last], Some(&exit), "/tmp/lh", false);
         let subjects: Vec<&str> = f.iter().map(|f| f.subject.as_str()).collect();
         assert_eq!(subjects, vec!["fd:6"]);
     }

@@ -10,17 +10,19 @@
 
 use std::process::ExitStatus;
 
-/// Attaches to `pid` (a child of this process that has just been started). False when the
-/// kernel refuses; then nothing is changed and [`wait`] works like a plain `waitpid`.
+/// Attaches to `pid` (a child of this process that has just been started) and to every thread
+/// it starts (`PTRACE_O_TRACECLONE`; child processes are not followed). False when the kernel
+/// refuses; then nothing is changed and [`wait`] works like a plain `waitpid`.
 #[cfg(target_os = "linux")]
 pub fn seize(pid: u32) -> bool {
+    let options = libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_TRACECLONE;
     // SAFETY: PTRACE_SEIZE takes a pid and an options word; no memory is passed.
     unsafe {
         libc::ptrace(
             libc::PTRACE_SEIZE,
             pid as libc::pid_t,
             std::ptr::null_mut::<libc::c_void>(),
-            libc::PTRACE_O_TRACEEXIT as usize as *mut libc::c_void,
+            options as usize as *mut libc::c_void,
         ) == 0
     }
 }
@@ -30,17 +32,39 @@ pub fn seize(_pid: u32) -> bool {
     false
 }
 
-/// Waits for `pid` to end. If it was seized, `at_exit` runs once while it is stopped at its
-/// exit (descriptors and the exiting thread still there), then it is let go.
+/// A thread that was still running when its process exited (it ended because the process
+/// did, not by returning or calling `exit` itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CutThread {
+    pub tid: u32,
+    pub name: String,
+}
+
+/// How the traced command ended.
+#[derive(Debug)]
+pub struct Ending {
+    pub status: ExitStatus,
+    /// Threads cut short by the process exit, seen at their own exit stops.
+    pub cut_threads: Vec<CutThread>,
+}
+
+/// Waits for `pid` to end. If it was seized, `at_exit` runs once while its main thread is
+/// stopped at its exit (descriptors and threads still there), then it is let go; every other
+/// thread is stopped at its exit too, long enough to tell whether it ended on its own (the
+/// `exit` system call: returned or called pthread_exit) or was cut short by the process exit.
 #[cfg(target_os = "linux")]
-pub fn wait(pid: u32, mut at_exit: impl FnMut()) -> std::io::Result<ExitStatus> {
+pub fn wait(pid: u32, traced: bool, mut at_exit: impl FnMut()) -> std::io::Result<Ending> {
     use std::os::unix::process::ExitStatusExt;
-    let raw_pid = pid as libc::pid_t;
+    let root = pid as libc::pid_t;
+    let mut cut_threads = Vec::new();
     let mut exit_seen = false;
     loop {
+        // Only the command's own threads are waited for (__WALL covers its threads, which
+        // are our tracees); children re-parented to us are left to the settle step.
         let mut status: libc::c_int = 0;
+        let waited = if traced { -1 } else { root };
         // SAFETY: `status` is a valid out-pointer for the duration of the call.
-        let r = unsafe { libc::waitpid(raw_pid, &mut status, libc::__WALL) };
+        let r = unsafe { libc::waitpid(waited, &mut status, libc::__WALL) };
         if r < 0 {
             let err = std::io::Error::last_os_error();
             if err.kind() == std::io::ErrorKind::Interrupted {
@@ -48,22 +72,45 @@ pub fn wait(pid: u32, mut at_exit: impl FnMut()) -> std::io::Result<ExitStatus> 
             }
             return Err(err);
         }
-        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
-            return Ok(ExitStatus::from_raw(status));
+        if r == root && (libc::WIFEXITED(status) || libc::WIFSIGNALED(status)) {
+            return Ok(Ending {
+                status: ExitStatus::from_raw(status),
+                cut_threads,
+            });
         }
         if !libc::WIFSTOPPED(status) {
-            continue;
+            continue; // a traced thread gone, or a re-parented child reaped
         }
         let event = (status >> 16) & 0xffff;
         let (request, signal) = if event == libc::PTRACE_EVENT_EXIT {
-            if !exit_seen {
-                exit_seen = true;
-                at_exit();
+            if r == root {
+                if !exit_seen {
+                    exit_seen = true;
+                    at_exit();
+                }
+            } else if !exited_by_itself(root, r)
+                && let Ok(name) = std::fs::read_to_string(format!("/proc/{root}/task/{r}/comm"))
+            {
+                cut_threads.push(CutThread {
+                    tid: r as u32,
+                    name: name.trim_end().to_string(),
+                });
             }
             (libc::PTRACE_CONT, 0)
         } else if event == libc::PTRACE_EVENT_STOP {
-            // A group stop (SIGSTOP, SIGTSTP): stay stopped, as without us.
-            (libc::PTRACE_LISTEN, 0)
+            // A group stop (SIGSTOP, SIGTSTP), or a new thread's first stop: as without us.
+            let sig = libc::WSTOPSIG(status);
+            if sig == libc::SIGSTOP
+                || sig == libc::SIGTSTP
+                || sig == libc::SIGTTIN
+                || sig == libc::SIGTTOU
+            {
+                (libc::PTRACE_LISTEN, 0)
+            } else {
+                (libc::PTRACE_CONT, 0)
+            }
+        } else if event != 0 {
+            (libc::PTRACE_CONT, 0) // PTRACE_EVENT_CLONE: the new thread is traced too
         } else {
             // A signal on its way to the program: deliver it unchanged.
             (libc::PTRACE_CONT, libc::WSTOPSIG(status))
@@ -72,7 +119,7 @@ pub fn wait(pid: u32, mut at_exit: impl FnMut()) -> std::io::Result<ExitStatus> 
         unsafe {
             libc::ptrace(
                 request,
-                raw_pid,
+                r,
                 std::ptr::null_mut::<libc::c_void>(),
                 signal as usize as *mut libc::c_void,
             );
@@ -80,8 +127,23 @@ pub fn wait(pid: u32, mut at_exit: impl FnMut()) -> std::io::Result<ExitStatus> 
     }
 }
 
+/// Whether a thread stopped at its exit got there through the `exit` system call (it returned
+/// or called pthread_exit), rather than being killed because its process exited.
+#[cfg(target_os = "linux")]
+fn exited_by_itself(pid: libc::pid_t, tid: libc::pid_t) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")) else {
+        return true; // cannot tell: do not blame it
+    };
+    let nr = text
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse::<i64>().ok());
+    // exit: the thread ended itself; exit_group: it is the one that ended the process.
+    nr == Some(libc::SYS_exit) || nr == Some(libc::SYS_exit_group)
+}
+
 #[cfg(not(target_os = "linux"))]
-pub fn wait(pid: u32, _at_exit: impl FnMut()) -> std::io::Result<ExitStatus> {
+pub fn wait(pid: u32, _traced: bool, _at_exit: impl FnMut()) -> std::io::Result<Ending> {
     use std::os::unix::process::ExitStatusExt;
     let mut status: libc::c_int = 0;
     // SAFETY: `status` is a valid out-pointer for the duration of the call.
@@ -89,5 +151,8 @@ pub fn wait(pid: u32, _at_exit: impl FnMut()) -> std::io::Result<ExitStatus> {
     if r < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(ExitStatus::from_raw(status))
+    Ok(Ending {
+        status: ExitStatus::from_raw(status),
+        cut_threads: Vec::new(),
+    })
 }

@@ -283,7 +283,8 @@ def test_not_enabled_unless_asked(pytester):
     # Without -p or --leakhound (the entry point, when installed, loads it disabled).
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     assert result.ret == 0, result.stdout.str()
-    assert "leakhound" not in result.stdout.str()
+    assert "thread-leak" not in result.stdout.str()
+    assert "== leakhound ==" not in result.stdout.str()
 
 
 def test_entry_point_and_flag(pytester):

@@ -1,6 +1,7 @@
 """Clean twin of zombie_leak.py: the child is waited for."""
-import subprocess
+import os
 import time
 
-subprocess.Popen(["true"]).wait()
+pid = os.posix_spawnp("true", ["true"], os.environ)
+os.waitpid(pid, 0)
 time.sleep(1.0)

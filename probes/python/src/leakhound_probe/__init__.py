@@ -3,6 +3,9 @@
 Load it by hand with ``leakhound_probe.install()``, or with no code change by setting
 ``LEAKHOUND_PROBE=1`` and putting ``leakhound_probe.hook_dir()`` on ``PYTHONPATH`` (what
 ``leakhound run`` and ``leakhound check`` do). Standard library only.
+
+PYTEST_DONT_REWRITE: the probe is imported at startup, before pytest loads this package's
+pytest plugin; without this marker pytest warns that it cannot rewrite an imported module.
 """
 
 import os

@@ -9,7 +9,7 @@ Turning it on (opt-in, so installing leakhound-probe never changes a test run by
 
 * ``pytest -p leakhound_probe.pytest_plugin`` -- loads and enables it;
 * ``pytest --leakhound`` or ``leakhound = true`` in the ini file -- when the package is
-  installed (the ``pytest11`` entry point ``leakhound`` loads it, disabled);
+  installed (its ``pytest11`` entry point loads it, disabled until asked);
 * running under ``leakhound check -- pytest ...`` (``LEAKHOUND_SOCKET_DIR`` is set): the
   findings also go to ``$LEAKHOUND_SOCKET_DIR/<pid>.pytest.json``, which ``check`` merges into
   its report so JUnit and SARIF name the guilty test.
@@ -91,7 +91,7 @@ def pytest_addoption(parser):
     parser.addini(
         "leakhound_settle",
         "seconds to wait for threads and children to finish after teardown",
-        default="0.5",
+        default="0.2",
     )
     parser.addini(
         "leakhound_ignore",
@@ -107,7 +107,7 @@ def pytest_configure(config):
         "leakhound(ignore=[...], expect=[...]): ignore leaks matching these entries, or "
         "expect them (the test then fails if it does not leak them)",
     )
-    explicit = config.pluginmanager.get_plugin("leakhound_probe.pytest_plugin") is not None
+    explicit = _named_with_p(config)
     enabled = (
         config.getoption("leakhound")
         or config.getini("leakhound")
@@ -136,6 +136,25 @@ def pytest_configure(config):
     checker = Checker(config, mode, settle, ignores)
     config.pluginmanager.register(checker, "leakhound-checker")
     config._leakhound = checker
+
+
+def _named_with_p(config):
+    """True when `-p leakhound_probe.pytest_plugin` was given (command line, PYTEST_ADDOPTS or
+    addopts): asking for the plugin by name enables it. The entry point registers it under the
+    same name, so -p and the installed package never register it twice."""
+    args = list(config.invocation_params.args)
+    args += os.environ.get("PYTEST_ADDOPTS", "").split()
+    try:
+        args += list(config.getini("addopts"))
+    except Exception:
+        pass
+    for i, arg in enumerate(args):
+        arg = str(arg)
+        if arg == "-p" and i + 1 < len(args) and str(args[i + 1]) == __name__:
+            return True
+        if arg == "-p" + __name__:
+            return True
+    return False
 
 
 def pytest_unconfigure(config):
@@ -264,39 +283,50 @@ def _fd_table():
     return out
 
 
-def _children():
-    """{pid: (state, cmd)} of this process's children. A cheap waitid() first: when there are
-    no children at all, /proc is not scanned."""
-    try:
-        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return {}
-    except (OSError, AttributeError):
-        pass
+def _child_states(pids):
+    """{pid: (state, cmd)} for those of `pids` that are still this process's children."""
     me = os.getpid()
     out = {}
-    try:
-        pids = [p for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return out
     for pid in pids:
         try:
-            with open("/proc/%s/stat" % pid, "rb") as f:
+            with open("/proc/%d/stat" % pid, "rb") as f:
                 stat = f.read().decode("utf-8", "replace")
         except OSError:
-            continue
+            continue  # gone and reaped
         comm_end = stat.rfind(")")
         fields = stat[comm_end + 2 :].split()
         if len(fields) < 2 or int(fields[1]) != me:
-            continue
-        state = fields[0]
+            continue  # reaped and the pid reused, or re-parented
         try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
                 cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
         except OSError:
             cmd = ""
-        out[int(pid)] = (state, cmd or "[%s]" % stat[stat.find("(") + 1 : comm_end])
+        out[pid] = (fields[0], cmd or "[%s]" % stat[stat.find("(") + 1 : comm_end])
     return out
+
+
+def _runtime_helpers():
+    """(pids, fds) of helper processes Python's multiprocessing starts once and keeps for the
+    interpreter's life by design (the resource tracker, the fork server): the first test that
+    needs one starts it, and it is not that test's leak."""
+    pids, fds = set(), set()
+    for modname, attr, pid_attr, fd_attrs in (
+        ("multiprocessing.resource_tracker", "_resource_tracker", "_pid", ("_fd",)),
+        ("multiprocessing.forkserver", "_forkserver", "_forkserver_pid",
+         ("_forkserver_alive_fd",)),
+    ):
+        helper = getattr(sys.modules.get(modname), attr, None)
+        if helper is None:
+            continue
+        pid = getattr(helper, pid_attr, None)
+        if isinstance(pid, int):
+            pids.add(pid)
+        for name in fd_attrs:
+            fd = getattr(helper, name, None)
+            if isinstance(fd, int):
+                fds.add(fd)
+    return pids, fds
 
 
 class Checker:
@@ -314,8 +344,10 @@ class Checker:
         # Creation registries: who made what, and where.
         self.threads = weakref.WeakKeyDictionary()  # Thread -> (test, site)
         self.tasks = weakref.WeakKeyDictionary()  # Task -> (test, phase, site)
+        self.swept = weakref.WeakSet()  # tasks still pending when their loop was closed
         self.fds = {}  # fd -> (test, site, target) of its latest creator
         self.children = {}  # pid -> (test, site)
+        self.spawned = set()  # pids started by the running test
         self.scoped = {"threads": set(), "fds": set(), "children": set()}
         self.leaks = []  # every Leak, in order
         self.reported = set()
@@ -401,6 +433,7 @@ class Checker:
 
                 def note():
                     site = _user_site()
+                    checker.note_spawn(popen.pid)
                     checker.children[popen.pid] = (checker.owner(), site)
                     for stream in (popen.stdin, popen.stdout, popen.stderr):
                         if stream is not None:
@@ -411,6 +444,31 @@ class Checker:
             return __init__
 
         patch(subprocess.Popen, "__init__", popen_init)
+
+        # Every way Python starts a process, so children are known by pid without scanning
+        # /proc: subprocess and multiprocessing's spawn go through _posixsubprocess.fork_exec,
+        # multiprocessing's fork through os.fork.
+        def spawner(original):
+            @functools.wraps(original)
+            def spawn(*a, **kw):
+                pid = original(*a, **kw)
+                if isinstance(pid, int) and pid > 0:
+                    checker._guard(lambda: checker.note_spawn(pid))
+                return pid
+
+            return spawn
+
+        try:
+            import _posixsubprocess
+
+            patch(_posixsubprocess, "fork_exec", spawner)
+        except (ImportError, AttributeError):
+            pass
+        if getattr(subprocess, "_fork_exec", None) is not None:  # bound at import (3.11+)
+            patch(subprocess, "_fork_exec", spawner)
+        for name in ("fork", "posix_spawn", "posix_spawnp"):
+            if hasattr(os, name):
+                patch(os, name, spawner)
 
         def create_task(original):
             @functools.wraps(original)
@@ -423,6 +481,20 @@ class Checker:
             return create
 
         patch(asyncio.BaseEventLoop, "create_task", create_task)
+
+        # asyncio.run() and asyncio.Runner (which pytest-asyncio uses) cancel every task still
+        # pending when their loop closes, which hides task leaks; note which ones they were.
+        runners = sys.modules.get("asyncio.runners")
+        if runners is not None and hasattr(runners, "_cancel_all_tasks"):
+            def cancel_all(original):
+                @functools.wraps(original)
+                def _cancel_all_tasks(loop):
+                    checker._guard(lambda: checker.note_swept(loop))
+                    return original(loop)
+
+                return _cancel_all_tasks
+
+            patch(runners, "_cancel_all_tasks", cancel_all)
 
         # Never-awaited coroutines: CPython calls warnings._warn_unawaited_coroutine(coro)
         # when one is finalised, whatever the warning filters say.
@@ -448,6 +520,26 @@ class Checker:
                 return show(msg)
 
             patch(warnings, "_showwarnmsg", lambda _o: _showwarnmsg)
+
+    def note_spawn(self, pid):
+        if pid not in self.children:
+            self.children[pid] = (self.owner(), _user_site())
+        if self.scoped_fixture_depth > 0:
+            self.scoped["children"].add(pid)
+        elif self.current is not None:
+            self.spawned.add(pid)
+        if len(self.children) > 10000:  # bounded: forget the oldest half
+            for old in list(self.children)[:5000]:
+                del self.children[old]
+
+    def note_swept(self, loop):
+        for task in asyncio.all_tasks(loop):
+            if task.done():
+                continue
+            cancelling = getattr(task, "cancelling", None)
+            requested = cancelling() if cancelling else getattr(task, "_must_cancel", False)
+            if not requested:  # a cancel the program asked for is not a leak
+                self.swept.add(task)
 
     def uninstall(self):
         for owner, name, original in reversed(self._restore):
@@ -558,7 +650,6 @@ class Checker:
             return
         threads_before = set(threading.enumerate())
         fds_before = set(_fd_table().items())
-        children_before = set(_children())
         self.scoped_fixture_depth += 1
         try:
             yield
@@ -566,16 +657,12 @@ class Checker:
             self.scoped_fixture_depth -= 1
             self.scoped["threads"].update(set(threading.enumerate()) - threads_before)
             self.scoped["fds"].update(set(_fd_table().items()) - fds_before)
-            self.scoped["children"].update(set(_children()) - children_before)
 
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item, nextitem):
         self.current = item.nodeid
-        item._leakhound_base = (
-            set(threading.enumerate()),
-            _fd_table(),
-            set(_children()),
-        )
+        self.spawned = set()
+        item._leakhound_base = (set(threading.enumerate()), _fd_table())
         try:
             yield
         finally:
@@ -592,11 +679,17 @@ class Checker:
     def pytest_runtest_call(self, item):
         self.phase = "call"
         yield
-        # The test body is over: a task it created that is still pending was left behind.
-        # (pytest-asyncio and asyncio.run cancel such tasks when their loop closes, hiding
-        # them; this looks before that.)
+
+    def check_tasks(self, item):
+        """Tasks a test created that were still pending when their loop was closed (asyncio.run
+        and pytest-asyncio cancel those, hiding them), or are still pending now. A task a
+        fixture's teardown finished is fine; a loop closed in a later test still blames its
+        creator."""
         for task, (test, phase, site) in list(self.tasks.items()):
-            if test != item.nodeid or phase != "call" or task.done():
+            if test is None:
+                continue
+            swept = task in self.swept
+            if not swept and (test != item.nodeid or task.done()):
                 continue
             coro = task.get_coro()
             name = task.get_name()
@@ -608,16 +701,20 @@ class Checker:
                         frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name))
             except Exception:
                 pass
+            how = ("was still pending when its event loop was closed (which cancelled it)"
+                   if swept else "is still pending after the test")
             self.add(Leak(
                 "stuck-task",
                 "task:%s" % name,
-                "task '%s' (%s) was still pending when the test ended" % (name, qual),
-                item.nodeid,
+                "task '%s' (%s) %s" % (name, qual, how),
+                test,
                 task_name=name,
                 coroutine=qual,
                 site=site,
                 await_chain=stack,
             ))
+            self.swept.discard(task)
+            self.tasks.pop(task, None)
 
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_runtest_teardown(self, item, nextitem):
@@ -625,12 +722,13 @@ class Checker:
         yield
         self.phase = None
         try:
+            self.check_tasks(item)
             self.check_left(item)
         except Exception as err:  # never break the run
             item.add_report_section("teardown", "leakhound", "leak check failed: %r" % (err,))
 
     def check_left(self, item):
-        threads0, fds0, children0 = item._leakhound_base
+        threads0, fds0 = item._leakhound_base
         deadline = time.monotonic() + self.settle
         wait = 0.001
         collected = False
@@ -639,14 +737,15 @@ class Checker:
                 t for t in threading.enumerate()
                 if t not in threads0 and t not in self.scoped["threads"] and t.is_alive()
                 and t is not threading.current_thread()
+                and not any(fnmatch.fnmatchcase(t.name, p) for p in DEFAULT_THREAD_IGNORES)
             ]
             fds = {
                 fd: target for fd, target in _fd_table().items()
                 if fds0.get(fd) != target and (fd, target) not in self.scoped["fds"] and fd > 2
             }
             children = {
-                pid: v for pid, v in _children().items()
-                if pid not in children0 and pid not in self.scoped["children"]
+                pid: v for pid, v in _child_states(self.spawned).items()
+                if pid not in self.scoped["children"]
             }
             running = [p for p, (state, _cmd) in children.items() if state not in ("Z", "X")]
             if not (threads or fds or children):
@@ -685,7 +784,10 @@ class Checker:
             ))
 
     def blame_fds(self, item, fds):
+        helper_fds = _runtime_helpers()[1]
         for fd, target in sorted(fds.items()):
+            if fd in helper_fds:
+                continue
             created = self.fds.get(fd)
             if created and created[2] not in (None, target):
                 created = None  # the number was reused by something we did not see made
@@ -706,7 +808,10 @@ class Checker:
             ))
 
     def blame_children(self, item, children):
+        helper_pids = _runtime_helpers()[0]
         for pid, (state, cmd) in sorted(children.items()):
+            if pid in helper_pids:
+                continue
             test, site = self.children.get(pid, (item.nodeid, []))
             if test is None:
                 continue
