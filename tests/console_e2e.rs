@@ -199,4 +199,10 @@ fn watch_reports_findings_and_reconnects_after_a_restart() {
             .any(|f| f["rule"] == "stuck-task" && f["evidence"]["lost_waker"] == true),
         "lost waker found: {findings:?}"
     );
+    assert!(
+        !findings
+            .iter()
+            .any(|f| f["rule"] == "stuck-task" && f["evidence"]["kind"] == "blocking"),
+        "the runtime's block_on future waits by design: {findings:?}"
+    );
 }

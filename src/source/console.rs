@@ -37,6 +37,8 @@ struct TaskRec {
     task_id: Option<String>,
     name: String,
     blocking: bool,
+    /// The runtime's `block_on` future: the program's main, waiting is its job.
+    block_on: bool,
     location: Option<String>,
     stats: Option<console_api::tasks::Stats>,
 }
@@ -46,6 +48,7 @@ struct ResourceRec {
     concrete_type: String,
     /// tokio's own inner resources (a Semaphore's batch semaphore): not shown.
     internal: bool,
+
     location: Option<String>,
     /// Latest value of each attribute, by name.
     attributes: HashMap<String, u64>,
@@ -145,7 +148,8 @@ impl ConsoleState {
                         ("task.id", Some(v)) => rec.task_id = Some(v),
                         ("task.name", Some(v)) => rec.name = v,
                         ("kind", Some(v)) if v == "blocking" || v == "block_on" => {
-                            rec.blocking = true
+                            rec.blocking = true;
+                            rec.block_on = v == "block_on";
                         }
                         _ => {}
                     }
@@ -172,6 +176,7 @@ impl ConsoleState {
                     ResourceRec {
                         concrete_type: r.concrete_type.clone(),
                         internal: r.is_internal,
+
                         location: location_text(&r.location),
                         ..Default::default()
                     },
@@ -314,6 +319,9 @@ impl ConsoleState {
                 busy_ms: Some(dur(&poll.busy_time).as_millis() as u64),
                 lost_waker,
                 loop_id: Some("tokio".into()),
+                // console-subscriber does not say which task waits on which timer (it sends
+                // no poll ops), so only the runtime's block_on future is known to wait by design.
+                parked: t.block_on.then(|| "block_on".to_string()),
                 ..Default::default()
             });
         }

@@ -33,7 +33,10 @@ fn main() {
         std::process::exit(2);
     }
     tracing_subscriber::registry()
-        .with(leakhound_probe::fmt_layer())
+        // INFO: tokio's own TRACE events (its `tracing` feature is on here) stay out.
+        .with(
+            leakhound_probe::fmt_layer().with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+        )
         .init();
     let max_blocking = if mode == "pool" { 2 } else { 512 };
     let rt = leakhound_probe::runtime()

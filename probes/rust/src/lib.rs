@@ -143,8 +143,8 @@ impl Builder {
         self.finished_tasks = n;
         self
     }
-    /// Also install a global fmt subscriber writing `tid=… task=…` on every line
-    /// (default off; ignored when the program already set a global subscriber).
+    /// Also install a global fmt subscriber writing `tid=… task=…` on every line, at INFO
+    /// and above (default off; ignored when the program already set a global subscriber).
     pub fn log_ids(mut self, on: bool) -> Self {
         self.log_ids = on;
         self
