@@ -18,7 +18,9 @@ fn snapshot_json_matches_the_fixture_exactly() {
 
     assert_eq!(doc["pid"], pid);
     assert_eq!(doc["process"]["pid"], pid);
-    assert_eq!(doc["process"]["state"], "sleeping");
+    // Just after READY the main thread may still be on its way to its wait.
+    let state = doc["process"]["state"].as_str().unwrap();
+    assert!(state == "sleeping" || state == "running", "{state}");
     assert!(
         doc["process"]["cmd"]
             .as_str()

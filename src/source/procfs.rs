@@ -236,30 +236,32 @@ impl ProcSource {
                 return Vec::new();
             }
         };
-        let mut threads = Vec::with_capacity(tids.len());
-        let mut vanished = 0;
-        for tid in tids {
-            set_path(&mut self.path, format_args!("task/{tid}/stat"));
-            let Some(stat) = read_file(self.dir.as_fd(), &self.path, &mut self.buf)
-                .ok()
-                .and_then(|_| parse::parse_stat(&self.buf))
-            else {
-                vanished += 1;
-                continue;
-            };
-            set_path(&mut self.path, format_args!("task/{tid}/wchan"));
-            let wchan = read_file(self.dir.as_fd(), &self.path, &mut self.buf)
-                .ok()
-                .and_then(|_| parse::parse_wchan(&self.buf));
-            threads.push(Thread {
-                tid,
-                name: stat.comm,
-                state: stat.state,
-                cpu_time_ms: self.ticks_to_ms(stat.cpu_ticks),
-                wchan,
-                ..Default::default()
-            });
-        }
+        let (dir, ticks) = (self.dir.as_fd(), self.ticks_per_sec);
+        let read: Vec<Option<Thread>> = in_parallel(&tids, |chunk| {
+            let (mut buf, mut path) = (Vec::with_capacity(1024), String::with_capacity(32));
+            chunk
+                .iter()
+                .map(|&tid| {
+                    set_path(&mut path, format_args!("task/{tid}/stat"));
+                    read_file(dir, &path, &mut buf).ok()?;
+                    let stat = parse::parse_stat(&buf)?;
+                    set_path(&mut path, format_args!("task/{tid}/wchan"));
+                    let wchan = read_file(dir, &path, &mut buf)
+                        .ok()
+                        .and_then(|_| parse::parse_wchan(&buf));
+                    Some(Thread {
+                        tid,
+                        name: stat.comm,
+                        state: stat.state,
+                        cpu_time_ms: stat.cpu_ticks.saturating_mul(1000) / ticks,
+                        wchan,
+                        ..Default::default()
+                    })
+                })
+                .collect()
+        });
+        let vanished = read.iter().filter(|t| t.is_none()).count();
+        let threads: Vec<Thread> = read.into_iter().flatten().collect();
         if vanished > 0 {
             notes.push(format!("{vanished} thread(s) exited during the scan"));
         }
@@ -418,38 +420,45 @@ impl ProcSource {
             Mode::empty(),
         )?;
         let mut entries = rustix::fs::Dir::read_from(&dir)?;
+        let mut fds = Vec::new();
+        while let Some(entry) = entries.read() {
+            if let Some(fd) = std::str::from_utf8(entry?.file_name().to_bytes())
+                .ok()
+                .and_then(|n| n.parse::<i32>().ok())
+            {
+                fds.push(fd);
+            }
+        }
+        let links = in_parallel(&fds, |chunk| {
+            let (mut link, mut name) = ([0u8; 4096], String::with_capacity(12));
+            chunk
+                .iter()
+                .filter_map(|&fd| {
+                    set_path(&mut name, format_args!("{fd}"));
+                    // A descriptor closed between readdir and readlink is simply not counted.
+                    let len =
+                        rustix::fs::readlinkat_raw(&dir, name.as_str(), &mut link[..]).ok()?;
+                    let target = &link[..len.min(link.len())];
+                    let (kind, inode) = parse::classify_fd_target(target);
+                    let target = with_list.then(|| String::from_utf8_lossy(target).into_owned());
+                    Some((fd, kind, inode, target))
+                })
+                .collect()
+        });
         let mut scan = FdScan {
             open: 0,
             by_kind: BTreeMap::new(),
             socket_fds: HashMap::new(),
-            list: with_list.then(Vec::new),
+            list: with_list.then(|| Vec::with_capacity(links.len())),
         };
-        let mut link = [0u8; 4096];
-        while let Some(entry) = entries.read() {
-            let entry = entry?;
-            let Some(fd) = std::str::from_utf8(entry.file_name().to_bytes())
-                .ok()
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            // A descriptor closed between readdir and readlink is simply not counted.
-            let Ok(len) = rustix::fs::readlinkat_raw(&dir, entry.file_name(), &mut link[..]) else {
-                continue;
-            };
-            let target = &link[..len.min(link.len())];
-            let (kind, inode) = parse::classify_fd_target(target);
+        for (fd, kind, inode, target) in links {
             scan.open += 1;
             *scan.by_kind.entry(kind).or_default() += 1;
             if let Some(inode) = inode {
                 scan.socket_fds.insert(inode, fd);
             }
-            if let Some(list) = scan.list.as_mut() {
-                list.push(Fd {
-                    fd,
-                    kind,
-                    target: String::from_utf8_lossy(target).into_owned(),
-                });
+            if let (Some(list), Some(target)) = (scan.list.as_mut(), target) {
+                list.push(Fd { fd, kind, target });
             }
         }
         if let Some(list) = scan.list.as_mut() {
@@ -562,17 +571,68 @@ impl Source for ProcSource {
     }
 }
 
+/// Items per thread below which a scan is not split: a thread costs more than it saves.
+const PER_THREAD_MIN: usize = 1024;
+
+/// Maps `work` over `items`, split across up to 4 threads when there are thousands: the
+/// per-item cost of a big scan is all system calls, and a one-shot snapshot of a process with
+/// 10,000 descriptors is latency the user waits for. Order is kept.
+fn in_parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&[T]) -> Vec<R> + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4)
+        .min(items.len() / PER_THREAD_MIN)
+        .max(1);
+    if threads == 1 {
+        return work(items);
+    }
+    let work = &work;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(items.len().div_ceil(threads))
+            .map(|chunk| scope.spawn(move || work(chunk)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
 fn set_path(path: &mut String, args: std::fmt::Arguments<'_>) {
     use std::fmt::Write;
     path.clear();
     let _ = path.write_fmt(args);
 }
 
+const SHORT_READ_IS_WHOLE: usize = 1024;
+
 /// Reads a whole file relative to `dir` into `buf`, reusing its allocation.
 fn read_file(dir: BorrowedFd<'_>, path: &str, buf: &mut Vec<u8>) -> std::io::Result<()> {
     buf.clear();
     let fd = rustix::fs::openat(dir, path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
-    std::fs::File::from(fd).read_to_end(buf)?;
+    let mut file = std::fs::File::from(fd);
+    // Small /proc files (stat, wchan) come whole in one read, so a short first read means the
+    // end and the extra read that would return 0 is skipped. Only under 1 KiB: a seq_file
+    // (the socket tables) hands out up to a page per read however large the buffer.
+    // A one-page window: zeroing the whole (possibly large) buffer per read would cost more
+    // than the read.
+    buf.resize(4096, 0);
+    let n = loop {
+        match file.read(buf) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                buf.clear();
+                return Err(e);
+            }
+        }
+    };
+    buf.truncate(n);
+    if n < SHORT_READ_IS_WHOLE {
+        return Ok(());
+    }
+    file.read_to_end(buf)?;
     Ok(())
 }
 
