@@ -59,7 +59,9 @@ KINDS = ("rule", "thread", "task", "location", "fd", "child")
 # down when it closes; pytest-asyncio and asyncio.run close their loops).
 DEFAULT_THREAD_IGNORES = ("leakhound*", "asyncio_*")
 SITE_DEPTH = 8
-ORIGIN_DEPTH = 32
+# Frames of creation kept per coroutine (sys.set_coroutine_origin_tracking_depth): enough to
+# reach the test function from a helper or two. Each frame costs on every coroutine created.
+ORIGIN_DEPTH = 4
 _HERE = os.path.dirname(os.path.abspath(__file__))
 # pytest's public package and its implementation (`_pytest`), side by side.
 _PYTEST_DIRS = tuple(
@@ -92,6 +94,12 @@ def pytest_addoption(parser):
         "leakhound_settle",
         "seconds to wait for threads and children to finish after teardown",
         default="0.2",
+    )
+    parser.addini(
+        "leakhound_origin_depth",
+        "frames of creation kept per coroutine, to blame a never-awaited one on the test that "
+        "created it even when it is collected later (0: blame the running test)",
+        default=str(ORIGIN_DEPTH),
     )
     parser.addini(
         "leakhound_ignore",
@@ -133,7 +141,14 @@ def pytest_configure(config):
         ignores = [Entry.parse(e, "leakhound_ignore") for e in config.getini("leakhound_ignore")]
     except ValueError as err:
         raise pytest.UsageError(str(err))
-    checker = Checker(config, mode, settle, ignores)
+    try:
+        origin_depth = max(0, int(config.getini("leakhound_origin_depth")))
+    except ValueError:
+        raise pytest.UsageError(
+            "leakhound_origin_depth = %r: give a whole number, e.g. 4"
+            % config.getini("leakhound_origin_depth")
+        )
+    checker = Checker(config, mode, settle, ignores, origin_depth)
     config.pluginmanager.register(checker, "leakhound-checker")
     config._leakhound = checker
 
@@ -332,7 +347,8 @@ def _runtime_helpers():
 class Checker:
     """The per-session state: creation registries, the running test, the leaks found."""
 
-    def __init__(self, config, mode, settle, ignores):
+    def __init__(self, config, mode, settle, ignores, origin_depth=ORIGIN_DEPTH):
+        self.origin_depth = origin_depth
         self.config = config
         self.mode = mode
         self.settle = max(0.0, settle)
@@ -506,8 +522,8 @@ class Checker:
 
             patch(warnings, "_warn_unawaited_coroutine", lambda _o: _warn_unawaited_coroutine)
         self._origin_depth = sys.get_coroutine_origin_tracking_depth()
-        if self._origin_depth < ORIGIN_DEPTH:
-            sys.set_coroutine_origin_tracking_depth(ORIGIN_DEPTH)
+        if self._origin_depth < self.origin_depth:
+            sys.set_coroutine_origin_tracking_depth(self.origin_depth)
 
         # ResourceWarnings: Python ignores them by default; let them reach _showwarnmsg, which
         # pytest's per-test warning capture leaves in place.
