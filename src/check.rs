@@ -620,7 +620,7 @@ pub fn run(options: &CheckOptions) -> anyhow::Result<CheckReport> {
             drop(child);
             let traced = exit_stop::seize(pid);
             let mut at_exit: Option<Snapshot> = None;
-            let ending = exit_stop::wait(pid, traced, || at_exit = exit_sample(pid));
+            let ending = exit_stop::wait(pid, traced.is_ok(), || at_exit = exit_sample(pid));
             let _ = tx.send((ending, traced, at_exit));
         })?;
 
@@ -679,12 +679,14 @@ pub fn run(options: &CheckOptions) -> anyhow::Result<CheckReport> {
             }
         }
     }
-    if !traced {
-        notes.push(
-            "could not watch the command's exit (ptrace not permitted here): descriptors and \
-             threads left at exit are judged from the last two samples instead"
-                .into(),
-        );
+    // ESRCH: the command ended before it could be traced; nothing was missed that matters.
+    if let Err(e) = traced
+        && e.raw_os_error() != Some(libc::ESRCH)
+    {
+        notes.push(format!(
+            "could not watch the command's exit ({e}; ptrace is not permitted here): descriptors \
+             and threads left at exit are judged from the last two samples instead"
+        ));
     }
     let exit = {
         use std::os::unix::process::ExitStatusExt;

@@ -12,24 +12,30 @@ use std::process::ExitStatus;
 
 /// Attaches to `pid` (a child of this process that has just been started) and to every thread
 /// it starts (`PTRACE_O_TRACECLONE`; child processes are not followed). False when the kernel
-/// refuses; then nothing is changed and [`wait`] works like a plain `waitpid`.
+/// refuses (the error says why: `EPERM` when not permitted, `ESRCH` when the command already
+/// ended); then nothing is changed and [`wait`] works like a plain `waitpid`.
 #[cfg(target_os = "linux")]
-pub fn seize(pid: u32) -> bool {
+pub fn seize(pid: u32) -> std::io::Result<()> {
     let options = libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_TRACECLONE;
     // SAFETY: PTRACE_SEIZE takes a pid and an options word; no memory is passed.
-    unsafe {
+    let r = unsafe {
         libc::ptrace(
             libc::PTRACE_SEIZE,
             pid as libc::pid_t,
             std::ptr::null_mut::<libc::c_void>(),
             options as usize as *mut libc::c_void,
-        ) == 0
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn seize(_pid: u32) -> bool {
-    false
+pub fn seize(_pid: u32) -> std::io::Result<()> {
+    Err(std::io::Error::other("exit tracing is Linux only"))
 }
 
 /// A thread that was still running when its process exited (it ended because the process

@@ -32,7 +32,10 @@ pub fn render(report: &CheckReport) -> String {
         + usize::from(command_failed);
     let tests = cases.len() + usize::from(command_failed);
     let time = report.duration_ms as f64 / 1000.0;
-    let suite = format!("leakhound check: {}", report.command.join(" "));
+    let suite = format!(
+        "leakhound check: {}",
+        crate::report::verdict::command_line(&report.command)
+    );
 
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
@@ -50,7 +53,7 @@ pub fn render(report: &CheckReport) -> String {
             "    <testcase classname=\"leakhound\" name=\"command\" time=\"{time:.3}\">\n      <failure type=\"command\" message=\"{}\"/>\n    </testcase>",
             escape(&format!(
                 "`{}` ended with {}",
-                report.command.join(" "),
+                crate::report::verdict::command_line(&report.command),
                 report.exit.describe()
             ))
         );

@@ -52,7 +52,7 @@ pub fn render(report: &CheckReport) -> String {
             }},
             "invocations": [{
                 "executionSuccessful": true,
-                "commandLine": report.command.join(" "),
+                "commandLine": crate::report::verdict::command_line(&report.command),
                 "exitCode": report.exit.shell_status(),
                 "properties": {"leakhoundExitCode": report.exit_code},
             }],

@@ -22,7 +22,7 @@ pub fn text(report: &CheckReport) -> String {
     let _ = writeln!(
         out,
         "leakhound check: `{}` ended with {} after {:.1} s ({} samples)",
-        report.command.join(" "),
+        command_line(&report.command),
         report.exit.describe(),
         report.duration_ms as f64 / 1000.0,
         report.samples
@@ -92,6 +92,24 @@ pub fn text(report: &CheckReport) -> String {
     out
 }
 
+/// The command as a shell would take it back: words with spaces or quotes are single-quoted.
+pub fn command_line(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| {
+            let plain = !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=,+@%".contains(c));
+            if plain {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn evidence_lines(f: &Finding) -> Vec<String> {
     let mut lines = Vec::new();
     for key in SHOWN_EVIDENCE {
@@ -130,4 +148,21 @@ pub fn json(report: &CheckReport) -> String {
         obj.insert("version".into(), serde_json::json!(1));
     }
     serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines_read_back_as_typed() {
+        let words: Vec<String> = ["sh", "-c", "sleep 1 & echo it's", "a.py"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            command_line(&words),
+            r#"sh -c 'sleep 1 & echo it'\''s' a.py"#
+        );
+    }
 }
