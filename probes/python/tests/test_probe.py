@@ -239,3 +239,50 @@ def test_task_creation_sites_and_stacks_on_request(program):
     main = [t for t in snapshot_of(app.socket, stacks=True)["threads"] if t["name"] == "MainThread"]
     assert main[0]["native_id"] == app.pid
     assert any("in BaseEventLoop._run_once" in frame for frame in main[0]["stack"])
+
+
+def test_process_pool_is_reported(program):
+    app = program(
+        """
+        import time
+        from concurrent.futures import ProcessPoolExecutor
+
+        if __name__ == "__main__":
+            with ProcessPoolExecutor(max_workers=1) as pool:
+                futures = [pool.submit(time.sleep, 1) for _ in range(3)]
+                time.sleep(30)
+        """
+    )
+    def pool():
+        rows = [p for p in snapshot_of(app.socket)["pools"] if p["kind"] == "process_pool"]
+        return rows if rows and rows[0]["busy_workers"] == 1 else None
+    app.wait_for(pool, "a busy process pool")
+    row = pool()[0]
+    assert (row["max_workers"], row["live_workers"]) == (1, 1)
+    assert row["queued"] >= 1 and row["open"]
+    assert row["created_at"] == app.site("ProcessPoolExecutor(max_workers=1)") + " in <module>"
+
+
+def test_final_grace_keeps_answering_until_a_collector_looked(tmp_path):
+    import threading
+    import time
+
+    socket_dir = tmp_path / "s"
+    path = tmp_path / "prog.py"
+    path.write_text("import time\ntime.sleep(0.3)\n")
+    proc = subprocess.Popen([sys.executable, str(path)], env=probe_env(socket_dir, LEAKHOUND_FINAL_GRACE_MS=20000),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    sock = socket_dir / ("%d.sock" % proc.pid)
+    final = socket_dir / ("%d.final.json" % proc.pid)
+    deadline = time.monotonic() + 10
+    while not final.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert final.exists()
+    time.sleep(0.5)
+    assert proc.poll() is None, "exited without the grace"
+    data = snapshot_of(sock)  # the last look; the probe then lets the process go
+    assert data["runtime"] == "python"
+    started = time.monotonic()
+    proc.wait(timeout=10)
+    assert time.monotonic() - started < 5
+    assert not sock.exists()

@@ -784,10 +784,13 @@ def executor_report(executor, is_default, now):
     if stats is not None and stats.kind == "process_pool":
         processes = getattr(executor, "_processes", None) or {}
         pending = list((getattr(executor, "_pending_work_items", None) or {}).values())
+        # A future is marked running when it enters the call queue, a little before a worker
+        # takes it: no more than the live workers can really be busy.
         running = sum(1 for item in pending if item.future.running())
+        busy = min(running, len(processes))
         row["live_workers"] = len(processes)
-        row["busy_workers"] = running
-        row["queued"] = max(0, len(pending) - running)
+        row["busy_workers"] = busy
+        row["queued"] = max(0, len(pending) - busy)
         return row
     queue = getattr(executor, "_work_queue", None)
     queued = queue.qsize() if queue is not None else 0
