@@ -55,6 +55,7 @@ class Program:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # so stop() also ends its workers and children
         )
         self.pid = self.proc.pid
         self.socket = self.socket_dir / ("%d.sock" % self.pid)
@@ -84,8 +85,10 @@ class Program:
         return "%s:%d" % (self.path, self.line_of(marker))
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except OSError:
+            pass
         try:
             return self.proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:
