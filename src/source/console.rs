@@ -837,3 +837,47 @@ mod tests {
         assert_eq!(local_port("http://10.1.2.3:6669"), None);
     }
 }
+
+#[cfg(test)]
+mod block_on_tests {
+    use super::*;
+    use console_api::tasks::{Stats, TaskUpdate};
+    use console_api::{Field, PollStats};
+
+    #[test]
+    fn the_block_on_future_is_parked() {
+        let mut s = ConsoleState::default();
+        let task = console_api::tasks::Task {
+            id: Some(console_api::Id { id: 5 }),
+            kind: TaskKind::Blocking as i32,
+            fields: vec![Field {
+                metadata_id: None,
+                name: Some(field::Name::StrName("kind".into())),
+                value: Some(field::Value::DebugVal("block_on".into())),
+            }],
+            ..Default::default()
+        };
+        let stats = Stats {
+            created_at: Some(prost_types::Timestamp {
+                seconds: 100,
+                nanos: 0,
+            }),
+            poll_stats: Some(PollStats {
+                polls: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        s.apply(console_api::instrument::Update {
+            task_update: Some(TaskUpdate {
+                new_tasks: vec![task],
+                stats_update: [(5, stats)].into_iter().collect(),
+                dropped_events: 0,
+            }),
+            ..Default::default()
+        });
+        let data = s.probe_data(Instant::now());
+        assert_eq!(data.tasks[0].parked.as_deref(), Some("block_on"));
+        assert_eq!(data.tasks[0].kind, "blocking");
+    }
+}
