@@ -191,3 +191,76 @@ fn answers_while_the_runtime_is_blocked_and_names_the_blocking_task() {
     );
     drop(probe);
 }
+
+#[test]
+fn hostile_collectors_cannot_hurt_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = leakhound_probe::runtime()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let probe = leakhound_probe::builder().socket_dir(dir.path()).start();
+        let path = probe.socket_path().unwrap().to_path_buf();
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || {
+            // A request line over the 1 MiB cap: refused with an error, connection closed.
+            let (mut c, _) = Client::connect(&p);
+            let big = vec![b'x'; 2 << 20];
+            let _ = c.writer.write_all(&big);
+            let reply = c.read();
+            assert_eq!(reply["type"], "error", "{reply}");
+            assert!(reply["error"].as_str().unwrap().contains("over"), "{reply}");
+            let mut rest = String::new();
+            assert_eq!(
+                c.reader.read_line(&mut rest).unwrap_or(0),
+                0,
+                "closed after"
+            );
+            // Collectors that connect and never read or write, past the connection limit.
+            let idle: Vec<UnixStream> = (0..20)
+                .filter_map(|_| UnixStream::connect(&p).ok())
+                .collect();
+            std::thread::sleep(Duration::from_millis(200));
+            drop(idle);
+            // A half line and a vanished collector.
+            let mut s = UnixStream::connect(&p).unwrap();
+            let _ = s.write_all(b"{\"type\":\"snap");
+            drop(s);
+        })
+        .await
+        .unwrap();
+        // The runtime kept running all along, and the probe still answers.
+        let ticks = tokio::spawn(async {
+            let mut n = 0;
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                n += 1;
+            }
+            n
+        });
+        assert_eq!(ticks.await.unwrap(), 5);
+        let data = tokio::task::spawn_blocking(move || {
+            let answered = std::time::Instant::now();
+            loop {
+                // Idle connections above may still hold slots for a moment after closing.
+                let (mut c, _) = Client::connect(&path);
+                if let Ok(()) = c.writer.write_all(b"{\"type\":\"ping\",\"id\":1}\n") {
+                    let mut line = String::new();
+                    if c.reader.read_line(&mut line).unwrap_or(0) > 0 {
+                        return line;
+                    }
+                }
+                assert!(
+                    answered.elapsed() < Duration::from_secs(5),
+                    "probe stopped answering"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .await
+        .unwrap();
+        assert!(data.contains("pong"), "{data}");
+        drop(probe);
+    });
+}
