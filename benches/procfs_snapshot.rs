@@ -102,6 +102,16 @@ fn main() {
         cpu.as_secs_f64() * 100.0 / wall.as_secs_f64()
     );
 
+    // Other load on the machine slows every tool alike but blurs the figures: say how much.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "load average during the run: {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+
     drop(target.stdin.take());
     let _ = target.wait();
 }
