@@ -265,7 +265,13 @@ impl State {
         self.source = source;
         self.findings = findings;
         self.replay = replay;
-        self.snapshot = Some(snapshot);
+        let old = self.snapshot.replace(snapshot);
+        // Freeing 100,000 tasks' strings takes tens of ms: do it off the UI thread.
+        if let Some(old) = old.filter(|s| s.tasks().len() > 10_000) {
+            let _ = std::thread::Builder::new()
+                .name("leakhound-free".into())
+                .spawn(move || drop(old));
+        }
         self.tasks.invalidate();
         self.status = None;
     }
@@ -356,7 +362,7 @@ impl State {
             ViewKind::Overview => self.findings.len(),
             ViewKind::Tasks => {
                 let tasks = self.snapshot.as_ref().map_or(&[][..], |s| s.tasks());
-                self.tasks.order(tasks).len()
+                self.tasks.len(tasks)
             }
             ViewKind::Threads => self.snapshot.as_ref().map_or(0, |s| s.threads.len()),
             // row 0 is the root process
@@ -522,7 +528,7 @@ impl State {
                 let Some(s) = self.snapshot.as_ref() else {
                     return;
                 };
-                let order = self.tasks.order(s.tasks());
+                let order = self.tasks.order_upto(s.tasks(), sel + 1);
                 order
                     .get(sel)
                     .map(|i| LogFilter::Task(s.tasks()[*i as usize].id.clone()))

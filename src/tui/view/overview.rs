@@ -180,11 +180,19 @@ fn render_lag(frame: &mut Frame, area: Rect, state: &State, s: &Snapshot, theme:
         .loops
         .iter()
         .max_by(|a, b| a.lag.p99_ms.total_cmp(&b.lag.p99_ms));
+    // Tenths of a millisecond, so sub-millisecond lag still draws.
     let data: Vec<u64> = match worst {
-        Some(l) if !l.lag_history_ms.is_empty() => {
-            l.lag_history_ms.iter().map(|v| *v as u64).collect()
-        }
-        _ => state.series.lag_p99_ms.values().map(|v| v as u64).collect(),
+        Some(l) if !l.lag_history_ms.is_empty() => l
+            .lag_history_ms
+            .iter()
+            .map(|v| (*v * 10.0) as u64)
+            .collect(),
+        _ => state
+            .series
+            .lag_p99_ms
+            .values()
+            .map(|v| (v * 10.0) as u64)
+            .collect(),
     };
     let keep = spark_area.width as usize;
     let data = &data[data.len().saturating_sub(keep)..];

@@ -4,7 +4,7 @@
 use super::style::{self, Theme};
 use super::table::{self, TableSpec};
 use crate::model::{Task, TaskState};
-use crate::tui::state::tasks::{location, state_name};
+use crate::tui::state::tasks::{location, short_frame, state_name};
 use crate::tui::state::{InputMode, State, TaskColumn, ViewKind};
 use ratatui::{
     Frame,
@@ -75,7 +75,11 @@ fn draw(
             }
         })
         .collect();
-    let len = state.tasks.order(tasks).len();
+    let len = state.tasks.len(tasks);
+    // Only the rows that can be on screen need to be in order.
+    let cursor_now = *state.cursor(ViewKind::Tasks);
+    let need = cursor_now.selected.max(cursor_now.offset) + area.height as usize + 1;
+    state.tasks.order_upto(tasks, need);
     if filtering {
         let editing = matches!(state.input, InputMode::Filter(_));
         let line = Line::from(vec![
@@ -111,11 +115,19 @@ fn draw(
             theme.warn(),
         ));
     }
+    // Python task ids are names (`wait_for_config`); tokio's are numbers.
+    let id_width = tasks
+        .iter()
+        .take(1000)
+        .map(|t| t.id.chars().count())
+        .max()
+        .unwrap_or(2)
+        .clamp(4, 18) as u16;
     let spec = TableSpec {
         title: Line::from(title),
         header,
         widths: vec![
-            Constraint::Length(9),
+            Constraint::Length(id_width),
             Constraint::Length(16),
             Constraint::Length(9),
             Constraint::Length(8),
@@ -138,7 +150,10 @@ fn draw(
     });
     *state.cursor(ViewKind::Tasks) = cursor;
     if state.task_detail
-        && let Some(i) = state.tasks.order(tasks).get(cursor.selected)
+        && let Some(i) = state
+            .tasks
+            .order_upto(tasks, cursor.selected + 1)
+            .get(cursor.selected)
     {
         frame.render_widget(detail(&tasks[*i as usize], theme), detail_area);
     }
@@ -182,7 +197,7 @@ fn task_row(task: &Task, depth: usize, theme: Theme) -> Row<'static> {
         Cell::from(style::duration(task.age_ms)),
         since,
         Cell::from(task.polls.map_or("-".into(), |p| p.to_string())),
-        Cell::from(location(task).to_string()),
+        Cell::from(short_frame(location(task))),
     ])
 }
 
