@@ -31,7 +31,28 @@ fn hex(c: Color, default: &'static str) -> String {
         Color::LightCyan => named("#4cd1e0"),
         Color::White => named("#ffffff"),
         Color::Rgb(r, g, b) => format!("#{r:02x}{g:02x}{b:02x}"),
-        Color::Indexed(i) => format!("#{0:02x}{0:02x}{0:02x}", i),
+        Color::Indexed(i) => indexed(i),
+    }
+}
+
+/// xterm's 256-colour palette beyond the 16 named colours.
+fn indexed(i: u8) -> String {
+    match i {
+        16..=231 => {
+            let level = |v: u8| if v == 0 { 0 } else { 55 + v * 40 };
+            let v = i - 16;
+            format!(
+                "#{:02x}{:02x}{:02x}",
+                level(v / 36),
+                level(v / 6 % 6),
+                level(v % 6)
+            )
+        }
+        232..=255 => {
+            let g = 8 + (i - 232) * 10;
+            format!("#{g:02x}{g:02x}{g:02x}")
+        }
+        _ => DEFAULT_FG.to_string(),
     }
 }
 
@@ -170,5 +191,7 @@ mod tests {
         assert!(svg.contains("#e05561"));
         // reversed default colours: light background behind dark text
         assert!(svg.contains(&format!(r#"fill="{DEFAULT_FG}""#)));
+        assert_eq!(indexed(238), "#444444");
+        assert_eq!(indexed(196), "#ff0000");
     }
 }

@@ -22,8 +22,15 @@ impl Theme {
         self.fg(Color::Cyan).add_modifier(Modifier::BOLD)
     }
 
+    /// A grey bar under the row (cells keep their colours); reverse video without colour.
     pub fn selected(self) -> Style {
-        Style::default().add_modifier(Modifier::REVERSED)
+        if self.color {
+            Style::default()
+                .bg(Color::Indexed(238))
+                .add_modifier(Modifier::BOLD)
+        } else {
+            Style::default().add_modifier(Modifier::REVERSED)
+        }
     }
 
     pub fn dim(self) -> Style {
