@@ -177,3 +177,49 @@ fn snapshot_text_shows_the_tables() {
         assert!(out.contains(needle), "{needle} missing in:\n{out}");
     }
 }
+
+#[test]
+fn hostile_process_and_thread_names_parse() {
+    // The main thread renames itself to `a) S 1 (b` + newline + an invalid UTF-8 byte: a
+    // naive stat parser splits at the first `)` and reads garbage.
+    let script = r#"
+import ctypes, sys, threading, time
+libc = ctypes.CDLL(None)
+libc.prctl(15, ctypes.c_char_p(b"a) S 1 (b\n\xff"), 0, 0, 0)
+def other():
+    libc.prctl(15, ctypes.c_char_p(b") )\n"), 0, 0, 0)
+    time.sleep(30)
+threading.Thread(target=other, daemon=True).start()
+time.sleep(0.3)
+print("READY", flush=True)
+time.sleep(30)
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let (code, out, err) = leakhound(&["snapshot", &child.id().to_string(), "--json"]);
+    let text = leakhound(&["snapshot", &child.id().to_string()]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(code, 0, "{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["process"]["name"], "a) S 1 (b\n\u{fffd}");
+    assert_eq!(doc["process"]["ppid"], std::process::id());
+    let names: Vec<&str> = doc["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&") )\n"), "{names:?}");
+    // The tables keep one row per thread: the newline is shown escaped.
+    assert!(text.1.contains("a) S 1 (b\\n\u{fffd}"), "{}", text.1);
+}
