@@ -694,6 +694,39 @@ mod tests {
     }
 
     #[test]
+    fn threads_and_children_vanishing_mid_scan_are_not_errors() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let churn = {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                // Bounded: at most a few thousand short threads and children.
+                for i in 0..5_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::spawn(|| {}).join().unwrap();
+                    if i % 50 == 0 {
+                        let _ = std::process::Command::new("true").status();
+                    }
+                }
+            })
+        };
+        let mut seen_threads = 0;
+        for _ in 0..40 {
+            // A fresh source each time: every part is scanned, nothing cached.
+            let snap = ProcSource::new(std::process::id())
+                .unwrap()
+                .sample(SampleOptions::default())
+                .expect("a vanishing thread or child is never an error");
+            seen_threads = seen_threads.max(snap.threads.len());
+        }
+        stop.store(true, Ordering::Relaxed);
+        churn.join().unwrap();
+        assert!(seen_threads >= 2);
+    }
+
+    #[test]
     fn nonexistent_pid() {
         // PIDs above pid_max (at most 2^22) never exist.
         assert!(matches!(
