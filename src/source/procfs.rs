@@ -371,7 +371,13 @@ impl ProcSource {
         };
         let fast_count = match rustix::fs::statat(&self.dir, "fd", AtFlags::empty()) {
             Ok(st) if st.st_size > 0 => Some(st.st_size as u64),
-            Ok(_) => None,
+            // Before Linux 6.2 (or no descriptors at all) the size is 0: count the entries,
+            // still far cheaper than a readlink each.
+            Ok(_) => match list_numeric_dir(self.dir.as_fd(), "fd") {
+                Ok(fds) => Some(fds.len() as u64),
+                Err(e) if is_denied(&e) => return Err(denied()),
+                Err(_) => None,
+            },
             Err(Errno::ACCESS | Errno::PERM) => return Err(denied()),
             Err(_) => return Err(SourceError::Gone(format!("pid {} exited", self.pid))),
         };
