@@ -286,3 +286,21 @@ def test_final_grace_keeps_answering_until_a_collector_looked(tmp_path):
     proc.wait(timeout=10)
     assert time.monotonic() - started < 5
     assert not sock.exists()
+
+
+def test_event_ring_is_bounded_and_counts_drops(tmp_path):
+    env = dict(os.environ, PYTHONPATH=SRC)
+    done = run_python(tmp_path, """
+        import json, warnings, leakhound_probe
+        warnings.simplefilter("ignore")
+        h = leakhound_probe.install(socket_dir=%r, max_events=16)
+        for i in range(40):
+            namespace = {}
+            exec("async def job_%%d(): pass" %% i, namespace)
+            namespace["job_%%d" %% i]()  # never awaited, a distinct coroutine each time
+        for _ in range(5):
+            namespace["job_39"]()  # repeats at one site coalesce (a new site is a new event)
+        data = h.snapshot()
+        print(json.dumps([len(data["events"]), data["dropped"]["events"], data["events"][-1]["count"]]))
+        """ % str(tmp_path / "s"), env=env)
+    assert json.loads(done.stdout) == [16, 25, 5], done.stderr
