@@ -396,9 +396,10 @@ class Probe:
                     record[1] = weak_or_none(waiter)
                     record[2] = point
                     record[3] = now
+        # The watchdog and a collector's thread may both get here: pop, never del.
         for key in list(self.progress):
             if key not in seen:
-                del self.progress[key]
+                self.progress.pop(key, None)
 
     def task_report(self, state, now):
         loop = state.loop_ref()
