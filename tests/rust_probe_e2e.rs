@@ -150,7 +150,10 @@ fn blocking_call_in_async_fires_loop_blocked_naming_the_task() {
     let f = fired(&findings, "loop-blocked");
     assert!(
         f.iter().any(|f| f["evidence"]["stall_task"] == task
-            && f["evidence"]["stall_ms"].as_f64().unwrap() >= 100.0),
+            && f["evidence"]["stall_ms"].as_f64().unwrap() >= 100.0
+            && f["evidence"]["blocking_frame"]
+                .as_str()
+                .is_some_and(|s| s.contains("problems.rs") && s.contains(&format!("task {task}")))),
         "stall in task {task}: {findings:#?}"
     );
 }

@@ -26,8 +26,8 @@ pub(crate) struct LagState {
     pub stalls: VecDeque<Stall>,
     /// The loop has not taken the pending tick since this instant (blocked now).
     pub blocked_since: Option<(Instant, u64)>,
-    /// Polls running over the threshold now: task id -> (first seen, at_ms, duration so far).
-    pub long_polls: HashMap<u64, (u64, f64)>,
+    /// Polls running over the threshold now: task id -> (at_ms, duration so far, where).
+    pub long_polls: HashMap<u64, (u64, f64, Vec<String>)>,
     /// Blocking pool has had queued work with no idle thread since this instant.
     pub blocking_saturated_since: Option<Instant>,
 }
@@ -172,34 +172,47 @@ fn watchdog(shared: Arc<Shared>, tx: tokio::sync::mpsc::Sender<Instant>) {
     }
 }
 
-/// Records every poll that runs over the stall threshold, as a stall naming its task.
+/// Records every poll that runs over the stall threshold, as a stall naming its task. Its
+/// "stack" is the one thing known about where it runs: the task's spawn site and the thread.
 fn watch_long_polls(shared: &Shared) {
     let now_ns = registry::now_ns();
     let threshold = shared.stall_threshold.as_nanos() as u64;
     let running = registry::polls_now();
     let mut st = shared.lag();
-    let mut still: HashMap<u64, (u64, f64)> = HashMap::new();
-    for (task, since, _tid) in running {
+    let mut still: HashMap<u64, (u64, f64, Vec<String>)> = HashMap::new();
+    for (task, since, tid) in running {
         let took = now_ns.saturating_sub(since);
-        if took >= threshold {
-            let at_ms = st
-                .long_polls
-                .get(&task)
-                .map_or_else(|| epoch_ms() - took / 1_000_000, |(at, _)| *at);
-            still.insert(task, (at_ms, took as f64 / 1e6));
+        if took < threshold {
+            continue;
         }
+        let (at_ms, site) = match st.long_polls.get(&task) {
+            Some((at, _, site)) => (*at, site.clone()),
+            None => {
+                let site = registry::location_of(task)
+                    .map(|l| {
+                        vec![format!(
+                            "{}:{} in task {task} (its spawn site; the poll runs on tid {tid})",
+                            l.file(),
+                            l.line()
+                        )]
+                    })
+                    .unwrap_or_default();
+                (epoch_ms().saturating_sub(took / 1_000_000), site)
+            }
+        };
+        still.insert(task, (at_ms, took as f64 / 1e6, site));
     }
-    let ended: Vec<(u64, (u64, f64))> = st
+    let ended: Vec<(u64, (u64, f64, Vec<String>))> = st
         .long_polls
         .iter()
         .filter(|(id, _)| !still.contains_key(id))
-        .map(|(id, v)| (*id, *v))
+        .map(|(id, v)| (*id, v.clone()))
         .collect();
-    for (task, (at_ms, duration_ms)) in ended {
+    for (task, (at_ms, duration_ms, stack)) in ended {
         st.push_stall(Stall {
             at_ms,
             duration_ms,
-            stack: Vec::new(),
+            stack,
             task: Some(task.to_string()),
         });
     }

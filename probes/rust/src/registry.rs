@@ -4,6 +4,10 @@
 //! and the calling thread's own poll slot; no lock in the common case. Memory is bounded by
 //! the table, the live tasks that overflow it, and a small ring of finished ones per thread.
 
+// Without tokio_unstable the hooks that call these do not exist; the rest of the probe still
+// builds and reports the registry as missing.
+#![cfg_attr(not(tokio_unstable), allow(dead_code))]
+
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hasher;
 use std::panic::Location;
@@ -278,6 +282,18 @@ fn read_slot(s: &Slot) -> Option<Entry> {
         busy_ns: s.busy_ns.load(Ordering::Relaxed),
         last_poll_end_ns: s.last_poll_end_ns.load(Ordering::Relaxed),
     })
+}
+
+/// Where a live task was spawned.
+pub(crate) fn location_of(id: u64) -> Option<&'static Location<'static>> {
+    let s = slot(id);
+    if s.id.load(Ordering::Acquire) == id {
+        let e = read_slot(s);
+        if s.id.load(Ordering::Acquire) == id {
+            return e.map(|e| e.location);
+        }
+    }
+    overflow().get(&id).map(|e| e.location)
 }
 
 /// A copy of the live tasks (internal ones left out) and the newest finished ones.

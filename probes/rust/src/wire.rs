@@ -196,6 +196,9 @@ pub(crate) fn missing() -> Vec<String> {
         "lost-waker: tokio's task hooks do not track wakers; attach to a console-subscriber endpoint (http://HOST:PORT) for waker counts".into(),
     );
     m.push("stacks: native thread stacks are not collected by the Rust probe".into());
+    m.push(
+        "task names: tokio::task::Builder names reach only tracing (console-subscriber); tasks are shown by id and spawn location".into(),
+    );
     m
 }
 
@@ -235,11 +238,11 @@ pub(crate) fn snapshot(shared: &Shared, prev: &mut BusyPrev) -> ProbeData {
             task: None,
         });
     }
-    for (task, (at_ms, duration_ms)) in &st.long_polls {
+    for (task, (at_ms, duration_ms, stack)) in &st.long_polls {
         stalls.push(Stall {
             at_ms: *at_ms,
             duration_ms: *duration_ms,
-            stack: Vec::new(),
+            stack: stack.clone(),
             task: Some(task.to_string()),
         });
     }
