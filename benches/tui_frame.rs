@@ -108,6 +108,7 @@ fn update(seq: u64) -> Box<Update> {
         source: "bench".into(),
         replay: None,
         skipped: 0,
+        resolved: vec![],
     })
 }
 

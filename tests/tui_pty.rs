@@ -282,3 +282,75 @@ fn no_color_draws_without_colours() {
         pty.text()
     );
 }
+
+const TICKER: &str = r#"
+import asyncio, threading
+async def ticker():
+    name = asyncio.current_task().get_name()
+    for n in range(600):
+        print(f"tick tid={threading.get_native_id()} task={name} n={n}", flush=True)
+        await asyncio.sleep(0.2)
+async def main():
+    await asyncio.gather(asyncio.create_task(ticker(), name="ticker"), asyncio.Event().wait())
+asyncio.run(main())
+"#;
+
+#[test]
+fn run_captures_output_and_links_lines_to_tasks() {
+    if !Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("python3 missing: skipped");
+        return;
+    }
+    let mut pty = Pty::spawn(&["run", "--", "python3", "-c", TICKER], 120, 30);
+    let text = pty.wait_for("the probe's view", Duration::from_secs(15), |t| {
+        t.contains("procfs+probe(python)")
+    });
+    let pid: u32 = text
+        .split("pid ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid on the status line:\n{text}"));
+    pty.press(b"g");
+    pty.wait_for("captured lines", Duration::from_secs(10), |t| {
+        t.contains("task=ticker n=")
+    });
+    // The newest line is selected; enter leads to its task.
+    pty.press(b"\r");
+    let text = pty.wait_for("the Tasks view on ticker", Duration::from_secs(5), |t| {
+        t.contains("IDLE FOR") && t.contains("ticker")
+    });
+    let selected = {
+        let parser = pty.screen.lock().unwrap();
+        let screen = parser.screen();
+        let rows: Vec<String> = screen.rows(0, 120).collect();
+        rows.iter()
+            .enumerate()
+            .find(|(r, _)| {
+                screen
+                    .cell(*r as u16, 2)
+                    .is_some_and(|c| c.bold() || c.inverse())
+                    && rows[*r].contains("ticker")
+            })
+            .map(|(_, l)| l.clone())
+    };
+    assert!(
+        selected.is_some(),
+        "the ticker task is the selected row:\n{text}"
+    );
+    // …and back: its lines only.
+    pty.press(b"g");
+    pty.wait_for("the task's lines", Duration::from_secs(5), |t| {
+        t.contains("of task ticker")
+    });
+    pty.press(b"q");
+    assert!(pty.wait_exit(Duration::from_secs(5)).success());
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "quitting stops (and reaps) the program"
+    );
+}

@@ -245,3 +245,24 @@ fn feed_errors_show_in_the_status_line() {
     let text = screen(&mut app);
     assert!(text.contains("target exited: pid 4242"), "{text}");
 }
+
+#[test]
+fn quiet_findings_stay_listed() {
+    let mut app = app(100, 24);
+    let mut update = fixture::update(7);
+    // zombie-child resolved: the child was reaped
+    update.resolved = update
+        .findings
+        .iter()
+        .filter(|f| f.rule == "zombie-child")
+        .cloned()
+        .collect();
+    update.findings.retain(|f| f.rule != "zombie-child");
+    app.handle(AppEvent::Feed(FeedEvent::Update(update)));
+    press(&mut app, KeyCode::Char('f'));
+    press(&mut app, KeyCode::End);
+    let text = screen(&mut app);
+    assert!(text.contains("7 firing, 1 quiet now"), "{text}");
+    assert!(text.contains("fired earlier, quiet now"), "{text}");
+    insta::assert_snapshot!("findings_3_quiet_one", text);
+}

@@ -9,6 +9,7 @@ use crate::tui::state::{LogLine, Stream};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Longest log line kept; the rest of a longer line is dropped.
@@ -85,6 +86,29 @@ pub fn stop_child(child: &mut Child, grace: Duration) {
     let _ = child.wait();
 }
 
+/// Reaps the program when it exits and says so on the status line; the dashboard stays up
+/// with the last sample so the person can look at what was left.
+fn watch_exit(child: Arc<Mutex<Child>>, name: String, tx: SyncSender<AppEvent>) {
+    std::thread::spawn(move || {
+        loop {
+            let status = match child.lock() {
+                Ok(mut c) => c.try_wait(),
+                Err(_) => return,
+            };
+            match status {
+                Ok(Some(status)) => {
+                    let _ = tx.send(AppEvent::Feed(FeedEvent::Gone(format!(
+                        "`{name}` exited ({status}); q quits"
+                    ))));
+                    return;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(200)),
+                Err(_) => return,
+            }
+        }
+    });
+}
+
 pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     let config = args.common.config()?;
     dashboard::require_terminal("run")?;
@@ -99,8 +123,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     if let Some(err) = child.stderr.take() {
         forward_lines(err, Stream::Stderr, tx.clone());
     }
+    let pid = child.id();
+    let child = Arc::new(Mutex::new(child));
+    watch_exit(Arc::clone(&child), args.command.join(" "), tx.clone());
     let control = dashboard::live_feed(
-        Target::Pid(child.id()),
+        Target::Pid(pid),
         None,
         args.common.interval,
         config,
@@ -109,7 +136,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     let mut state = dashboard::new_state();
     state.logs.capturing = true;
     let result = dashboard::run_ui(state, tx, rx, control);
-    stop_child(&mut child, Duration::from_secs(2));
+    if let Ok(mut child) = child.lock() {
+        stop_child(&mut child, Duration::from_secs(2));
+    }
     result?;
     Ok(EXIT_CLEAN)
 }

@@ -4,7 +4,7 @@
 //! collector never touches UI state; the main thread never blocks on I/O.
 
 use crate::config::Config;
-use crate::findings::Finding;
+use crate::findings::{Finding, Tracker};
 use crate::history::History;
 use crate::model::Snapshot;
 use crate::rules::{self, Rule};
@@ -49,6 +49,7 @@ pub struct Judge {
     rules: Vec<Box<dyn Rule>>,
     config: Config,
     sized: bool,
+    tracker: Tracker,
 }
 
 /// Roughly what one snapshot costs in memory, to size the history.
@@ -58,6 +59,9 @@ fn approx_bytes(s: &Snapshot) -> usize {
         + s.sockets.len() * 150
         + s.children.len() * 150
 }
+
+/// How many quiet findings the dashboard lists under the live ones.
+const RESOLVED_SHOWN: usize = 50;
 
 /// Budget for the history of one target.
 const HISTORY_BYTES: usize = 64 << 20;
@@ -69,6 +73,7 @@ impl Judge {
             rules: rules::all(),
             config,
             sized: false,
+            tracker: Tracker::new(),
         }
     }
 
@@ -79,6 +84,7 @@ impl Judge {
     pub fn reset(&mut self) {
         self.history = History::default();
         self.sized = false;
+        self.tracker = Tracker::new();
     }
 
     /// Adds a snapshot to the history without judging (to rebuild history after a seek).
@@ -94,7 +100,21 @@ impl Judge {
 
     pub fn observe(&mut self, snapshot: &Snapshot) -> Vec<Finding> {
         self.push(snapshot);
-        rules::evaluate(&self.rules, &self.history, &self.config)
+        let findings = rules::evaluate(&self.rules, &self.history, &self.config);
+        self.tracker.update(&findings);
+        findings
+    }
+
+    /// Findings that fired and are quiet now, at most `RESOLVED_SHOWN`.
+    pub fn resolved(&self) -> Vec<Finding> {
+        let mut out: Vec<Finding> = self
+            .tracker
+            .resolved()
+            .take(RESOLVED_SHOWN)
+            .cloned()
+            .collect();
+        crate::findings::sort_findings(&mut out);
+        out
     }
 }
 
@@ -178,6 +198,7 @@ impl LiveFeed {
                                 findings,
                                 replay: None,
                                 skipped,
+                                resolved: judge.resolved(),
                             })))
                         }
                         Ok(CollectorEvent::Error(e)) => Some(FeedEvent::Error(e)),
@@ -279,6 +300,7 @@ impl ReplayFeed {
                     source: format!("recording {}", recording.path().display()),
                     replay: Some(ReplayPos { index, total }),
                     skipped,
+                    resolved: judge.resolved(),
                 })),
                 Err(e) => FeedEvent::Error(e.clone()),
             };

@@ -406,6 +406,7 @@ pub fn update(seq: u64) -> Box<Update> {
         source: "pid 4242 (procfs+probe python)".into(),
         replay: None,
         skipped: 0,
+        resolved: vec![],
     })
 }
 

@@ -87,6 +87,9 @@ pub struct Update {
     pub replay: Option<ReplayPos>,
     /// Updates the feed skipped so far because the UI was behind.
     pub skipped: u64,
+    /// Findings that fired earlier and are quiet now (the newest few), so a person who looks
+    /// later still sees what happened.
+    pub resolved: Vec<Finding>,
 }
 
 /// What the app must do after an intent: the state cannot do it itself.
@@ -164,6 +167,8 @@ pub struct State {
     pub source: String,
     pub snapshot: Option<Snapshot>,
     pub findings: Vec<Finding>,
+    /// Fired before, quiet now.
+    pub resolved: Vec<Finding>,
     /// The newest update held back while paused.
     pending: Option<Box<Update>>,
     /// When the shown snapshot reached the UI (ms since epoch): its lag is this minus
@@ -210,6 +215,7 @@ impl State {
             source: String::new(),
             snapshot: None,
             findings: Vec::new(),
+            resolved: Vec::new(),
             pending: None,
             received_at_ms: 0,
             status: None,
@@ -256,7 +262,9 @@ impl State {
             source,
             replay,
             skipped,
+            resolved,
         } = *update;
+        self.resolved = resolved;
         self.skipped_updates = skipped;
         self.received_at_ms = self.now_ms;
         self.updates_seen += 1;
@@ -369,7 +377,7 @@ impl State {
             ViewKind::Processes => 1 + self.snapshot.as_ref().map_or(0, |s| process_rows(s).len()),
             ViewKind::Files => self.snapshot.as_ref().map_or(0, |s| s.sockets.len()),
             ViewKind::Logs => self.log_rows().len(),
-            ViewKind::Findings => self.findings.len(),
+            ViewKind::Findings => self.findings.len() + self.resolved.len(),
         }
     }
 

@@ -13,7 +13,7 @@ use ratatui::{
 };
 
 pub fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
-    if state.findings.is_empty() {
+    if state.findings.is_empty() && state.resolved.is_empty() {
         super::placeholder(
             frame,
             area,
@@ -22,14 +22,28 @@ pub fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
         );
         return;
     }
-    let list_rows = (state.findings.len() as u16 + 3)
+    let list_rows = ((state.findings.len() + state.resolved.len()) as u16 + 3)
         .min(area.height / 2)
         .max(5);
     let [list_area, detail_area] =
         Layout::vertical([Constraint::Length(list_rows), Constraint::Fill(1)]).areas(area);
     let findings = std::mem::take(&mut state.findings);
+    let resolved = std::mem::take(&mut state.resolved);
+    let live = findings.len();
+    let total = live + resolved.len();
+    let get = |i: usize| {
+        if i < live {
+            &findings[i]
+        } else {
+            &resolved[i - live]
+        }
+    };
     let spec = TableSpec {
-        title: Line::from(format!("Findings ({})", findings.len())),
+        title: Line::from(if resolved.is_empty() {
+            format!("Findings ({live})")
+        } else {
+            format!("Findings ({live} firing, {} quiet now)", resolved.len())
+        }),
         header: ["SEV", "RULE", "SUBJECT", "MESSAGE"]
             .map(String::from)
             .to_vec(),
@@ -39,7 +53,7 @@ pub fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
             Constraint::Length(22),
             Constraint::Fill(1),
         ],
-        len: findings.len(),
+        len: total,
         theme,
         focused: !state.finding_detail,
     };
@@ -49,7 +63,16 @@ pub fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
         spec,
         state.cursor(ViewKind::Findings),
         |i| {
-            let f = &findings[i];
+            let f = get(i);
+            if i >= live {
+                return Row::new(vec![
+                    Cell::from("was"),
+                    Cell::from(f.rule.clone()),
+                    Cell::from(f.subject.clone()),
+                    Cell::from(f.message.clone()),
+                ])
+                .style(theme.dim());
+            }
             Row::new(vec![
                 Cell::from(severity_label(f.severity)).style(theme.severity(f.severity)),
                 Cell::from(f.rule.clone()),
@@ -58,18 +81,26 @@ pub fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
             ])
         },
     );
-    let selected = state.selected(ViewKind::Findings).min(findings.len() - 1);
+    let selected = state.selected(ViewKind::Findings).min(total - 1);
     let title = if state.finding_detail {
         "Evidence — j/k scroll, esc back"
     } else {
         "Evidence — enter to scroll"
     };
-    let detail = Paragraph::new(evidence_lines(&findings[selected], theme))
+    let mut lines = evidence_lines(get(selected), theme);
+    if selected >= live {
+        lines.insert(
+            0,
+            Line::styled("fired earlier, quiet now (last evidence):", theme.dim()),
+        );
+    }
+    let detail = Paragraph::new(lines)
         .block(Block::bordered().title(title))
         .wrap(Wrap { trim: false })
         .scroll((state.finding_scroll, 0));
     frame.render_widget(detail, detail_area);
     state.findings = findings;
+    state.resolved = resolved;
 }
 
 /// The finding's evidence, one key per line; lists (stacks, sites) one entry per line.
