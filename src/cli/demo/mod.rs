@@ -83,13 +83,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
         .prefix("leakhound-demo-")
         .tempdir()?;
     let mut child = start_worker(python, socket_dir.path())?;
-    let pid = child.id();
     let result = if let Some(d) = args.headless {
         headless(&mut child, d, python)
     } else if let Some(dir) = &args.screenshots {
         screenshots(&mut child, dir, args.after).map(|_| EXIT_CLEAN)
     } else {
-        interactive(&mut child, pid, python)
+        interactive(&mut child, python)
     };
     run_cmd::stop_child(&mut child, Duration::from_secs(2));
     result
@@ -104,16 +103,29 @@ fn forward_output(child: &mut Child, tx: &std::sync::mpsc::SyncSender<AppEvent>)
     }
 }
 
-fn interactive(child: &mut Child, pid: u32, python: bool) -> anyhow::Result<u8> {
+/// The UI's channel with the worker's output and a live feed on it (demo thresholds).
+fn observe(
+    child: &mut Child,
+) -> anyhow::Result<(
+    std::sync::mpsc::SyncSender<AppEvent>,
+    std::sync::mpsc::Receiver<AppEvent>,
+    std::sync::mpsc::Sender<crate::tui::feed::Control>,
+)> {
     let (tx, rx) = dashboard::channel();
     forward_output(child, &tx);
+    let target = Target::Pid(child.id());
     let control = dashboard::live_feed(
-        Target::Pid(pid),
+        target,
         None,
         Duration::from_secs(1),
         demo_config(),
         tx.clone(),
     )?;
+    Ok((tx, rx, control))
+}
+
+fn interactive(child: &mut Child, python: bool) -> anyhow::Result<u8> {
+    let (tx, rx, control) = observe(child)?;
     let mut state = dashboard::new_state();
     state.logs.capturing = true;
     state.banner = Some(if python {
@@ -216,16 +228,7 @@ fn screenshots(child: &mut Child, dir: &Path, after: Duration) -> anyhow::Result
     use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
     use ratatui::{Terminal, backend::TestBackend};
     std::fs::create_dir_all(dir)?;
-    let (tx, rx) = dashboard::channel();
-    forward_output(child, &tx);
-    let pid = child.id();
-    let control = dashboard::live_feed(
-        Target::Pid(pid),
-        None,
-        Duration::from_secs(1),
-        demo_config(),
-        tx.clone(),
-    )?;
+    let (tx, rx, control) = observe(child)?;
     let mut state = crate::tui::State::new(true);
     state.logs.capturing = true;
     state.banner = Some(banner());

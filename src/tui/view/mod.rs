@@ -40,10 +40,12 @@ pub fn render(frame: &mut Frame, state: &mut State) {
     }
     match state.view {
         ViewKind::Overview => overview::render(frame, body, state, theme),
-        ViewKind::Tasks => tasks::render(frame, body, state, theme),
-        ViewKind::Threads => threads::render(frame, body, state, theme),
-        ViewKind::Processes => processes::render(frame, body, state, theme),
-        ViewKind::Files => files::render(frame, body, state, theme),
+        ViewKind::Tasks => with_snapshot(frame, body, state, theme, "Tasks", tasks::draw),
+        ViewKind::Threads => with_snapshot(frame, body, state, theme, "Threads", threads::draw),
+        ViewKind::Processes => {
+            with_snapshot(frame, body, state, theme, "Processes", processes::draw)
+        }
+        ViewKind::Files => with_snapshot(frame, body, state, theme, "Files & sockets", files::draw),
         ViewKind::Logs => logs::render(frame, body, state, theme),
         ViewKind::Findings => findings::render(frame, body, state, theme),
     }
@@ -165,6 +167,31 @@ fn render_status(frame: &mut Frame, area: Rect, state: &State, theme: Theme) {
     spans.push(sep());
     spans.push(Span::styled("? help  q quit", theme.dim()));
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+type DrawFn = fn(&mut Frame, Rect, &mut State, &crate::model::Snapshot, Theme);
+
+/// Draws a view that reads the snapshot while it changes the state (cursors, caches): the
+/// snapshot is lent out of the state for the draw. Before the first sample: a placeholder.
+fn with_snapshot(
+    frame: &mut Frame,
+    area: Rect,
+    state: &mut State,
+    theme: Theme,
+    title: &str,
+    draw: DrawFn,
+) {
+    let Some(snapshot) = state.snapshot.take() else {
+        placeholder(
+            frame,
+            area,
+            title,
+            vec![Line::from("waiting for the first sample…")],
+        );
+        return;
+    };
+    draw(frame, area, state, &snapshot, theme);
+    state.snapshot = Some(snapshot);
 }
 
 /// A message in place of a view with nothing to show.

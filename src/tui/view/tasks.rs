@@ -13,21 +13,7 @@ use ratatui::{
     widgets::{Block, Cell, Paragraph, Row, Wrap},
 };
 
-pub fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
-    let Some(snapshot) = state.snapshot.take() else {
-        super::placeholder(
-            frame,
-            area,
-            "Tasks",
-            vec![Line::from("waiting for the first sample…")],
-        );
-        return;
-    };
-    draw(frame, area, state, &snapshot, theme);
-    state.snapshot = Some(snapshot);
-}
-
-fn draw(
+pub(super) fn draw(
     frame: &mut Frame,
     area: Rect,
     state: &mut State,

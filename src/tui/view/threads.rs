@@ -13,20 +13,6 @@ use ratatui::{
 };
 use std::collections::HashMap;
 
-pub fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
-    let Some(snapshot) = state.snapshot.take() else {
-        super::placeholder(
-            frame,
-            area,
-            "Threads",
-            vec![Line::from("waiting for the first sample…")],
-        );
-        return;
-    };
-    draw(frame, area, state, &snapshot, theme);
-    state.snapshot = Some(snapshot);
-}
-
 /// `tid -> "loop main: 12 tasks"` for threads that run an event loop.
 fn tasks_by_thread(s: &Snapshot) -> HashMap<u32, String> {
     let Some(probe) = s.probe.as_ref() else {
@@ -49,7 +35,7 @@ fn tasks_by_thread(s: &Snapshot) -> HashMap<u32, String> {
         .collect()
 }
 
-fn draw(frame: &mut Frame, area: Rect, state: &mut State, s: &Snapshot, theme: Theme) {
+pub(super) fn draw(frame: &mut Frame, area: Rect, state: &mut State, s: &Snapshot, theme: Theme) {
     let selected = state
         .selected(ViewKind::Threads)
         .min(s.threads.len().saturating_sub(1));
