@@ -47,6 +47,14 @@ fn fd_exhaustion_is_reported_before_the_process_hits_emfile() {
     for key in ["rule", "severity", "subject", "message", "evidence"] {
         assert!(!f[key].is_null());
     }
+    // The same steady climb is a leak-growth of descriptors once the window spans 10 s.
+    let growth = findings(&lines, "leak-growth");
+    assert!(
+        growth
+            .iter()
+            .any(|g| g["subject"] == format!("pid:{}/fds", fx.pid())),
+        "{out}"
+    );
     let summary = lines.last().unwrap();
     assert_eq!(summary["type"], "summary");
     assert_eq!(summary["ended"], "duration");
