@@ -354,3 +354,62 @@ fn run_captures_output_and_links_lines_to_tasks() {
         "quitting stops (and reaps) the program"
     );
 }
+
+/// `replay 3/20` on the status line → 3.
+fn replay_position(text: &str) -> usize {
+    text.split("replay ")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no replay position on screen:\n{text}"))
+}
+
+#[test]
+fn replay_pauses_steps_and_seeks() {
+    use leakhound::source::replay::{Header, RecordingWriter};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fixture.lhrec");
+    let mut writer = RecordingWriter::create(&path, &Header::new("pid 4242".into(), 1000)).unwrap();
+    for seq in 0..30 {
+        writer
+            .write(&leakhound::tui::fixture::snapshot(seq))
+            .unwrap();
+    }
+    drop(writer);
+    // Cut the last line short: the dashboard still opens, with the warning on the status line.
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 40]).unwrap();
+    let mut pty = Pty::spawn(&["replay", path.to_str().unwrap()], 140, 30);
+    let text = pty.wait_for("the replay", Duration::from_secs(10), |t| {
+        t.contains("replay ") && t.contains("/29")
+    });
+    assert!(
+        text.contains("cut short"),
+        "the truncation is said:\n{text}"
+    );
+    pty.press(b" ");
+    let paused = pty.wait_for("pause", Duration::from_secs(5), |t| t.contains("PAUSED"));
+    let at = replay_position(&paused);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        replay_position(&pty.text()),
+        at,
+        "paused: the position holds"
+    );
+    pty.press(b".");
+    pty.wait_for("one step", Duration::from_secs(5), |t| {
+        replay_position(t) == at + 1
+    });
+    pty.press(b"]");
+    let want = (at + 11).min(29);
+    pty.wait_for("ten steps", Duration::from_secs(5), |t| {
+        replay_position(t) == want
+    });
+    pty.press(b"[");
+    pty.press(b",");
+    pty.wait_for("back eleven", Duration::from_secs(5), |t| {
+        replay_position(t) == want - 11
+    });
+    pty.press(b"q");
+    assert!(pty.wait_exit(Duration::from_secs(5)).success());
+}

@@ -62,9 +62,8 @@ pub fn dashboard(path: &Path, config: Config, speed: f64) -> anyhow::Result<u8> 
     let recording = open(path)?;
     dashboard::require_terminal("replay")?;
     let mut state = dashboard::new_state();
-    if let Some(w) = recording.warnings.first() {
-        state.set_status(w.clone());
-    }
+    // Kept on screen for the whole replay (the status line is for what changes).
+    state.banner = recording.warnings.first().cloned();
     let (tx, rx) = dashboard::channel();
     let feed = ReplayFeed {
         recording,
