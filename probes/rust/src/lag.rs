@@ -19,6 +19,15 @@ const MAX_SAMPLES: usize = 4096;
 const HISTORY: usize = 120;
 const MAX_STALLS: usize = 16;
 
+/// A poll running over the stall threshold right now.
+#[derive(Debug, Clone)]
+pub(crate) struct LongPoll {
+    pub at_ms: u64,
+    pub duration_ms: f64,
+    /// The task's spawn site and the thread, the nearest thing to a stack the probe has.
+    pub stack: Vec<String>,
+}
+
 pub(crate) struct LagState {
     /// (when, lag ms) inside the window, oldest first.
     samples: VecDeque<(Instant, f64)>,
@@ -26,8 +35,8 @@ pub(crate) struct LagState {
     pub stalls: VecDeque<Stall>,
     /// The loop has not taken the pending tick since this instant (blocked now).
     pub blocked_since: Option<(Instant, u64)>,
-    /// Polls running over the threshold now: task id -> (at_ms, duration so far, where).
-    pub long_polls: HashMap<u64, (u64, f64, Vec<String>)>,
+    /// Polls running over the threshold now, by task id.
+    pub long_polls: HashMap<u64, LongPoll>,
     /// Blocking pool has had queued work with no idle thread since this instant.
     pub blocking_saturated_since: Option<Instant>,
 }
@@ -179,14 +188,14 @@ fn watch_long_polls(shared: &Shared) {
     let threshold = shared.stall_threshold.as_nanos() as u64;
     let running = registry::polls_now();
     let mut st = shared.lag();
-    let mut still: HashMap<u64, (u64, f64, Vec<String>)> = HashMap::new();
+    let mut still: HashMap<u64, LongPoll> = HashMap::new();
     for (task, since, tid) in running {
         let took = now_ns.saturating_sub(since);
         if took < threshold {
             continue;
         }
-        let (at_ms, site) = match st.long_polls.get(&task) {
-            Some((at, _, site)) => (*at, site.clone()),
+        let (at_ms, stack) = match st.long_polls.get(&task) {
+            Some(p) => (p.at_ms, p.stack.clone()),
             None => {
                 let site = registry::location_of(task)
                     .map(|l| {
@@ -200,19 +209,26 @@ fn watch_long_polls(shared: &Shared) {
                 (epoch_ms().saturating_sub(took / 1_000_000), site)
             }
         };
-        still.insert(task, (at_ms, took as f64 / 1e6, site));
+        still.insert(
+            task,
+            LongPoll {
+                at_ms,
+                duration_ms: took as f64 / 1e6,
+                stack,
+            },
+        );
     }
-    let ended: Vec<(u64, (u64, f64, Vec<String>))> = st
+    let ended: Vec<(u64, LongPoll)> = st
         .long_polls
         .iter()
         .filter(|(id, _)| !still.contains_key(id))
-        .map(|(id, v)| (*id, v.clone()))
+        .map(|(id, p)| (*id, p.clone()))
         .collect();
-    for (task, (at_ms, duration_ms, stack)) in ended {
+    for (task, p) in ended {
         st.push_stall(Stall {
-            at_ms,
-            duration_ms,
-            stack,
+            at_ms: p.at_ms,
+            duration_ms: p.duration_ms,
+            stack: p.stack,
             task: Some(task.to_string()),
         });
     }

@@ -238,11 +238,11 @@ pub(crate) fn snapshot(shared: &Shared, prev: &mut BusyPrev) -> ProbeData {
             task: None,
         });
     }
-    for (task, (at_ms, duration_ms, stack)) in &st.long_polls {
+    for (task, p) in &st.long_polls {
         stalls.push(Stall {
-            at_ms: *at_ms,
-            duration_ms: *duration_ms,
-            stack: stack.clone(),
+            at_ms: p.at_ms,
+            duration_ms: p.duration_ms,
+            stack: p.stack.clone(),
             task: Some(task.to_string()),
         });
     }
