@@ -49,6 +49,24 @@ fn every_view_from_fixed_data() {
 }
 
 #[test]
+fn every_view_and_help_fit_80x24() {
+    for view in ViewKind::ALL {
+        let mut app = app(80, 24);
+        press(&mut app, KeyCode::Char(view.letter()));
+        let name = format!("small_{}", view.title().to_lowercase().replace(" & ", "_"));
+        insta::assert_snapshot!(name, screen(&mut app));
+    }
+    let mut app = app(80, 24);
+    press(&mut app, KeyCode::Char('?'));
+    let text = screen(&mut app);
+    assert!(
+        text.contains("q / ctrl-c"),
+        "the whole key table fits:\n{text}"
+    );
+    insta::assert_snapshot!("small_help", text);
+}
+
+#[test]
 fn overview_fits_80x24() {
     let mut app = app(80, 24);
     let text = screen(&mut app);

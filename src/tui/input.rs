@@ -35,24 +35,21 @@ pub enum Intent {
 pub const KEYS: &[(&str, &str)] = &[
     (
         "1-7 / o t r p s g f",
-        "Overview, Tasks, thReads, Processes, Sockets & files, loGs, Findings",
+        "Overview Tasks thReads Processes Sockets loGs Findings",
     ),
     ("tab / shift-tab", "next / previous view"),
     ("j k  ↓ ↑  pgdn pgup", "move the selection"),
     ("home / end", "first / last row"),
-    ("h l  ← →", "Tasks: sort column (other views: switch view)"),
+    ("h l  ← →", "Tasks: sort column (elsewhere: switch view)"),
     ("i", "Tasks: invert the sort"),
     ("T", "Tasks: parent tree on/off"),
     ("/", "Tasks: filter (enter keeps it, esc clears it)"),
     (
         "enter",
-        "details / drill into child / jump from a log line to its task",
+        "details · drill into a child · log line to its task",
     ),
     ("g", "from a task or thread: its log lines"),
-    (
-        "esc",
-        "back: close details, clear filter, leave a drilled-in child",
-    ),
+    ("esc", "back: close details, clear filter, leave a child"),
     ("space", "pause / resume"),
     (", .  [ ]", "replay: step back / forward by 1 / by 10"),
     ("?", "this help"),

@@ -20,8 +20,13 @@ pub(super) fn draw(
     theme: Theme,
 ) {
     let order = socket_order(s);
-    let [kinds_area, sockets_area] =
-        Layout::horizontal([Constraint::Length(24), Constraint::Fill(1)]).areas(area);
+    // Under 100 columns the addresses get the room: no receive queue, a narrower side panel.
+    let narrow = area.width < 100;
+    let [kinds_area, sockets_area] = Layout::horizontal([
+        Constraint::Length(if narrow { 20 } else { 24 }),
+        Constraint::Fill(1),
+    ])
+    .areas(area);
     let mut lines = vec![Line::from(vec![
         Span::raw(format!("open {}", s.fds.open)),
         Span::styled(
@@ -55,19 +60,24 @@ pub(super) fn draw(
         Paragraph::new(lines).block(Block::bordered().title("Descriptors")),
         kinds_area,
     );
+    let mut header: Vec<String> = ["PROTO", "LOCAL", "REMOTE", "STATE", "FD"]
+        .map(String::from)
+        .to_vec();
+    let mut widths = vec![
+        Constraint::Length(5),
+        Constraint::Fill(1),
+        Constraint::Fill(1),
+        Constraint::Length(11),
+        Constraint::Length(4),
+    ];
+    if !narrow {
+        header.push("RECV-Q".into());
+        widths.push(Constraint::Length(6));
+    }
     let spec = TableSpec {
         title: Line::from(format!("Sockets ({})", s.sockets.len())),
-        header: ["PROTO", "LOCAL", "REMOTE", "STATE", "FD", "RECV-Q"]
-            .map(String::from)
-            .to_vec(),
-        widths: vec![
-            Constraint::Length(5),
-            Constraint::Fill(1),
-            Constraint::Fill(1),
-            Constraint::Length(12),
-            Constraint::Length(5),
-            Constraint::Length(6),
-        ],
+        header,
+        widths,
         len: order.len(),
         theme,
         focused: true,
