@@ -160,8 +160,9 @@ class Sampler:
 
 def run_tasks(mode, socket_dir, folder, total):
     script = os.path.join(folder, "tasks.py")
+    # stderr dropped: debug mode prints a "slow callback" line per long step.
     proc = subprocess.Popen([sys.executable, script, str(total)], stdout=subprocess.PIPE,
-                            text=True, env=env_for(mode, socket_dir))
+                            stderr=subprocess.DEVNULL, text=True, env=env_for(mode, socket_dir))
     sampler = Sampler(os.path.join(socket_dir, "%d.sock" % proc.pid)) if mode == "probe+sampled" else None
     out, _ = proc.communicate(timeout=120)
     if sampler:
@@ -171,7 +172,8 @@ def run_tasks(mode, socket_dir, folder, total):
 
 def run_echo(mode, socket_dir, folder, messages):
     server = subprocess.Popen([sys.executable, os.path.join(folder, "server.py")],
-                              stdout=subprocess.PIPE, text=True, env=env_for(mode, socket_dir))
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              env=env_for(mode, socket_dir))
     sampler = None
     try:
         port = server.stdout.readline().strip()

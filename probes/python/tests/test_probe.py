@@ -304,3 +304,24 @@ def test_event_ring_is_bounded_and_counts_drops(tmp_path):
         print(json.dumps([len(data["events"]), data["dropped"]["events"], data["events"][-1]["count"]]))
         """ % str(tmp_path / "s"), env=env)
     assert json.loads(done.stdout) == [16, 25, 5], done.stderr
+
+
+def test_install_from_inside_a_running_loop_adopts_it(tmp_path):
+    env = dict(os.environ, PYTHONPATH=SRC)
+    done = run_python(tmp_path, """
+        import asyncio, json, time, leakhound_probe
+
+        async def main():
+            h = leakhound_probe.install(socket_dir=%r)
+            await asyncio.sleep(0.2)
+            time.sleep(0.3)  # a stall the adopted loop must show
+            await asyncio.sleep(0.1)
+            return h, h.snapshot()["loops"]
+
+        loop = asyncio.new_event_loop()
+        h, loops = loop.run_until_complete(main())
+        time.sleep(0.5)  # the loop has stopped: no heartbeat, and no stall either
+        after = h.snapshot()["loops"]
+        print(json.dumps([len(loops), loops[0]["lag"]["max_ms"] >= 200, len(after[0]["stalls"]), after[0]["running"]]))
+        """ % str(tmp_path / "s"), env=env)
+    assert json.loads(done.stdout) == [1, True, 1, False], done.stderr

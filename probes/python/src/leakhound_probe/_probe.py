@@ -160,6 +160,12 @@ class LoopState:
         expected = self.expected
         if not self.running or expected is None:
             return
+        loop = self.loop_ref()
+        if loop is None or not loop.is_running():
+            # Stopped without our run_forever wrapper knowing (it was running before the
+            # probe loaded): no heartbeat will come, and that is not a stall.
+            self.running = False
+            return
         overdue_ms = (now - expected) * 1000.0
         stall = self.current_stall
         if stall is not None:

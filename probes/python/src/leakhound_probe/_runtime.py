@@ -65,7 +65,19 @@ def _start(options):
         sys.set_coroutine_origin_tracking_depth(options.origin_depth)
     _start_threads(probe)
     _install_fork_hook()
+    _adopt_running_loop(probe)
     return probe
+
+
+def _adopt_running_loop(probe):
+    """install() called from inside a running loop: that loop started before our patch."""
+    events = sys.modules.get("asyncio.events")
+    loop = events._get_running_loop() if events is not None else None
+    if loop is not None and id(loop) not in probe.loops:
+        try:
+            probe.loop_state(loop).started()
+        except Exception:
+            probe.count_error()
 
 
 def _start_threads(probe):
