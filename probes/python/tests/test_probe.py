@@ -325,3 +325,26 @@ def test_install_from_inside_a_running_loop_adopts_it(tmp_path):
         print(json.dumps([len(loops), loops[0]["lag"]["max_ms"] >= 200, len(after[0]["stalls"]), after[0]["running"]]))
         """ % str(tmp_path / "s"), env=env)
     assert json.loads(done.stdout) == [1, True, 1, False], done.stderr
+
+
+def test_an_earlier_never_awaited_hook_still_runs(tmp_path):
+    env = dict(os.environ, PYTHONPATH=SRC)
+    done = run_python(tmp_path, """
+        import warnings
+        seen = []
+        original = warnings._warn_unawaited_coroutine
+        def theirs(coro):
+            seen.append(coro.__qualname__)
+            return original(coro)
+        warnings._warn_unawaited_coroutine = theirs
+        import leakhound_probe
+        h = leakhound_probe.install(socket_dir=%r)
+        async def job():
+            pass
+        job()
+        print(seen, [e["subject"] for e in h.snapshot()["events"]])
+        """ % str(tmp_path / "s"), env=env)
+    assert done.stdout.strip() == "['job'] ['job']", done.stderr
+    # Warned once, from their hook, as it would be without the probe.
+    assert done.stderr.count("RuntimeWarning: coroutine 'job' was never awaited") == 1, done.stderr
+    assert "prog.py:7: RuntimeWarning" in done.stderr

@@ -259,11 +259,15 @@ def install_warning_hooks(probe):
     _applied.add("warnings")
     original_unawaited = getattr(warnings, "_warn_unawaited_coroutine", None)
     if original_unawaited is not None:
+        # Python's own: re-done here so the warning's location stays the host's frame.
+        stdlib = getattr(original_unawaited, "__module__", None) == "warnings"
 
         def _warn_unawaited_coroutine(coro):
             if _probe is not None:
                 host = sys._getframe(1)  # the host frame running when it was dropped
                 _guard(lambda: _note_unawaited(_probe, coro, host))
+            if not stdlib:
+                return original_unawaited(coro)  # someone else's hook was first: chain to it
             # Warn as Python would (stacklevel 2 is the host frame running when it was collected).
             warnings.warn(_unawaited_text(coro), RuntimeWarning, stacklevel=2, source=coro)
 
