@@ -257,6 +257,15 @@ def test_snapshot_merges_probe_into_proc_view(program, tmp_path):
     names = {t.get("runtime_name") for t in snap["threads"]}
     assert "a-very-long-thread-name" in names and "MainThread" in names
     assert snap["probe"]["loops"][0]["tid"] == app.pid
+    assert all(not t.get("stack") for t in snap["threads"])
+    # --stacks asks the probe for every thread's stack, merged by native id.
+    done = subprocess.run([leakhound_bin(), "snapshot", str(app.pid), "--json", "--stacks"],
+                          capture_output=True, text=True, timeout=30)
+    snap = json.loads(done.stdout)
+    snap = snap.get("snapshot", snap)
+    main = [t for t in snap["threads"] if t["tid"] == app.pid][0]
+    assert main["runtime_name"] == "MainThread" and main["daemon"] is False
+    assert any("in BaseEventLoop._run_once" in frame for frame in main["stack"]), main
     # Without a probe, the note says what is still visible and how to load one.
     plain = subprocess.Popen(["sleep", "30"])
     try:

@@ -348,3 +348,28 @@ def test_an_earlier_never_awaited_hook_still_runs(tmp_path):
     # Warned once, from their hook, as it would be without the probe.
     assert done.stderr.count("RuntimeWarning: coroutine 'job' was never awaited") == 1, done.stderr
     assert "prog.py:7: RuntimeWarning" in done.stderr
+
+
+def test_log_ids_respect_other_styles_and_custom_formatters(tmp_path):
+    source = """
+        import json, logging, sys
+
+        class JsonFormatter(logging.Formatter):
+            def format(self, record):
+                return json.dumps({"msg": record.getMessage(), "tid": record.tid, "task": record.task})
+
+        brace = logging.StreamHandler(sys.stdout)
+        brace.setFormatter(logging.Formatter("{levelname}: {message}", style="{"))
+        structured = logging.StreamHandler(sys.stdout)
+        structured.setFormatter(JsonFormatter())
+        root = logging.getLogger()
+        root.addHandler(brace)
+        root.addHandler(structured)
+        root.setLevel(logging.INFO)
+        logging.info("hello")
+        """
+    done = run_python(tmp_path, source, env=probe_env(tmp_path / "s"))
+    brace_line, json_line = done.stdout.strip().splitlines()
+    record = json.loads(json_line)
+    assert record["msg"] == "hello" and record["task"] == "-" and record["tid"] > 0
+    assert brace_line == "INFO: tid=%d task=- hello" % record["tid"], done.stderr

@@ -74,8 +74,13 @@ def prefix_formatter(handler):
     field = {"%": ("%(message)s", "tid=%(tid)s task=%(task)s "),
              "{": ("{message}", "tid={tid} task={task} "),
              "$": ("${message}", "tid=${tid} task=${task} ")}
-    kind = "%" if isinstance(style, logging.PercentStyle) else (
-        "{" if isinstance(style, logging.StrFormatStyle) else "$")
+    # StrFormatStyle and StringTemplateStyle derive from PercentStyle: test them first.
+    if isinstance(style, logging.StrFormatStyle):
+        kind = "{"
+    elif isinstance(style, logging.StringTemplateStyle):
+        kind = "$"
+    else:
+        kind = "%"
     message, prefix = field[kind]
     new = fmt.replace(message, prefix + message, 1) if message in fmt else prefix + fmt
     style._fmt = new
