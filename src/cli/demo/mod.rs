@@ -157,26 +157,35 @@ fn headless(child: &mut Child, duration: Duration, python: bool) -> anyhow::Resu
         DEMO_THRESHOLDS.join(", ")
     );
     let started = Instant::now();
-    let mut targets: Vec<(u32, Box<dyn crate::source::Source>, Judge)> = Vec::new();
+    // One judge and one tracker per process: the same subject in two processes is two findings.
+    let mut targets: Vec<(u32, Box<dyn crate::source::Source>, Judge, Tracker)> = Vec::new();
     let worker = crate::source::open(&Target::Pid(child.id()))?;
-    targets.push((child.id(), worker, Judge::new(demo_config())));
-    let mut tracker = Tracker::new();
+    targets.push((
+        child.id(),
+        worker,
+        Judge::new(demo_config()),
+        Tracker::new(),
+    ));
+    let mut fired = std::collections::BTreeSet::new();
     while started.elapsed() < duration {
         let tick = Instant::now();
         if super::interrupt::interrupted() {
             break;
         }
-        let mut all = Vec::new();
         let mut discovered = None;
-        for (pid, source, judge) in targets.iter_mut() {
+        for (pid, source, judge, tracker) in targets.iter_mut() {
             match source.sample(SampleOptions::default()) {
                 Ok(s) => {
                     if discovered.is_none() {
                         discovered = python_child(&s);
                     }
-                    for mut f in judge.observe(&s) {
-                        f.subject = format!("{} @pid:{pid}", f.subject);
-                        all.push(f);
+                    for f in tracker.update(&judge.observe(&s)) {
+                        println!(
+                            "[{:>5.1}s] pid {pid:<7} {}",
+                            started.elapsed().as_secs_f64(),
+                            crate::report::text::finding_line(&f)
+                        );
+                        fired.insert(f.rule);
                     }
                 }
                 Err(e) => eprintln!("leakhound: warning: pid {pid}: {e}"),
@@ -186,19 +195,10 @@ fn headless(child: &mut Child, duration: Duration, python: bool) -> anyhow::Resu
             && let Ok(src) = crate::source::open(&Target::Pid(py))
         {
             println!("demo: the Python service is pid {py}");
-            targets.push((py, src, Judge::new(demo_config())));
-        }
-        for f in tracker.update(&all) {
-            println!(
-                "[{:>5.1}s] {}",
-                started.elapsed().as_secs_f64(),
-                crate::report::text::finding_line(&f)
-            );
+            targets.push((py, src, Judge::new(demo_config()), Tracker::new()));
         }
         std::thread::sleep(Duration::from_secs(1).saturating_sub(tick.elapsed()));
     }
-    let fired: std::collections::BTreeSet<String> =
-        tracker.all_fired().into_iter().map(|f| f.rule).collect();
     let known: Vec<&str> = crate::rules::all().iter().map(|r| r.id()).collect();
     let missing: Vec<&str> = known
         .iter()
