@@ -265,8 +265,9 @@ fn dispatch(command: Command) -> anyhow::Result<u8> {
 fn rules_command() -> anyhow::Result<u8> {
     use std::fmt::Write;
     let mut text = String::from("RULES\n");
-    for rule in crate::rules::all() {
-        let _ = writeln!(text, "  {:<18} {}", rule.id(), rule.summary());
+    // The rules plus the ones `check` decides at exit (orphan-child).
+    for (id, summary) in crate::check::rule_catalog() {
+        let _ = writeln!(text, "  {id:<18} {summary}");
     }
     text.push_str("\nTHRESHOLDS (-T KEY=VALUE)\n");
     for (key, what) in crate::config::KEYS {
