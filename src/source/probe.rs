@@ -336,9 +336,10 @@ impl Source for ProbeSocketSource {
                     pid: hello.pid,
                     source: format!("probe({})", data.runtime),
                     threads: data.threads.iter().map(probe_thread).collect(),
-                    probe: Some(data),
                     ..Snapshot::default()
                 };
+                add_missing_notes(&mut snapshot, &data);
+                snapshot.probe = Some(data);
                 snapshot.notes.push(
                     "reached through its socket: the OS view (fds, sockets, children) needs the PID as target"
                         .into(),
@@ -471,7 +472,15 @@ pub fn merge(snapshot: &mut Snapshot, data: ProbeData) {
         }
     }
     snapshot.source = format!("{}+probe({})", snapshot.source, data.runtime);
+    add_missing_notes(snapshot, &data);
     snapshot.probe = Some(data);
+}
+
+/// What the probe says it cannot see (and how to turn it on) becomes notes.
+fn add_missing_notes(snapshot: &mut Snapshot, data: &ProbeData) {
+    snapshot
+        .notes
+        .extend(data.missing.iter().map(|m| format!("probe: {m}")));
 }
 
 /// What a snapshot of a PID without a probe still shows, and how to load one.
@@ -902,6 +911,7 @@ mod tests {
         };
         let data = ProbeData {
             runtime: "python".into(),
+            missing: vec!["loops, tasks: this process has not imported asyncio".into()],
             threads: vec![crate::model::ProbeThread {
                 native_id: 11,
                 name: "worker-with-a-long-name".into(),
@@ -913,6 +923,10 @@ mod tests {
         };
         merge(&mut snap, data);
         assert_eq!(snap.source, "procfs+probe(python)");
+        assert_eq!(
+            snap.notes,
+            vec!["probe: loops, tasks: this process has not imported asyncio".to_string()]
+        );
         assert_eq!(snap.threads[0].runtime_name, None);
         assert_eq!(
             snap.threads[1].runtime_name.as_deref(),
