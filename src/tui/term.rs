@@ -9,6 +9,10 @@ use crossterm::{
 use ratatui::{Terminal, backend::CrosstermBackend};
 use std::io::{self, Stdout};
 use std::sync::Once;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// How many times the terminal was put back (observable by tests of the panic hook).
+static RESTORES: AtomicUsize = AtomicUsize::new(0);
 
 pub type RealTerminal = Terminal<CrosstermBackend<Stdout>>;
 
@@ -19,6 +23,7 @@ pub struct TerminalGuard {
 
 /// Puts the terminal back as it was; safe to call more than once.
 pub fn restore() {
+    RESTORES.fetch_add(1, Ordering::SeqCst);
     let _ = terminal::disable_raw_mode();
     let _ = execute!(io::stdout(), LeaveAlternateScreen, cursor::Show);
 }
@@ -54,4 +59,21 @@ impl Drop for TerminalGuard {
 /// Colours unless NO_COLOR is set to something non-empty (no-color.org).
 pub fn color_enabled() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_restores_the_terminal_before_unwinding() {
+        install_panic_hook();
+        let before = RESTORES.load(Ordering::SeqCst);
+        let result = std::panic::catch_unwind(|| panic!("boom inside the dashboard"));
+        assert!(result.is_err());
+        assert!(
+            RESTORES.load(Ordering::SeqCst) > before,
+            "the hook called restore()"
+        );
+    }
 }
