@@ -39,6 +39,10 @@ pub(crate) struct LagState {
     pub long_polls: HashMap<u64, LongPoll>,
     /// Blocking pool has had queued work with no idle thread since this instant.
     pub blocking_saturated_since: Option<Instant>,
+    /// Fraction of the last second the workers were busy (0..1), and the totals it was
+    /// computed from.
+    pub busy_ratio: f64,
+    busy_prev: Option<(Instant, Duration)>,
 }
 
 impl LagState {
@@ -50,6 +54,8 @@ impl LagState {
             blocked_since: None,
             long_polls: HashMap::new(),
             blocking_saturated_since: None,
+            busy_ratio: 0.0,
+            busy_prev: None,
         }
     }
 
@@ -176,6 +182,7 @@ fn watchdog(shared: Arc<Shared>, tx: tokio::sync::mpsc::Sender<Instant>) {
             Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
         }
         watch_long_polls(&shared);
+        watch_busy(&shared, now);
         watch_blocking_pool(&shared, now);
         crate::semaphore::watch(now);
     }
@@ -233,6 +240,23 @@ fn watch_long_polls(shared: &Shared) {
         });
     }
     st.long_polls = still;
+}
+
+/// The workers' busy ratio over the last second, from `worker_total_busy_duration` deltas.
+fn watch_busy(shared: &Shared, now: Instant) {
+    let m = shared.handle.metrics();
+    let workers = m.num_workers();
+    let busy: Duration = (0..workers).map(|w| m.worker_total_busy_duration(w)).sum();
+    let mut st = shared.lag();
+    match st.busy_prev {
+        Some((at, prev)) if now.duration_since(at) >= Duration::from_secs(1) => {
+            let span = now.duration_since(at).as_secs_f64() * workers.max(1) as f64;
+            st.busy_ratio = (busy.saturating_sub(prev).as_secs_f64() / span).clamp(0.0, 1.0);
+            st.busy_prev = Some((now, busy));
+        }
+        Some(_) => {}
+        None => st.busy_prev = Some((now, busy)),
+    }
 }
 
 #[cfg_attr(not(tokio_unstable), allow(unused_variables))]

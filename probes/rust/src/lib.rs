@@ -219,8 +219,7 @@ impl Probe {
 
     /// The snapshot the probe would send now, as JSON (`ProbeData` of the protocol).
     pub fn snapshot_json(&self) -> serde_json::Value {
-        serde_json::to_value(wire::snapshot(&self.shared, &mut wire::BusyPrev::default()))
-            .unwrap_or(serde_json::Value::Null)
+        serde_json::to_value(wire::snapshot(&self.shared)).unwrap_or(serde_json::Value::Null)
     }
 }
 

@@ -142,7 +142,6 @@ fn connection(stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     send(&mut writer, &hello())?;
-    let mut busy = wire::BusyPrev::default();
     loop {
         let line = match read_line_capped(&mut reader, MAX_REQUEST) {
             Ok(Some(line)) => line,
@@ -157,7 +156,7 @@ fn connection(stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
             Err(e) => return Err(e),
         };
         let reply = match serde_json::from_slice::<Value>(&line) {
-            Ok(req) => answer(&req, shared, &mut busy),
+            Ok(req) => answer(&req, shared),
             Err(e) => Some(
                 json!({"type": "error", "id": null, "error": format!("malformed request: {e}")}),
             ),
@@ -172,7 +171,7 @@ fn connection(stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
 }
 
 /// The reply to one request, or `None` for the collector's hello.
-fn answer(req: &Value, shared: &Shared, busy: &mut wire::BusyPrev) -> Option<Value> {
+fn answer(req: &Value, shared: &Shared) -> Option<Value> {
     let id = req.get("id").cloned().unwrap_or(Value::Null);
     let kind = req.get("type").and_then(Value::as_str).unwrap_or("");
     match kind {
@@ -189,7 +188,7 @@ fn answer(req: &Value, shared: &Shared, busy: &mut wire::BusyPrev) -> Option<Val
         "snapshot" => {
             // A panic while assembling must not take the connection thread's host with it.
             let data = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                serde_json::to_value(wire::snapshot(shared, busy))
+                serde_json::to_value(wire::snapshot(shared))
             }));
             match data {
                 Ok(Ok(data)) => Some(json!({"type": "snapshot", "id": id, "data": data})),

@@ -103,13 +103,6 @@ const MAX_TASKS: usize = 20_000;
 
 pub(crate) const LOOP_ID: &str = "tokio";
 
-/// Busy-time bookkeeping between two samples, for the busy ratio.
-#[derive(Default)]
-pub(crate) struct BusyPrev {
-    at: Option<Instant>,
-    busy: Duration,
-}
-
 fn loc(l: &std::panic::Location<'_>) -> String {
     format!("{}:{}:{}", l.file(), l.line(), l.column())
 }
@@ -202,20 +195,10 @@ pub(crate) fn missing() -> Vec<String> {
     m
 }
 
-pub(crate) fn snapshot(shared: &Shared, prev: &mut BusyPrev) -> ProbeData {
+pub(crate) fn snapshot(shared: &Shared) -> ProbeData {
     let now = Instant::now();
     let m = shared.handle.metrics();
     let workers = m.num_workers();
-    let busy: Duration = (0..workers).map(|w| m.worker_total_busy_duration(w)).sum();
-    let busy_ratio = match prev.at {
-        Some(at) if now > at && workers > 0 => {
-            let span = now.duration_since(at).as_secs_f64() * workers as f64;
-            (busy.saturating_sub(prev.busy).as_secs_f64() / span).clamp(0.0, 1.0)
-        }
-        _ => 0.0,
-    };
-    prev.at = Some(now);
-    prev.busy = busy;
 
     #[cfg(tokio_unstable)]
     let (bt, bi, bq) = (
@@ -247,6 +230,7 @@ pub(crate) fn snapshot(shared: &Shared, prev: &mut BusyPrev) -> ProbeData {
         });
     }
     let blocking_saturated = st.blocking_saturated_since;
+    let busy_ratio = st.busy_ratio;
     let window_ms = shared.window.as_millis() as u64;
     drop(st);
 

@@ -83,7 +83,19 @@ fn serves_tasks_lag_and_metrics_with_safe_permissions() {
         let done = tokio::spawn(tokio::time::sleep(Duration::from_millis(20)));
         let done_id = done.id().to_string();
         done.await.unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Keep one worker busy for a little over a second: the busy ratio must show it.
+        let spin = tokio::spawn(async {
+            let end = Instant::now() + Duration::from_millis(1300);
+            while Instant::now() < end {
+                let slice = Instant::now() + Duration::from_millis(10);
+                while Instant::now() < slice {
+                    std::hint::spin_loop();
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+        spin.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
 
         let data = tokio::task::spawn_blocking(move || {
             let (mut c, hello) = Client::connect(&path);
@@ -120,6 +132,11 @@ fn serves_tasks_lag_and_metrics_with_safe_permissions() {
         let lp = &data["loops"][0];
         assert!(lp["lag"]["samples"].as_u64().unwrap() >= 2, "{lp}");
         assert_eq!(lp["runtime"]["workers"], 2);
+        let busy = lp["runtime"]["busy_ratio"].as_f64().unwrap();
+        assert!(
+            busy > 0.1 && busy <= 1.0,
+            "one of two workers spun for 1.3 s: {busy}"
+        );
         assert!(lp["runtime"]["alive_tasks"].as_u64().unwrap() >= 1);
         assert!(lp["runtime"]["blocking_threads"].is_u64(), "{lp}");
         // The probe's own ticker is not reported as a user task.
