@@ -90,8 +90,9 @@ impl Judge {
     /// Adds a snapshot to the history without judging (to rebuild history after a seek).
     pub fn push(&mut self, snapshot: &Snapshot) {
         if !self.sized {
-            // A 100,000-task snapshot is tens of MB: keep fewer of those.
-            let capacity = (HISTORY_BYTES / approx_bytes(snapshot)).clamp(10, 600);
+            // A 100,000-task snapshot is ~40 MB: keep fewer of those, so memory stays bounded
+            // (the trend window then shortens; 3 is the least a trend can be fitted on).
+            let capacity = (HISTORY_BYTES / approx_bytes(snapshot)).clamp(3, 600);
             self.history = History::new(capacity, 600_000);
             self.sized = true;
         }
@@ -380,4 +381,30 @@ where
         .name(name.into())
         .spawn(move || feed(tx, ctl_rx))?;
     Ok(ctl_tx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_shrinks_for_huge_snapshots() {
+        let mut small = Judge::new(Config::default());
+        let mut huge = Judge::new(Config::default());
+        let big = crate::tui::fixture::large_snapshot(100_000, 2_000);
+        for seq in 0..20u64 {
+            let mut s = crate::tui::fixture::snapshot(seq);
+            small.observe(&s);
+            s.taken_at_ms += 1;
+            let mut b = big.clone();
+            b.taken_at_ms = s.taken_at_ms;
+            huge.push(&b);
+        }
+        assert_eq!(small.history.len(), 20);
+        assert_eq!(
+            huge.history.len(),
+            3,
+            "64 MB budget: three 100k-task snapshots at most"
+        );
+    }
 }
