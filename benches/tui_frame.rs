@@ -1,6 +1,6 @@
 //! Dashboard frame time and memory at scale: the real App drawn into TestBackend at 200×60
-//! with 100,000 live tasks and 2,000 sockets, side by side with the naive way (one table row
-//! built per task every frame, as tokio-console's task list does), in one run.
+//! with 100,000 live tasks and 2,000 sockets, side by side with the straightforward way (a
+//! table row built for every task on every frame), in one run.
 //!
 //! Run: `cargo bench --bench tui_frame` (release). Targets: a frame under 16 ms, memory
 //! under 200 MB.
