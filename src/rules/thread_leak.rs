@@ -53,14 +53,15 @@ impl Rule for ThreadLeak {
             .collect();
 
         // Growth: threads that were not there at the start of the window and all still live.
-        let (Some(oldest), Some(latest)) = (history.oldest(), history.latest()) else {
+        // The window starts at the first view the probe answered (it may load after the
+        // first /proc sample).
+        let (Some(oldest), Some(latest)) =
+            (history.iter().find(|s| s.probe.is_some()), history.latest())
+        else {
             return out;
         };
-        let span = history.span_ms();
-        if oldest.probe.is_none()
-            || latest.probe.is_none()
-            || (span as u128) < config.growth_min_window.as_millis()
-        {
+        let span = latest.taken_at_ms.saturating_sub(oldest.taken_at_ms);
+        if latest.probe.is_none() || (span as u128) < config.growth_min_window.as_millis() {
             return out;
         }
         let before = non_daemon(oldest);
@@ -104,7 +105,7 @@ impl Rule for ThreadLeak {
 mod tests {
     use super::super::probe_common::testing::history;
     use super::*;
-    use crate::model::{ProbeData, ProbeEvent, ProbeThread};
+    use crate::model::{ProbeData, ProbeEvent, ProbeThread, Snapshot};
 
     fn threads(n: u32, daemon: bool) -> ProbeData {
         let mut t: Vec<ProbeThread> = (0..n)
@@ -155,6 +156,30 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].subject, "pid:42/non-daemon-threads");
         assert_eq!(f[0].evidence["new"], 11);
+    }
+
+    #[test]
+    fn the_window_starts_when_the_probe_first_answered() {
+        let mut h = History::default();
+        // Two /proc-only samples before the probe was up.
+        for t in [0u64, 1_000] {
+            h.push(Snapshot {
+                taken_at_ms: t,
+                pid: 42,
+                ..Snapshot::default()
+            });
+        }
+        for i in 0..12u64 {
+            h.push(Snapshot {
+                taken_at_ms: 2_000 + i * 1_000,
+                pid: 42,
+                probe: Some(threads(2 + i as u32, false)),
+                ..Snapshot::default()
+            });
+        }
+        let f = ThreadLeak.check(&h, &Config::default());
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].evidence["window_s"], 11.0);
     }
 
     #[test]
