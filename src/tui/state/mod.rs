@@ -51,6 +51,15 @@ impl ViewKind {
         }
     }
 
+    /// The tab's name on a narrow terminal.
+    pub fn short_title(self) -> &'static str {
+        match self {
+            ViewKind::Processes => "Procs",
+            ViewKind::Files => "Files",
+            other => other.title(),
+        }
+    }
+
     /// The letter that switches to it (besides its number).
     pub fn letter(self) -> char {
         match self {

@@ -65,13 +65,7 @@ fn render_tabs(frame: &mut Frame, area: Rect, state: &State, theme: Theme) {
                 v.title().to_string()
             } else {
                 // Narrow terminals: short names for the views not shown.
-                v.title()
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .chars()
-                    .take(5)
-                    .collect()
+                v.short_title().to_string()
             };
             if *v == ViewKind::Findings && !state.findings.is_empty() {
                 title = format!("{title}({})", state.findings.len());
