@@ -4,7 +4,7 @@
 //! [check]
 //! fail-on = "warning"      # info | warning | error
 //! settle = "2s"            # longest wait for things to wind down at exit
-//! interval = "250ms"       # time between samples while the command runs
+//! interval = "500ms"       # time between samples while the command runs
 //! keep-orphans = false
 //!
 //! [thresholds]             # the keys of `leakhound rules`

@@ -28,7 +28,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<u8> {
     let interval = args
         .interval
         .or(settings.interval)
-        .unwrap_or(Duration::from_millis(250));
+        .unwrap_or(Duration::from_millis(500));
     if interval.is_zero() {
         anyhow::bail!("--interval must be above zero: write e.g. --interval 250ms");
     }

@@ -165,7 +165,8 @@ pub struct CheckArgs {
     /// Leave descendants that outlive the command running instead of killing them.
     #[arg(long)]
     pub keep_orphans: bool,
-    /// Time between samples while the command runs [default: 250ms].
+    /// Time between samples while the command runs [default: 500ms]; what is left at exit is
+    /// seen at the exit itself, whatever the interval.
     #[arg(long, value_parser = parse_duration_arg)]
     pub interval: Option<Duration>,
     /// Set a rule threshold, e.g. -T stuck-task.after=30s (repeatable; `leakhound rules` lists keys).
