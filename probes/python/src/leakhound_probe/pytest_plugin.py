@@ -321,6 +321,13 @@ def _child_states(pids):
     return out
 
 
+def _is_pool_worker(thread):
+    """A concurrent.futures thread-pool worker (it lives until its executor shuts down)."""
+    module = sys.modules.get("concurrent.futures.thread")
+    worker = getattr(module, "_worker", None)
+    return worker is not None and getattr(thread, "_target", None) is worker
+
+
 def _runtime_helpers():
     """(pids, fds) of helper processes Python's multiprocessing starts once and keeps for the
     interpreter's life by design (the resource tracker, the fork server): the first test that
@@ -766,6 +773,9 @@ class Checker:
             running = [p for p, (state, _cmd) in children.items() if state not in ("Z", "X")]
             if not (threads or fds or children):
                 return
+            # An executor's idle worker waits for work until the executor is shut down: waiting
+            # for it to end would only spend the settle time.
+            waiting_for = [t for t in threads if not _is_pool_worker(t)]
             if not collected:
                 # Unreachable objects still hold descriptors until collected; collect once,
                 # only when there is something to explain (a full collection per test would
@@ -773,7 +783,7 @@ class Checker:
                 collected = True
                 gc.collect()
                 continue
-            if (not threads and not running) or time.monotonic() >= deadline:
+            if (not waiting_for and not running) or time.monotonic() >= deadline:
                 break
             time.sleep(wait)
             wait = min(wait * 2, 0.05)
