@@ -8,16 +8,27 @@ import sys
 def _load_probe():
     if os.environ.get("LEAKHOUND_PROBE", "").strip() not in ("1", "true", "yes", "on"):
         return
+    # Load the copy this hook belongs to (<pkg>/_hook/), not whatever leakhound_probe comes
+    # first on sys.path: leakhound embeds the probe that speaks its protocol, and an older or
+    # newer installed one must not shadow it. Loading by location leaves sys.path untouched.
+    import importlib.util
+
+    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(
+        "leakhound_probe",
+        os.path.join(package_dir, "__init__.py"),
+        submodule_search_locations=[package_dir],
+    )
+    if spec is None or spec.loader is None:
+        return
+    leakhound_probe = importlib.util.module_from_spec(spec)
+    sys.modules["leakhound_probe"] = leakhound_probe
     try:
-        import leakhound_probe
-    except ImportError:
-        # Not installed: this file lives in <root>/leakhound_probe/_hook/.
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        sys.path.append(root)
-        try:
-            import leakhound_probe
-        except ImportError:
-            return
+        spec.loader.exec_module(leakhound_probe)
+    except Exception as err:  # the host program must start whatever happens here
+        sys.modules.pop("leakhound_probe", None)
+        sys.stderr.write("leakhound_probe: not loaded: %r\n" % (err,))
+        return
     try:
         leakhound_probe.install()
     except Exception as err:  # the host program must start whatever happens here
