@@ -11,7 +11,18 @@ pub struct History {
     snapshots: VecDeque<Snapshot>,
     capacity: usize,
     max_age_ms: u64,
+    /// When set, the first snapshot pushed sizes `capacity` so the ring stays within this
+    /// many bytes: a process with 100,000 tasks gets a shorter window, not gigabytes.
+    byte_budget: Option<usize>,
 }
+
+/// What [`History::default`] may hold: 64 MiB of snapshots.
+pub const DEFAULT_BYTE_BUDGET: usize = 64 << 20;
+/// The default window: 600 samples (10 minutes at 1 Hz), for fd-exhaustion's forecasts.
+const DEFAULT_CAPACITY: usize = 600;
+const DEFAULT_MAX_AGE_MS: u64 = 600_000;
+/// The fewest snapshots a budget may shrink the ring to (a trend needs several points).
+const MIN_CAPACITY: usize = 3;
 
 impl History {
     /// `capacity` snapshots at most, none older than `max_age_ms` than the newest.
@@ -20,10 +31,24 @@ impl History {
             snapshots: VecDeque::with_capacity(capacity.min(1024)),
             capacity: capacity.max(1),
             max_age_ms,
+            byte_budget: None,
+        }
+    }
+
+    /// The default window, shortened as needed to keep within `bytes`, judged by the size of
+    /// the first snapshot pushed.
+    pub fn bounded(bytes: usize) -> Self {
+        History {
+            byte_budget: Some(bytes),
+            ..History::new(DEFAULT_CAPACITY, DEFAULT_MAX_AGE_MS)
         }
     }
 
     pub fn push(&mut self, snapshot: Snapshot) {
+        if let Some(budget) = self.byte_budget.take() {
+            let fit = budget / snapshot.approx_bytes().max(1);
+            self.capacity = fit.clamp(MIN_CAPACITY, self.capacity.max(MIN_CAPACITY));
+        }
         let newest = snapshot.taken_at_ms;
         self.snapshots.push_back(snapshot);
         while self.snapshots.len() > self.capacity {
@@ -81,8 +106,7 @@ impl History {
 
 impl Default for History {
     fn default() -> Self {
-        // 10 minutes at 1 Hz: enough for the 10-minute forecasts of fd-exhaustion.
-        History::new(600, 600_000)
+        History::bounded(DEFAULT_BYTE_BUDGET)
     }
 }
 
@@ -105,6 +129,27 @@ mod tests {
         }
         assert_eq!(h.len(), 3);
         assert_eq!(h.oldest().unwrap().taken_at_ms, 7);
+    }
+
+    #[test]
+    fn bounded_by_bytes_from_the_first_snapshot() {
+        let small = snap(0);
+        let mut h = History::bounded(small.approx_bytes() * 10);
+        for t in 0..50 {
+            h.push(snap(t));
+        }
+        assert_eq!(h.len(), 10);
+
+        let mut huge = snap(0);
+        huge.threads = vec![Default::default(); 100_000];
+        let mut h = History::bounded(1 << 20);
+        for t in 0..50 {
+            h.push(Snapshot {
+                taken_at_ms: t,
+                ..huge.clone()
+            });
+        }
+        assert_eq!(h.len(), MIN_CAPACITY);
     }
 
     #[test]

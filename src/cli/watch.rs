@@ -22,7 +22,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
     let target = source.describe();
     let started = Instant::now();
     let rules = crate::rules::all();
-    let mut history = history_for(&first);
+    let mut history = History::default();
     let mut tracker = Tracker::new();
     let mut samples = 0u64;
     let mut errors = 0u64;
@@ -121,18 +121,6 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
     } else {
         EXIT_CLEAN
     })
-}
-
-/// Listed items (threads, sockets, descendants, tasks) the history may hold in all, ~60 MB:
-/// a process with thousands of threads and sockets gets a shorter window instead of a
-/// history of hundreds of megabytes.
-const HISTORY_ITEM_BUDGET: usize = 300_000;
-
-fn history_for(first: &crate::model::Snapshot) -> History {
-    let items =
-        1 + first.threads.len() + first.sockets.len() + first.children.len() + first.tasks().len();
-    // The default: 600 samples, 10 minutes.
-    History::new((HISTORY_ITEM_BUDGET / items).clamp(60, 600), 600_000)
 }
 
 fn remaining(started: Instant, limit: Option<Duration>) -> Duration {

@@ -48,6 +48,16 @@ impl Snapshot {
         self.sockets.iter().filter(|s| s.state == state).count()
     }
 
+    /// Roughly what this snapshot costs in memory: what bounded histories are sized by.
+    pub fn approx_bytes(&self) -> usize {
+        let fds = self.fd_list.as_ref().map_or(0, Vec::len);
+        4096 + self.tasks().len() * 400
+            + self.threads.len() * 200
+            + self.sockets.len() * 150
+            + self.children.len() * 150
+            + fds * 80
+    }
+
     pub fn zombies(&self) -> impl Iterator<Item = &Child> {
         self.children
             .iter()

@@ -48,23 +48,11 @@ pub struct Judge {
     history: History,
     rules: Vec<Box<dyn Rule>>,
     config: Config,
-    sized: bool,
     tracker: Tracker,
-}
-
-/// Roughly what one snapshot costs in memory, to size the history.
-fn approx_bytes(s: &Snapshot) -> usize {
-    4096 + s.tasks().len() * 400
-        + s.threads.len() * 200
-        + s.sockets.len() * 150
-        + s.children.len() * 150
 }
 
 /// How many quiet findings the dashboard lists under the live ones.
 const RESOLVED_SHOWN: usize = 50;
-
-/// Budget for the history of one target.
-const HISTORY_BYTES: usize = 64 << 20;
 
 impl Judge {
     pub fn new(config: Config) -> Self {
@@ -72,7 +60,6 @@ impl Judge {
             history: History::default(),
             rules: rules::all(),
             config,
-            sized: false,
             tracker: Tracker::new(),
         }
     }
@@ -83,19 +70,11 @@ impl Judge {
 
     pub fn reset(&mut self) {
         self.history = History::default();
-        self.sized = false;
         self.tracker = Tracker::new();
     }
 
     /// Adds a snapshot to the history without judging (to rebuild history after a seek).
     pub fn push(&mut self, snapshot: &Snapshot) {
-        if !self.sized {
-            // A 100,000-task snapshot is ~40 MB: keep fewer of those, so memory stays bounded
-            // (the trend window then shortens; 3 is the least a trend can be fitted on).
-            let capacity = (HISTORY_BYTES / approx_bytes(snapshot)).clamp(3, 600);
-            self.history = History::new(capacity, 600_000);
-            self.sized = true;
-        }
         self.history.push(snapshot.clone());
     }
 
