@@ -412,6 +412,8 @@ struct Watched {
     recent: Vec<Snapshot>,
     /// When leakhound started this process itself (the command), ms since the epoch.
     started_ms: Option<u64>,
+    /// For the command itself: its first view (see [`start_view`]).
+    start_view: Option<Snapshot>,
 }
 
 impl Watched {
@@ -430,6 +432,7 @@ impl Watched {
             baseline: None,
             recent: Vec::new(),
             started_ms: None,
+            start_view: None,
         }
     }
 
@@ -470,6 +473,9 @@ impl Watched {
             crate::rules::evaluate(rules, &self.history, config),
         );
         if self.baseline.is_none() {
+            if self.started_ms.is_some() {
+                self.start_view = Some(start_view(&snapshot));
+            }
             self.baseline = Some(snapshot);
         } else {
             self.recent.push(snapshot);
@@ -501,8 +507,30 @@ impl Watched {
         );
     }
 
+    /// The first view and the last samples.
     fn window(&self) -> Vec<&Snapshot> {
-        self.baseline.iter().chain(self.recent.iter()).collect()
+        self.start_view
+            .as_ref()
+            .or(self.baseline.as_ref())
+            .into_iter()
+            .chain(self.recent.iter())
+            .collect()
+    }
+}
+
+/// The command's first view: the first sample's descriptors (a runtime's own, opened before
+/// `main`, are not the program's leaks) and, for threads, the main thread only — exec leaves
+/// one thread, so any other was started by the program, however early (a busy machine can take
+/// the first sample late enough to count the program's first threads as "already there").
+fn start_view(first: &Snapshot) -> Snapshot {
+    Snapshot {
+        threads: first
+            .threads
+            .iter()
+            .filter(|t| t.tid == first.pid)
+            .cloned()
+            .collect(),
+        ..first.clone()
     }
 }
 
@@ -510,13 +538,16 @@ impl Watched {
 #[cfg(target_os = "linux")]
 fn exit_sample(pid: u32) -> Option<Snapshot> {
     use crate::source::Source;
-    let mut source = crate::source::procfs::ProcSource::new(pid).ok()?;
-    source
-        .sample(SampleOptions {
-            fd_list: true,
-            stacks: false,
-        })
-        .ok()
+    // A thread vanishing mid-read can fail one attempt; the process itself stays stopped.
+    (0..3).find_map(|_| {
+        crate::source::procfs::ProcSource::new(pid)
+            .ok()?
+            .sample(SampleOptions {
+                fd_list: true,
+                stacks: false,
+            })
+            .ok()
+    })
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -667,15 +698,23 @@ pub fn run(options: &CheckOptions) -> anyhow::Result<CheckReport> {
     let ending = ending.map_err(|e| anyhow::anyhow!("waiting for pid {pid}: {e}"))?;
     let status = ending.status;
     // Threads cut short by the exit belong in the view at the exit, even when they were gone
-    // from /proc by the time it was read.
+    // from /proc by the time it was read (or /proc could not be read there at all).
+    if at_exit.is_none() && !ending.cut_threads.is_empty() {
+        at_exit = Some(Snapshot {
+            pid,
+            ..Default::default()
+        });
+    }
     if let Some(exit) = at_exit.as_mut() {
         for cut in &ending.cut_threads {
-            if exit.threads.iter().all(|t| t.tid != cut.tid) {
-                exit.threads.push(crate::model::Thread {
+            match exit.threads.iter_mut().find(|t| t.tid == cut.tid) {
+                // Listed while dying (a zombie thread): it was cut short, not finished.
+                Some(t) => t.state = ProcState::Unknown,
+                None => exit.threads.push(crate::model::Thread {
                     tid: cut.tid,
                     name: cut.name.clone(),
                     ..Default::default()
-                });
+                }),
             }
         }
     }

@@ -16,12 +16,31 @@ use std::process::ExitStatus;
 /// ended); then nothing is changed and [`wait`] works like a plain `waitpid`.
 #[cfg(target_os = "linux")]
 pub fn seize(pid: u32) -> std::io::Result<()> {
+    seize_one(pid as libc::pid_t)?;
+    // Threads the command started before we got here are not followed by TRACECLONE (it
+    // applies to threads the traced ones create): seize them one by one. Every thread started
+    // after this is created by a traced thread.
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for tid in tasks
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        {
+            if tid != pid as i32 {
+                let _ = seize_one(tid);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+fn seize_one(tid: libc::pid_t) -> std::io::Result<()> {
     let options = libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_TRACECLONE;
     // SAFETY: PTRACE_SEIZE takes a pid and an options word; no memory is passed.
     let r = unsafe {
         libc::ptrace(
             libc::PTRACE_SEIZE,
-            pid as libc::pid_t,
+            tid,
             std::ptr::null_mut::<libc::c_void>(),
             options as usize as *mut libc::c_void,
         )

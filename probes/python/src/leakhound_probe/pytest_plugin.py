@@ -321,6 +321,25 @@ def _child_states(pids):
     return out
 
 
+def _probe_sockets():
+    """Inodes of Unix sockets bound under leakhound's socket folder: the probe's listener and
+    the connections leakhound's collector makes to it. They are leakhound's, never a test's."""
+    folder = os.environ.get("LEAKHOUND_SOCKET_DIR")
+    if not folder:
+        return set()
+    out = set()
+    try:
+        with open("/proc/self/net/unix") as f:
+            next(f, None)
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 8 and parts[7].startswith(folder):
+                    out.add("socket:[%s]" % parts[6])
+    except OSError:
+        pass
+    return out
+
+
 def _is_pool_worker(thread):
     """A concurrent.futures thread-pool worker (it lives until its executor shuts down)."""
     module = sys.modules.get("concurrent.futures.thread")
@@ -766,6 +785,9 @@ class Checker:
                 fd: target for fd, target in _fd_table().items()
                 if fds0.get(fd) != target and (fd, target) not in self.scoped["fds"] and fd > 2
             }
+            if fds and any(t.startswith("socket:") for t in fds.values()):
+                ours = _probe_sockets()
+                fds = {fd: t for fd, t in fds.items() if t not in ours}
             children = {
                 pid: v for pid, v in _child_states(self.spawned).items()
                 if pid not in self.scoped["children"]
