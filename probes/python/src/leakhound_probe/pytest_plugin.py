@@ -341,10 +341,16 @@ def _probe_sockets():
 
 
 def _is_pool_worker(thread):
-    """A concurrent.futures thread-pool worker (it lives until its executor shuts down)."""
+    """A concurrent.futures thread-pool worker whose executor is still open: it waits for work
+    until the executor shuts down. (A worker of an executor already shut down is on its way
+    out, and is waited for.)"""
     module = sys.modules.get("concurrent.futures.thread")
     worker = getattr(module, "_worker", None)
-    return worker is not None and getattr(thread, "_target", None) is worker
+    if worker is None or getattr(thread, "_target", None) is not worker:
+        return False
+    args = getattr(thread, "_args", ())
+    executor = args[0]() if args and callable(args[0]) else None
+    return executor is not None and not getattr(executor, "_shutdown", True)
 
 
 def _runtime_helpers():
