@@ -8,8 +8,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// Longest request line accepted from a collector.
@@ -54,23 +54,29 @@ pub(crate) fn bind(dir: &Path) -> std::io::Result<(UnixListener, PathBuf)> {
 }
 
 pub(crate) fn serve(listener: UnixListener, shared: Arc<Shared>) {
-    let active = Arc::new(AtomicUsize::new(0));
+    // Each live connection: a handle on its socket (to shut it down) and its thread.
+    let mut connections: Vec<(UnixStream, std::thread::JoinHandle<()>)> = Vec::new();
     while !shared.stop.load(Ordering::Relaxed) {
+        connections.retain(|(_, thread)| !thread.is_finished());
         match listener.accept() {
             Ok((stream, _)) => {
-                if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                if connections.len() >= MAX_CONNECTIONS {
                     continue; // dropped: closes it
                 }
-                active.fetch_add(1, Ordering::Relaxed);
-                let (shared, mine) = (shared.clone(), active.clone());
+                let Ok(handle) = stream.try_clone() else {
+                    continue;
+                };
+                // Weak: a connection idling in read must not keep `Shared` (and through its
+                // tokio Handle, the host runtime's epoll and eventfd) alive after the probe
+                // and the runtime are dropped; `check` would see them as never closed.
+                let shared = Arc::downgrade(&shared);
                 let spawned = std::thread::Builder::new()
                     .name("leakhound-conn".into())
                     .spawn(move || {
                         let _ = connection(stream, &shared);
-                        mine.fetch_sub(1, Ordering::Relaxed);
                     });
-                if spawned.is_err() {
-                    active.fetch_sub(1, Ordering::Relaxed);
+                if let Ok(thread) = spawned {
+                    connections.push((handle, thread));
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -78,6 +84,13 @@ pub(crate) fn serve(listener: UnixListener, shared: Arc<Shared>) {
             }
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
+    }
+    // Stopping: wake every connection blocked in read and wait for it, so the probe's sockets
+    // are closed by the time `Probe` is dropped, not whenever an idle timeout ends.
+    for (socket, thread) in connections {
+        let _ = socket.shutdown(std::net::Shutdown::Both);
+        drop(socket);
+        let _ = thread.join();
     }
 }
 
@@ -132,7 +145,7 @@ fn hello() -> Value {
     })
 }
 
-fn connection(stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
+fn connection(stream: UnixStream, shared: &Weak<Shared>) -> std::io::Result<()> {
     if !peer_allowed(&stream) {
         return Ok(());
     }
@@ -155,12 +168,17 @@ fn connection(stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
             }
             Err(e) => return Err(e),
         };
+        // The probe was dropped: say nothing more, close.
+        let Some(shared) = shared.upgrade() else {
+            return Ok(());
+        };
         let reply = match serde_json::from_slice::<Value>(&line) {
-            Ok(req) => answer(&req, shared),
+            Ok(req) => answer(&req, &shared),
             Err(e) => Some(
                 json!({"type": "error", "id": null, "error": format!("malformed request: {e}")}),
             ),
         };
+        drop(shared);
         let Some(reply) = reply else { continue };
         let close = reply["close"].as_bool().unwrap_or(false);
         send(&mut writer, &reply)?;
