@@ -14,7 +14,7 @@ pub mod tree;
 use crate::config::Config;
 use crate::findings::{Finding, Severity, sort_findings};
 use crate::history::History;
-use crate::model::{FdKind, ProcState, Snapshot};
+use crate::model::{FdKind, ProcState, Proto, Snapshot};
 use crate::source::{SampleOptions, Target};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -258,7 +258,7 @@ pub fn left_open(
             .sockets
             .iter()
             .find(|s| s.fd == Some(fd.fd) || format!("socket:[{}]", s.inode) == fd.target);
-        if socket.is_some_and(|s| probe_inodes.contains(&s.inode)) {
+        if socket.is_some_and(|s| probe_inodes.contains(&s.inode) || in_process_pair(s, last)) {
             continue;
         }
         let what = match (fd.kind, socket) {
@@ -811,6 +811,21 @@ pub fn run(options: &CheckOptions) -> anyhow::Result<CheckReport> {
 /// a clean command costs one scan. Children that finish while we wait are reaped and not
 /// blamed; zombies present at the first look are.
 ///
+/// A connected, unnamed Unix socket whose twin (the other end of the same `socketpair()`, whose
+/// inodes the kernel allocates together) the process also holds: an in-process wake-up channel
+/// such as tokio's signal driver or a self-pipe, kept by design for the process's life. It
+/// reaches nothing outside the process; a pair leaked per request still shows as leak-growth.
+fn in_process_pair(socket: &crate::model::Socket, snapshot: &Snapshot) -> bool {
+    let unnamed_connected = |s: &crate::model::Socket| {
+        s.proto == Proto::Unix && s.local.is_empty() && s.state == "CONNECTED"
+    };
+    unnamed_connected(socket)
+        && snapshot.sockets.iter().any(|other| {
+            unnamed_connected(other)
+                && (other.inode == socket.inode + 1 || other.inode + 1 == socket.inode)
+        })
+}
+
 /// `exit_view`: the command's descendants as seen when it exited (the sample at its exit,
 /// else its last sample). Zombies in it are the children it left unreaped; they are blamed
 /// even if they were re-parented and reaped since. A child that ends just after the command
@@ -939,6 +954,44 @@ pub fn parse_output(spec: &str) -> Result<(ReportFormat, PathBuf), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn unix(inode: u64, local: &str, state: &str) -> crate::model::Socket {
+        crate::model::Socket {
+            proto: Proto::Unix,
+            local: local.into(),
+            remote: String::new(),
+            state: state.into(),
+            inode,
+            fd: None,
+            rx_queue: 0,
+            tx_queue: 0,
+        }
+    }
+
+    #[test]
+    fn a_socketpair_held_whole_is_in_process_and_a_lone_socket_is_not() {
+        let pair = Snapshot {
+            sockets: vec![unix(100, "", "CONNECTED"), unix(101, "", "CONNECTED")],
+            ..Default::default()
+        };
+        assert!(in_process_pair(&pair.sockets[0], &pair));
+        assert!(in_process_pair(&pair.sockets[1], &pair));
+
+        // One end only (the peer is another process), or a named socket beside it: judged.
+        let lone = Snapshot {
+            sockets: vec![
+                unix(100, "", "CONNECTED"),
+                unix(101, "/run/x.sock", "CONNECTED"),
+            ],
+            ..Default::default()
+        };
+        assert!(!in_process_pair(&lone.sockets[0], &lone));
+        let apart = Snapshot {
+            sockets: vec![unix(100, "", "CONNECTED"), unix(205, "", "CONNECTED")],
+            ..Default::default()
+        };
+        assert!(!in_process_pair(&apart.sockets[0], &apart));
+    }
     use crate::model::{Fd, Proto, Socket, Thread};
 
     fn finding(sev: Severity) -> Finding {
