@@ -102,7 +102,14 @@ fn orphan_is_found_then_killed_and_kept_when_asked() {
         dir.path(),
     );
     let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    let pid = report["findings"][0]["evidence"]["pid"].as_u64().unwrap() as u32;
+    // Find it by rule: under load other findings may sort beside it.
+    let kept = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "orphan-child")
+        .expect("orphan-child finding with --keep-orphans");
+    let pid = kept["evidence"]["pid"].as_u64().unwrap() as u32;
     assert!(pid_alive(pid), "--keep-orphans must leave {pid} running");
     let _ = Command::new("kill").arg(pid.to_string()).status();
 }
