@@ -34,7 +34,13 @@ fn snapshot(url: &str) -> Option<Value> {
         .iter()
         .filter(|t| t["name"].as_str().is_some_and(|n| !n.is_empty()))
         .count();
-    (named >= 4).then_some(v)
+    // Resource updates (the semaphore's waiters) arrive in later increments than the tasks:
+    // wait for them too, so the assertions judge a settled view, not the first update.
+    let waiters_seen = v["probe"]["pools"]
+        .as_array()?
+        .iter()
+        .any(|p| p["kind"] == "semaphore" && p["queued"].as_u64().is_some_and(|q| q > 0));
+    (named >= 4 && waiters_seen).then_some(v)
 }
 
 fn task_named<'a>(snap: &'a Value, name: &str) -> &'a Value {
