@@ -31,6 +31,10 @@ pub const UNCLOSED_RESOURCE: &str = "unclosed-resource";
 /// Threads whose names start with this belong to leakhound's own probes, never the program.
 const PROBE_THREAD_PREFIX: &str = "leakhound";
 
+/// tokio's default names for its runtime threads as /proc shows them (cut to 15 bytes):
+/// "tokio-rt-worker" since tokio 1.50, "tokio-runtime-worker" before.
+const TOKIO_THREAD_NAMES: [&str; 2] = ["tokio-rt-worker", "tokio-runtime-w"];
+
 /// Every rule a `check` report can name, with its one-line summary: the rules of
 /// `rules::all()` plus the ones `check` decides at exit. SARIF and JUnit list them all.
 pub fn rule_catalog() -> Vec<(String, String)> {
@@ -299,7 +303,12 @@ pub fn left_open(
     // exit has none, so names come from the samples before.
     let tids = |s: &Snapshot| -> BTreeSet<u32> { s.threads.iter().map(|t| t.tid).collect() };
     let (base_tids, held_tids) = (tids(first), tids(before_last));
-    let probed = had_probe || snapshots.iter().any(|s| s.probe.is_some());
+    // Only a probe that names threads (Python's) can vouch that an unnamed one is not the
+    // program's; the Rust probe names none, so a tokio program's threads are judged by /proc.
+    let probed = had_probe
+        || snapshots
+            .iter()
+            .any(|s| s.probe.as_ref().is_some_and(|p| !p.threads.is_empty()));
     let runtime_name = |tid: u32| -> Option<String> {
         snapshots
             .iter()
@@ -310,8 +319,8 @@ pub fn left_open(
     };
     for t in &last.threads {
         let known = runtime_name(t.tid);
-        // With a probe loaded, a thread it never named is its own (or not the runtime's):
-        // the probe's shutdown report speaks for the runtime's threads.
+        // With a thread-naming probe loaded, a thread it never named is its own (or not the
+        // runtime's): the probe's shutdown report speaks for the runtime's threads.
         if probed && known.is_none() {
             continue;
         }
@@ -324,20 +333,31 @@ pub fn left_open(
         {
             continue;
         }
-        out.push(
-            Finding::new(
-                THREAD_LEAK,
-                Severity::Warning,
-                format!("thread:{name}"),
-                format!(
-                    "thread '{name}' (tid {}) started during the run was still alive when the command exited",
-                    t.tid
-                ),
+        let tokio = TOKIO_THREAD_NAMES.iter().any(|n| name.starts_with(n));
+        let (role, fate) = if tokio {
+            (
+                ", a tokio runtime's thread",
+                ": its runtime was never shut down",
             )
-            .with("tid", t.tid)
-            .with("thread_name", name)
-            .with("source", "procfs"),
-        );
+        } else {
+            ("", "")
+        };
+        let mut finding = Finding::new(
+            THREAD_LEAK,
+            Severity::Warning,
+            format!("thread:{name}"),
+            format!(
+                "thread '{name}' (tid {}{role}) started during the run was still alive when the command exited{fate}",
+                t.tid
+            ),
+        )
+        .with("tid", t.tid)
+        .with("thread_name", name)
+        .with("source", "procfs");
+        if tokio {
+            finding = finding.with("runtime", "tokio");
+        }
+        out.push(finding);
     }
     out
 }
@@ -992,7 +1012,7 @@ mod tests {
         };
         assert!(!in_process_pair(&apart.sockets[0], &apart));
     }
-    use crate::model::{Fd, Proto, Socket, Thread};
+    use crate::model::{Fd, ProbeData, Proto, Socket, Thread};
 
     fn finding(sev: Severity) -> Finding {
         Finding::new("x", sev, "s", "m")
@@ -1137,5 +1157,44 @@ mod tests {
         let f = left_open(&[&first, &mid, &last], Some(&exit), "/tmp/lh", false);
         let subjects: Vec<&str> = f.iter().map(|f| f.subject.as_str()).collect();
         assert_eq!(subjects, vec!["fd:6"]);
+    }
+
+    #[test]
+    fn a_tokio_runtime_left_running_is_named_and_a_naming_probe_vouches_for_unnamed_threads() {
+        let tokio_view = |tids: &[u32], probe: Option<ProbeData>| {
+            let mut s = snap(&[], tids);
+            for t in s.threads.iter_mut().filter(|t| t.tid != 100) {
+                t.name = "tokio-rt-worker".into();
+            }
+            s.probe = probe;
+            s
+        };
+        // The Rust probe names no threads: /proc's names are judged, and tokio's are said so.
+        let rust_probe = || Some(ProbeData::default());
+        let first = tokio_view(&[100], rust_probe());
+        let mid = tokio_view(&[100, 101], rust_probe());
+        let last = tokio_view(&[100, 101], rust_probe());
+        let f = left_open(&[&first, &mid, &last], None, "/tmp/lh", false);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].subject, "thread:tokio-rt-worker");
+        assert!(f[0].message.contains("tokio runtime"), "{}", f[0].message);
+        assert_eq!(f[0].evidence["runtime"], "tokio");
+        // A probe that names threads and never named this one: its own, not judged.
+        let naming = || {
+            Some(ProbeData {
+                threads: vec![crate::model::ProbeThread {
+                    native_id: 100,
+                    name: "MainThread".into(),
+                    ..Default::default()
+                }],
+                ..ProbeData::default()
+            })
+        };
+        let (first, mid, last) = (
+            tokio_view(&[100], naming()),
+            tokio_view(&[100, 101], naming()),
+            tokio_view(&[100, 101], naming()),
+        );
+        assert!(left_open(&[&first, &mid, &last], None, "/tmp/lh", false).is_empty());
     }
 }

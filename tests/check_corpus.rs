@@ -45,6 +45,8 @@ fn check_with(extra: &[&str], command: &[&str]) -> (i32, Vec<String>, String) {
             "check",
             "-T",
             "stuck-task.after=1s",
+            "-T",
+            "never-awaited.unpolled-after=1s",
             // Zombies left at exit are seen at the exit itself; while running, the /proc walk
             // is paced at 1 s, so a shorter run-time threshold would judge a stale walk.
             "-T",
@@ -192,6 +194,18 @@ rust_pair!(
     rust_zombie_clean,
     "corpus_zombie",
     "zombie-child"
+);
+rust_pair!(
+    rust_never_awaited_leak,
+    rust_never_awaited_clean,
+    "corpus_never_awaited",
+    "never-awaited"
+);
+rust_pair!(
+    rust_executor_leak,
+    rust_executor_clean,
+    "corpus_executor",
+    "thread-leak"
 );
 /// No ignores: the probe must leave nothing of its own open (its connection threads once kept
 /// the runtime's epoll and eventfd alive past the runtime's drop), so the clean twin passes as is.
