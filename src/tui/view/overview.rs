@@ -53,7 +53,8 @@ fn process_box(s: &Snapshot, theme: Theme) -> Paragraph<'static> {
             lines.push(Line::styled(format!("cmd {}", p.cmd), theme.dim()));
             lines.push(Line::raw(format!(
                 "rss {}  cpu {}",
-                style::bytes(p.rss_bytes),
+                // The report's sizes, so the dashboard and the reports say the same (MiB).
+                crate::report::text::bytes(p.rss_bytes),
                 style::duration(p.cpu_time_ms)
             )));
         }

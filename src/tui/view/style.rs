@@ -87,21 +87,6 @@ pub fn duration(ms: u64) -> String {
     }
 }
 
-pub fn bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 /// Cuts `s` to at most `width` characters, ending in `…` when cut.
 pub fn fit(s: &str, width: usize) -> String {
     if s.chars().count() <= width {
@@ -122,7 +107,6 @@ mod tests {
         assert_eq!(duration(12_345), "12.3s");
         assert_eq!(duration(245_000), "4m 05s");
         assert_eq!(duration(7_380_000), "2h 03m");
-        assert_eq!(bytes(3 * 1024 * 1024), "3.0 MB");
         assert_eq!(fit("abcdef", 4), "abc…");
     }
 }
