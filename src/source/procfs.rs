@@ -11,6 +11,9 @@
 //! scan, the socket tables and the /proc walk for descendants are redone when their count
 //! changed, when asked for the full list, or at an idle rate that keeps each under ~0.4% of a
 //! core (a socket can change state, or a descriptor be swapped, without a count moving).
+//!
+//! A one-shot snapshot of a big process is latency someone waits for: see [`FdJob::run`] for
+//! the descriptor scan and `sample` for what runs side by side.
 
 pub mod parse;
 
@@ -362,100 +365,256 @@ impl ProcSource {
         }
     }
 
-    /// The open count (cheap), then the readlink scan when it is due.
-    fn read_fds(&mut self, options: SampleOptions) -> Result<&FdScan, SourceError> {
-        let pid = self.pid;
-        let denied = move || SourceError::PermissionDenied {
-            pid,
-            what: "fd".into(),
-        };
+    /// The open count (cheap, every sample), and the readlink scan's job when it is due.
+    fn plan_fds(&mut self, options: SampleOptions) -> Result<Option<FdJob>, SourceError> {
         let fast_count = match rustix::fs::statat(&self.dir, "fd", AtFlags::empty()) {
             Ok(st) if st.st_size > 0 => Some(st.st_size as u64),
             // Before Linux 6.2 (or no descriptors at all) the size is 0: count the entries,
             // still far cheaper than a readlink each.
             Ok(_) => match list_numeric_dir(self.dir.as_fd(), "fd") {
                 Ok(fds) => Some(fds.len() as u64),
-                Err(e) if is_denied(&e) => return Err(denied()),
+                Err(e) if is_denied(&e) => return Err(self.fd_denied()),
                 Err(_) => None,
             },
-            Err(Errno::ACCESS | Errno::PERM) => return Err(denied()),
+            Err(Errno::ACCESS | Errno::PERM) => return Err(self.fd_denied()),
             Err(_) => return Err(SourceError::Gone(format!("pid {} exited", self.pid))),
         };
-        let due = match (&self.fds, fast_count) {
+        let due = match (&mut self.fds, fast_count) {
             (None, _) | (_, None) => true,
             (Some(scan), Some(open)) => {
+                let changed = scan.open != open;
+                scan.open = open;
                 (options.fd_list && scan.list.is_none())
-                    || self.fd_pace.due(scan.open != open, FD_RESCAN_EVERY)
+                    || self.fd_pace.due(changed, FD_RESCAN_EVERY)
             }
         };
-        if due {
-            let started = Instant::now();
-            let scan = self.scan_fds(options.fd_list).map_err(|e| {
-                if is_denied(&e) {
-                    denied()
-                } else {
-                    SourceError::Gone(format!("pid {pid} exited"))
-                }
-            })?;
-            // Sockets follow the descriptors: a new set of socket inodes means new rows.
-            let sockets_changed = self.fds.as_ref().is_none_or(|old| {
-                old.socket_fds.len() != scan.socket_fds.len()
-                    || scan
-                        .socket_fds
-                        .keys()
-                        .any(|k| !old.socket_fds.contains_key(k))
-            });
-            if sockets_changed {
-                self.sockets = None;
-            }
-            self.fds = Some(scan);
-            self.fd_pace.done(started);
+        if !due {
+            return Ok(None);
         }
-        let scan = self.fds.as_mut().expect("scan just stored");
-        if let Some(open) = fast_count {
-            scan.open = open;
-        }
-        Ok(scan)
-    }
-
-    fn scan_fds(&mut self, with_list: bool) -> std::io::Result<FdScan> {
         let dir = rustix::fs::openat(
             &self.dir,
             "fd",
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
-        )?;
-        let mut entries = rustix::fs::Dir::read_from(&dir)?;
-        let mut fds = Vec::new();
+        )
+        .map_err(|e| match e {
+            Errno::ACCESS | Errno::PERM => self.fd_denied(),
+            _ => SourceError::Gone(format!("pid {} exited", self.pid)),
+        })?;
+        Ok(Some(FdJob {
+            dir,
+            expected: fast_count,
+            with_list: options.fd_list,
+            started: Instant::now(),
+        }))
+    }
+
+    fn fd_denied(&self) -> SourceError {
+        SourceError::PermissionDenied {
+            pid: self.pid,
+            what: "fd".into(),
+        }
+    }
+
+    /// Keeps a finished scan, and drops the cached socket rows when the socket set moved.
+    fn store_fd_scan(
+        &mut self,
+        started: Instant,
+        scan: std::io::Result<FdScan>,
+    ) -> Result<(), SourceError> {
+        let scan = scan.map_err(|e| {
+            if is_denied(&e) {
+                self.fd_denied()
+            } else {
+                SourceError::Gone(format!("pid {} exited", self.pid))
+            }
+        })?;
+        // Sockets follow the descriptors: a new set of socket inodes means new rows.
+        let sockets_changed = self.fds.as_ref().is_none_or(|old| {
+            old.socket_fds.len() != scan.socket_fds.len()
+                || scan
+                    .socket_fds
+                    .keys()
+                    .any(|k| !old.socket_fds.contains_key(k))
+        });
+        if sockets_changed {
+            self.sockets = None;
+        }
+        self.fds = Some(scan);
+        self.fd_pace.done(started);
+        Ok(())
+    }
+
+    /// The rows of the target's own network namespace tables that its descriptors hold.
+    /// Every socket table, read ahead while the descriptor scan runs on another thread (which
+    /// socket inodes to look for is known only after it). Reading a table costs mostly the
+    /// kernel's walk of its hash buckets, whatever rows it holds.
+    fn prefetch_socket_tables(&self) -> Vec<std::io::Result<Vec<u8>>> {
+        SOCKET_TABLES
+            .iter()
+            .map(|(path, _)| {
+                let mut buf = Vec::new();
+                read_file(self.dir.as_fd(), path, &mut buf).map(|()| buf)
+            })
+            .collect()
+    }
+
+    /// The rows of the target's own network namespace tables that its descriptors hold.
+    /// `prefetched` holds the tables in [`SOCKET_TABLES`] order when they were read ahead.
+    fn read_sockets(
+        &mut self,
+        notes: &mut Vec<String>,
+        mut prefetched: Option<Vec<std::io::Result<Vec<u8>>>>,
+    ) -> Vec<Socket> {
+        let Some(fds) = self.fds.as_ref() else {
+            return Vec::new();
+        };
+        if let Some(cached) = &self.sockets
+            && prefetched.is_none()
+            && !self.socket_pace.due(false, SOCKET_RESCAN_EVERY)
+        {
+            return cached.clone();
+        }
+        let started = Instant::now();
+        let wanted = &fds.socket_fds;
+        let mut sockets = Vec::new();
+        if !wanted.is_empty() {
+            for (i, (path, proto)) in SOCKET_TABLES.into_iter().enumerate() {
+                // Every socket accounted for: the remaining tables cannot add any.
+                if sockets.len() >= wanted.len() {
+                    break;
+                }
+                let ahead = prefetched
+                    .as_mut()
+                    .and_then(|tables| tables.get_mut(i))
+                    .map(|table| std::mem::replace(table, Ok(Vec::new())));
+                let table = match ahead {
+                    Some(table) => table.map(std::borrow::Cow::Owned),
+                    None => read_file(self.dir.as_fd(), path, &mut self.buf)
+                        .map(|()| std::borrow::Cow::Borrowed(&self.buf[..])),
+                };
+                let table = match table {
+                    Ok(table) => table,
+                    Err(e) => {
+                        // IPv6 or unix support may be compiled out; only other errors are worth
+                        // a note.
+                        if !is_gone(&e) {
+                            notes.push(format!(
+                                "socket table /proc/{}/{path} unreadable: {e}",
+                                self.pid
+                            ));
+                        }
+                        continue;
+                    }
+                };
+                let push = |e: parse::NetEntry| {
+                    sockets.push(Socket {
+                        proto: e.proto,
+                        local: e.local,
+                        remote: e.remote,
+                        state: e.state.to_string(),
+                        inode: e.inode,
+                        fd: wanted.get(&e.inode).copied(),
+                        rx_queue: e.rx_queue,
+                        tx_queue: e.tx_queue,
+                    })
+                };
+                let is_wanted = |inode: u64| wanted.contains_key(&inode);
+                match proto {
+                    Some(proto) => parse::parse_inet_table(&table, proto, is_wanted, push),
+                    None => parse::parse_unix_table(&table, is_wanted, push),
+                }
+            }
+            sockets.sort_by_key(|s| (s.fd, s.inode));
+        }
+        self.sockets = Some(sockets.clone());
+        self.socket_pace.done(started);
+        sockets
+    }
+}
+
+/// The socket tables of the target's network namespace, in the order they are searched.
+const SOCKET_TABLES: [(&str, Option<Proto>); 5] = [
+    ("net/tcp", Some(Proto::Tcp)),
+    ("net/tcp6", Some(Proto::Tcp6)),
+    ("net/udp", Some(Proto::Udp)),
+    ("net/udp6", Some(Proto::Udp6)),
+    ("net/unix", None),
+];
+
+/// A due readlink scan of `/proc/PID/fd`: owns what it needs, so it can run on its own thread
+/// while the sampler reads the threads.
+struct FdJob {
+    dir: OwnedFd,
+    /// The open count, when the directory's size gives it (Linux ≥ 6.2).
+    expected: Option<u64>,
+    with_list: bool,
+    started: Instant,
+}
+
+/// Free descriptor numbers tried before the direct scan gives up and lists the directory.
+const FD_PROBE_MISSES: u64 = 64;
+
+impl FdJob {
+    /// Reads every descriptor's link. Descriptors are handed out lowest-free-first, so when the
+    /// open count is known, the numbers 0, 1, 2, … are read directly until that many were
+    /// found (or too many numbers were free): that skips most of the directory listing, which
+    /// builds a dentry per entry and costs a quarter of the scan at 10,000 descriptors. The
+    /// listing then covers only the numbers not tried, e.g. a descriptor `dup2`'d high.
+    fn run(self) -> std::io::Result<FdScan> {
+        let (mut link, mut name) = ([0u8; 4096], String::with_capacity(12));
+        let mut links = Vec::with_capacity(self.expected.unwrap_or(64) as usize);
+        let mut read = |fd: i32, links: &mut Vec<(i32, FdKind, Option<u64>, Option<String>)>| {
+            set_path(&mut name, format_args!("{fd}"));
+            // A descriptor closed between listing and readlink is simply not counted.
+            let Ok(len) = rustix::fs::readlinkat_raw(&self.dir, name.as_str(), &mut link[..])
+            else {
+                return false;
+            };
+            let target = &link[..len.min(link.len())];
+            let (kind, inode) = parse::classify_fd_target(target);
+            let target = self
+                .with_list
+                .then(|| String::from_utf8_lossy(target).into_owned());
+            links.push((fd, kind, inode, target));
+            true
+        };
+        // Numbers below `next` were each read directly; the listing covers the rest, so a
+        // descriptor open throughout the scan is never missed, even when others open and close
+        // meanwhile and the count is reached early.
+        let mut next = 0i32;
+        if let Some(expected) = self.expected {
+            let budget = FD_PROBE_MISSES + expected / 16;
+            let mut misses = 0;
+            while (links.len() as u64) < expected && misses <= budget {
+                if !read(next, &mut links) {
+                    misses += 1;
+                }
+                next += 1;
+            }
+        }
+        let mut entries = rustix::fs::Dir::read_from(&self.dir)?;
+        // In /proc/PID/fd a directory offset is the descriptor number + 2 (after . and ..):
+        // the listing starts where the direct reads stopped, so it costs next to nothing
+        // when the table is dense. Were the offset ever not honoured, the filter keeps the
+        // result right.
+        if next > 0 {
+            entries.seek(i64::from(next) + 2)?;
+        }
         while let Some(entry) = entries.read() {
             if let Some(fd) = std::str::from_utf8(entry?.file_name().to_bytes())
                 .ok()
                 .and_then(|n| n.parse::<i32>().ok())
+                .filter(|&fd| fd >= next)
             {
-                fds.push(fd);
+                read(fd, &mut links);
             }
         }
-        let links = in_parallel(&fds, |chunk| {
-            let (mut link, mut name) = ([0u8; 4096], String::with_capacity(12));
-            chunk
-                .iter()
-                .filter_map(|&fd| {
-                    set_path(&mut name, format_args!("{fd}"));
-                    // A descriptor closed between readdir and readlink is simply not counted.
-                    let len =
-                        rustix::fs::readlinkat_raw(&dir, name.as_str(), &mut link[..]).ok()?;
-                    let target = &link[..len.min(link.len())];
-                    let (kind, inode) = parse::classify_fd_target(target);
-                    let target = with_list.then(|| String::from_utf8_lossy(target).into_owned());
-                    Some((fd, kind, inode, target))
-                })
-                .collect()
-        });
         let mut scan = FdScan {
             open: 0,
             by_kind: BTreeMap::new(),
             socket_fds: HashMap::new(),
-            list: with_list.then(|| Vec::with_capacity(links.len())),
+            list: self.with_list.then(|| Vec::with_capacity(links.len())),
         };
         for (fd, kind, inode, target) in links {
             scan.open += 1;
@@ -472,67 +631,6 @@ impl ProcSource {
         }
         Ok(scan)
     }
-
-    /// The rows of the target's own network namespace tables that its descriptors hold.
-    fn read_sockets(&mut self, notes: &mut Vec<String>) -> Vec<Socket> {
-        let Some(fds) = self.fds.as_ref() else {
-            return Vec::new();
-        };
-        if let Some(cached) = &self.sockets
-            && !self.socket_pace.due(false, SOCKET_RESCAN_EVERY)
-        {
-            return cached.clone();
-        }
-        let started = Instant::now();
-        let wanted = &fds.socket_fds;
-        let mut sockets = Vec::new();
-        if !wanted.is_empty() {
-            let tables = [
-                ("net/tcp", Some(Proto::Tcp)),
-                ("net/tcp6", Some(Proto::Tcp6)),
-                ("net/udp", Some(Proto::Udp)),
-                ("net/udp6", Some(Proto::Udp6)),
-                ("net/unix", None),
-            ];
-            for (path, proto) in tables {
-                // Every socket accounted for: the remaining tables cannot add any.
-                if sockets.len() >= wanted.len() {
-                    break;
-                }
-                if let Err(e) = read_file(self.dir.as_fd(), path, &mut self.buf) {
-                    // IPv6 or unix support may be compiled out; only other errors are worth a note.
-                    if !is_gone(&e) {
-                        notes.push(format!(
-                            "socket table /proc/{}/{path} unreadable: {e}",
-                            self.pid
-                        ));
-                    }
-                    continue;
-                }
-                let push = |e: parse::NetEntry| {
-                    sockets.push(Socket {
-                        proto: e.proto,
-                        local: e.local,
-                        remote: e.remote,
-                        state: e.state.to_string(),
-                        inode: e.inode,
-                        fd: wanted.get(&e.inode).copied(),
-                        rx_queue: e.rx_queue,
-                        tx_queue: e.tx_queue,
-                    })
-                };
-                let is_wanted = |inode: u64| wanted.contains_key(&inode);
-                match proto {
-                    Some(proto) => parse::parse_inet_table(&self.buf, proto, is_wanted, push),
-                    None => parse::parse_unix_table(&self.buf, is_wanted, push),
-                }
-            }
-            sockets.sort_by_key(|s| (s.fd, s.inode));
-        }
-        self.sockets = Some(sockets.clone());
-        self.socket_pace.done(started);
-        sockets
-    }
 }
 
 impl Source for ProcSource {
@@ -545,11 +643,48 @@ impl Source for ProcSource {
         let stat = self.read_root_stat()?;
         let mut notes = Vec::new();
         let process = self.read_process(&stat, &mut notes);
-        let threads = self.read_threads(stat.num_threads, &mut notes);
-        let children = self.read_descendants(taken_at_ms, &mut notes);
         let mut fds = FdSummary::default();
         self.read_limits(&mut fds, &mut notes);
-        let scan = self.read_fds(options)?;
+        let fd_job = self.plan_fds(options)?;
+        // For a big process the descriptor scan runs on its own thread beside the per-thread
+        // reads and the socket tables (which are then read whole, ahead of knowing which rows
+        // are wanted): a one-shot snapshot waits for the longer side, not the sum. The two
+        // sides share some kernel locks, so the overlap saves about a third, not half. A
+        // small process is not worth a thread.
+        let side_by_side = fd_job
+            .as_ref()
+            .is_some_and(|job| job.expected.is_none_or(|n| n >= SIDE_BY_SIDE_MIN_FDS))
+            && stat.num_threads >= SIDE_BY_SIDE_MIN_THREADS;
+        let (scan, threads, children, tables) = match fd_job {
+            Some(job) if side_by_side => std::thread::scope(|scope| {
+                let started = job.started;
+                let scan = scope.spawn(move || job.run());
+                let threads = self.read_threads(stat.num_threads, &mut notes);
+                let children = self.read_descendants(taken_at_ms, &mut notes);
+                let tables = Some(self.prefetch_socket_tables());
+                let scan = scan
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("the descriptor scan panicked")));
+                (Some((started, scan)), threads, children, tables)
+            }),
+            job => {
+                let threads = self.read_threads(stat.num_threads, &mut notes);
+                let children = self.read_descendants(taken_at_ms, &mut notes);
+                (
+                    job.map(|job| (job.started, job.run())),
+                    threads,
+                    children,
+                    None,
+                )
+            }
+        };
+        if let Some((started, scan)) = scan {
+            self.store_fd_scan(started, scan)?;
+        }
+        let scan = self
+            .fds
+            .as_ref()
+            .expect("a first sample always scans the descriptors");
         fds.open = scan.open;
         fds.by_kind = scan.by_kind.clone();
         let fd_list = if options.fd_list {
@@ -557,7 +692,7 @@ impl Source for ProcSource {
         } else {
             None
         };
-        let sockets = self.read_sockets(&mut notes);
+        let sockets = self.read_sockets(&mut notes, tables);
         // The root vanishing mid-scan leaves a torn snapshot: report it as gone instead.
         self.read_root_stat()?;
         self.sampled_once = true;
@@ -576,6 +711,11 @@ impl Source for ProcSource {
         })
     }
 }
+
+/// Below these, the descriptor scan runs on the sampling thread: a thread costs more than the
+/// overlap saves.
+const SIDE_BY_SIDE_MIN_FDS: u64 = 512;
+const SIDE_BY_SIDE_MIN_THREADS: u64 = 64;
 
 /// Items per thread below which a scan is not split: a thread costs more than it saves.
 const PER_THREAD_MIN: usize = 1024;
@@ -676,6 +816,7 @@ fn is_denied(e: &std::io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn samples_itself() {
@@ -730,6 +871,112 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         churn.join().unwrap();
         assert!(seen_threads >= 2);
+    }
+
+    fn fd_job(expected: Option<u64>) -> FdJob {
+        FdJob {
+            dir: rustix::fs::openat(
+                CWD,
+                "/proc/self/fd",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .unwrap(),
+            expected,
+            with_list: true,
+            started: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_descriptor_far_above_the_rest_is_found() {
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit fills the struct we own.
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+        let high = (limit.rlim_cur.min(1_000) - 1) as i32;
+        // SAFETY: dup2 onto a number this test owns; closed below.
+        assert_eq!(unsafe { libc::dup2(file.as_raw_fd(), high) }, high);
+        let open = rustix::fs::stat("/proc/self/fd").unwrap().st_size as u64;
+        // The direct scan gives up on the gap below `high` and lists the rest; the listing
+        // alone (no count known) finds it too.
+        for expected in [Some(open), None] {
+            let scan = fd_job(expected).run().unwrap();
+            let list = scan.list.unwrap();
+            assert!(
+                list.iter()
+                    .any(|f| f.fd == high && f.target.ends_with("/stat")),
+                "fd {high} missing with expected={expected:?}: {list:?}"
+            );
+            assert!(list.windows(2).all(|w| w[0].fd < w[1].fd), "{list:?}");
+        }
+        // SAFETY: closes the number dup2'd above.
+        unsafe { libc::close(high) };
+    }
+
+    #[test]
+    fn the_direct_scan_reads_what_the_listing_reads() {
+        let _held: Vec<_> = (0..40)
+            .map(|_| std::fs::File::open("/dev/null").unwrap())
+            .collect();
+        let open = rustix::fs::stat("/proc/self/fd").unwrap().st_size as u64;
+        let direct = fd_job(Some(open)).run().unwrap();
+        let listed = fd_job(None).run().unwrap();
+        let nulls = |scan: &FdScan| {
+            scan.list
+                .as_ref()
+                .unwrap()
+                .iter()
+                .filter(|f| f.target == "/dev/null")
+                .count()
+        };
+        // Other tests open and close descriptors meanwhile: ours are in both.
+        assert!(nulls(&direct) >= 40 && nulls(&listed) >= 40);
+        assert!(direct.open >= 40 && direct.by_kind[&FdKind::File] >= 40);
+    }
+
+    #[test]
+    fn a_big_process_is_scanned_side_by_side_with_its_sockets() {
+        // Enough descriptors and threads for the descriptor scan to get its own thread, and
+        // the socket tables read ahead.
+        let files: Vec<_> = (0..SIDE_BY_SIDE_MIN_FDS + 8)
+            .map(|_| std::fs::File::open("/dev/null").unwrap())
+            .collect();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (park, parked) = std::sync::mpsc::channel::<()>();
+        let parked = std::sync::Arc::new(std::sync::Mutex::new(parked));
+        let threads: Vec<_> = (0..SIDE_BY_SIDE_MIN_THREADS)
+            .map(|_| {
+                let parked = std::sync::Arc::clone(&parked);
+                std::thread::spawn(move || {
+                    let _ = parked.lock().unwrap().recv();
+                })
+            })
+            .collect();
+        let snap = ProcSource::new(std::process::id())
+            .unwrap()
+            .sample(SampleOptions {
+                fd_list: true,
+                stacks: false,
+            })
+            .unwrap();
+        drop(park);
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        let list = snap.fd_list.unwrap();
+        let nulls = list.iter().filter(|f| f.target == "/dev/null").count();
+        assert!(nulls >= files.len(), "{nulls} of {}", files.len());
+        assert!(snap.threads.len() as u64 > SIDE_BY_SIDE_MIN_THREADS);
+        let ours = snap
+            .sockets
+            .iter()
+            .find(|s| s.local.ends_with(&format!(":{port}")))
+            .unwrap_or_else(|| panic!("listener :{port} missing: {:?}", snap.sockets));
+        assert_eq!(ours.state, "LISTEN");
+        assert_eq!(ours.fd, Some(listener.as_raw_fd()));
     }
 
     #[test]
