@@ -57,6 +57,29 @@ def test_environment_loads_it_for_scripts_and_modules_and_chains_sitecustomize(t
     assert done.stdout.split() == ["ran", "False", "False"], done.stderr
 
 
+def test_bytecode_is_cached_in_leakhounds_own_folder_only(tmp_path):
+    """Under PYTHONDONTWRITEBYTECODE, a probe copy in leakhound's cache folder
+    (python-probe-*) caches its bytecode, so the next Python process skips compiling it; a
+    copy in a source tree is left as the user asked."""
+    import shutil
+
+    package = os.path.join(SRC, "leakhound_probe")
+    for folder, cached in (("python-probe-0.0.0-test", True), ("src", False)):
+        copy = tmp_path / folder / "leakhound_probe"
+        shutil.copytree(package, str(copy), ignore=shutil.ignore_patterns("__pycache__"))
+        env = probe_env(tmp_path / "s", PYTHONDONTWRITEBYTECODE="1")
+        env["PYTHONPATH"] = str(copy / "_hook")
+        done = subprocess.run([sys.executable, "-c", "import sys; print('leakhound_probe._runtime' in sys.modules)"],
+                              env=env, capture_output=True, text=True, timeout=30)
+        assert done.stdout.strip() == "True", done.stderr
+        compiled = sorted(p.name.split(".")[0] for p in (copy / "__pycache__").glob("*.pyc")) \
+            if (copy / "__pycache__").exists() else []
+        if cached:
+            assert {"_probe", "_runtime", "_server", "_patches"} <= set(compiled), compiled
+        else:
+            assert compiled == [], compiled
+
+
 def test_forked_and_spawned_children_get_their_own_probe(tmp_path):
     socket_dir = tmp_path / "s"
     done = run_python(tmp_path, """

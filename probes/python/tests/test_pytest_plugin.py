@@ -176,6 +176,33 @@ def test_blames_the_creator_when_a_later_test_collects_it(pytester):
     assert result.ret != 0
 
 
+def test_multiprocessing_helpers_are_neither_blamed_nor_waited_for(pytester):
+    """The first `spawn` process starts multiprocessing's resource tracker, which lives as
+    long as the interpreter. It is not the test's leak, and the settle time (here far longer
+    than the run needs) is not spent waiting for it to end."""
+    pytester.makeini("[pytest]\nleakhound_settle = 20\n")
+    pytester.makepyfile(
+        test_spawn='''
+        import multiprocessing
+
+        def test_spawns_and_joins():
+            p = multiprocessing.get_context("spawn").Process(target=print)
+            p.start()
+            p.join(20)
+            assert p.exitcode == 0
+            from multiprocessing import resource_tracker
+            assert resource_tracker._resource_tracker._pid is not None  # it is running
+        '''
+    )
+    result = pytester.runpytest_subprocess(*PLUGIN, "-rA", "--durations=0", "--durations-min=0")
+    text = result.stdout.str()
+    assert outcomes(result) == {"test_spawns_and_joins": "passed"}, text
+    teardown = [line for line in result.outlines if " teardown " in line and "test_spawns" in line]
+    # Durations under 5 ms are not listed; a listed one must be far from the 20 s settle.
+    assert all(float(line.split("s", 1)[0]) < 10 for line in teardown), teardown
+    assert "orphan-child" not in text, text
+
+
 def test_marker_ignores_and_expects(pytester):
     pytester.makeini(INI)
     pytester.makepyfile(

@@ -60,8 +60,9 @@ KINDS = ("rule", "thread", "task", "location", "fd", "child")
 DEFAULT_THREAD_IGNORES = ("leakhound*", "asyncio_*")
 SITE_DEPTH = 8
 # Frames of creation kept per coroutine (sys.set_coroutine_origin_tracking_depth): enough to
-# reach the test function from a helper or two. Each frame costs on every coroutine created.
-ORIGIN_DEPTH = 4
+# reach the test function through one helper. Each frame costs on every coroutine created, so
+# no deeper by default (`leakhound_origin_depth` raises it).
+ORIGIN_DEPTH = 2
 _HERE = os.path.dirname(os.path.abspath(__file__))
 # pytest's public package and its implementation (`_pytest`), side by side.
 _PYTEST_DIRS = tuple(
@@ -777,6 +778,9 @@ class Checker:
 
     def check_left(self, item):
         threads0, fds0 = item._leakhound_base
+        # multiprocessing's resource tracker and fork server live as long as the interpreter:
+        # never this test's leak, and never worth waiting for.
+        helper_pids, helper_fds = _runtime_helpers()
         deadline = time.monotonic() + self.settle
         wait = 0.001
         collected = False
@@ -790,13 +794,14 @@ class Checker:
             fds = {
                 fd: target for fd, target in _fd_table().items()
                 if fds0.get(fd) != target and (fd, target) not in self.scoped["fds"] and fd > 2
+                and fd not in helper_fds
             }
             if fds and any(t.startswith("socket:") for t in fds.values()):
                 ours = _probe_sockets()
                 fds = {fd: t for fd, t in fds.items() if t not in ours}
             children = {
                 pid: v for pid, v in _child_states(self.spawned).items()
-                if pid not in self.scoped["children"]
+                if pid not in self.scoped["children"] and pid not in helper_pids
             }
             running = [p for p, (state, _cmd) in children.items() if state not in ("Z", "X")]
             if not (threads or fds or children):
@@ -838,10 +843,7 @@ class Checker:
             ))
 
     def blame_fds(self, item, fds):
-        helper_fds = _runtime_helpers()[1]
         for fd, target in sorted(fds.items()):
-            if fd in helper_fds:
-                continue
             created = self.fds.get(fd)
             if created and created[2] not in (None, target):
                 created = None  # the number was reused by something we did not see made
@@ -862,10 +864,7 @@ class Checker:
             ))
 
     def blame_children(self, item, children):
-        helper_pids = _runtime_helpers()[0]
         for pid, (state, cmd) in sorted(children.items()):
-            if pid in helper_pids:
-                continue
             test, site = self.children.get(pid, (item.nodeid, []))
             if test is None:
                 continue

@@ -23,16 +23,22 @@ def _load_probe():
         return
     leakhound_probe = importlib.util.module_from_spec(spec)
     sys.modules["leakhound_probe"] = leakhound_probe
+    # Compiling the probe anew costs ~20 ms in every Python process the program starts. Its
+    # bytecode is cached even under PYTHONDONTWRITEBYTECODE when it lives in leakhound's own
+    # cache folder (never in a source tree), where nothing else is written.
+    own_folder = os.path.basename(os.path.dirname(package_dir)).startswith("python-probe-")
+    dont_write = sys.dont_write_bytecode
+    if own_folder:
+        sys.dont_write_bytecode = False
     try:
         spec.loader.exec_module(leakhound_probe)
-    except Exception as err:  # the host program must start whatever happens here
-        sys.modules.pop("leakhound_probe", None)
-        sys.stderr.write("leakhound_probe: not loaded: %r\n" % (err,))
-        return
-    try:
         leakhound_probe.install()
     except Exception as err:  # the host program must start whatever happens here
+        if getattr(leakhound_probe, "install", None) is None:
+            sys.modules.pop("leakhound_probe", None)
         sys.stderr.write("leakhound_probe: not loaded: %r\n" % (err,))
+    finally:
+        sys.dont_write_bytecode = dont_write
 
 
 def _chain_next_sitecustomize():
