@@ -32,9 +32,12 @@ use std::time::{Duration, Instant};
 const FD_RESCAN_EVERY: Duration = Duration::from_secs(5);
 /// Re-read the socket tables at least this often: states (CLOSE_WAIT) change in place.
 const SOCKET_RESCAN_EVERY: Duration = Duration::from_secs(3);
-/// Per-thread reads and the /proc walk: every sample while they are cheap.
-const THREADS_EVERY: Duration = Duration::from_secs(1);
-const DESCENDANTS_EVERY: Duration = Duration::from_secs(1);
+/// Per-thread reads and the /proc walk: every sample while they are cheap. No base period: with
+/// a 1 s one, a 1 Hz sampler (samples start 1 s apart, each scan a little later or earlier
+/// within its sample) could skip every other sample, and a zombie reaped meanwhile stayed
+/// listed, and aged, up to a second too long.
+const THREADS_EVERY: Duration = Duration::ZERO;
+const DESCENDANTS_EVERY: Duration = Duration::ZERO;
 /// A part that costs `c` is redone at most every `c × IDLE_FACTOR` when nothing changed
 /// (≤ 0.4% of a core each) …
 const IDLE_FACTOR: u32 = 250;
