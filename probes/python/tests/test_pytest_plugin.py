@@ -298,6 +298,58 @@ def test_pytest_asyncio_loops_and_scoped_fixtures_are_not_blamed(pytester):
     result.assert_outcomes(passed=4)
 
 
+def test_a_scoped_fixture_that_leaks_is_blamed_not_its_tests(pytester):
+    """What a module- or session-scoped fixture leaves behind after its teardown is charged to
+    the fixture when the session ends; a scoped fixture that cleans up is charged nothing."""
+    pytester.makeini(INI)
+    pytester.makeconftest(
+        '''
+        import threading, pytest
+
+        @pytest.fixture(scope="session")
+        def leaky_server(tmp_path_factory):
+            stop = threading.Event()
+            t = threading.Thread(target=stop.wait, name="session-server", daemon=True)
+            t.start()
+            log = open(tmp_path_factory.mktemp("l") / "server.log", "w")
+            yield log
+            # forgets stop.set(), t.join() and log.close()
+
+        @pytest.fixture(scope="module")
+        def tidy_server():
+            stop = threading.Event()
+            t = threading.Thread(target=stop.wait, name="module-server")
+            t.start()
+            yield
+            stop.set()
+            t.join()
+        '''
+    )
+    pytester.makepyfile(
+        test_fixtures='''
+        def test_one(leaky_server, tidy_server):
+            pass
+
+        def test_two(leaky_server, tidy_server):
+            pass
+        '''
+    )
+    result = pytester.runpytest_subprocess(*PLUGIN, "-rA")
+    text = result.stdout.str()
+    assert outcomes(result) == {"test_one": "passed", "test_two": "passed"}, text
+    summary = text.split("= leakhound =")[-1].split("short test summary")[0]
+    owner = "conftest.py::leaky_server (session-scoped fixture)"
+    assert owner in summary, text
+    # Both leaks under the fixture: its thread, and its file (closed by garbage collection
+    # after the fixture's teardown let go of it).
+    blamed = summary.split(owner)[1].split("leak(s) in")[0]
+    assert "[thread-leak] thread 'session-server'" in blamed, text
+    assert "[unclosed-resource]" in blamed and "server.log" in blamed, text
+    assert "test_one" not in summary and "test_two" not in summary, text
+    assert "tidy_server" not in text and "module-server" not in text, text
+    assert result.ret != 0  # fail mode: the session fails
+
+
 def test_not_enabled_unless_asked(pytester):
     pytester.makeini("[pytest]\n")
     pytester.makepyfile(

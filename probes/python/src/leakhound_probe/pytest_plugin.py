@@ -341,6 +341,17 @@ def _probe_sockets():
     return out
 
 
+def _defined_in(fixturedef, config):
+    """The file that defines a fixture, relative to the rootdir, as a nodeid would name it."""
+    code = getattr(getattr(fixturedef, "func", None), "__code__", None)
+    if code is None:
+        return fixturedef.baseid or "<session>"
+    try:
+        return os.path.relpath(code.co_filename, str(config.rootpath)).replace(os.sep, "/")
+    except ValueError:
+        return code.co_filename
+
+
 def _is_pool_worker(thread):
     """A concurrent.futures thread-pool worker whose executor is still open: it waits for work
     until the executor shuts down. (A worker of an executor already shut down is on its way
@@ -398,6 +409,8 @@ class Checker:
         self.children = {}  # pid -> (test, site)
         self.spawned = set()  # pids started by the running test
         self.scoped = {"threads": set(), "fds": set(), "children": set()}
+        # (owner label, threads, {fd: target}, child pids) made by broader-scoped fixtures.
+        self.fixture_made = []
         self.leaks = []  # every Leak, in order
         self.reported = set()
         self.late = []  # leaks blamed on tests that had already finished
@@ -651,6 +664,8 @@ class Checker:
             except OSError:
                 created = None
         test = created[0] if created else self.owner()
+        if test is None and created:
+            test = self.fixture_owner(fd, created[2])
         if test is None:
             return
         text = str(msg.message).split("\n")[0]
@@ -699,13 +714,23 @@ class Checker:
             return
         threads_before = set(threading.enumerate())
         fds_before = set(_fd_table().items())
+        children_before = set(self.scoped["children"])
         self.scoped_fixture_depth += 1
         try:
             yield
         finally:
             self.scoped_fixture_depth -= 1
-            self.scoped["threads"].update(set(threading.enumerate()) - threads_before)
-            self.scoped["fds"].update(set(_fd_table().items()) - fds_before)
+            threads = set(threading.enumerate()) - threads_before
+            fds = set(_fd_table().items()) - fds_before
+            children = self.scoped["children"] - children_before
+            self.scoped["threads"].update(threads)
+            self.scoped["fds"].update(fds)
+            if threads or fds or children:
+                # Not any one test's: judged when the session ends, after every fixture's
+                # teardown, and blamed on the fixture.
+                owner = "%s::%s (%s-scoped fixture)" % (
+                    _defined_in(fixturedef, self.config), fixturedef.argname, fixturedef.scope)
+                self.fixture_made.append((owner, threads, dict(fds), children))
 
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item, nextitem):
@@ -824,6 +849,60 @@ class Checker:
         self.blame_fds(item, fds)
         self.blame_children(item, children)
 
+    def fixture_owner(self, fd, target):
+        """The scoped fixture that opened this descriptor, reported like a finished test."""
+        for owner, _threads, fds, _children in self.fixture_made:
+            if fds.get(fd) == target:
+                self.finished.add(owner)
+                return owner
+        return None
+
+    def check_fixtures(self):
+        """What module- and session-scoped fixtures made and their teardown left behind."""
+        if not self.fixture_made:
+            return
+        helper_pids, helper_fds = _runtime_helpers()
+        deadline = time.monotonic() + self.settle
+        wait = 0.001
+        while True:
+            open_fds = _fd_table()
+            left = []
+            for owner, threads, fds, children in self.fixture_made:
+                alive = [t for t in threads if t.is_alive()
+                         and not any(fnmatch.fnmatchcase(t.name, p) for p in DEFAULT_THREAD_IGNORES)]
+                still = {fd: target for fd, target in fds.items()
+                         if open_fds.get(fd) == target and fd not in helper_fds}
+                kids = {pid: v for pid, v in _child_states(children - helper_pids).items()}
+                if alive or still or kids:
+                    left.append((owner, alive, still, kids))
+            waiting = any(not _is_pool_worker(t) for _, alive, _, _ in left for t in alive) or any(
+                state not in ("Z", "X") for _, _, _, kids in left for state, _ in kids.values())
+            if not waiting or time.monotonic() >= deadline:
+                break
+            time.sleep(wait)
+            wait = min(wait * 2, 0.05)
+        for owner, alive, still, kids in left:
+            self.finished.add(owner)  # reported like a test that has finished
+            for t in alive:
+                self.add(Leak("thread-leak", "thread:%s" % t.name,
+                              "thread '%s' started by this fixture is still running after its "
+                              "teardown; stop and join it there" % t.name,
+                              owner, thread_name=t.name, daemon=t.daemon,
+                              site=self.threads.get(t, (None, []))[1]))
+            for fd, target in sorted(still.items()):
+                self.add(Leak("unclosed-resource", "fd:%d" % fd,
+                              "fd %d (%s) opened by this fixture is still open after its teardown"
+                              % (fd, target), owner, fd=fd, target=target,
+                              site=(self.fds.get(fd) or (None, []))[1]))
+            for pid, (state, cmd) in sorted(kids.items()):
+                zombie = state == "Z"
+                self.add(Leak("zombie-child" if zombie else "orphan-child", "pid:%d" % pid,
+                              ("child `%s` (pid %d) exited but was never waited for" if zombie
+                               else "child `%s` (pid %d) started by this fixture is still "
+                               "running after its teardown") % (cmd, pid),
+                              owner, pid=pid, cmd=cmd,
+                              site=self.children.get(pid, (None, []))[1]))
+
     def blame_threads(self, item, threads):
         for t in threads:
             test, site = self.threads.get(t, (item.nodeid, []))
@@ -933,6 +1012,7 @@ class Checker:
 
     def pytest_sessionfinish(self, session, exitstatus):
         self._guard(gc.collect)
+        self._guard(self.check_fixtures)
         late = [
             l for l in self.late
             if not any(e.matches(l) for e in self.ignores + self.markers.get(l.test, []))
