@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 from conftest import HOOK, SRC, Client, probe_env, snapshot_of
 
@@ -232,6 +233,31 @@ def test_resource_warnings_recorded_without_changing_what_the_user_sees(tmp_path
     shown = subprocess.run([sys.executable, "-W", "always::ResourceWarning", str(tmp_path / "prog.py")],
                            capture_output=True, text=True, env=probe_env(tmp_path / "s2"), timeout=30)
     assert "ResourceWarning: unclosed <socket.socket" in shown.stderr, shown.stderr
+
+
+def test_a_task_created_before_the_loop_runs_is_listed_through_the_socket(program):
+    """A task made with loop.create_task before run_until_complete, seen by a collector over
+    the socket (the first request also loads what the server needs on its own thread)."""
+    prog = program("""
+        import asyncio
+
+        async def wait_forever(event):
+            await event.wait()
+
+        async def work():
+            await asyncio.sleep(30)
+
+        loop = asyncio.new_event_loop()
+        loop.create_task(wait_forever(asyncio.Event()), name="waits-forever")
+        loop.run_until_complete(work())
+        """)
+    names = []
+    for _ in range(100):
+        names = [t["name"] for t in snapshot_of(prog.socket)["tasks"]]
+        if names:
+            break
+        time.sleep(0.05)
+    assert "waits-forever" in names, names
 
 
 def test_task_creation_sites_and_stacks_on_request(program):

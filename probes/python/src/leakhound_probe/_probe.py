@@ -7,6 +7,7 @@ collector asks, or once a second for progress tracking.
 
 import collections
 import itertools
+import json
 import os
 import sys
 import threading
@@ -667,8 +668,6 @@ class Probe:
             tmp = path + ".tmp"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as handle:
-                import json  # here, not at startup
-
                 json.dump(body, handle, separators=(",", ":"), default=str)
             os.replace(tmp, path)
         except Exception:

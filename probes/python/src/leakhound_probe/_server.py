@@ -4,6 +4,7 @@ It runs on its own daemon threads, so it answers while the event loop is blocked
 socket operation has a timeout; a line over the cap is refused without buffering past it.
 """
 
+import json
 import os
 import socket
 import struct
@@ -197,8 +198,6 @@ class Server:
     def handle(self, line):
         """One request line -> (reply or None, keep the connection open)."""
         try:
-            import json  # here, not at startup: most processes are never asked
-
             message = json.loads(line)
         except ValueError:
             return {"type": "error", "id": None, "error": "not JSON: %r" % line[:80]}, True
@@ -256,8 +255,6 @@ class LineReader:
 
 def _send(conn, message):
     try:
-        import json
-
         data = (json.dumps(message, separators=(",", ":"), default=str) + "\n").encode()
         conn.settimeout(IO_TIMEOUT)
         conn.sendall(data)
