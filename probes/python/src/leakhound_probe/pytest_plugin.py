@@ -872,7 +872,7 @@ class Checker:
                          and not any(fnmatch.fnmatchcase(t.name, p) for p in DEFAULT_THREAD_IGNORES)]
                 still = {fd: target for fd, target in fds.items()
                          if open_fds.get(fd) == target and fd not in helper_fds}
-                kids = {pid: v for pid, v in _child_states(children - helper_pids).items()}
+                kids = _child_states(children - helper_pids)
                 if alive or still or kids:
                     left.append((owner, alive, still, kids))
             waiting = any(not _is_pool_worker(t) for _, alive, _, _ in left for t in alive) or any(
