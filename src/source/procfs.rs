@@ -448,7 +448,6 @@ impl ProcSource {
         Ok(())
     }
 
-    /// The rows of the target's own network namespace tables that its descriptors hold.
     /// Every socket table, read ahead while the descriptor scan runs on another thread (which
     /// socket inodes to look for is known only after it). Reading a table costs mostly the
     /// kernel's walk of its hash buckets, whatever rows it holds.
