@@ -317,6 +317,9 @@ pub fn left_open(
             .find(|t| t.tid == tid && t.runtime_name.is_some())
             .and_then(|t| t.runtime_name.clone())
     };
+    // Threads of one name are one finding: a runtime's 16 workers are one thing left running,
+    // and findings are keyed by subject, so one per thread would keep only the last anyway.
+    let mut by_name: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for t in &last.threads {
         let known = runtime_name(t.tid);
         // With a thread-naming probe loaded, a thread it never named is its own (or not the
@@ -333,25 +336,43 @@ pub fn left_open(
         {
             continue;
         }
+        by_name.entry(name).or_default().push(t.tid);
+    }
+    for (name, tids) in by_name {
         let tokio = TOKIO_THREAD_NAMES.iter().any(|n| name.starts_with(n));
-        let (role, fate) = if tokio {
-            (
-                ", a tokio runtime's thread",
-                ": its runtime was never shut down",
-            )
+        let list = tids
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let fate = if tokio {
+            ": its runtime was never shut down"
         } else {
-            ("", "")
+            ""
+        };
+        let message = match (tids.len(), tokio) {
+            (1, false) => format!(
+                "thread '{name}' (tid {list}) started during the run was still alive when the command exited"
+            ),
+            (1, true) => format!(
+                "thread '{name}' (tid {list}, a tokio runtime's thread) started during the run was still alive when the command exited{fate}"
+            ),
+            (n, false) => format!(
+                "{n} threads '{name}' (tids {list}) started during the run were still alive when the command exited"
+            ),
+            (n, true) => format!(
+                "{n} threads '{name}' (tids {list}, a tokio runtime's threads) started during the run were still alive when the command exited{fate}"
+            ),
         };
         let mut finding = Finding::new(
             THREAD_LEAK,
             Severity::Warning,
             format!("thread:{name}"),
-            format!(
-                "thread '{name}' (tid {}{role}) started during the run was still alive when the command exited{fate}",
-                t.tid
-            ),
+            message,
         )
-        .with("tid", t.tid)
+        .with("tid", tids[0])
+        .with("tids", tids.clone())
+        .with("count", tids.len())
         .with("thread_name", name)
         .with("source", "procfs");
         if tokio {
@@ -1179,6 +1200,17 @@ mod tests {
         assert_eq!(f[0].subject, "thread:tokio-rt-worker");
         assert!(f[0].message.contains("tokio runtime"), "{}", f[0].message);
         assert_eq!(f[0].evidence["runtime"], "tokio");
+        // Several workers of one runtime: one finding that names every one of them.
+        let mid = tokio_view(&[100, 101, 102, 103], rust_probe());
+        let last = tokio_view(&[100, 101, 102, 103], rust_probe());
+        let f = left_open(&[&first, &mid, &last], None, "/tmp/lh", false);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].evidence["tids"], serde_json::json!([101, 102, 103]));
+        assert!(
+            f[0].message.starts_with("3 threads 'tokio-rt-worker' (tids 101, 102, 103,"),
+            "{}",
+            f[0].message
+        );
         // A probe that names threads and never named this one: its own, not judged.
         let naming = || {
             Some(ProbeData {
