@@ -31,6 +31,9 @@ pub const UNCLOSED_RESOURCE: &str = "unclosed-resource";
 /// Threads whose names start with this belong to leakhound's own probes, never the program.
 const PROBE_THREAD_PREFIX: &str = "leakhound";
 
+/// Shells (by process name) whose descriptors 10 and up holding files are their own input.
+const SHELLS: &[&str] = &["bash", "sh", "dash", "zsh", "ksh", "mksh", "ash", "busybox"];
+
 /// tokio's default names for its runtime threads as /proc shows them (cut to 15 bytes):
 /// "tokio-rt-worker" since tokio 1.50, "tokio-runtime-worker" before.
 const TOKIO_THREAD_NAMES: [&str; 2] = ["tokio-rt-worker", "tokio-runtime-w"];
@@ -250,9 +253,23 @@ pub fn left_open(
         .filter(|s| !socket_dir.is_empty() && s.local.starts_with(socket_dir))
         .map(|s| s.inode)
         .collect();
+    // A shell reads its script, and every file it sources, through a descriptor it moves to 10
+    // or above (bash: 255) and holds while it runs them: the interpreter's, not the script's.
+    let shell = [last, before_last, *first]
+        .iter()
+        .filter_map(|s| s.process.as_ref())
+        .any(|p| {
+            // A `#!/bin/bash` script's name is the script's; its argv[0] is the shell.
+            let argv0 = p.cmd.split_whitespace().next().unwrap_or_default();
+            let argv0 = argv0.rsplit('/').next().unwrap_or_default();
+            SHELLS.contains(&p.name.as_str()) || SHELLS.contains(&argv0)
+        });
     for fd in last.fd_list.iter().flatten() {
         let key = (fd.fd, fd.target.clone());
         if fd.fd <= 2 || baseline.contains(&key) || !held.contains(&key) {
+            continue;
+        }
+        if shell && fd.fd >= 10 && fd.kind == FdKind::File {
             continue;
         }
         if !socket_dir.is_empty() && fd.target.starts_with(socket_dir) {
@@ -1181,6 +1198,32 @@ mod tests {
     }
 
     #[test]
+    fn a_shell_holding_the_script_it_sources_is_not_a_leak() {
+        let as_shell = |mut s: Snapshot, name: &str| {
+            s.process = Some(crate::model::Process {
+                name: "wrapper".into(),
+                cmd: format!("/usr/bin/{name} /usr/bin/wrapper --flag"),
+                ..Default::default()
+            });
+            s
+        };
+        let first = snap(&[(255, "/usr/bin/wrapper")], &[100]);
+        let fds = [(255, "/usr/lib/hooks/rehash.bash"), (4, "/tmp/out")];
+        let exit = snap(&fds, &[100]);
+        let subjects = |name: &str| -> Vec<String> {
+            let (first, exit) = (as_shell(first.clone(), name), as_shell(exit.clone(), name));
+            left_open(&[&first, &exit], Some(&exit), "/tmp/lh", false)
+                .into_iter()
+                .map(|f| f.subject)
+                .collect()
+        };
+        // A bash script: the sourced hook on fd 255 is the shell's; fd 4 (a redirection) counts.
+        assert_eq!(subjects("bash"), vec!["fd:4"]);
+        // Any other program: both count.
+        assert_eq!(subjects("python3"), vec!["fd:255", "fd:4"]);
+    }
+
+    #[test]
     fn a_tokio_runtime_left_running_is_named_and_a_naming_probe_vouches_for_unnamed_threads() {
         let tokio_view = |tids: &[u32], probe: Option<ProbeData>| {
             let mut s = snap(&[], tids);
@@ -1207,7 +1250,8 @@ mod tests {
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].evidence["tids"], serde_json::json!([101, 102, 103]));
         assert!(
-            f[0].message.starts_with("3 threads 'tokio-rt-worker' (tids 101, 102, 103,"),
+            f[0].message
+                .starts_with("3 threads 'tokio-rt-worker' (tids 101, 102, 103,"),
             "{}",
             f[0].message
         );
