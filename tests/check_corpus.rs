@@ -144,6 +144,14 @@ macro_rules! rust_pair {
 python_pair!(py_task_leak, py_task_clean, "task", "stuck-task");
 python_pair!(py_thread_leak, py_thread_clean, "thread", "thread-leak");
 python_pair!(py_fd_leak, py_fd_clean, "fd", "unclosed-resource");
+// A module global is closed by the interpreter's teardown, after the exit /proc shows: only
+// the probe's exit hook sees it.
+python_pair!(
+    py_global_file_leak,
+    py_global_file_clean,
+    "global_file",
+    "unclosed-resource"
+);
 python_pair!(
     py_socket_leak,
     py_socket_clean,

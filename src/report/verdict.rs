@@ -9,6 +9,7 @@ const SHOWN_EVIDENCE: &[&str] = &[
     "test",
     "cmd",
     "target",
+    "example",
     "thread_name",
     "coroutine",
     "spawn_location",

@@ -422,3 +422,42 @@ def test_log_ids_respect_other_styles_and_custom_formatters(tmp_path):
     record = json.loads(json_line)
     assert record["msg"] == "hello" and record["task"] == "-" and record["tid"] > 0
     assert brace_line == "INFO: tid=%d task=- hello" % record["tid"], done.stderr
+
+
+def test_what_is_still_open_at_exit_is_reported_with_its_owner(tmp_path):
+    """Globals are closed by the interpreter's teardown, after /proc or a ResourceWarning
+    could show them: the probe's exit hook reports them. Installed by hand after logging was
+    imported, so logging's own exit hook (which closes its handlers' files) runs after ours."""
+    sockets = tmp_path / "s"
+    env = dict(os.environ, PYTHONPATH=SRC)
+    done = run_python(tmp_path, """
+        import asyncio, logging, os, socket, sys
+        handler = logging.FileHandler(os.path.join(sys.argv[1], "app.log"))
+        logging.getLogger().addHandler(handler)
+        import leakhound_probe
+        leakhound_probe.install(socket_dir=sys.argv[2])
+
+        AUDIT = open(os.path.join(sys.argv[1], "audit.log"), "a")
+        SERVER = socket.socket()
+        SERVER.bind(("127.0.0.1", 0))
+        SERVER.listen()
+        LOOP = asyncio.new_event_loop()
+        with open(os.path.join(sys.argv[1], "tidy.txt"), "w") as tidy:
+            tidy.write("closed by with")
+        logging.getLogger().warning("logged")
+        print(os.getpid())
+        """, env=env, args=(str(tmp_path), str(sockets)))
+    assert done.returncode == 0, done.stderr
+    pid = int(done.stdout.strip())
+    report = json.loads((sockets / ("%d.final.json" % pid)).read_text())
+    found = {(e["subject"], e["site"][-1]): e["message"]
+             for e in report["data"]["events"] if e["kind"] == "unclosed_resource"}
+    assert set(found) == {
+        ("file", "module global __main__.AUDIT (still open at exit)"),
+        ("socket", "module global __main__.SERVER (still open at exit)"),
+        ("event loop", "module global __main__.LOOP (still open at exit)"),
+    }, found
+    file_message = found[("file", "module global __main__.AUDIT (still open at exit)")]
+    assert "audit.log" in file_message and "mode 'a'" in file_message, file_message
+    socket_message = found[("socket", "module global __main__.SERVER (still open at exit)")]
+    assert socket_message.startswith("stream socket 127.0.0.1:"), socket_message

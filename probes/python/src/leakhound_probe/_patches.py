@@ -452,6 +452,8 @@ def _at_exit():
         gc.collect()
     except Exception:
         pass
+    if probe.options.resource_warnings and probe.options.socket_dir:
+        _guard(probe.note_open_at_exit)
     _guard(probe.write_final)
     grace = probe.options.final_grace_ms / 1000.0
     server = probe.server

@@ -652,6 +652,13 @@ class Probe:
             )
         self.write_final()
 
+    def note_open_at_exit(self):
+        """Files, sockets and loops the interpreter's teardown would close: see _open_at_exit."""
+        from . import _open_at_exit
+
+        for subject, message, site in _open_at_exit.scan(self.options.socket_dir):
+            self.events.add("unclosed_resource", subject, message, site)
+
     def write_final(self):
         """`$LEAKHOUND_SOCKET_DIR/<pid>.final.json`: the last word, for `leakhound check`."""
         folder = self.options.socket_dir
