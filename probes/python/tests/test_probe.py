@@ -461,3 +461,29 @@ def test_what_is_still_open_at_exit_is_reported_with_its_owner(tmp_path):
     assert "audit.log" in file_message and "mode 'a'" in file_message, file_message
     socket_message = found[("socket", "module global __main__.SERVER (still open at exit)")]
     assert socket_message.startswith("stream socket 127.0.0.1:"), socket_message
+
+
+def test_a_huge_heap_is_not_listed_at_exit_but_module_globals_still_are(tmp_path, monkeypatch):
+    """Above the block limit the exit scan skips gc.get_objects() (its list would cost the
+    exiting program memory) and looks at module globals only."""
+    import types
+
+    sys.path.insert(0, SRC)
+    try:
+        from leakhound_probe import _open_at_exit
+    finally:
+        sys.path.remove(SRC)
+    monkeypatch.setattr(_open_at_exit, "MAX_BLOCKS_FOR_GC_SCAN", 0)
+    module = types.ModuleType("leaky_globals")
+    held = open(tmp_path / "held.txt", "w")
+    module.HELD = held
+    monkeypatch.setitem(sys.modules, "leaky_globals", module)
+    unowned = [open(tmp_path / "unowned.txt", "w")]  # not a module global: not seen
+    try:
+        found = _open_at_exit.scan(str(tmp_path))
+        sites = [site[-1] for _, _, site in found]
+        assert "module global leaky_globals.HELD (still open at exit)" in sites, found
+        assert not any("unowned.txt" in message for _, message, _ in found), found
+    finally:
+        held.close()
+        unowned[0].close()

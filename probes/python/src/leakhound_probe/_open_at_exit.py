@@ -15,6 +15,9 @@ import sys
 # One scan reports at most this many objects: the point is to show the leak, not to list
 # ten thousand sockets of one pool.
 LIMIT = 50
+# Above this many allocated blocks the list gc.get_objects() builds would cost the exiting
+# program more memory than it is worth (8 bytes an object); then only module globals are looked at.
+MAX_BLOCKS_FOR_GC_SCAN = 5_000_000
 
 
 def scan(socket_dir):
@@ -27,7 +30,7 @@ def scan(socket_dir):
     files = {}  # fd -> (rank, object): the outermost wrapper of each descriptor
     loops = []
     closed_later = _closed_by_logging()
-    for obj in gc.get_objects():
+    for obj in _candidates():
         if isinstance(obj, socket.socket):
             rank = 0
         elif isinstance(obj, io.IOBase):
@@ -81,6 +84,13 @@ def scan(socket_dir):
             site = ["still open at exit (PYTHONTRACEMALLOC=5 gives where it was opened)"]
         out.append((subject, message, site))
     return out
+
+
+def _candidates():
+    if sys.getallocatedblocks() <= MAX_BLOCKS_FOR_GC_SCAN:
+        return gc.get_objects()
+    namespaces = [getattr(module, "__dict__", None) for module in list(sys.modules.values())]
+    return [value for ns in namespaces if isinstance(ns, dict) for value in list(ns.values())]
 
 
 def _closed_by_logging():
