@@ -350,6 +350,37 @@ def test_a_scoped_fixture_that_leaks_is_blamed_not_its_tests(pytester):
     assert result.ret != 0  # fail mode: the session fails
 
 
+def test_probe_sockets_opened_during_a_scoped_fixture_are_not_its_leak(pytester, monkeypatch,
+                                                                       tmp_path):
+    """Under `leakhound check` the collector connects to the probe whenever it samples; a
+    connection accepted while a session fixture was being set up is the probe's (any Unix
+    socket bound in leakhound's socket folder is), not the fixture's."""
+    folder = tmp_path / "lh"
+    folder.mkdir()
+    monkeypatch.setenv("LEAKHOUND_SOCKET_DIR", str(folder))
+    pytester.makeini(INI)
+    pytester.makeconftest(
+        '''
+        import os, socket, pytest
+
+        KEEP = []
+
+        @pytest.fixture(scope="session")
+        def service():
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.bind(os.path.join(os.environ["LEAKHOUND_SOCKET_DIR"], "1.sock"))
+            KEEP.append(s)  # the stand-in for the probe's connection: open to the end
+            yield
+        '''
+    )
+    pytester.makepyfile(test_service="def test_one(service):\n    pass\n")
+    result = pytester.runpytest_subprocess(*PLUGIN, "--leakhound-mode=fail", "-rA")
+    text = result.stdout.str()
+    assert outcomes(result) == {"test_one": "passed"}, text
+    assert "session-scoped fixture" not in text, text
+    assert result.ret == 0, text
+
+
 def test_not_enabled_unless_asked(pytester):
     pytester.makeini("[pytest]\n")
     pytester.makepyfile(

@@ -866,12 +866,17 @@ class Checker:
         wait = 0.001
         while True:
             open_fds = _fd_table()
+            # A collector's connection to the probe accepted while a fixture was set up is the
+            # probe's, as in check_left.
+            ours = _probe_sockets() if any(
+                t.startswith("socket:") for t in open_fds.values()) else set()
             left = []
             for owner, threads, fds, children in self.fixture_made:
                 alive = [t for t in threads if t.is_alive()
                          and not any(fnmatch.fnmatchcase(t.name, p) for p in DEFAULT_THREAD_IGNORES)]
                 still = {fd: target for fd, target in fds.items()
-                         if open_fds.get(fd) == target and fd not in helper_fds}
+                         if open_fds.get(fd) == target and fd not in helper_fds
+                         and target not in ours}
                 kids = _child_states(children - helper_pids)
                 if alive or still or kids:
                     left.append((owner, alive, still, kids))
