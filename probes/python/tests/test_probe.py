@@ -320,7 +320,7 @@ def test_final_grace_keeps_answering_until_a_collector_looked(tmp_path):
     path = tmp_path / "prog.py"
     path.write_text("import time\ntime.sleep(0.3)\n")
     proc = subprocess.Popen([sys.executable, str(path)], env=probe_env(socket_dir, LEAKHOUND_FINAL_GRACE_MS=20000),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sock = socket_dir / ("%d.sock" % proc.pid)
     final = socket_dir / ("%d.final.json" % proc.pid)
     deadline = time.monotonic() + 10

@@ -7,6 +7,23 @@ pytest_plugins = ["pytester"]
 
 PLUGIN = ["-p", "leakhound_probe.pytest_plugin", "-p", "no:cacheprovider"]
 
+
+@pytest.fixture(autouse=True)
+def nested_runs_outside_leakhound(monkeypatch):
+    """These suites' leaks are on purpose. When this suite itself runs under `leakhound check`,
+    the nested pytest runs must not inherit its probe and socket folder (they would switch to
+    warn mode and hand their planted leaks to the outer check)."""
+    import os
+
+    monkeypatch.delenv("LEAKHOUND_PROBE", raising=False)
+    monkeypatch.delenv("LEAKHOUND_SOCKET_DIR", raising=False)
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    kept = [p for p in paths if p and not p.rstrip("/").endswith(os.path.join("leakhound_probe", "_hook"))]
+    if kept:
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(kept))
+    else:
+        monkeypatch.delenv("PYTHONPATH", raising=False)
+
 INI = """
 [pytest]
 leakhound_settle = 0.1

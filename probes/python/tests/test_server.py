@@ -76,6 +76,7 @@ def test_other_protocol_version_is_refused(program):
     assert reply["type"] == "error" and "leakhound/1" in reply["error"]
     with pytest.raises((EOFError, OSError)):
         client.recv()
+    client.close()
     assert_answers(app)
 
 
