@@ -487,3 +487,41 @@ def test_a_huge_heap_is_not_listed_at_exit_but_module_globals_still_are(tmp_path
     finally:
         held.close()
         unowned[0].close()
+
+
+def test_descriptors_inherited_or_from_before_a_fork_are_not_reported_at_exit(tmp_path):
+    """A descriptor the process was given (or, in a forked child, its parent's global) is not
+    the process's to close: only what it opened itself is reported."""
+    sockets = tmp_path / "s"
+    given = open(tmp_path / "given.txt", "w")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent("""
+                import os, sys
+                GIVEN = os.fdopen(int(sys.argv[1]), "w")      # inherited: not ours
+                PARENTS = open(os.path.join(sys.argv[2], "parent.txt"), "w")
+                pid = os.fork()
+                if pid == 0:
+                    OWN = open(os.path.join(sys.argv[2], "child.txt"), "w")
+                    sys.exit(0)                                # runs the child's exit hooks
+                os.waitpid(pid, 0)
+                print(pid)
+                """), str(given.fileno()), str(tmp_path)],
+            pass_fds=(given.fileno(),), env=probe_env(sockets), capture_output=True, text=True,
+            timeout=30)
+    finally:
+        given.close()
+    assert done.returncode == 0, done.stderr
+    child = int(done.stdout.strip())
+
+    def reported(pid):
+        report = json.loads((sockets / ("%d.final.json" % pid)).read_text())
+        return sorted(e["site"][-1] for e in report["data"]["events"]
+                      if e["kind"] == "unclosed_resource")
+
+    assert reported(child) == [
+        "module global __main__.OWN (still open at exit)"]
+    parent = [p.name for p in sockets.glob("*.final.json") if p.name != "%d.final.json" % child]
+    assert len(parent) == 1, parent
+    assert reported(int(parent[0].split(".")[0])) == [
+        "module global __main__.PARENTS (still open at exit)"]

@@ -12,6 +12,8 @@ import io
 import socket
 import sys
 
+from . import _util
+
 # One scan reports at most this many objects: the point is to show the leak, not to list
 # ten thousand sockets of one pool.
 LIMIT = 50
@@ -20,32 +22,42 @@ LIMIT = 50
 MAX_BLOCKS_FOR_GC_SCAN = 5_000_000
 
 
-def scan(socket_dir):
+def scan(socket_dir, inherited=None):
     """[(subject, message, site)] for every open file, socket or event loop still alive.
 
     socket_dir: leakhound's own probe sockets live there and are never reported.
+    inherited: {fd: target} open when the probe started (or at fork), never reported.
     """
+    inherited = inherited or {}
+    now = _util.descriptors()
+    if now is not None:
+        mine = {fd for fd, target in now.items() if inherited.get(fd) != target}
+        if not _any_but_probe_sockets({fd: now[fd] for fd in mine}, socket_dir):
+            return []  # the usual case, found without walking the heap
+    else:
+        mine = None  # no /proc: judge by the objects alone
     asyncio = sys.modules.get("asyncio")
     loop_type = getattr(getattr(asyncio, "base_events", None), "BaseEventLoop", None)
-    files = {}  # fd -> (rank, object): the outermost wrapper of each descriptor
+    files = {}  # fd -> (kind, object): the outermost wrapper of each descriptor
     loops = []
     closed_later = _closed_by_logging()
+    # isinstance against io's ABCs costs ~1 us an object; classify each type once instead.
+    kinds = {}
     for obj in _candidates():
-        if isinstance(obj, socket.socket):
-            rank = 0
-        elif isinstance(obj, io.IOBase):
-            rank = 0 if isinstance(obj, io.TextIOBase) else (
-                1 if isinstance(obj, io.BufferedIOBase) else 2)
-        elif loop_type is not None and isinstance(obj, loop_type):
+        cls = type(obj)
+        kind = kinds.get(cls)
+        if kind is None:
+            kind = kinds[cls] = _kind_of(cls, loop_type)
+        if kind == _OTHER:
+            continue
+        if kind == _LOOP:
             loops.append(obj)
             continue
-        else:
-            continue
         fd = _open_fd(obj)
-        if fd is None or fd <= 2:
+        if fd is None or fd <= 2 or (mine is not None and fd not in mine):
             continue
-        if fd not in files or rank < files[fd][0]:
-            files[fd] = (rank, obj)
+        if fd not in files or kind < files[fd][0]:
+            files[fd] = (kind, obj)
 
     found = []
     for loop in loops:
@@ -54,6 +66,9 @@ def scan(socket_dir):
                 continue
         except Exception:
             continue
+        wakeup = _open_fd(getattr(loop, "_ssock", None))
+        if mine is not None and wakeup is not None and wakeup not in mine:
+            continue  # a forked child's copy of its parent's loop
         # Its self-pipe sockets are the loop's, not leaks of their own.
         for part in ("_ssock", "_csock"):
             files.pop(_open_fd(getattr(loop, part, None)), None)
@@ -84,6 +99,48 @@ def scan(socket_dir):
             site = ["still open at exit (PYTHONTRACEMALLOC=5 gives where it was opened)"]
         out.append((subject, message, site))
     return out
+
+
+def _any_but_probe_sockets(fds, socket_dir):
+    """Whether any of these {fd: target} is not leakhound's own socket."""
+    if any(not target.startswith("socket:[") for target in fds.values()):
+        return True
+    ours = _unix_sockets_under(socket_dir) if fds else set()
+    return any(target[8:-1] not in ours for target in fds.values())
+
+
+def _unix_sockets_under(folder):
+    """Inodes (as text) of Unix sockets bound under `folder`: the probe's listener and the
+    connections collectors made to it."""
+    out = set()
+    if not folder:
+        return out
+    try:
+        with open("/proc/self/net/unix") as table:
+            next(table, None)
+            for line in table:
+                parts = line.split()
+                if len(parts) >= 8 and parts[7].startswith(folder):
+                    out.add(parts[6])
+    except OSError:
+        pass
+    return out
+
+
+# Kinds, in the order a descriptor's wrappers are preferred: the outermost names it best.
+_SOCKET_OR_TEXT, _BUFFERED, _RAW, _LOOP, _OTHER = range(5)
+
+
+def _kind_of(cls, loop_type):
+    if issubclass(cls, socket.socket):
+        return _SOCKET_OR_TEXT
+    if issubclass(cls, io.IOBase):
+        if issubclass(cls, io.TextIOBase):
+            return _SOCKET_OR_TEXT
+        return _BUFFERED if issubclass(cls, io.BufferedIOBase) else _RAW
+    if loop_type is not None and issubclass(cls, loop_type):
+        return _LOOP
+    return _OTHER
 
 
 def _candidates():

@@ -317,6 +317,8 @@ class Probe:
         self.progress = {}  # id(task) -> [task ref, waiter ref, point, changed_at, first_seen]
         self.events = EventRing(options.max_events)
         self.started_at = monotonic()
+        # Inherited (or, in a forked child, the parent's): not this process's to close.
+        self.fds_at_start = _util.descriptors() or {}
         self.shutdown_started = False
         self.missing = []
         self.server = None
@@ -656,7 +658,8 @@ class Probe:
         """Files, sockets and loops the interpreter's teardown would close: see _open_at_exit."""
         from . import _open_at_exit
 
-        for subject, message, site in _open_at_exit.scan(self.options.socket_dir):
+        for subject, message, site in _open_at_exit.scan(self.options.socket_dir,
+                                                         self.fds_at_start):
             self.events.add("unclosed_resource", subject, message, site)
 
     def write_final(self):
