@@ -37,6 +37,16 @@ fn check(command: &[&str]) -> (i32, Vec<String>, String) {
 }
 
 fn check_with(extra: &[&str], command: &[&str]) -> (i32, Vec<String>, String) {
+    let (code, findings, text) = check_findings(extra, command);
+    let rules = findings
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap().to_string())
+        .collect();
+    (code, rules, text)
+}
+
+/// Runs `leakhound check` as [`check_with`] does; returns the findings of its JSON report.
+fn check_findings(extra: &[&str], command: &[&str]) -> (i32, Vec<serde_json::Value>, String) {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
     let out = Command::new(env!("CARGO_BIN_EXE_leakhound"))
@@ -67,13 +77,8 @@ fn check_with(extra: &[&str], command: &[&str]) -> (i32, Vec<String>, String) {
         &std::fs::read_to_string(&report).unwrap_or_else(|e| panic!("no report ({e}): {text}")),
     )
     .unwrap();
-    let rules = json["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["rule"].as_str().unwrap().to_string())
-        .collect();
-    (out.status.code().unwrap_or(-1), rules, text)
+    let findings = json["findings"].as_array().unwrap().clone();
+    (out.status.code().unwrap_or(-1), findings, text)
 }
 
 fn assert_leak(command: &[&str], rule: &str) {
@@ -215,6 +220,25 @@ rust_pair!(
     "corpus_executor",
     "thread-leak"
 );
+/// The runtime left running has two workers: one finding names both (findings are keyed by
+/// subject, so one per thread once kept only the last).
+#[test]
+fn rust_executor_leak_names_every_worker() {
+    let bin = example("corpus_executor");
+    let (_, findings, text) = check_findings(&[], &[bin.to_str().unwrap()]);
+    let workers: Vec<&serde_json::Value> = findings
+        .iter()
+        .filter(|f| f["rule"] == "thread-leak" && f["evidence"]["runtime"] == "tokio")
+        .collect();
+    assert_eq!(workers.len(), 1, "{text}");
+    assert_eq!(workers[0]["evidence"]["count"], 2, "{text}");
+    assert_eq!(
+        workers[0]["evidence"]["tids"].as_array().map(Vec::len),
+        Some(2),
+        "{text}"
+    );
+}
+
 /// No ignores: the probe must leave nothing of its own open (its connection threads once kept
 /// the runtime's epoll and eventfd alive past the runtime's drop), so the clean twin passes as is.
 const NO_IGNORES: &[&str] = &[];
