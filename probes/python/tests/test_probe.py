@@ -525,3 +525,20 @@ def test_descriptors_inherited_or_from_before_a_fork_are_not_reported_at_exit(tm
     assert len(parent) == 1, parent
     assert reported(int(parent[0].split(".")[0])) == [
         "module global __main__.PARENTS (still open at exit)"]
+
+
+def test_the_exit_scan_walks_the_heap_only_when_something_of_the_programs_is_open(
+        tmp_path, monkeypatch):
+    sys.path.insert(0, SRC)
+    try:
+        from leakhound_probe import _open_at_exit, _util
+    finally:
+        sys.path.remove(SRC)
+    walked = []
+    real = _open_at_exit._candidates
+    monkeypatch.setattr(_open_at_exit, "_candidates", lambda: walked.append(1) or real())
+    at_start = _util.descriptors()
+    assert _open_at_exit.scan(str(tmp_path), at_start) == [] and walked == []
+    with open(tmp_path / "opened-since.txt", "w"):
+        _open_at_exit.scan(str(tmp_path), at_start)
+    assert walked == [1]

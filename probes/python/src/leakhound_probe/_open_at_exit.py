@@ -105,26 +105,8 @@ def _any_but_probe_sockets(fds, socket_dir):
     """Whether any of these {fd: target} is not leakhound's own socket."""
     if any(not target.startswith("socket:[") for target in fds.values()):
         return True
-    ours = _unix_sockets_under(socket_dir) if fds else set()
-    return any(target[8:-1] not in ours for target in fds.values())
-
-
-def _unix_sockets_under(folder):
-    """Inodes (as text) of Unix sockets bound under `folder`: the probe's listener and the
-    connections collectors made to it."""
-    out = set()
-    if not folder:
-        return out
-    try:
-        with open("/proc/self/net/unix") as table:
-            next(table, None)
-            for line in table:
-                parts = line.split()
-                if len(parts) >= 8 and parts[7].startswith(folder):
-                    out.add(parts[6])
-    except OSError:
-        pass
-    return out
+    ours = _util.unix_sockets_under(socket_dir) if fds else set()
+    return any(target not in ours for target in fds.values())
 
 
 # Kinds, in the order a descriptor's wrappers are preferred: the outermost names it best.

@@ -28,6 +28,25 @@ def descriptors():
     return out
 
 
+def unix_sockets_under(folder):
+    """readlink targets (`socket:[INODE]`) of the Unix sockets bound under `folder`: the probe's
+    listener and the connections collectors made to it (an accepted socket shows the
+    listener's path in /proc/net/unix). Empty without /proc."""
+    out = set()
+    if not folder:
+        return out
+    try:
+        with open("/proc/self/net/unix") as table:
+            next(table, None)
+            for line in table:
+                parts = line.split()
+                if len(parts) >= 8 and parts[7].startswith(folder):
+                    out.add("socket:[%s]" % parts[6])
+    except OSError:
+        pass
+    return out
+
+
 def env_int(name, default, lo=0, hi=10**9):
     """An integer setting from the environment; a bad value falls back to the default."""
     try:

@@ -46,6 +46,8 @@ import weakref
 
 import pytest
 
+from . import _util
+
 RULES = (
     "stuck-task",
     "thread-leak",
@@ -323,22 +325,8 @@ def _child_states(pids):
 
 
 def _probe_sockets():
-    """Inodes of Unix sockets bound under leakhound's socket folder: the probe's listener and
-    the connections leakhound's collector makes to it. They are leakhound's, never a test's."""
-    folder = os.environ.get("LEAKHOUND_SOCKET_DIR")
-    if not folder:
-        return set()
-    out = set()
-    try:
-        with open("/proc/self/net/unix") as f:
-            next(f, None)
-            for line in f:
-                parts = line.split()
-                if len(parts) >= 8 and parts[7].startswith(folder):
-                    out.add("socket:[%s]" % parts[6])
-    except OSError:
-        pass
-    return out
+    """The probe's own sockets (see _util.unix_sockets_under): leakhound's, never a test's."""
+    return _util.unix_sockets_under(os.environ.get("LEAKHOUND_SOCKET_DIR"))
 
 
 def _defined_in(fixturedef, config):
