@@ -1,12 +1,13 @@
 //! `stuck-task`: a live task has made no progress (same await point, not polled) for too
-//! long, or (Rust) has lost its waker and can never run again.
+//! long, or (Rust) has lost its waker and can never run again, or (Python) was garbage-collected
+//! while still pending.
 
 use super::Rule;
-use super::probe_common::{latest_probe, secs};
+use super::probe_common::{events_of, innermost, latest_probe, secs};
 use crate::config::Config;
 use crate::findings::{Finding, Severity};
 use crate::history::History;
-use crate::model::{TaskState, own_frame};
+use crate::model::{ProbeEvent, ProbeEventKind, TaskState, own_frame};
 
 pub struct StuckTask;
 
@@ -23,6 +24,9 @@ impl Rule for StuckTask {
         let Some((_, probe)) = latest_probe(history) else {
             return Vec::new();
         };
+        let destroyed = events_of(history, ProbeEventKind::TaskDestroyedPending)
+            .into_iter()
+            .map(|e| destroyed_pending(self.id(), e));
         let after = config.stuck_task_after.as_millis() as u64;
         probe
             .tasks
@@ -76,8 +80,41 @@ impl Rule for StuckTask {
                     .with("waiting_on", t.waiting_on.clone())
                     .with("loop", t.loop_id.clone())
             })
+            .chain(destroyed)
             .collect()
     }
+}
+
+/// asyncio holds tasks only weakly: a pending task nothing else refers to is garbage, and
+/// when the collector frees it, it is gone for good, without an error ("Task was destroyed but
+/// it is pending!" on stderr at most). Like a lost waker, nothing can ever finish it.
+fn destroyed_pending(rule: &str, e: &ProbeEvent) -> Finding {
+    // The probe's message ends with ": <task name>".
+    let task = e
+        .message
+        .rsplit_once(": ")
+        .map_or("?", |(_, name)| name.trim());
+    let point = innermost(&e.site);
+    let own = own_frame(&e.site);
+    let shown = own.unwrap_or(point);
+    Finding::new(
+        rule,
+        Severity::Error,
+        format!("coroutine:{} at {point}", e.subject),
+        format!(
+            "task {task} ({}) was garbage-collected while still pending ({}x), waiting at {shown}: \
+             nothing kept a reference to it, so it never finished; keep a reference to the task \
+             (asyncio holds tasks only weakly) and make sure what it awaits completes, or cancel it",
+            e.subject, e.count
+        ),
+    )
+    .with("task_name", task)
+    .with("coroutine", e.subject.clone())
+    .with("await_point", point)
+    .with("own_frame", own)
+    .with("await_chain", e.site.clone())
+    .with("count", e.count)
+    .with("destroyed_pending", true)
 }
 
 #[cfg(test)]
@@ -170,6 +207,40 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].severity, Severity::Error);
         assert_eq!(f[0].evidence["lost_waker"], true);
+    }
+
+    #[test]
+    fn a_task_collected_while_pending_is_an_error() {
+        let data = ProbeData {
+            events: vec![crate::model::ProbeEvent {
+                kind: ProbeEventKind::TaskDestroyedPending,
+                subject: "wait_forever".into(),
+                site: vec![
+                    "app.py:7 in wait_forever".into(),
+                    "/usr/lib/python3.11/asyncio/locks.py:213 in Event.wait".into(),
+                ],
+                message: "Task was destroyed but it is pending!: waits-forever".into(),
+                count: 2,
+                ..Default::default()
+            }],
+            ..ProbeData::default()
+        };
+        let f = StuckTask.check(&history(vec![(0, data)]), &Config::default());
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].severity, Severity::Error);
+        assert_eq!(
+            f[0].subject,
+            "coroutine:wait_forever at /usr/lib/python3.11/asyncio/locks.py:213 in Event.wait"
+        );
+        assert_eq!(f[0].evidence["task_name"], "waits-forever");
+        assert!(
+            f[0].message.starts_with(
+                "task waits-forever (wait_forever) was garbage-collected while still pending (2x), \
+                 waiting at app.py:7 in wait_forever"
+            ),
+            "{}",
+            f[0].message
+        );
     }
 
     #[test]
