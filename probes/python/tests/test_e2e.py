@@ -40,6 +40,40 @@ def test_task_awaiting_forever_is_stuck(program):
     assert evidence["since_progress_s"] >= 1.0
 
 
+def test_task_collected_while_pending_is_stuck_for_good(program):
+    """asyncio holds tasks weakly: a task nobody refers to, awaiting an event only it refers
+    to, is garbage; the collector frees it and its work is gone without an error."""
+    app = program(
+        """
+        import asyncio, gc
+
+        async def wait_for_order(event):
+            await event.wait()  # never set, and nobody holds the task
+
+        async def main():
+            asyncio.create_task(wait_for_order(asyncio.Event()), name="order-7")
+            await asyncio.sleep(1.5)  # the probe's progress look sees it first
+            gc.collect()  # any collection would do; this one comes at a known time
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+
+        asyncio.run(main())
+        """
+    )
+    summary = watch(app.pid, 3, *FAST)
+    # (It may also have been found stuck while alive: it waited 1.5 s, past the threshold.)
+    gone = [f for f in findings_of(summary, "stuck-task")
+            if f["evidence"].get("destroyed_pending")]
+    assert len(gone) == 1, summary
+    f = gone[0]
+    assert f["severity"] == "error", f
+    assert f["evidence"]["task_name"] == "order-7"
+    assert f["evidence"]["coroutine"] == "wait_for_order"
+    # Its frames were gone when it was freed: the place is the one the probe last saw.
+    assert f["evidence"]["await_chain"][0] == app.site("await event.wait()") + " in wait_for_order"
+    assert "garbage-collected while still pending" in f["message"]
+
+
 def test_coroutine_never_awaited(program):
     app = program(
         """

@@ -179,11 +179,14 @@ def _note_loop_exception(probe, context):
         coro = task.get_coro() if task is not None else None
         from ._probe import await_chain
 
+        # A task collected in a cycle often has its coroutine closed first: then its last
+        # place is what the probe's progress look saw.
+        chain = await_chain(coro) or (probe.last_seen_chain(task) if task is not None else [])
         probe.events.add(
             "task_destroyed_pending",
             getattr(coro, "__qualname__", "task"),
             "%s: %s" % (message, task.get_name() if task is not None else "?"),
-            await_chain(coro),
+            chain,
         )
 
 

@@ -409,6 +409,11 @@ class Probe:
             if key not in seen:
                 self.progress.pop(key, None)
 
+    def last_seen_chain(self, task):
+        """Where the last progress look saw this task (its frames may be gone by now)."""
+        record = self.progress.get(id(task))
+        return point_lines(record[2]) if record is not None else []
+
     def task_report(self, state, now):
         loop = state.loop_ref()
         running_name = current_task_name(loop)
@@ -694,15 +699,30 @@ def weak_or_none(obj):
 
 
 def innermost_point(task):
+    """((code, line) of the task's own coroutine, (code, line) of the innermost await), or
+    None: compared between looks to tell progress, and kept to say where a task was when it
+    is destroyed (by then its frames are gone)."""
     coro = task.get_coro()
-    point = None
+    outer = inner = None
     for _ in range(64):
         frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
         if frame is None:
             break
-        point = (frame.f_code, frame.f_lineno)
+        inner = (frame.f_code, frame.f_lineno)
+        outer = outer or inner
         coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-    return point
+    return (outer, inner) if inner is not None else None
+
+
+def point_lines(point):
+    """innermost_point's answer as await-chain lines, outermost first."""
+    lines = []
+    for code, line in point or ():
+        text = "%s:%d in %s" % (code.co_filename, line or 0, getattr(code, "co_qualname",
+                                                                      code.co_name))
+        if text not in lines:
+            lines.append(text)
+    return lines
 
 
 _PARKED_CODES = None
