@@ -411,7 +411,8 @@ struct Collected {
 impl Collected {
     /// Drops this process's own findings that the pytest plugin reports per test: the same
     /// (rule, subject), and every warning-based one (never-awaited, unclosed-resource from the
-    /// probe), since the plugin saw the same warnings and knows which test made them.
+    /// probe, tasks collected while pending), since the plugin saw the same signals and knows
+    /// which test made them.
     fn prefer_tests(&mut self, pid: u32, per_test: &[Finding]) {
         let same: BTreeSet<(&str, &str)> = per_test
             .iter()
@@ -421,8 +422,9 @@ impl Collected {
             if *p != pid || !test.is_empty() {
                 return true;
             }
-            let from_warning = (rule == "never-awaited" || rule == UNCLOSED_RESOURCE)
-                && f.evidence.get("source").and_then(|s| s.as_str()) != Some("procfs");
+            let from_warning = ((rule == "never-awaited" || rule == UNCLOSED_RESOURCE)
+                && f.evidence.get("source").and_then(|s| s.as_str()) != Some("procfs"))
+                || f.evidence.get("destroyed_pending") == Some(&serde_json::Value::Bool(true));
             !from_warning && !same.contains(&(rule.as_str(), subject.as_str()))
         });
     }

@@ -96,7 +96,12 @@ fn destroyed_pending(rule: &str, e: &ProbeEvent) -> Finding {
         .map_or("?", |(_, name)| name.trim());
     let point = innermost(&e.site);
     let own = own_frame(&e.site);
-    let shown = own.unwrap_or(point);
+    let shown = match own {
+        Some(own) => own,
+        // The probe looks at tasks once a second; this one was freed before it looked.
+        None if e.site.is_empty() => "an unknown place (freed before the probe first saw it)",
+        None => point,
+    };
     Finding::new(
         rule,
         Severity::Error,

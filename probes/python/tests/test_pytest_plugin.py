@@ -193,6 +193,40 @@ def test_blames_the_creator_when_a_later_test_collects_it(pytester):
     assert result.ret != 0
 
 
+def test_a_task_collected_while_pending_is_blamed_on_its_test(pytester):
+    """asyncio holds tasks weakly: an unreferenced task awaiting an event only it holds is
+    freed by the next collection, before the test ends, and is no longer pending by then."""
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        test_dropped='''
+        import asyncio, gc
+
+        async def wait_for_order(event):
+            await event.wait()
+
+        async def test_drops_task():
+            asyncio.get_running_loop().create_task(wait_for_order(asyncio.Event()), name="order-9")
+            await asyncio.sleep(0.01)
+            gc.collect()  # any collection would do
+
+        async def test_keeps_task():
+            event = asyncio.Event()
+            task = asyncio.get_running_loop().create_task(wait_for_order(event))
+            await asyncio.sleep(0.01)
+            gc.collect()
+            event.set()
+            await task
+        '''
+    )
+    result = pytester.runpytest_subprocess(*PLUGIN, "-rA")
+    text = result.stdout.str()
+    got = outcomes(result)
+    assert got == {"test_drops_task": "error", "test_keeps_task": "passed"}, text
+    summary = text.split("= leakhound =")[-1]
+    assert "[stuck-task] task 'order-9' (wait_for_order) was garbage-collected" in summary, text
+    assert "test_dropped.py:7 in test_drops_task" in summary, text
+
+
 def test_multiprocessing_helpers_are_neither_blamed_nor_waited_for(pytester):
     """The first `spawn` process starts multiprocessing's resource tracker, which lives as
     long as the interpreter. It is not the test's leak, and the settle time (here far longer

@@ -532,6 +532,19 @@ class Checker:
 
         patch(asyncio.BaseEventLoop, "create_task", create_task)
 
+        def exception_handler(original):
+            @functools.wraps(original)
+            def call_exception_handler(loop, context):
+                task = context.get("task") if isinstance(context, dict) else None
+                if task is not None and "destroyed but it is pending" in str(
+                        context.get("message", "")):
+                    checker._guard(lambda: checker.on_task_destroyed(task))
+                return original(loop, context)
+
+            return call_exception_handler
+
+        patch(asyncio.BaseEventLoop, "call_exception_handler", exception_handler)
+
         # asyncio.run() and asyncio.Runner (which pytest-asyncio uses) cancel every task still
         # pending when their loop closes, which hides task leaks; note which ones they were.
         runners = sys.modules.get("asyncio.runners")
@@ -612,18 +625,39 @@ class Checker:
 
     # --- creation-time blame for late signals -----------------------------------------------
 
-    def on_unawaited(self, coro):
+    def created_by(self, coro):
+        """(test, creation site) of a coroutine, from its origin (tracked since configure):
+        the test function whose frame created it, else the test running now."""
         origin = getattr(coro, "cr_origin", None) or ()
         # cr_origin lists the innermost frame first.
         site = ["%s:%d in %s" % (f, line, fn) for (f, line, fn) in reversed(origin)]
-        test = None
         for filename, _line, funcname in origin:
             tests = self.test_functions.get((os.path.abspath(filename), funcname))
             if tests:
-                test = self.current if self.current in tests else tests[0]
-                break
+                return (self.current if self.current in tests else tests[0]), site
+        return self.current, site
+
+    def on_task_destroyed(self, task):
+        """A pending task garbage-collected (asyncio holds tasks weakly): its work is gone."""
+        coro = task.get_coro()
+        test, site = self.created_by(coro)
         if test is None:
-            test = self.current
+            return
+        name = task.get_name()
+        qual = getattr(coro, "__qualname__", type(coro).__name__)
+        self.add(Leak(
+            "stuck-task",
+            "task:%s" % name,
+            "task '%s' (%s) was garbage-collected while still pending: nothing kept a reference "
+            "to it, so it never finished; keep a reference to the task" % (name, qual),
+            test,
+            task_name=name,
+            coroutine=qual,
+            site=[s for s in site if not _is_machinery(s.split(":", 1)[0])] or site,
+        ))
+
+    def on_unawaited(self, coro):
+        test, site = self.created_by(coro)
         if test is None:
             return
         name = getattr(coro, "__qualname__", "coroutine")
