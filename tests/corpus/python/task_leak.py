@@ -1,5 +1,7 @@
 """Leaks an asyncio task: it waits on an event nobody sets, and is still pending at exit
-(the loop is never closed, so nothing cancels it)."""
+(the loop is never closed, so nothing cancels it). Nothing references the task either (asyncio
+holds tasks weakly): when a garbage collection happens to run first, it is freed while pending,
+which is also `stuck-task` (an error). Which of the two is seen depends on allocation timing."""
 import asyncio
 
 
