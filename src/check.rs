@@ -362,25 +362,24 @@ pub fn left_open(
             .map(u32::to_string)
             .collect::<Vec<_>>()
             .join(", ");
-        let fate = if tokio {
-            ": its runtime was never shut down"
-        } else {
-            ""
-        };
-        let message = match (tids.len(), tokio) {
-            (1, false) => format!(
-                "thread '{name}' (tid {list}) started during the run was still alive when the command exited"
+        let (fate, role) = match (tokio, tids.len()) {
+            (false, _) => ("", ""),
+            (true, 1) => (
+                ": its runtime was never shut down",
+                ", a tokio runtime's thread",
             ),
-            (1, true) => format!(
-                "thread '{name}' (tid {list}, a tokio runtime's thread) started during the run was still alive when the command exited{fate}"
-            ),
-            (n, false) => format!(
-                "{n} threads '{name}' (tids {list}) started during the run were still alive when the command exited"
-            ),
-            (n, true) => format!(
-                "{n} threads '{name}' (tids {list}, a tokio runtime's threads) started during the run were still alive when the command exited{fate}"
+            (true, _) => (
+                ": its runtime was never shut down",
+                ", a tokio runtime's threads",
             ),
         };
+        let (threads, ids, were) = match tids.len() {
+            1 => (format!("thread '{name}'"), "tid", "was"),
+            n => (format!("{n} threads '{name}'"), "tids", "were"),
+        };
+        let message = format!(
+            "{threads} ({ids} {list}{role}) started during the run {were} still alive when the command exited{fate}"
+        );
         let mut finding = Finding::new(
             THREAD_LEAK,
             Severity::Warning,
