@@ -10,6 +10,17 @@ import time
 from conftest import HOOK, SRC, Client, probe_env, snapshot_of
 
 
+def probe_module(name):
+    """A module of this checkout's probe, imported into the test process."""
+    import importlib
+
+    sys.path.insert(0, SRC)
+    try:
+        return importlib.import_module("leakhound_probe." + name)
+    finally:
+        sys.path.remove(SRC)
+
+
 def run_python(tmp_path, source, env=None, args=(), timeout=30):
     path = tmp_path / "prog.py"
     path.write_text(textwrap.dedent(source))
@@ -468,11 +479,7 @@ def test_a_huge_heap_is_not_listed_at_exit_but_module_globals_still_are(tmp_path
     exiting program memory) and looks at module globals only."""
     import types
 
-    sys.path.insert(0, SRC)
-    try:
-        from leakhound_probe import _open_at_exit
-    finally:
-        sys.path.remove(SRC)
+    _open_at_exit = probe_module("_open_at_exit")
     monkeypatch.setattr(_open_at_exit, "MAX_BLOCKS_FOR_GC_SCAN", 0)
     module = types.ModuleType("leaky_globals")
     held = open(tmp_path / "held.txt", "w")
@@ -529,11 +536,7 @@ def test_descriptors_inherited_or_from_before_a_fork_are_not_reported_at_exit(tm
 
 def test_the_exit_scan_walks_the_heap_only_when_something_of_the_programs_is_open(
         tmp_path, monkeypatch):
-    sys.path.insert(0, SRC)
-    try:
-        from leakhound_probe import _open_at_exit, _util
-    finally:
-        sys.path.remove(SRC)
+    _open_at_exit, _util = probe_module("_open_at_exit"), probe_module("_util")
     walked = []
     real = _open_at_exit._candidates
     monkeypatch.setattr(_open_at_exit, "_candidates", lambda: walked.append(1) or real())

@@ -32,10 +32,13 @@ def scan(socket_dir, inherited=None):
     now = _util.descriptors()
     if now is not None:
         mine = {fd for fd, target in now.items() if inherited.get(fd) != target}
-        if not _any_but_probe_sockets({fd: now[fd] for fd in mine}, socket_dir):
+        if any(now[fd].startswith("socket:[") for fd in mine):
+            ours = _util.unix_sockets_under(socket_dir)
+            mine = {fd for fd in mine if now[fd] not in ours}
+        if not mine:
             return []  # the usual case, found without walking the heap
     else:
-        mine = None  # no /proc: judge by the objects alone
+        mine = None  # no /proc: judge by the objects alone (and probe sockets by their path)
     asyncio = sys.modules.get("asyncio")
     loop_type = getattr(getattr(asyncio, "base_events", None), "BaseEventLoop", None)
     files = {}  # fd -> (kind, object): the outermost wrapper of each descriptor
@@ -99,14 +102,6 @@ def scan(socket_dir, inherited=None):
             site = ["still open at exit (PYTHONTRACEMALLOC=5 gives where it was opened)"]
         out.append((subject, message, site))
     return out
-
-
-def _any_but_probe_sockets(fds, socket_dir):
-    """Whether any of these {fd: target} is not leakhound's own socket."""
-    if any(not target.startswith("socket:[") for target in fds.values()):
-        return True
-    ours = _util.unix_sockets_under(socket_dir) if fds else set()
-    return any(target not in ours for target in fds.values())
 
 
 # Kinds, in the order a descriptor's wrappers are preferred: the outermost names it best.
