@@ -3,16 +3,7 @@
 //! re-parented to leakhound (a child subreaper).
 
 use crate::model::ProcState;
-
-/// A process found under leakhound after the command exited.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Leftover {
-    pub pid: u32,
-    pub ppid: u32,
-    pub state: ProcState,
-    /// Command line, or `[comm]` when it is gone (zombies).
-    pub cmd: String,
-}
+pub use crate::rules::at_exit::Leftover;
 
 /// Every descendant of `root` (not `root` itself), parents before children.
 #[cfg(target_os = "linux")]

@@ -21,9 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-pub const EXIT_CLEAN: u8 = 0;
-pub const EXIT_FINDINGS: u8 = 1;
-pub const EXIT_ERROR: u8 = 2;
+pub use crate::verdict::{EXIT_CLEAN, EXIT_ERROR, EXIT_FINDINGS};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -147,7 +145,7 @@ pub struct CheckArgs {
     pub fail_on: Option<crate::findings::Severity>,
     /// Format on standard output: text, json, junit, sarif.
     #[arg(long, default_value = "text")]
-    pub format: crate::check::ReportFormat,
+    pub format: check::ReportFormat,
     /// Also write a report to FILE; the format comes from FORMAT:FILE or the extension
     /// (.json, .xml = junit, .sarif, .txt). Repeatable.
     #[arg(short, long, value_name = "[FORMAT:]FILE")]
@@ -267,7 +265,7 @@ fn rules_command() -> anyhow::Result<u8> {
     use std::fmt::Write;
     let mut text = String::from("RULES\n");
     // The rules plus the ones `check` decides at exit (orphan-child).
-    for (id, summary) in crate::check::rule_catalog() {
+    for (id, summary) in crate::rules::catalog() {
         let _ = writeln!(text, "  {id:<18} {summary}");
     }
     text.push_str("\nTHRESHOLDS (-T KEY=VALUE)\n");

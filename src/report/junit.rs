@@ -6,16 +6,18 @@
 //! command that failed on its own is one more failing case. Findings below `--fail-on` are
 //! listed in `<system-out>` of their case, which stays passing.
 
-use crate::check::CheckReport;
 use crate::findings::Finding;
+use crate::verdict::CheckReport;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 pub fn render(report: &CheckReport) -> String {
     // (classname, name) -> findings
     let mut cases: BTreeMap<(String, String), Vec<&Finding>> = BTreeMap::new();
-    for (id, _) in crate::check::rule_catalog() {
-        cases.entry(("leakhound".into(), id)).or_default();
+    for (id, _) in crate::rules::catalog() {
+        cases
+            .entry(("leakhound".into(), id.to_string()))
+            .or_default();
     }
     for f in &report.findings {
         let key = match f.evidence.get("test").and_then(|t| t.as_str()) {

@@ -5,8 +5,8 @@
 //! physical location when the evidence carries a source site (`path:line in function`).
 //! Validated against the OASIS schema in `probes/python/tests/test_check_reports.py`.
 
-use crate::check::CheckReport;
 use crate::findings::{Finding, Severity};
+use crate::verdict::CheckReport;
 use serde_json::{Value, json};
 
 const SCHEMA: &str =
@@ -24,7 +24,7 @@ const SITE_KEYS: &[&str] = &[
 ];
 
 pub fn render(report: &CheckReport) -> String {
-    let catalog = crate::check::rule_catalog();
+    let catalog = crate::rules::catalog();
     let rules: Vec<Value> = catalog
         .iter()
         .map(|(id, summary)| {
@@ -63,7 +63,7 @@ pub fn render(report: &CheckReport) -> String {
     serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
 }
 
-fn result(f: &Finding, catalog: &[(String, String)], cwd: Option<&std::path::Path>) -> Value {
+fn result(f: &Finding, catalog: &[(&str, &str)], cwd: Option<&std::path::Path>) -> Value {
     let level = match f.severity {
         Severity::Error => "error",
         Severity::Warning => "warning",

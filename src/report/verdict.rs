@@ -1,7 +1,7 @@
 //! The `check` verdict as text (for people) and JSON (for scripts).
 
-use crate::check::CheckReport;
 use crate::findings::Finding;
+use crate::verdict::CheckReport;
 use std::fmt::Write;
 
 /// Evidence keys shown under a finding in text, in this order; the rest stay in JSON.

@@ -9,12 +9,15 @@ use serde_json::json;
 
 pub struct CloseWait;
 
+/// The rule id, as findings and ignore lists name it.
+pub const ID: &str = "close-wait";
+
 /// How many stuck sockets the evidence names.
 const EXAMPLES: usize = 5;
 
 impl Rule for CloseWait {
     fn id(&self) -> &'static str {
-        "close-wait"
+        ID
     }
 
     fn summary(&self) -> &'static str {
@@ -52,7 +55,7 @@ impl Rule for CloseWait {
         let growth = count as i64 - at_start as i64;
         vec![
             Finding::new(
-                self.id(),
+                ID,
                 Severity::Warning,
                 format!("pid:{}", latest.pid),
                 format!(

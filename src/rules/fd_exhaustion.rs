@@ -11,12 +11,15 @@ use serde_json::json;
 
 pub struct FdExhaustion;
 
+/// The rule id, as findings and ignore lists name it.
+pub const ID: &str = "fd-exhaustion";
+
 /// A trend is only believed over at least this many samples …
 const MIN_POINTS: usize = 5;
 
 impl Rule for FdExhaustion {
     fn id(&self) -> &'static str {
-        "fd-exhaustion"
+        ID
     }
 
     fn summary(&self) -> &'static str {
@@ -83,7 +86,7 @@ impl Rule for FdExhaustion {
             Severity::Warning
         };
         vec![
-            Finding::new(self.id(), severity, format!("pid:{}", latest.pid), message)
+            Finding::new(ID, severity, format!("pid:{}", latest.pid), message)
                 .with("open", open)
                 .with("soft", soft)
                 .with("hard", json!(latest.fds.hard_limit))

@@ -15,6 +15,9 @@ use crate::model::Snapshot;
 
 pub struct LeakGrowth;
 
+/// The rule id, as findings and ignore lists name it.
+pub const ID: &str = "leak-growth";
+
 type Metric = (&'static str, &'static str, fn(&Snapshot) -> f64);
 
 const METRICS: &[Metric] = &[
@@ -28,7 +31,7 @@ const METRICS: &[Metric] = &[
 
 impl Rule for LeakGrowth {
     fn id(&self) -> &'static str {
-        "leak-growth"
+        ID
     }
 
     fn summary(&self) -> &'static str {

@@ -10,9 +10,12 @@ use crate::model::own_frame;
 
 pub struct LoopBlocked;
 
+/// The rule id, as findings and ignore lists name it.
+pub const ID: &str = "loop-blocked";
+
 impl Rule for LoopBlocked {
     fn id(&self) -> &'static str {
-        "loop-blocked"
+        ID
     }
 
     fn summary(&self) -> &'static str {
@@ -56,7 +59,7 @@ impl Rule for LoopBlocked {
             let stall_ms = worst.map_or(l.lag.max_ms, |s| s.duration_ms);
             out.push(
                 Finding::new(
-                    self.id(),
+                    ID,
                     Severity::Warning,
                     format!("loop:{}", l.id),
                     format!(

@@ -10,9 +10,12 @@ use crate::model::{ProbeEventKind, TaskState};
 
 pub struct NeverAwaited;
 
+/// The rule id, as findings and ignore lists name it.
+pub const ID: &str = "never-awaited";
+
 impl Rule for NeverAwaited {
     fn id(&self) -> &'static str {
-        "never-awaited"
+        ID
     }
 
     fn summary(&self) -> &'static str {
@@ -25,7 +28,7 @@ impl Rule for NeverAwaited {
             .map(|e| {
                 let site = innermost(&e.site);
                 Finding::new(
-                    self.id(),
+                    ID,
                     Severity::Warning,
                     format!("coroutine:{} at {site}", e.subject),
                     format!(
@@ -48,7 +51,7 @@ impl Rule for NeverAwaited {
                 let site = t.spawn_location.as_deref().unwrap_or("unknown spawn site");
                 out.push(
                     Finding::new(
-                        self.id(),
+                        ID,
                         Severity::Warning,
                         format!("task:{}", t.id),
                         format!(

@@ -9,9 +9,12 @@ use crate::history::History;
 
 pub struct PoolStarvation;
 
+/// The rule id, as findings and ignore lists name it.
+pub const ID: &str = "pool-starvation";
+
 impl Rule for PoolStarvation {
     fn id(&self) -> &'static str {
-        "pool-starvation"
+        ID
     }
 
     fn summary(&self) -> &'static str {
@@ -58,7 +61,7 @@ impl Rule for PoolStarvation {
                 .map_or(String::new(), |w| format!(", queue wait p99 {w:.0} ms"));
             out.push(
                 Finding::new(
-                    self.id(),
+                    ID,
                     Severity::Warning,
                     format!("pool:{}", p.id),
                     format!("{what}{wait}"),

@@ -11,9 +11,12 @@ use crate::model::{ProbeEvent, ProbeEventKind, TaskState, own_frame};
 
 pub struct StuckTask;
 
+/// The rule id, as findings and ignore lists name it.
+pub const ID: &str = "stuck-task";
+
 impl Rule for StuckTask {
     fn id(&self) -> &'static str {
-        "stuck-task"
+        ID
     }
 
     fn summary(&self) -> &'static str {
@@ -26,7 +29,7 @@ impl Rule for StuckTask {
         };
         let destroyed = events_of(history, ProbeEventKind::TaskDestroyedPending)
             .into_iter()
-            .map(|e| destroyed_pending(self.id(), e));
+            .map(|e| destroyed_pending(ID, e));
         let after = config.stuck_task_after.as_millis() as u64;
         probe
             .tasks
@@ -65,7 +68,7 @@ impl Rule for StuckTask {
                         ),
                     )
                 };
-                Finding::new(self.id(), severity, format!("task:{}", t.id), message)
+                Finding::new(ID, severity, format!("task:{}", t.id), message)
                     .with("task", t.id.clone())
                     .with("name", t.name.clone())
                     .with("kind", t.kind.clone())

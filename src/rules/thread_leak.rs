@@ -1,18 +1,29 @@
 //! `thread-leak`: non-daemon threads, executors or child processes still alive when the
 //! program began to shut down (probe events), or non-daemon threads piling up while it runs.
+//! Under `check`, also judged at exit: threads started during the run and still alive at its end.
 
-use super::Rule;
+use super::at_exit::{Exit, Held};
 use super::probe_common::{events_of, secs};
+use super::{ExitRule, Rule};
 use crate::config::Config;
 use crate::findings::{Finding, Severity};
 use crate::history::History;
-use crate::model::{ProbeEventKind, Snapshot};
-use std::collections::BTreeMap;
+use crate::model::{ProbeEventKind, ProcState, Snapshot};
+use std::collections::{BTreeMap, BTreeSet};
 
 pub struct ThreadLeak;
 
-/// leakhound's own probe threads are never the program's leak.
-const PROBE_THREAD_PREFIX: &str = "leakhound";
+/// The rule id, as findings and ignore lists name it.
+pub const ID: &str = "thread-leak";
+const SUMMARY: &str =
+    "threads or executors still alive when the program should be done, or piling up";
+
+/// leakhound's own probe threads (named with this prefix) are never the program's leak.
+pub const PROBE_THREAD_PREFIX: &str = "leakhound";
+
+/// tokio's default names for its runtime threads as /proc shows them (cut to 15 bytes):
+/// "tokio-rt-worker" since tokio 1.50, "tokio-runtime-w" before.
+const TOKIO_THREAD_NAMES: [&str; 2] = ["tokio-rt-worker", "tokio-runtime-w"];
 /// How many new threads the growth finding names.
 const EXAMPLES: usize = 10;
 
@@ -28,11 +39,11 @@ fn non_daemon(s: &Snapshot) -> BTreeMap<u32, &str> {
 
 impl Rule for ThreadLeak {
     fn id(&self) -> &'static str {
-        "thread-leak"
+        ID
     }
 
     fn summary(&self) -> &'static str {
-        "threads or executors still alive when the program should be done, or piling up"
+        SUMMARY
     }
 
     fn check(&self, history: &History, config: &Config) -> Vec<Finding> {
@@ -44,7 +55,7 @@ impl Rule for ThreadLeak {
                     Some((kind, name)) => format!("{kind}:{name}"),
                     None => format!("thread:{}", e.subject),
                 };
-                Finding::new(self.id(), Severity::Warning, subject, e.message.clone())
+                Finding::new(ID, Severity::Warning, subject, e.message.clone())
                     .with("what", e.subject.clone())
                     .with("stack", e.site.clone())
                     .with("at", e.site.last().cloned())
@@ -80,7 +91,7 @@ impl Rule for ThreadLeak {
             .collect();
         out.push(
             Finding::new(
-                self.id(),
+                ID,
                 Severity::Warning,
                 format!("pid:{}/non-daemon-threads", latest.pid),
                 format!(
@@ -99,6 +110,112 @@ impl Rule for ThreadLeak {
         );
         out
     }
+}
+
+impl ExitRule for ThreadLeak {
+    fn id(&self) -> &'static str {
+        ID
+    }
+
+    fn summary(&self) -> &'static str {
+        SUMMARY
+    }
+
+    /// Threads started during the run and still alive at its end (see [`Held`]), one finding
+    /// per name.
+    fn judge_exit(&self, exit: &Exit) -> Vec<Finding> {
+        exit.held
+            .map(|held| left_running(&held))
+            .unwrap_or_default()
+    }
+}
+
+/// A probe knows its runtime's names for threads; a /proc sample taken at the exit has none,
+/// so names come from the samples before.
+fn left_running(held: &Held) -> Vec<Finding> {
+    let Held {
+        snapshots,
+        first,
+        last,
+        before_last,
+        had_probe,
+        ..
+    } = *held;
+    let tids = |s: &Snapshot| -> BTreeSet<u32> { s.threads.iter().map(|t| t.tid).collect() };
+    let (base_tids, held_tids) = (tids(first), tids(before_last));
+    // Only a probe that names threads (Python's) can vouch that an unnamed one is not the
+    // program's; the Rust probe names none, so a tokio program's threads are judged by /proc.
+    let probed = had_probe
+        || snapshots
+            .iter()
+            .any(|s| s.probe.as_ref().is_some_and(|p| !p.threads.is_empty()));
+    let runtime_name = |tid: u32| -> Option<String> {
+        snapshots
+            .iter()
+            .rev()
+            .flat_map(|s| s.threads.iter())
+            .find(|t| t.tid == tid && t.runtime_name.is_some())
+            .and_then(|t| t.runtime_name.clone())
+    };
+    // Threads of one name are one finding: a runtime's 16 workers are one thing left running,
+    // and findings are keyed by subject, so one per thread would keep only the last anyway.
+    let mut by_name: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for t in &last.threads {
+        let known = runtime_name(t.tid);
+        // With a thread-naming probe loaded, a thread it never named is its own (or not the
+        // runtime's): the probe's shutdown report speaks for the runtime's threads.
+        if probed && known.is_none() {
+            continue;
+        }
+        let name = known.unwrap_or_else(|| t.name.clone());
+        if t.tid == last.pid
+            || base_tids.contains(&t.tid)
+            || !held_tids.contains(&t.tid)
+            || name.starts_with(PROBE_THREAD_PREFIX)
+            || t.state == ProcState::Zombie
+        {
+            continue;
+        }
+        by_name.entry(name).or_default().push(t.tid);
+    }
+    let mut out = Vec::new();
+    for (name, tids) in by_name {
+        let tokio = TOKIO_THREAD_NAMES.iter().any(|n| name.starts_with(n));
+        let list = tids
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (fate, role) = match (tokio, tids.len()) {
+            (false, _) => ("", ""),
+            (true, 1) => (
+                ": its runtime was never shut down",
+                ", a tokio runtime's thread",
+            ),
+            (true, _) => (
+                ": its runtime was never shut down",
+                ", a tokio runtime's threads",
+            ),
+        };
+        let (threads, ids, were) = match tids.len() {
+            1 => (format!("thread '{name}'"), "tid", "was"),
+            n => (format!("{n} threads '{name}'"), "tids", "were"),
+        };
+        let message = format!(
+            "{threads} ({ids} {list}{role}) started during the run {were} still alive when the command exited{fate}"
+        );
+        let mut finding = Finding::new(ID, Severity::Warning, format!("thread:{name}"), message)
+            .with("tid", tids[0])
+            .with("tids", tids.clone())
+            .with("count", tids.len())
+            .with("thread_name", name)
+            .with("source", "procfs");
+        if tokio {
+            finding = finding.with("runtime", "tokio");
+        }
+        out.push(finding);
+    }
+    out
 }
 
 #[cfg(test)]

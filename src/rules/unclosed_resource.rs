@@ -1,22 +1,33 @@
 //! `unclosed-resource`: Python reported (ResourceWarning) a socket, file, transport or client
 //! session collected without being closed; with the allocation site when tracemalloc is on.
+//! Under `check`, also judged at exit: descriptors opened during the run and never closed.
 
-use super::Rule;
+use super::at_exit::{Exit, Held};
 use super::probe_common::{events_of, innermost};
+use super::{ExitRule, Rule};
 use crate::config::Config;
 use crate::findings::{Finding, Severity};
 use crate::history::History;
-use crate::model::ProbeEventKind;
+use crate::model::{FdKind, ProbeEventKind, Proto, Snapshot, Socket};
+use std::collections::BTreeSet;
 
 pub struct UnclosedResource;
 
+/// The rule id, as findings and ignore lists name it.
+pub const ID: &str = "unclosed-resource";
+const SUMMARY: &str =
+    "a socket, file, transport or client session was dropped without being closed";
+
+/// Shells (by process name) whose descriptors 10 and up holding files are their own input.
+const SHELLS: &[&str] = &["bash", "sh", "dash", "zsh", "ksh", "mksh", "ash", "busybox"];
+
 impl Rule for UnclosedResource {
     fn id(&self) -> &'static str {
-        "unclosed-resource"
+        ID
     }
 
     fn summary(&self) -> &'static str {
-        "a socket, file, transport or client session was dropped without being closed"
+        SUMMARY
     }
 
     fn check(&self, history: &History, _config: &Config) -> Vec<Finding> {
@@ -25,7 +36,7 @@ impl Rule for UnclosedResource {
             .map(|e| {
                 let site = innermost(&e.site);
                 Finding::new(
-                    self.id(),
+                    ID,
                     Severity::Warning,
                     format!("resource:{} at {site}", e.subject),
                     format!(
@@ -42,12 +53,167 @@ impl Rule for UnclosedResource {
     }
 }
 
+impl ExitRule for UnclosedResource {
+    fn id(&self) -> &'static str {
+        ID
+    }
+
+    fn summary(&self) -> &'static str {
+        SUMMARY
+    }
+
+    /// Descriptors that appeared during the run and were still held at its end (see
+    /// [`Held`]), except the std streams, a shell's own script and leakhound's probe sockets.
+    fn judge_exit(&self, exit: &Exit) -> Vec<Finding> {
+        exit.held.map(|held| left_open(&held)).unwrap_or_default()
+    }
+}
+
+fn left_open(held: &Held) -> Vec<Finding> {
+    let Held {
+        first,
+        last,
+        before_last,
+        ..
+    } = *held;
+    let fd_set = |s: &Snapshot| -> BTreeSet<(i32, String)> {
+        s.fd_list
+            .iter()
+            .flatten()
+            .map(|f| (f.fd, f.target.clone()))
+            .collect()
+    };
+    let baseline = fd_set(first);
+    let still = fd_set(before_last);
+    let probe_inodes: BTreeSet<u64> = last
+        .sockets
+        .iter()
+        .filter(|s| held.is_probe_path(&s.local))
+        .map(|s| s.inode)
+        .collect();
+    // A shell reads its script, and every file it sources, through a descriptor it moves to 10
+    // or above (bash: 255) and holds while it runs them: the interpreter's, not the script's.
+    let shell = [last, before_last, first]
+        .iter()
+        .filter_map(|s| s.process.as_ref())
+        .any(|p| {
+            // A `#!/bin/bash` script's name is the script's; its argv[0] is the shell.
+            let argv0 = p.cmd.split_whitespace().next().unwrap_or_default();
+            let argv0 = argv0.rsplit('/').next().unwrap_or_default();
+            SHELLS.contains(&p.name.as_str()) || SHELLS.contains(&argv0)
+        });
+    let mut out = Vec::new();
+    for fd in last.fd_list.iter().flatten() {
+        let key = (fd.fd, fd.target.clone());
+        if fd.fd <= 2 || baseline.contains(&key) || !still.contains(&key) {
+            continue;
+        }
+        if shell && fd.fd >= 10 && fd.kind == FdKind::File {
+            continue;
+        }
+        if held.is_probe_path(&fd.target) {
+            continue;
+        }
+        let socket = last
+            .sockets
+            .iter()
+            .find(|s| s.fd == Some(fd.fd) || format!("socket:[{}]", s.inode) == fd.target);
+        if socket.is_some_and(|s| probe_inodes.contains(&s.inode) || in_process_pair(s, last)) {
+            continue;
+        }
+        let what = match (fd.kind, socket) {
+            (FdKind::Socket, Some(s)) => {
+                let peer = if s.remote.is_empty() || s.remote.ends_with(":0") {
+                    String::new()
+                } else {
+                    format!(" -> {}", s.remote)
+                };
+                format!("{:?} socket {}{} ({})", s.proto, s.local, peer, s.state).to_lowercase()
+            }
+            (FdKind::File, _) => format!("file {}", fd.target),
+            (kind, _) => format!("{} {}", kind.as_str(), fd.target),
+        };
+        let mut finding = Finding::new(
+            ID,
+            Severity::Warning,
+            format!("fd:{}", fd.fd),
+            format!(
+                "fd {} ({what}) was opened during the run and never closed",
+                fd.fd
+            ),
+        )
+        .with("fd", fd.fd)
+        .with("kind", fd.kind.as_str())
+        .with("target", fd.target.clone())
+        .with("source", "procfs");
+        if let Some(s) = socket {
+            finding = finding
+                .with("local", s.local.clone())
+                .with("remote", s.remote.clone())
+                .with("state", s.state.clone());
+        }
+        out.push(finding);
+    }
+    out
+}
+
+/// A connected, unnamed Unix socket whose twin (the other end of the same `socketpair()`, whose
+/// inodes the kernel allocates together) the process also holds: an in-process wake-up channel
+/// such as tokio's signal driver or a self-pipe, kept by design for the process's life. It
+/// reaches nothing outside the process; a pair leaked per request still shows as leak-growth.
+fn in_process_pair(socket: &Socket, snapshot: &Snapshot) -> bool {
+    let unnamed_connected =
+        |s: &Socket| s.proto == Proto::Unix && s.local.is_empty() && s.state == "CONNECTED";
+    unnamed_connected(socket)
+        && snapshot.sockets.iter().any(|other| {
+            unnamed_connected(other)
+                && (other.inode == socket.inode + 1 || other.inode + 1 == socket.inode)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::probe_common::testing::history;
     use super::*;
     use crate::model::{ProbeData, ProbeEvent};
 
+    fn unix(inode: u64, local: &str, state: &str) -> Socket {
+        Socket {
+            proto: Proto::Unix,
+            local: local.into(),
+            remote: String::new(),
+            state: state.into(),
+            inode,
+            fd: None,
+            rx_queue: 0,
+            tx_queue: 0,
+        }
+    }
+
+    #[test]
+    fn a_socketpair_held_whole_is_in_process_and_a_lone_socket_is_not() {
+        let pair = Snapshot {
+            sockets: vec![unix(100, "", "CONNECTED"), unix(101, "", "CONNECTED")],
+            ..Default::default()
+        };
+        assert!(in_process_pair(&pair.sockets[0], &pair));
+        assert!(in_process_pair(&pair.sockets[1], &pair));
+
+        // One end only (the peer is another process), or a named socket beside it: judged.
+        let lone = Snapshot {
+            sockets: vec![
+                unix(100, "", "CONNECTED"),
+                unix(101, "/run/x.sock", "CONNECTED"),
+            ],
+            ..Default::default()
+        };
+        assert!(!in_process_pair(&lone.sockets[0], &lone));
+        let apart = Snapshot {
+            sockets: vec![unix(100, "", "CONNECTED"), unix(205, "", "CONNECTED")],
+            ..Default::default()
+        };
+        assert!(!in_process_pair(&apart.sockets[0], &apart));
+    }
     #[test]
     fn fires_per_resource_and_site() {
         let data = ProbeData {

@@ -1,6 +1,8 @@
-//! `zombie-child`: a descendant exited and its parent has not reaped it (no `wait()`).
+//! `zombie-child`: a descendant exited and its parent has not reaped it (no `wait()`). Judged
+//! while it runs (for long enough) and, under `check`, at exit: every child left unreaped.
 
-use super::Rule;
+use super::at_exit::Exit;
+use super::{ExitRule, Rule};
 use crate::config::Config;
 use crate::findings::{Finding, Severity};
 use crate::history::History;
@@ -8,13 +10,17 @@ use crate::model::ProcState;
 
 pub struct ZombieChild;
 
+/// The rule id, as findings and ignore lists name it.
+pub const ID: &str = "zombie-child";
+const SUMMARY: &str = "a child process exited and its parent has not reaped it";
+
 impl Rule for ZombieChild {
     fn id(&self) -> &'static str {
-        "zombie-child"
+        ID
     }
 
     fn summary(&self) -> &'static str {
-        "a child process exited and its parent has not reaped it"
+        SUMMARY
     }
 
     fn check(&self, history: &History, config: &Config) -> Vec<Finding> {
@@ -48,7 +54,7 @@ impl Rule for ZombieChild {
             }
             out.push(
                 Finding::new(
-                    self.id(),
+                    ID,
                     Severity::Warning,
                     format!("pid:{}", zombie.pid),
                     format!(
@@ -66,6 +72,39 @@ impl Rule for ZombieChild {
             );
         }
         out
+    }
+}
+
+impl ExitRule for ZombieChild {
+    fn id(&self) -> &'static str {
+        ID
+    }
+
+    fn summary(&self) -> &'static str {
+        SUMMARY
+    }
+
+    /// Every zombie present right after the command exited: a child it left unreaped.
+    fn judge_exit(&self, exit: &Exit) -> Vec<Finding> {
+        let Some(left) = exit.leftovers else {
+            return Vec::new();
+        };
+        left.zombies
+            .iter()
+            .map(|p| {
+                Finding::new(
+                    ID,
+                    Severity::Warning,
+                    format!("pid:{}", p.pid),
+                    format!(
+                        "`{}` (pid {}) exited but was never reaped (wait()ed for) by its parent",
+                        p.cmd, p.pid
+                    ),
+                )
+                .with("pid", p.pid)
+                .with("cmd", p.cmd.clone())
+            })
+            .collect()
     }
 }
 
