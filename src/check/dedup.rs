@@ -1,7 +1,7 @@
 //! `check`'s de-duplication policy: which of the findings about one process, from samples,
 //! probes' final reports, the exit-time rules and the pytest plugin, are kept.
 
-use crate::findings::Finding;
+use crate::findings::{Finding, Seen};
 use crate::rules::{never_awaited, unclosed_resource};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,8 +28,8 @@ impl Collected {
                 return true;
             }
             let from_warning = ((rule == never_awaited::ID || rule == unclosed_resource::ID)
-                && f.evidence.get("source").and_then(|s| s.as_str()) != Some("procfs"))
-                || f.evidence.get("destroyed_pending") == Some(&serde_json::Value::Bool(true));
+                && f.source != Some(Seen::Procfs))
+                || f.destroyed_pending == Some(true);
             !from_warning && !same.contains(&(rule.as_str(), subject.as_str()))
         });
     }
@@ -51,16 +51,11 @@ impl Collected {
     pub fn add(&mut self, pid: u32, findings: impl IntoIterator<Item = Finding>) {
         let root = *self.root.get_or_insert(pid);
         for mut f in findings {
-            if pid != root && !f.evidence.contains_key("pid") {
-                f = f.with("pid", pid);
+            if pid != root && f.pid.is_none() {
+                f = f.about_pid(pid);
             }
             // The pytest plugin's findings are per test: the same subject in two tests is two.
-            let test = f
-                .evidence
-                .get("test")
-                .and_then(|t| t.as_str())
-                .unwrap_or_default()
-                .to_string();
+            let test = f.test.clone().unwrap_or_default();
             self.map
                 .insert((pid, f.rule.clone(), f.subject.clone(), test), f);
         }

@@ -5,7 +5,7 @@
 //! that suppresses nothing in a run is reported, so stale entries can be removed — goleak's
 //! ignore options never tell you that.
 
-use crate::findings::Finding;
+use crate::findings::{Finding, LOCATION_KEYS};
 
 /// What an ignore entry matches against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -53,16 +53,7 @@ impl IgnoreKind {
                 &["task", "coroutine"],
                 &["task", "task_name", "coroutine", "tasks"],
             ),
-            IgnoreKind::Location => (
-                &[],
-                &[
-                    "spawn_location",
-                    "location",
-                    "site",
-                    "created_at",
-                    "creation_site",
-                ],
-            ),
+            IgnoreKind::Location => (&[], &LOCATION_KEYS),
             IgnoreKind::Fd => (&["fd"], &["path", "target", "fd_target", "fds"]),
             IgnoreKind::Child => (&["pid", "child"], &["cmd", "command", "children"]),
         };

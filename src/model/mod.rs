@@ -43,8 +43,8 @@ impl Snapshot {
         self.probe.as_ref().map_or(&[], |p| p.tasks.as_slice())
     }
 
-    /// Number of sockets in the given kernel state, e.g. `"CLOSE_WAIT"`.
-    pub fn sockets_in_state(&self, state: &str) -> usize {
+    /// Number of sockets in the given state, e.g. [`SocketState::CloseWait`].
+    pub fn sockets_in_state(&self, state: SocketState) -> usize {
         self.sockets.iter().filter(|s| s.state == state).count()
     }
 

@@ -172,15 +172,109 @@ pub enum Proto {
     Unix,
 }
 
+/// A socket's state, written as the kernel names it (`include/net/tcp_states.h`; UDP uses the
+/// same codes: `CLOSE` is an unconnected UDP socket, `ESTABLISHED` a connected one). Unix
+/// sockets: `UNCONNECTED`, `CONNECTING`, `CONNECTED`, `DISCONNECTING`, `LISTEN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SocketState {
+    Established,
+    SynSent,
+    SynRecv,
+    FinWait1,
+    FinWait2,
+    TimeWait,
+    Close,
+    CloseWait,
+    LastAck,
+    Listen,
+    Closing,
+    NewSynRecv,
+    Unconnected,
+    Connecting,
+    Connected,
+    Disconnecting,
+    /// A code or name leakhound does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl SocketState {
+    pub const ALL: [SocketState; 17] = [
+        SocketState::Established,
+        SocketState::SynSent,
+        SocketState::SynRecv,
+        SocketState::FinWait1,
+        SocketState::FinWait2,
+        SocketState::TimeWait,
+        SocketState::Close,
+        SocketState::CloseWait,
+        SocketState::LastAck,
+        SocketState::Listen,
+        SocketState::Closing,
+        SocketState::NewSynRecv,
+        SocketState::Unconnected,
+        SocketState::Connecting,
+        SocketState::Connected,
+        SocketState::Disconnecting,
+        SocketState::Unknown,
+    ];
+
+    /// The kernel's name: `CLOSE_WAIT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SocketState::Established => "ESTABLISHED",
+            SocketState::SynSent => "SYN_SENT",
+            SocketState::SynRecv => "SYN_RECV",
+            SocketState::FinWait1 => "FIN_WAIT1",
+            SocketState::FinWait2 => "FIN_WAIT2",
+            SocketState::TimeWait => "TIME_WAIT",
+            SocketState::Close => "CLOSE",
+            SocketState::CloseWait => "CLOSE_WAIT",
+            SocketState::LastAck => "LAST_ACK",
+            SocketState::Listen => "LISTEN",
+            SocketState::Closing => "CLOSING",
+            SocketState::NewSynRecv => "NEW_SYN_RECV",
+            SocketState::Unconnected => "UNCONNECTED",
+            SocketState::Connecting => "CONNECTING",
+            SocketState::Connected => "CONNECTED",
+            SocketState::Disconnecting => "DISCONNECTING",
+            SocketState::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+impl std::fmt::Display for SocketState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// From the kernel's name; a name it does not know is `Unknown`.
+impl From<&str> for SocketState {
+    fn from(name: &str) -> Self {
+        SocketState::ALL
+            .into_iter()
+            .find(|s| s.as_str() == name)
+            .unwrap_or(SocketState::Unknown)
+    }
+}
+
+/// Compares with the kernel's name, as tests and messages spell it.
+impl PartialEq<&str> for SocketState {
+    fn eq(&self, name: &&str) -> bool {
+        self.as_str() == *name
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Socket {
     pub proto: Proto,
     /// `ip:port`, `[ip6]:port`, or a unix path (empty when unnamed).
     pub local: String,
     pub remote: String,
-    /// The kernel's name for the state: `LISTEN`, `ESTABLISHED`, `CLOSE_WAIT`, … For unix
-    /// sockets: `UNCONNECTED`, `CONNECTING`, `CONNECTED`, `DISCONNECTING`, `LISTEN`.
-    pub state: String,
+    /// Written as the kernel names it: `LISTEN`, `ESTABLISHED`, `CLOSE_WAIT`, …
+    pub state: SocketState,
     pub inode: u64,
     /// The descriptor of the root process holding it, when joined by inode.
     pub fd: Option<i32>,
@@ -188,4 +282,24 @@ pub struct Socket {
     pub rx_queue: u64,
     #[serde(default)]
     pub tx_queue: u64,
+}
+
+#[cfg(test)]
+mod socket_state_tests {
+    use super::SocketState;
+
+    #[test]
+    fn states_read_and_write_as_the_kernel_names_them() {
+        for state in SocketState::ALL {
+            let json = serde_json::to_string(&state).unwrap();
+            assert_eq!(json, format!("\"{}\"", state.as_str()));
+            assert_eq!(serde_json::from_str::<SocketState>(&json).unwrap(), state);
+            assert_eq!(SocketState::from(state.as_str()), state);
+        }
+        assert_eq!(
+            serde_json::from_str::<SocketState>("\"BOUND_INACTIVE\"").unwrap(),
+            SocketState::Unknown
+        );
+        assert_eq!(SocketState::from("bogus"), SocketState::Unknown);
+    }
 }

@@ -20,7 +20,7 @@ pub fn render(report: &CheckReport) -> String {
             .or_default();
     }
     for f in &report.findings {
-        let key = match f.evidence.get("test").and_then(|t| t.as_str()) {
+        let key = match f.test.as_deref() {
             Some(test) => test_case_name(test),
             None => ("leakhound".into(), f.rule.clone()),
         };
@@ -139,7 +139,7 @@ fn details(findings: &[&Finding]) -> String {
             f.subject,
             f.message
         );
-        for (key, value) in &f.evidence {
+        for (key, value) in &f.all_evidence() {
             let _ = writeln!(out, "    {key}: {value}");
         }
     }

@@ -5,23 +5,16 @@
 //! physical location when the evidence carries a source site (`path:line in function`).
 //! Validated against the OASIS schema in `probes/python/tests/test_check_reports.py`.
 
-use crate::findings::{Finding, Severity};
+use crate::findings::{Finding, LOCATION_KEYS, Severity};
 use crate::verdict::CheckReport;
 use serde_json::{Value, json};
 
 const SCHEMA: &str =
     "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json";
 
-/// Evidence keys that may hold a source site, most specific first.
-const SITE_KEYS: &[&str] = &[
-    "site",
-    "spawn_location",
-    "creation_site",
-    "created_at",
-    "location",
-    "stack",
-    "await_chain",
-];
+/// Evidence keys that may hold where a thing is stuck; a source site is looked for in
+/// [`LOCATION_KEYS`] (where it was made) first, then in these.
+const STUCK_KEYS: [&str; 2] = ["stack", "await_chain"];
 
 pub fn render(report: &CheckReport) -> String {
     let catalog = crate::rules::catalog();
@@ -74,7 +67,7 @@ fn result(f: &Finding, catalog: &[(&str, &str)], cwd: Option<&std::path::Path>) 
         "level": level,
         "message": {"text": f.message},
         "partialFingerprints": {"leakhoundSubject/v1": format!("{}:{}", f.rule, f.subject)},
-        "properties": {"subject": f.subject, "evidence": f.evidence},
+        "properties": {"subject": f.subject, "evidence": f.all_evidence()},
     });
     if let Some(index) = catalog.iter().position(|(id, _)| *id == f.rule) {
         r["ruleIndex"] = json!(index);
@@ -98,7 +91,7 @@ fn result(f: &Finding, catalog: &[(&str, &str)], cwd: Option<&std::path::Path>) 
 
 /// The innermost source site in the evidence, as (path, line).
 fn site(f: &Finding) -> Option<(String, u64)> {
-    for key in SITE_KEYS {
+    for key in LOCATION_KEYS.iter().chain(&STUCK_KEYS) {
         let frame = match f.evidence.get(*key) {
             Some(Value::String(s)) => Some(s.clone()),
             Some(Value::Array(items)) => items

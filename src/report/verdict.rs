@@ -113,8 +113,9 @@ pub fn command_line(words: &[String]) -> String {
 
 fn evidence_lines(f: &Finding) -> Vec<String> {
     let mut lines = Vec::new();
+    let evidence = f.all_evidence();
     for key in SHOWN_EVIDENCE {
-        let Some(value) = f.evidence.get(*key) else {
+        let Some(value) = evidence.get(*key) else {
             continue;
         };
         match value {

@@ -5,6 +5,7 @@ use super::Rule;
 use crate::config::Config;
 use crate::findings::{Finding, Severity};
 use crate::history::History;
+use crate::model::SocketState;
 use serde_json::json;
 
 pub struct CloseWait;
@@ -29,7 +30,7 @@ impl Rule for CloseWait {
             return Vec::new();
         };
         let min = config.close_wait_min.max(1) as usize;
-        let count = latest.sockets_in_state("CLOSE_WAIT");
+        let count = latest.sockets_in_state(SocketState::CloseWait);
         if count < min {
             return Vec::new();
         }
@@ -37,18 +38,18 @@ impl Rule for CloseWait {
         let since = history
             .iter()
             .rev()
-            .take_while(|s| s.sockets_in_state("CLOSE_WAIT") >= min)
+            .take_while(|s| s.sockets_in_state(SocketState::CloseWait) >= min)
             .last()
             .unwrap_or(latest);
         let held_ms = latest.taken_at_ms.saturating_sub(since.taken_at_ms);
         if (held_ms as u128) < config.close_wait_for.as_millis() {
             return Vec::new();
         }
-        let at_start = since.sockets_in_state("CLOSE_WAIT");
+        let at_start = since.sockets_in_state(SocketState::CloseWait);
         let examples: Vec<serde_json::Value> = latest
             .sockets
             .iter()
-            .filter(|s| s.state == "CLOSE_WAIT")
+            .filter(|s| s.state == SocketState::CloseWait)
             .take(EXAMPLES)
             .map(|s| json!({"fd": s.fd, "local": s.local, "remote": s.remote}))
             .collect();

@@ -42,7 +42,7 @@ impl ExitRule for OrphanChild {
                         left.settle.as_secs_f64()
                     ),
                 )
-                .with("pid", p.pid)
+                .about_pid(p.pid)
                 .with("cmd", p.cmd.clone())
                 .with("state", p.state.as_str())
                 .with("killed", left.killed)

@@ -122,7 +122,7 @@ fn destroyed_pending(rule: &str, e: &ProbeEvent) -> Finding {
     .with("own_frame", own)
     .with("await_chain", e.site.clone())
     .with("count", e.count)
-    .with("destroyed_pending", true)
+    .destroyed_pending()
 }
 
 #[cfg(test)]

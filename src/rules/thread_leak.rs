@@ -6,7 +6,7 @@ use super::at_exit::{Exit, Held};
 use super::probe_common::{events_of, secs};
 use super::{ExitRule, Rule};
 use crate::config::Config;
-use crate::findings::{Finding, Severity};
+use crate::findings::{Finding, Seen, Severity};
 use crate::history::History;
 use crate::model::{ProbeEventKind, ProcState, Snapshot};
 use std::collections::{BTreeMap, BTreeSet};
@@ -59,7 +59,7 @@ impl Rule for ThreadLeak {
                     .with("what", e.subject.clone())
                     .with("stack", e.site.clone())
                     .with("at", e.site.last().cloned())
-                    .with("source", "probe")
+                    .seen_by(Seen::Probe)
             })
             .collect();
 
@@ -209,7 +209,7 @@ fn left_running(held: &Held) -> Vec<Finding> {
             .with("tids", tids.clone())
             .with("count", tids.len())
             .with("thread_name", name)
-            .with("source", "procfs");
+            .seen_by(Seen::Procfs);
         if tokio {
             finding = finding.with("runtime", "tokio");
         }

@@ -6,9 +6,9 @@ use super::at_exit::{Exit, Held};
 use super::probe_common::{events_of, innermost};
 use super::{ExitRule, Rule};
 use crate::config::Config;
-use crate::findings::{Finding, Severity};
+use crate::findings::{Finding, Seen, Severity};
 use crate::history::History;
-use crate::model::{FdKind, ProbeEventKind, Proto, Snapshot, Socket};
+use crate::model::{FdKind, ProbeEventKind, Proto, Snapshot, Socket, SocketState};
 use std::collections::BTreeSet;
 
 pub struct UnclosedResource;
@@ -145,12 +145,12 @@ fn left_open(held: &Held) -> Vec<Finding> {
         .with("fd", fd.fd)
         .with("kind", fd.kind.as_str())
         .with("target", fd.target.clone())
-        .with("source", "procfs");
+        .seen_by(Seen::Procfs);
         if let Some(s) = socket {
             finding = finding
                 .with("local", s.local.clone())
                 .with("remote", s.remote.clone())
-                .with("state", s.state.clone());
+                .with("state", s.state.as_str());
         }
         out.push(finding);
     }
@@ -162,8 +162,9 @@ fn left_open(held: &Held) -> Vec<Finding> {
 /// such as tokio's signal driver or a self-pipe, kept by design for the process's life. It
 /// reaches nothing outside the process; a pair leaked per request still shows as leak-growth.
 fn in_process_pair(socket: &Socket, snapshot: &Snapshot) -> bool {
-    let unnamed_connected =
-        |s: &Socket| s.proto == Proto::Unix && s.local.is_empty() && s.state == "CONNECTED";
+    let unnamed_connected = |s: &Socket| {
+        s.proto == Proto::Unix && s.local.is_empty() && s.state == SocketState::Connected
+    };
     unnamed_connected(socket)
         && snapshot.sockets.iter().any(|other| {
             unnamed_connected(other)

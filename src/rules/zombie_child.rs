@@ -65,7 +65,7 @@ impl Rule for ZombieChild {
                         zombie_ms as f64 / 1000.0
                     ),
                 )
-                .with("pid", zombie.pid)
+                .about_pid(zombie.pid)
                 .with("ppid", zombie.ppid)
                 .with("cmd", zombie.cmd.clone())
                 .with("zombie_s", (zombie_ms as f64 / 100.0).round() / 10.0),
@@ -101,7 +101,7 @@ impl ExitRule for ZombieChild {
                         p.cmd, p.pid
                     ),
                 )
-                .with("pid", p.pid)
+                .about_pid(p.pid)
                 .with("cmd", p.cmd.clone())
             })
             .collect()

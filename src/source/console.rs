@@ -664,7 +664,10 @@ fn pid_listening_on(port: u16) -> Option<u32> {
                 proto,
                 |_| true,
                 |e| {
-                    if e.state == "LISTEN" && e.local.ends_with(&suffix) && e.inode != 0 {
+                    if e.state == crate::model::SocketState::Listen
+                        && e.local.ends_with(&suffix)
+                        && e.inode != 0
+                    {
                         inodes.push(e.inode);
                     }
                 },

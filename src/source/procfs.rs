@@ -514,7 +514,7 @@ impl ProcSource {
                         proto: e.proto,
                         local: e.local,
                         remote: e.remote,
-                        state: e.state.to_string(),
+                        state: e.state,
                         inode: e.inode,
                         fd: wanted.get(&e.inode).copied(),
                         rx_queue: e.rx_queue,

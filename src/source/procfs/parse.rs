@@ -3,7 +3,7 @@
 //! truncated read or garbage gives `None` or skips the line. The property tests in
 //! `tests/procfs_parse_props.rs` feed them arbitrary bytes.
 
-use crate::model::{FdKind, ProcState, Proto};
+use crate::model::{FdKind, ProcState, Proto, SocketState};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// The fields of `/proc/PID/stat` (or `/proc/PID/task/TID/stat`) leakhound uses.
@@ -135,29 +135,29 @@ pub struct NetEntry {
     pub proto: Proto,
     pub local: String,
     pub remote: String,
-    pub state: &'static str,
+    pub state: SocketState,
     pub inode: u64,
     pub tx_queue: u64,
     pub rx_queue: u64,
 }
 
-/// The kernel's names for TCP states (`include/net/tcp_states.h`); UDP uses the same codes
+/// The state of a TCP state code (`include/net/tcp_states.h`); UDP uses the same codes
 /// (`CLOSE` is an unconnected UDP socket, `ESTABLISHED` a connected one).
-pub fn tcp_state_name(code: u8) -> &'static str {
+pub fn tcp_state_name(code: u8) -> SocketState {
     match code {
-        0x01 => "ESTABLISHED",
-        0x02 => "SYN_SENT",
-        0x03 => "SYN_RECV",
-        0x04 => "FIN_WAIT1",
-        0x05 => "FIN_WAIT2",
-        0x06 => "TIME_WAIT",
-        0x07 => "CLOSE",
-        0x08 => "CLOSE_WAIT",
-        0x09 => "LAST_ACK",
-        0x0A => "LISTEN",
-        0x0B => "CLOSING",
-        0x0C => "NEW_SYN_RECV",
-        _ => "UNKNOWN",
+        0x01 => SocketState::Established,
+        0x02 => SocketState::SynSent,
+        0x03 => SocketState::SynRecv,
+        0x04 => SocketState::FinWait1,
+        0x05 => SocketState::FinWait2,
+        0x06 => SocketState::TimeWait,
+        0x07 => SocketState::Close,
+        0x08 => SocketState::CloseWait,
+        0x09 => SocketState::LastAck,
+        0x0A => SocketState::Listen,
+        0x0B => SocketState::Closing,
+        0x0C => SocketState::NewSynRecv,
+        _ => SocketState::Unknown,
     }
 }
 
@@ -281,14 +281,14 @@ pub fn parse_unix_table(
         }
         let path = f.next().unwrap_or("").trim().to_string();
         let state = if flags & UNIX_ACCEPTCON != 0 {
-            "LISTEN"
+            SocketState::Listen
         } else {
             match st {
-                1 => "UNCONNECTED",
-                2 => "CONNECTING",
-                3 => "CONNECTED",
-                4 => "DISCONNECTING",
-                _ => "UNKNOWN",
+                1 => SocketState::Unconnected,
+                2 => SocketState::Connecting,
+                3 => SocketState::Connected,
+                4 => SocketState::Disconnecting,
+                _ => SocketState::Unknown,
             }
         };
         each(NetEntry {
@@ -401,10 +401,13 @@ Max open files            1024                 524288               files     \n
         parse_unix_table(unix, |_| true, |e| rows.push(e));
         assert_eq!(rows.len(), 3);
         assert_eq!(
-            (rows[0].local.as_str(), rows[0].state),
+            (rows[0].local.as_str(), rows[0].state.as_str()),
             ("/run/a b.sock", "LISTEN")
         );
-        assert_eq!((rows[1].local.as_str(), rows[1].state), ("", "CONNECTED"));
+        assert_eq!(
+            (rows[1].local.as_str(), rows[1].state.as_str()),
+            ("", "CONNECTED")
+        );
         assert_eq!(rows[2].local, "@abstract");
     }
 

@@ -638,6 +638,6 @@ pub fn process_rows(s: &Snapshot) -> Vec<&Child> {
 /// Sockets with CLOSE_WAIT first, then as the source listed them.
 pub fn socket_order(s: &Snapshot) -> Vec<usize> {
     let mut order: Vec<usize> = (0..s.sockets.len()).collect();
-    order.sort_by_key(|i| s.sockets[*i].state != "CLOSE_WAIT");
+    order.sort_by_key(|i| s.sockets[*i].state != crate::model::SocketState::CloseWait);
     order
 }

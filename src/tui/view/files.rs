@@ -3,7 +3,7 @@
 
 use super::style::Theme;
 use super::table::{self, TableSpec};
-use crate::model::Proto;
+use crate::model::{Proto, SocketState};
 use crate::tui::state::{State, ViewKind, socket_order};
 use ratatui::{
     Frame,
@@ -46,7 +46,7 @@ pub(super) fn draw(
     if s.fds.by_kind.is_empty() {
         lines.push(Line::styled("kinds unreadable", theme.dim()));
     }
-    let close_wait = s.sockets_in_state("CLOSE_WAIT");
+    let close_wait = s.sockets_in_state(SocketState::CloseWait);
     if close_wait > 0 {
         lines.push(Line::raw(""));
         lines.push(Line::styled(
@@ -90,8 +90,8 @@ pub(super) fn draw(
         state.cursor(ViewKind::Files),
         |row| {
             let sock = &sockets[order[row]];
-            let state_cell = Cell::from(sock.state.clone());
-            let state_cell = if sock.state == "CLOSE_WAIT" {
+            let state_cell = Cell::from(sock.state.as_str());
+            let state_cell = if sock.state == SocketState::CloseWait {
                 state_cell.style(theme.bad())
             } else {
                 state_cell

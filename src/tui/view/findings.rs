@@ -117,7 +117,7 @@ pub fn evidence_lines(f: &Finding, theme: Theme) -> Vec<Line<'static>> {
         Line::raw(f.message.clone()),
         Line::raw(""),
     ];
-    for (key, value) in &f.evidence {
+    for (key, value) in &f.all_evidence() {
         match value {
             serde_json::Value::Array(items) => {
                 lines.push(Line::styled(format!("{key}:"), theme.header()));

@@ -3,7 +3,7 @@
 
 use super::style::{self, Theme, severity_label};
 use super::table::{self, TableSpec};
-use crate::model::{ProcState, Snapshot, TaskState};
+use crate::model::{ProcState, Snapshot, SocketState, TaskState};
 use crate::tui::state::{State, ViewKind};
 use ratatui::{
     Frame,
@@ -142,7 +142,7 @@ fn render_fds(frame: &mut Frame, area: Rect, state: &State, s: &Snapshot, theme:
     let mut spans = vec![Span::raw(format!("sockets {}", s.sockets.len()))];
     for (st, n) in by_state {
         spans.push(Span::raw(" "));
-        let style = if st == "CLOSE_WAIT" {
+        let style = if st == SocketState::CloseWait.as_str() {
             theme.bad()
         } else {
             theme.dim()
