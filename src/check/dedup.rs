@@ -66,3 +66,71 @@ impl Collected {
         self.map.into_values().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::findings::Severity;
+
+    fn unclosed(subject: &str, source: Seen) -> Finding {
+        Finding::new(unclosed_resource::ID, Severity::Warning, subject, "m").seen_by(source)
+    }
+
+    #[test]
+    fn the_plugins_per_test_findings_replace_the_probes_but_not_the_proc_view() {
+        let mut c = Collected::default();
+        c.add(
+            10,
+            [
+                unclosed("resource:socket at a.py:1", Seen::Probe),
+                unclosed("fd:7", Seen::Procfs),
+                Finding::new("stuck-task", Severity::Warning, "task:t", "m").destroyed_pending(),
+                Finding::new("stuck-task", Severity::Warning, "task:u", "m"),
+            ],
+        );
+        let mut per_test = Finding::new(never_awaited::ID, Severity::Warning, "c:x", "m");
+        per_test.test = Some("test_a.py::test_one".into());
+        let mut again = per_test.clone();
+        again.test = Some("test_a.py::test_two".into());
+        c.prefer_tests(10, std::slice::from_ref(&per_test));
+        c.add(10, [per_test, again]);
+        let kept: Vec<(String, Option<String>)> = c
+            .into_findings()
+            .into_iter()
+            .map(|f| (f.subject, f.test))
+            .collect();
+        assert_eq!(
+            kept,
+            vec![
+                ("c:x".to_string(), Some("test_a.py::test_one".to_string())),
+                ("c:x".to_string(), Some("test_a.py::test_two".to_string())),
+                ("task:u".to_string(), None),
+                ("fd:7".to_string(), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_descendants_findings_name_it_and_known_ones_are_not_added_again() {
+        let mut c = Collected::default();
+        c.add(10, [unclosed("fd:3", Seen::Procfs)]);
+        c.add(11, [unclosed("fd:3", Seen::Procfs)]);
+        c.add_new(
+            11,
+            vec![unclosed("fd:3", Seen::Probe), unclosed("fd:4", Seen::Probe)],
+        );
+        let pids: Vec<(Option<u32>, String, Option<Seen>)> = c
+            .into_findings()
+            .into_iter()
+            .map(|f| (f.pid, f.subject, f.source))
+            .collect();
+        assert_eq!(
+            pids,
+            vec![
+                (None, "fd:3".to_string(), Some(Seen::Procfs)),
+                (Some(11), "fd:3".to_string(), Some(Seen::Procfs)),
+                (Some(11), "fd:4".to_string(), Some(Seen::Probe)),
+            ]
+        );
+    }
+}
