@@ -3,7 +3,7 @@
 //! before one redraw (coalescing), and an idle dashboard redraws once a second so ages tick.
 //! Generic over the ratatui backend, so tests draw the real app into `TestBackend`.
 
-use crate::tui::feed::{AppEvent, Control, FeedEvent};
+use crate::tui::event::{AppEvent, Control, FeedEvent};
 use crate::tui::input;
 use crate::tui::state::{Effect, State};
 use crate::tui::view;

@@ -1,35 +1,8 @@
 //! Keys → intents. The mapping is a pure function of the key and the input mode, so tests
 //! feed keys and check what the app does with them.
 
-use crate::tui::state::{InputMode, State, ViewKind};
+use crate::tui::state::{InputMode, Intent, State, ViewKind};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Intent {
-    Quit,
-    Show(ViewKind),
-    NextView(isize),
-    Help,
-    Move(isize),
-    Top,
-    Bottom,
-    /// Tasks: choose the sort column (h/l); elsewhere: previous/next view.
-    Column(isize),
-    Invert,
-    ToggleTree,
-    StartFilter,
-    /// A character typed into the filter, or `None` for backspace.
-    FilterEdit(Option<char>),
-    FilterDone,
-    FilterCancel,
-    Pause,
-    /// Replay: step this many snapshots (negative goes back).
-    Step(i64),
-    Enter,
-    Back,
-    /// From the selected task or thread to the log lines carrying its id.
-    LogsOfSelection,
-}
 
 /// The key table the help overlay and the README show.
 pub const KEYS: &[(&str, &str)] = &[

@@ -1,12 +1,16 @@
 //! The terminal dashboard (ratatui + crossterm).
 //!
-//! - `feed`: the collector thread (source → history → rules → `Update`) and its controls;
+//! - `event`: what travels between the threads (`Update`, `FeedEvent`, `Control`, log lines);
+//! - `feed`: the collector thread (source → `crate::judge` → `Update`) and its controls;
 //! - `state/`: what the views show, selection, filter, sort, pause (main thread only);
 //! - `view/`: one module per view, pure rendering of `State`;
 //! - `input`: keys → intents; `app`: the event loop, generic over the backend;
 //! - `term`: raw mode / alternate screen guard and panic hook; `svg`: screenshots.
+//!
+//! Imports go one way: `app` → `input`, `view` → `state` → `event`; `feed` → `event`.
 
 pub mod app;
+pub mod event;
 pub mod feed;
 #[doc(hidden)]
 pub mod fixture;

@@ -8,13 +8,12 @@ pub mod logs;
 pub mod tasks;
 
 pub use cursor::Cursor;
-pub use logs::{LogBuffer, LogFilter, LogLine, Stream};
+pub use logs::{LogBuffer, LogFilter};
 pub use tasks::{TaskColumn, TaskTable};
 
 use crate::findings::Finding;
 use crate::model::{Child, ProcState, Snapshot};
-use crate::tui::feed::Control;
-use crate::tui::input::Intent;
+use crate::tui::event::{Control, LogLine, ReplayPos, Update};
 use std::collections::{HashMap, VecDeque};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,27 +77,32 @@ impl ViewKind {
     }
 }
 
-/// Where a replay stands.
+/// What the person asks for, from `input`'s key table; [`State::apply`] carries it out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReplayPos {
-    /// 0-based index of the snapshot shown.
-    pub index: usize,
-    pub total: usize,
-}
-
-/// One sample as the feed hands it to the UI: the snapshot and what the rules made of it.
-#[derive(Debug, Clone, Default)]
-pub struct Update {
-    pub snapshot: Snapshot,
-    pub findings: Vec<Finding>,
-    /// `Source::describe()` of what produced it.
-    pub source: String,
-    pub replay: Option<ReplayPos>,
-    /// Updates the feed skipped so far because the UI was behind.
-    pub skipped: u64,
-    /// Findings that fired earlier and are quiet now (the newest few), so a person who looks
-    /// later still sees what happened.
-    pub resolved: Vec<Finding>,
+pub enum Intent {
+    Quit,
+    Show(ViewKind),
+    NextView(isize),
+    Help,
+    Move(isize),
+    Top,
+    Bottom,
+    /// Tasks: choose the sort column (h/l); elsewhere: previous/next view.
+    Column(isize),
+    Invert,
+    ToggleTree,
+    StartFilter,
+    /// A character typed into the filter, or `None` for backspace.
+    FilterEdit(Option<char>),
+    FilterDone,
+    FilterCancel,
+    Pause,
+    /// Replay: step this many snapshots (negative goes back).
+    Step(i64),
+    Enter,
+    Back,
+    /// From the selected task or thread to the log lines carrying its id.
+    LogsOfSelection,
 }
 
 /// What the app must do after an intent: the state cannot do it itself.

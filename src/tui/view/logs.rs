@@ -3,7 +3,8 @@
 
 use super::style::Theme;
 use super::table::{self, TableSpec};
-use crate::tui::state::{LogFilter, State, Stream, ViewKind};
+use crate::tui::event::Stream;
+use crate::tui::state::{LogFilter, State, ViewKind};
 use ratatui::{
     Frame,
     layout::{Constraint, Rect},
