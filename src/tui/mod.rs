@@ -12,6 +12,9 @@
 pub mod app;
 pub mod event;
 pub mod feed;
+/// Test data for the views' tests and benchmarks; not in a release build (feature
+/// `fixtures`, which the crate's own tests and benches turn on).
+#[cfg(any(test, feature = "fixtures"))]
 #[doc(hidden)]
 pub mod fixture;
 pub mod input;
