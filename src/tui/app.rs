@@ -69,7 +69,7 @@ where
         let Some(intent) = input::intent(key, &self.state) else {
             return true;
         };
-        match self.state.apply(intent) {
+        match self.state.apply(intent, &view::Registry) {
             Some(Effect::Quit) => false,
             Some(Effect::Control(c)) => {
                 if let Some(tx) = &self.control {

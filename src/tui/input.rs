@@ -4,31 +4,6 @@
 use crate::tui::state::{InputMode, Intent, State, ViewKind};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-/// The key table the help overlay and the README show.
-pub const KEYS: &[(&str, &str)] = &[
-    (
-        "1-7 / o t r p s g f",
-        "Overview Tasks thReads Processes Sockets loGs Findings",
-    ),
-    ("tab / shift-tab", "next / previous view"),
-    ("j k  ↓ ↑  pgdn pgup", "move the selection"),
-    ("home / end", "first / last row"),
-    ("h l  ← →", "Tasks: sort column (elsewhere: switch view)"),
-    ("i", "Tasks: invert the sort"),
-    ("T", "Tasks: parent tree on/off"),
-    ("/", "Tasks: filter (enter keeps it, esc clears it)"),
-    (
-        "enter",
-        "details · drill into a child · log line to its task",
-    ),
-    ("g", "from a task or thread: its log lines"),
-    ("esc", "back: close details, clear filter, leave a child"),
-    ("space", "pause / resume"),
-    (", .  [ ]", "replay: step back / forward by 1 / by 10"),
-    ("?", "this help"),
-    ("q / ctrl-c", "quit"),
-];
-
 pub fn intent(key: KeyEvent, state: &State) -> Option<Intent> {
     if key.kind == KeyEventKind::Release {
         return None;
@@ -73,7 +48,7 @@ pub fn intent(key: KeyEvent, state: &State) -> Option<Intent> {
         KeyCode::Char(']') => Intent::Step(10),
         KeyCode::Char('[') => Intent::Step(-10),
         KeyCode::Char('g') if from_task_or_thread => Intent::LogsOfSelection,
-        KeyCode::Char(c @ '1'..='7') => Intent::Show(ViewKind::ALL[c as usize - '1' as usize]),
+        KeyCode::Char(c @ '1'..='9') => Intent::Show(crate::tui::view::numbered(c.to_digit(10)?)?),
         KeyCode::Char(c) => {
             let view = ViewKind::ALL.into_iter().find(|v| v.letter() == c)?;
             Intent::Show(view)

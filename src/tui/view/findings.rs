@@ -1,16 +1,35 @@
 //! Findings: the list, worst first, and the selected one's evidence (numbers, stack,
 //! creation site), scrollable after enter.
 
+use super::ViewSpec;
 use super::style::{Theme, severity_label};
 use super::table::{self, TableSpec};
 use crate::findings::Finding;
-use crate::tui::state::{State, ViewKind};
+use crate::tui::state::{Effect, State, ViewKind};
 use ratatui::{
     Frame,
     layout::{Constraint, Layout, Rect},
     text::{Line, Span},
     widgets::{Block, Cell, Paragraph, Row, Wrap},
 };
+
+pub(super) const VIEW: ViewSpec = ViewSpec {
+    kind: ViewKind::Findings,
+    title: "Findings",
+    short_title: "Findings",
+    letter: 'f',
+    key_name: "Findings",
+    render,
+    rows: |state| state.findings.len() + state.resolved.len(),
+    enter: open_detail,
+};
+
+/// Opens the selected finding's evidence.
+pub(super) fn open_detail(state: &mut State) -> Option<Effect> {
+    state.finding_detail = true;
+    state.finding_scroll = 0;
+    None
+}
 
 pub fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
     if state.findings.is_empty() && state.resolved.is_empty() {

@@ -1,6 +1,7 @@
 //! Logs (under `leakhound run`): the program's output with the tid/task ids it carries.
 //! Enter on a line jumps to its task or thread; from a task, `g` comes here filtered to it.
 
+use super::ViewSpec;
 use super::style::Theme;
 use super::table::{self, TableSpec};
 use crate::tui::event::Stream;
@@ -10,6 +11,20 @@ use ratatui::{
     layout::{Constraint, Rect},
     text::{Line, Span},
     widgets::{Cell, Row},
+};
+
+pub(super) const VIEW: ViewSpec = ViewSpec {
+    kind: ViewKind::Logs,
+    title: "Logs",
+    short_title: "Logs",
+    letter: 'g',
+    key_name: "loGs",
+    render,
+    rows: |state| state.log_rows().len(),
+    enter: |state| {
+        state.jump_from_log();
+        None
+    },
 };
 
 pub fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
