@@ -1,7 +1,8 @@
 //! The data side of the dashboard: a thread that samples the target (or reads a recording),
-//! judges each snapshot (`crate::judge`) and hands each `Update` to the UI over the one channel the UI reads. The
-//! UI answers with `Control` messages (drill into a child, pause, step). bottom's shape: the
-//! collector never touches UI state; the main thread never blocks on I/O.
+//! judges each snapshot (`crate::judge`) and hands each `Update` to the UI over the one
+//! channel the UI reads. The UI answers with `Control` messages (drill into a child, pause,
+//! step). bottom's shape: the collector never touches UI state; the main thread never blocks
+//! on I/O.
 
 use crate::config::Config;
 use crate::judge::Judge;

@@ -7,7 +7,8 @@
 //! - `input`: keys → intents; `app`: the event loop, generic over the backend;
 //! - `term`: raw mode / alternate screen guard and panic hook; `svg`: screenshots.
 //!
-//! Imports go one way: `app` → `input`, `view` → `state` → `event`; `feed` → `event`.
+//! Imports go one way: `app` → `input` → `view` → `state` → `event`; `feed` → `event` and
+//! `crate::judge`, which knows nothing of the dashboard.
 
 pub mod app;
 pub mod event;
