@@ -28,6 +28,8 @@ pub struct LogBuffer {
     pub evicted: u64,
     /// Whether output is being captured at all (only under `run`).
     pub capturing: bool,
+    /// What the Logs view shows of it (all lines when `None`).
+    pub filter: Option<LogFilter>,
 }
 
 impl LogBuffer {
@@ -37,6 +39,7 @@ impl LogBuffer {
             capacity: capacity.max(1),
             evicted: 0,
             capturing: false,
+            filter: None,
         }
     }
 

@@ -4,10 +4,12 @@
 //! a bounded log ring.
 
 mod cursor;
+pub mod findings;
 pub mod logs;
 pub mod tasks;
 
 pub use cursor::Cursor;
+pub use findings::FindingsPane;
 pub use logs::{LogBuffer, LogFilter};
 pub use tasks::{TaskColumn, TaskTable};
 
@@ -158,11 +160,8 @@ pub struct State {
     pub series: SeriesSet,
     pub tasks: TaskTable,
     cursors: HashMap<ViewKind, Cursor>,
-    pub task_detail: bool,
-    pub finding_detail: bool,
-    pub finding_scroll: u16,
+    pub findings_pane: FindingsPane,
     pub logs: LogBuffer,
-    pub log_filter: Option<LogFilter>,
     pub input: InputMode,
     /// PIDs drilled out of, innermost last; esc goes back.
     pub drill_stack: Vec<u32>,
@@ -200,11 +199,8 @@ impl State {
             series: SeriesSet::default(),
             tasks: TaskTable::default(),
             cursors: HashMap::new(),
-            task_detail: false,
-            finding_detail: false,
-            finding_scroll: 0,
+            findings_pane: FindingsPane::default(),
             logs: LogBuffer::default(),
-            log_filter: None,
             input: InputMode::Normal,
             drill_stack: Vec::new(),
             replay: None,
@@ -298,7 +294,7 @@ impl State {
     /// follows the output.
     pub fn push_log(&mut self, line: LogLine) {
         let len = self.logs.len();
-        let follow = self.log_filter.is_none() && self.selected(ViewKind::Logs) + 1 >= len;
+        let follow = self.logs.filter.is_none() && self.selected(ViewKind::Logs) + 1 >= len;
         self.logs.push(line);
         if follow {
             let len = self.logs.len();
@@ -338,16 +334,15 @@ impl State {
     }
 
     pub fn log_rows(&self) -> Vec<usize> {
-        self.logs.matching(self.log_filter.as_ref())
+        self.logs.matching(self.logs.filter.as_ref())
     }
 
     /// Moves the selection of the current view, whose list has `len` rows (or scrolls an
     /// open finding).
     fn move_selection(&mut self, delta: isize, len: usize) {
         let view = self.view;
-        if view == ViewKind::Findings && self.finding_detail {
-            self.finding_scroll =
-                (self.finding_scroll as isize + delta).clamp(0, u16::MAX as isize) as u16;
+        if view == ViewKind::Findings && self.findings_pane.detail {
+            self.findings_pane.scroll_by(delta);
             return;
         }
         self.cursor(view).move_by(delta, len);
@@ -431,12 +426,12 @@ impl State {
     fn back(&mut self) -> Option<Effect> {
         if self.show_help {
             self.show_help = false;
-        } else if self.finding_detail {
-            self.finding_detail = false;
-        } else if self.task_detail {
-            self.task_detail = false;
-        } else if self.view == ViewKind::Logs && self.log_filter.is_some() {
-            self.log_filter = None;
+        } else if self.findings_pane.detail {
+            self.findings_pane.detail = false;
+        } else if self.tasks.detail {
+            self.tasks.detail = false;
+        } else if self.view == ViewKind::Logs && self.logs.filter.is_some() {
+            self.logs.filter = None;
         } else if self.view == ViewKind::Tasks && !self.tasks.filter.is_empty() {
             self.tasks.set_filter(String::new());
         } else if self.view == ViewKind::Processes
@@ -471,7 +466,7 @@ impl State {
             }
             _ => None,
         };
-        self.log_filter = filter;
+        self.logs.filter = filter;
         self.view = ViewKind::Logs;
         let len = self.log_rows().len();
         self.cursor(ViewKind::Logs).bottom(len);

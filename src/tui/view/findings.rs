@@ -26,8 +26,7 @@ pub(super) const VIEW: ViewSpec = ViewSpec {
 
 /// Opens the selected finding's evidence.
 pub(super) fn open_detail(state: &mut State) -> Option<Effect> {
-    state.finding_detail = true;
-    state.finding_scroll = 0;
+    state.findings_pane.open();
     None
 }
 
@@ -74,7 +73,7 @@ pub fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
         ],
         len: total,
         theme,
-        focused: !state.finding_detail,
+        focused: !state.findings_pane.detail,
     };
     table::draw(
         frame,
@@ -101,7 +100,7 @@ pub fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
         },
     );
     let selected = state.selected(ViewKind::Findings).min(total - 1);
-    let title = if state.finding_detail {
+    let title = if state.findings_pane.detail {
         "Evidence — j/k scroll, esc back"
     } else {
         "Evidence — enter to scroll"
@@ -116,7 +115,7 @@ pub fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
     let detail = Paragraph::new(lines)
         .block(Block::bordered().title(title))
         .wrap(Wrap { trim: false })
-        .scroll((state.finding_scroll, 0));
+        .scroll((state.findings_pane.scroll, 0));
     frame.render_widget(detail, detail_area);
     state.findings = findings;
     state.resolved = resolved;

@@ -47,7 +47,7 @@ pub fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
     }
     let rows = state.log_rows();
     let mut title = vec![Span::raw(format!("Logs ({} lines)", rows.len()))];
-    match &state.log_filter {
+    match &state.logs.filter {
         Some(LogFilter::Task(t)) => title.push(Span::styled(
             format!(" of task {t} · esc: all"),
             theme.accent(),

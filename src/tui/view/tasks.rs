@@ -26,7 +26,7 @@ pub(super) const VIEW: ViewSpec = ViewSpec {
         state.tasks.len(tasks)
     },
     enter: |state| {
-        state.task_detail = !state.task_detail;
+        state.tasks.detail = !state.tasks.detail;
         None
     },
 };
@@ -64,7 +64,7 @@ pub(super) fn draw(
     };
     let tasks = probe.tasks.as_slice();
     let filtering = matches!(state.input, InputMode::Filter(_)) || !state.tasks.filter.is_empty();
-    let detail_rows = if state.task_detail { 9 } else { 0 };
+    let detail_rows = if state.tasks.detail { 9 } else { 0 };
     let [filter_area, table_area, detail_area] = Layout::vertical([
         Constraint::Length(filtering as u16),
         Constraint::Fill(1),
@@ -157,7 +157,7 @@ pub(super) fn draw(
         task_row(task, depth, theme)
     });
     *state.cursor(ViewKind::Tasks) = cursor;
-    if state.task_detail
+    if state.tasks.detail
         && let Some(i) = state
             .tasks
             .order_upto(tasks, cursor.selected + 1)
