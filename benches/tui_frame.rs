@@ -6,9 +6,9 @@
 //! under 200 MB.
 
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
-use leakhound::tui::feed::{AppEvent, FeedEvent};
+use leakhound::tui::event::{AppEvent, FeedEvent, Update};
 use leakhound::tui::fixture;
-use leakhound::tui::state::{State, Update};
+use leakhound::tui::state::State;
 use leakhound::tui::{App, state::tasks::location};
 use ratatui::layout::Constraint;
 use ratatui::widgets::{Block, Row, Table};

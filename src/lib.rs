@@ -1,13 +1,14 @@
 //! leakhound: finds what is stuck, leaking or starving in a concurrent program.
 //!
-//! Data flows one way: `source` → `model::Snapshot` → `history` → `rules` → `findings` →
-//! (`tui` | `report` | verdict). See `docs/ARCHITECTURE.md`.
+//! Data flows one way: `source` → `model::Snapshot` → `judge` (`history` → `rules` →
+//! `findings`) → (`tui` | `report` | verdict). See `docs/ARCHITECTURE.md`.
 
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod findings;
 pub mod history;
+pub mod judge;
 pub mod model;
 pub mod report;
 pub mod rules;

@@ -3,9 +3,9 @@
 
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
 use leakhound::tui::App;
-use leakhound::tui::feed::{AppEvent, Control, FeedEvent};
+use leakhound::tui::event::{AppEvent, Control, FeedEvent, LogLine, Stream};
 use leakhound::tui::fixture;
-use leakhound::tui::state::{LogLine, State, Stream, ViewKind};
+use leakhound::tui::state::{State, ViewKind};
 use ratatui::{Terminal, backend::TestBackend, style::Color};
 use std::sync::mpsc;
 

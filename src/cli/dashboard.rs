@@ -2,7 +2,8 @@
 
 use crate::source::{SampleOptions, Target};
 use crate::tui::App;
-use crate::tui::feed::{self, AppEvent, Control, LiveFeed};
+use crate::tui::event::{AppEvent, Control};
+use crate::tui::feed::{self, LiveFeed};
 use crate::tui::state::State;
 use crate::tui::term::{self, TerminalGuard};
 use std::io::IsTerminal;

@@ -3,9 +3,9 @@
 
 use super::{EXIT_CLEAN, EXIT_FINDINGS, ReplayArgs, dashboard};
 use crate::config::Config;
-use crate::findings::Tracker;
+use crate::judge::Judge;
 use crate::source::replay::Recording;
-use crate::tui::feed::{self, Judge, ReplayFeed};
+use crate::tui::feed::{self, ReplayFeed};
 use std::path::Path;
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<u8> {
@@ -33,7 +33,6 @@ fn open(path: &Path) -> anyhow::Result<Recording> {
 fn print_findings(path: &Path, config: Config) -> anyhow::Result<u8> {
     let mut recording = open(path)?;
     let mut judge = Judge::new(config);
-    let mut tracker = Tracker::new();
     for i in 0..recording.len() {
         let snapshot = match recording.read(i) {
             Ok(s) => s,
@@ -42,15 +41,12 @@ fn print_findings(path: &Path, config: Config) -> anyhow::Result<u8> {
                 continue;
             }
         };
-        let findings = judge.observe(&snapshot);
-        for f in tracker.update(&findings) {
-            println!(
-                "{}",
-                crate::report::json::finding_line(&f, snapshot.taken_at_ms)
-            );
+        let at = snapshot.taken_at_ms;
+        for f in judge.observe(snapshot).new {
+            println!("{}", crate::report::json::finding_line(&f, at));
         }
     }
-    Ok(if tracker.fired_count() > 0 {
+    Ok(if judge.fired_count() > 0 {
         EXIT_FINDINGS
     } else {
         EXIT_CLEAN

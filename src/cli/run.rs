@@ -4,8 +4,7 @@
 
 use super::{EXIT_CLEAN, RunArgs, dashboard};
 use crate::source::Target;
-use crate::tui::feed::{AppEvent, FeedEvent};
-use crate::tui::state::{LogLine, Stream};
+use crate::tui::event::{AppEvent, FeedEvent, LogLine, Stream};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::SyncSender;

@@ -2,7 +2,7 @@
 
 use super::{EXIT_CLEAN, SnapshotArgs};
 use crate::config::Config;
-use crate::history::History;
+use crate::judge::Judge;
 use crate::source::SampleOptions;
 
 pub fn run(args: SnapshotArgs) -> anyhow::Result<u8> {
@@ -16,10 +16,9 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<u8> {
         stacks: args.stacks,
     })?;
     crate::report::add_no_probe_note(&mut snapshot);
-    let mut history = History::default();
-    history.push(snapshot);
-    let findings = crate::rules::evaluate(&crate::rules::all(), &history, &config);
-    let snapshot = history.latest().expect("just pushed");
+    let mut judge = Judge::new(config);
+    let findings = judge.observe(snapshot).current;
+    let snapshot = judge.history().latest().expect("just observed");
     // A closed standard output (`| head`) is the reader's choice, not an error.
     if args.json {
         super::out::println(&crate::report::json::snapshot(snapshot, &findings));

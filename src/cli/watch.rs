@@ -2,8 +2,7 @@
 //! summary at the end (time up, target exited, or Ctrl-C).
 
 use super::{EXIT_CLEAN, EXIT_FINDINGS, WatchArgs, out};
-use crate::findings::Tracker;
-use crate::history::History;
+use crate::judge::Judge;
 use crate::report::json::WatchSummary;
 use crate::source::{Collector, CollectorEvent, SampleOptions};
 use std::sync::mpsc::RecvTimeoutError;
@@ -21,9 +20,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
     let first = source.sample(options)?;
     let target = source.describe();
     let started = Instant::now();
-    let rules = crate::rules::all();
-    let mut history = History::default();
-    let mut tracker = Tracker::new();
+    let mut judge = Judge::new(config);
     let mut samples = 0u64;
     let mut errors = 0u64;
     let mut exit_message = None;
@@ -39,11 +36,9 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
             out::println(&format!("note: {note}"));
         }
     }
-    let judge = |snapshot: crate::model::Snapshot, history: &mut History, tracker: &mut Tracker| {
+    let report = |snapshot: crate::model::Snapshot, judge: &mut Judge| {
         let at = snapshot.taken_at_ms;
-        history.push(snapshot);
-        let findings = crate::rules::evaluate(&rules, history, &config);
-        for f in tracker.update(&findings) {
+        for f in judge.observe(snapshot).new {
             let line = if args.json {
                 crate::report::json::finding_line(&f, at)
             } else {
@@ -54,7 +49,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
             }
         }
     };
-    judge(first, &mut history, &mut tracker);
+    report(first, &mut judge);
     samples += 1;
 
     // The first sample is ours; the collector's first comes one interval later.
@@ -67,7 +62,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
         if output_closed.get() {
             // Nobody reads any more (`| head -1`): stop quietly.
             collector.stop();
-            return Ok(if tracker.fired_count() > 0 {
+            return Ok(if judge.fired_count() > 0 {
                 EXIT_FINDINGS
             } else {
                 EXIT_CLEAN
@@ -80,7 +75,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
         match events.recv_timeout(POLL.min(left)) {
             Ok(CollectorEvent::Snapshot(snapshot)) => {
                 samples += 1;
-                judge(*snapshot, &mut history, &mut tracker);
+                report(*snapshot, &mut judge);
             }
             Ok(CollectorEvent::Error(e)) => {
                 errors += 1;
@@ -106,9 +101,9 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
         duration_ms: started.elapsed().as_millis() as u64,
         ended,
         exit_message,
-        fired: tracker.fired_count(),
-        findings: tracker.all_fired(),
-        active: tracker.current().map(|f| f.key()).collect(),
+        fired: judge.fired_count(),
+        findings: judge.all_fired(),
+        active: judge.current().map(|f| f.key()).collect(),
         errors,
     };
     if args.json {

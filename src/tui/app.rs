@@ -3,7 +3,7 @@
 //! before one redraw (coalescing), and an idle dashboard redraws once a second so ages tick.
 //! Generic over the ratatui backend, so tests draw the real app into `TestBackend`.
 
-use crate::tui::feed::{AppEvent, Control, FeedEvent};
+use crate::tui::event::{AppEvent, Control, FeedEvent};
 use crate::tui::input;
 use crate::tui::state::{Effect, State};
 use crate::tui::view;
@@ -69,7 +69,7 @@ where
         let Some(intent) = input::intent(key, &self.state) else {
             return true;
         };
-        match self.state.apply(intent) {
+        match self.state.apply(intent, &view::Registry) {
             Some(Effect::Quit) => false,
             Some(Effect::Control(c)) => {
                 if let Some(tx) = &self.control {

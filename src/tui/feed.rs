@@ -1,102 +1,20 @@
 //! The data side of the dashboard: a thread that samples the target (or reads a recording),
-//! runs the rules and hands each `Update` to the UI over the one channel the UI reads. The
-//! UI answers with `Control` messages (drill into a child, pause, step). bottom's shape: the
-//! collector never touches UI state; the main thread never blocks on I/O.
+//! judges each snapshot (`crate::judge`) and hands each `Update` to the UI over the one
+//! channel the UI reads. The UI answers with `Control` messages (drill into a child, pause,
+//! step). bottom's shape: the collector never touches UI state; the main thread never blocks
+//! on I/O.
 
 use crate::config::Config;
-use crate::findings::{Finding, Tracker};
-use crate::history::History;
+use crate::judge::Judge;
 use crate::model::Snapshot;
-use crate::rules::{self, Rule};
 use crate::source::replay::Recording;
 use crate::source::{Collector, CollectorEvent, SampleOptions, Source, SourceError, Target};
-use crate::tui::state::{LogLine, ReplayPos, Update};
+use crate::tui::event::{AppEvent, Control, FeedEvent, ReplayPos, Update};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::time::Duration;
 
-/// What the UI asks of the feed.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Control {
-    /// Replay: stop or resume advancing (live sampling goes on; the UI holds the display).
-    Pause(bool),
-    /// Replay: show the snapshot this many steps away.
-    Step(i64),
-    /// Observe another process (drill into a child, or back out).
-    Retarget(u32),
-}
-
-/// What the feed tells the UI.
-#[derive(Debug)]
-pub enum FeedEvent {
-    Update(Box<Update>),
-    /// Sampling failed this time; the feed keeps trying.
-    Error(String),
-    /// The target is gone (exited, end of recording); the feed waits for a retarget.
-    Gone(String),
-    Log(LogLine),
-}
-
-/// Everything the UI's single channel carries.
-#[derive(Debug)]
-pub enum AppEvent {
-    Input(crossterm::event::Event),
-    Feed(FeedEvent),
-}
-
-/// History plus rules: turns each snapshot into findings.
-pub struct Judge {
-    history: History,
-    rules: Vec<Box<dyn Rule>>,
-    config: Config,
-    tracker: Tracker,
-}
-
 /// How many quiet findings the dashboard lists under the live ones.
 const RESOLVED_SHOWN: usize = 50;
-
-impl Judge {
-    pub fn new(config: Config) -> Self {
-        Judge {
-            history: History::default(),
-            rules: rules::all(),
-            config,
-            tracker: Tracker::new(),
-        }
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    pub fn reset(&mut self) {
-        self.history = History::default();
-        self.tracker = Tracker::new();
-    }
-
-    /// Adds a snapshot to the history without judging (to rebuild history after a seek).
-    pub fn push(&mut self, snapshot: &Snapshot) {
-        self.history.push(snapshot.clone());
-    }
-
-    pub fn observe(&mut self, snapshot: &Snapshot) -> Vec<Finding> {
-        self.push(snapshot);
-        let findings = rules::evaluate(&self.rules, &self.history, &self.config);
-        self.tracker.update(&findings);
-        findings
-    }
-
-    /// Findings that fired and are quiet now, at most `RESOLVED_SHOWN`.
-    pub fn resolved(&self) -> Vec<Finding> {
-        let mut out: Vec<Finding> = self
-            .tracker
-            .resolved()
-            .take(RESOLVED_SHOWN)
-            .cloned()
-            .collect();
-        crate::findings::sort_findings(&mut out);
-        out
-    }
-}
 
 /// How a live feed reaches its target; `source::open` in the real app.
 pub type Opener = Box<dyn Fn(&Target) -> Result<Box<dyn Source>, SourceError> + Send>;
@@ -171,14 +89,14 @@ impl LiveFeed {
                 if !gone {
                     let event = match events.recv_timeout(POLL) {
                         Ok(CollectorEvent::Snapshot(snapshot)) => {
-                            let findings = judge.observe(&snapshot);
+                            let findings = judge.observe((*snapshot).clone()).current;
                             Some(FeedEvent::Update(Box::new(Update {
                                 source: describe(&snapshot, &fallback),
                                 snapshot: *snapshot,
                                 findings,
                                 replay: None,
                                 skipped,
-                                resolved: judge.resolved(),
+                                resolved: judge.resolved(RESOLVED_SHOWN),
                             })))
                         }
                         Ok(CollectorEvent::Error(e)) => Some(FeedEvent::Error(e)),
@@ -267,7 +185,7 @@ impl ReplayFeed {
                 judge.reset();
                 for i in index.saturating_sub(SEEK_CONTEXT)..index {
                     if let Ok(s) = recording.read(i) {
-                        judge.push(&s);
+                        judge.push(s);
                     }
                 }
             }
@@ -275,12 +193,12 @@ impl ReplayFeed {
             judged = Some(index);
             let event = match &current {
                 Ok(snapshot) => FeedEvent::Update(Box::new(Update {
-                    findings: judge.observe(snapshot),
+                    findings: judge.observe(snapshot.clone()).current,
                     snapshot: snapshot.clone(),
                     source: format!("recording {}", recording.path().display()),
                     replay: Some(ReplayPos { index, total }),
                     skipped,
-                    resolved: judge.resolved(),
+                    resolved: judge.resolved(RESOLVED_SHOWN),
                 })),
                 Err(e) => FeedEvent::Error(e.clone()),
             };
@@ -360,30 +278,4 @@ where
         .name(name.into())
         .spawn(move || feed(tx, ctl_rx))?;
     Ok(ctl_tx)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn history_shrinks_for_huge_snapshots() {
-        let mut small = Judge::new(Config::default());
-        let mut huge = Judge::new(Config::default());
-        let big = crate::tui::fixture::large_snapshot(100_000, 2_000);
-        for seq in 0..20u64 {
-            let mut s = crate::tui::fixture::snapshot(seq);
-            small.observe(&s);
-            s.taken_at_ms += 1;
-            let mut b = big.clone();
-            b.taken_at_ms = s.taken_at_ms;
-            huge.push(&b);
-        }
-        assert_eq!(small.history.len(), 20);
-        assert_eq!(
-            huge.history.len(),
-            3,
-            "64 MB budget: three 100k-task snapshots at most"
-        );
-    }
 }

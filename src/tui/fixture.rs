@@ -4,7 +4,7 @@
 
 use crate::findings::{Finding, Severity};
 use crate::model::*;
-use crate::tui::state::Update;
+use crate::tui::event::Update;
 use std::collections::BTreeMap;
 
 /// The fixed clock the fixtures are consistent with (ms since the epoch).

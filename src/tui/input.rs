@@ -1,60 +1,8 @@
 //! Keys → intents. The mapping is a pure function of the key and the input mode, so tests
 //! feed keys and check what the app does with them.
 
-use crate::tui::state::{InputMode, State, ViewKind};
+use crate::tui::state::{InputMode, Intent, State, ViewKind};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Intent {
-    Quit,
-    Show(ViewKind),
-    NextView(isize),
-    Help,
-    Move(isize),
-    Top,
-    Bottom,
-    /// Tasks: choose the sort column (h/l); elsewhere: previous/next view.
-    Column(isize),
-    Invert,
-    ToggleTree,
-    StartFilter,
-    /// A character typed into the filter, or `None` for backspace.
-    FilterEdit(Option<char>),
-    FilterDone,
-    FilterCancel,
-    Pause,
-    /// Replay: step this many snapshots (negative goes back).
-    Step(i64),
-    Enter,
-    Back,
-    /// From the selected task or thread to the log lines carrying its id.
-    LogsOfSelection,
-}
-
-/// The key table the help overlay and the README show.
-pub const KEYS: &[(&str, &str)] = &[
-    (
-        "1-7 / o t r p s g f",
-        "Overview Tasks thReads Processes Sockets loGs Findings",
-    ),
-    ("tab / shift-tab", "next / previous view"),
-    ("j k  ↓ ↑  pgdn pgup", "move the selection"),
-    ("home / end", "first / last row"),
-    ("h l  ← →", "Tasks: sort column (elsewhere: switch view)"),
-    ("i", "Tasks: invert the sort"),
-    ("T", "Tasks: parent tree on/off"),
-    ("/", "Tasks: filter (enter keeps it, esc clears it)"),
-    (
-        "enter",
-        "details · drill into a child · log line to its task",
-    ),
-    ("g", "from a task or thread: its log lines"),
-    ("esc", "back: close details, clear filter, leave a child"),
-    ("space", "pause / resume"),
-    (", .  [ ]", "replay: step back / forward by 1 / by 10"),
-    ("?", "this help"),
-    ("q / ctrl-c", "quit"),
-];
 
 pub fn intent(key: KeyEvent, state: &State) -> Option<Intent> {
     if key.kind == KeyEventKind::Release {
@@ -100,7 +48,7 @@ pub fn intent(key: KeyEvent, state: &State) -> Option<Intent> {
         KeyCode::Char(']') => Intent::Step(10),
         KeyCode::Char('[') => Intent::Step(-10),
         KeyCode::Char('g') if from_task_or_thread => Intent::LogsOfSelection,
-        KeyCode::Char(c @ '1'..='7') => Intent::Show(ViewKind::ALL[c as usize - '1' as usize]),
+        KeyCode::Char(c @ '1'..='9') => Intent::Show(crate::tui::view::numbered(c.to_digit(10)?)?),
         KeyCode::Char(c) => {
             let view = ViewKind::ALL.into_iter().find(|v| v.letter() == c)?;
             Intent::Show(view)

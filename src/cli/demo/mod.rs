@@ -8,11 +8,11 @@ mod worker;
 
 use super::{DemoArgs, DemoWorkerArgs, EXIT_CLEAN, EXIT_FINDINGS, dashboard, run as run_cmd};
 use crate::config::Config;
-use crate::findings::Tracker;
+use crate::judge::Judges;
 use crate::model::Snapshot;
 use crate::source::{SampleOptions, Target};
-use crate::tui::feed::{AppEvent, Judge};
-use crate::tui::state::{Stream, ViewKind};
+use crate::tui::event::{AppEvent, Control, Stream};
+use crate::tui::state::ViewKind;
 use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -109,7 +109,7 @@ fn observe(
 ) -> anyhow::Result<(
     std::sync::mpsc::SyncSender<AppEvent>,
     std::sync::mpsc::Receiver<AppEvent>,
-    std::sync::mpsc::Sender<crate::tui::feed::Control>,
+    std::sync::mpsc::Sender<Control>,
 )> {
     let (tx, rx) = dashboard::channel();
     forward_output(child, &tx);
@@ -157,15 +157,11 @@ fn headless(child: &mut Child, duration: Duration, python: bool) -> anyhow::Resu
         DEMO_THRESHOLDS.join(", ")
     );
     let started = Instant::now();
-    // One judge and one tracker per process: the same subject in two processes is two findings.
-    let mut targets: Vec<(u32, Box<dyn crate::source::Source>, Judge, Tracker)> = Vec::new();
+    // One judge per process: the same subject in two processes is two findings.
+    let mut judges = Judges::new(demo_config());
+    let mut targets: Vec<(u32, Box<dyn crate::source::Source>)> = Vec::new();
     let worker = crate::source::open(&Target::Pid(child.id()))?;
-    targets.push((
-        child.id(),
-        worker,
-        Judge::new(demo_config()),
-        Tracker::new(),
-    ));
+    targets.push((child.id(), worker));
     let mut fired = std::collections::BTreeSet::new();
     while started.elapsed() < duration {
         let tick = Instant::now();
@@ -173,13 +169,13 @@ fn headless(child: &mut Child, duration: Duration, python: bool) -> anyhow::Resu
             break;
         }
         let mut discovered = None;
-        for (pid, source, judge, tracker) in targets.iter_mut() {
+        for (pid, source) in targets.iter_mut() {
             match source.sample(SampleOptions::default()) {
                 Ok(s) => {
                     if discovered.is_none() {
                         discovered = python_child(&s);
                     }
-                    for f in tracker.update(&judge.observe(&s)) {
+                    for f in judges.observe(*pid, s).new {
                         println!(
                             "[{:>5.1}s] pid {pid:<7} {}",
                             started.elapsed().as_secs_f64(),
@@ -195,7 +191,7 @@ fn headless(child: &mut Child, duration: Duration, python: bool) -> anyhow::Resu
             && let Ok(src) = crate::source::open(&Target::Pid(py))
         {
             println!("demo: the Python service is pid {py}");
-            targets.push((py, src, Judge::new(demo_config()), Tracker::new()));
+            targets.push((py, src));
         }
         std::thread::sleep(Duration::from_secs(1).saturating_sub(tick.elapsed()));
     }

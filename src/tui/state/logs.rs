@@ -1,44 +1,8 @@
 //! The program's captured output (under `leakhound run`), bounded, with the `tid=` and
 //! `task=` ids each line carries so a line leads to its thread or task and back.
 
+use crate::tui::event::LogLine;
 use std::collections::VecDeque;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogLine {
-    pub stream: Stream,
-    pub text: String,
-    pub tid: Option<u32>,
-    pub task: Option<String>,
-}
-
-impl LogLine {
-    pub fn parse(stream: Stream, text: &str) -> Self {
-        let mut tid = None;
-        let mut task = None;
-        for word in text.split(|c: char| c.is_whitespace() || c == ',' || c == ';') {
-            if let Some(v) = word.strip_prefix("tid=") {
-                tid = tid.or_else(|| v.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok());
-            } else if let Some(v) = word.strip_prefix("task=") {
-                let v = v.trim_matches(|c| c == '"' || c == '\'' || c == ')' || c == ']');
-                if !v.is_empty() && task.is_none() {
-                    task = Some(v.to_string());
-                }
-            }
-        }
-        LogLine {
-            stream,
-            text: text.to_string(),
-            tid,
-            task,
-        }
-    }
-}
 
 /// Which lines the Logs view shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +28,8 @@ pub struct LogBuffer {
     pub evicted: u64,
     /// Whether output is being captured at all (only under `run`).
     pub capturing: bool,
+    /// What the Logs view shows of it (all lines when `None`).
+    pub filter: Option<LogFilter>,
 }
 
 impl LogBuffer {
@@ -73,6 +39,7 @@ impl LogBuffer {
             capacity: capacity.max(1),
             evicted: 0,
             capturing: false,
+            filter: None,
         }
     }
 
@@ -113,6 +80,7 @@ impl Default for LogBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tui::event::Stream;
 
     #[test]
     fn parses_ids() {

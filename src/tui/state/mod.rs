@@ -4,19 +4,23 @@
 //! a bounded log ring.
 
 mod cursor;
+pub mod findings;
 pub mod logs;
 pub mod tasks;
 
 pub use cursor::Cursor;
-pub use logs::{LogBuffer, LogFilter, LogLine, Stream};
+pub use findings::FindingsPane;
+pub use logs::{LogBuffer, LogFilter};
 pub use tasks::{TaskColumn, TaskTable};
 
 use crate::findings::Finding;
-use crate::model::{Child, ProcState, Snapshot};
-use crate::tui::feed::Control;
-use crate::tui::input::Intent;
+use crate::model::{Child, Snapshot};
+use crate::tui::event::{Control, LogLine, ReplayPos, Update};
 use std::collections::{HashMap, VecDeque};
 
+/// Names a view. Everything else about a view (title, key, rows, what enter does, how it
+/// draws) is in its file under `view/`, listed in the registry `view::VIEWS`; the state only
+/// names the views it moves between (a log line to its task, a task to its log lines).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ViewKind {
     Overview,
@@ -28,77 +32,43 @@ pub enum ViewKind {
     Findings,
 }
 
-impl ViewKind {
-    pub const ALL: [ViewKind; 7] = [
-        ViewKind::Overview,
-        ViewKind::Tasks,
-        ViewKind::Threads,
-        ViewKind::Processes,
-        ViewKind::Files,
-        ViewKind::Logs,
-        ViewKind::Findings,
-    ];
-
-    pub fn title(self) -> &'static str {
-        match self {
-            ViewKind::Overview => "Overview",
-            ViewKind::Tasks => "Tasks",
-            ViewKind::Threads => "Threads",
-            ViewKind::Processes => "Processes",
-            ViewKind::Files => "Files & sockets",
-            ViewKind::Logs => "Logs",
-            ViewKind::Findings => "Findings",
-        }
-    }
-
-    /// The tab's name on a narrow terminal.
-    pub fn short_title(self) -> &'static str {
-        match self {
-            ViewKind::Processes => "Procs",
-            ViewKind::Files => "Files",
-            other => other.title(),
-        }
-    }
-
-    /// The letter that switches to it (besides its number).
-    pub fn letter(self) -> char {
-        match self {
-            ViewKind::Overview => 'o',
-            ViewKind::Tasks => 't',
-            ViewKind::Threads => 'r',
-            ViewKind::Processes => 'p',
-            ViewKind::Files => 's',
-            ViewKind::Logs => 'g',
-            ViewKind::Findings => 'f',
-        }
-    }
-
-    pub fn index(self) -> usize {
-        Self::ALL.iter().position(|v| *v == self).unwrap_or(0)
-    }
-}
-
-/// Where a replay stands.
+/// What the person asks for, from `input`'s key table; [`State::apply`] carries it out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReplayPos {
-    /// 0-based index of the snapshot shown.
-    pub index: usize,
-    pub total: usize,
+pub enum Intent {
+    Quit,
+    Show(ViewKind),
+    NextView(isize),
+    Help,
+    Move(isize),
+    Top,
+    Bottom,
+    /// Tasks: choose the sort column (h/l); elsewhere: previous/next view.
+    Column(isize),
+    Invert,
+    ToggleTree,
+    StartFilter,
+    /// A character typed into the filter, or `None` for backspace.
+    FilterEdit(Option<char>),
+    FilterDone,
+    FilterCancel,
+    Pause,
+    /// Replay: step this many snapshots (negative goes back).
+    Step(i64),
+    Enter,
+    Back,
+    /// From the selected task or thread to the log lines carrying its id.
+    LogsOfSelection,
 }
 
-/// One sample as the feed hands it to the UI: the snapshot and what the rules made of it.
-#[derive(Debug, Clone, Default)]
-pub struct Update {
-    pub snapshot: Snapshot,
-    pub findings: Vec<Finding>,
-    /// `Source::describe()` of what produced it.
-    pub source: String,
-    pub replay: Option<ReplayPos>,
-    /// Updates the feed skipped so far because the UI was behind.
-    pub skipped: u64,
-    /// Findings that fired earlier and are quiet now (the newest few), so a person who looks
-    /// later still sees what happened.
-    pub resolved: Vec<Finding>,
+/// What the state asks of the views: the registry (`view::VIEWS`) answers, so the state
+/// needs no list of views of its own.
+pub trait Views {
+    /// How many rows `view`'s list has.
+    fn rows(&self, view: ViewKind, state: &mut State) -> usize;
+    /// What enter does in `view`.
+    fn enter(&self, view: ViewKind, state: &mut State) -> Option<Effect>;
+    /// The view `step` tabs away from `view`, wrapping around.
+    fn step(&self, view: ViewKind, step: isize) -> ViewKind;
 }
 
 /// What the app must do after an intent: the state cannot do it itself.
@@ -190,11 +160,8 @@ pub struct State {
     pub series: SeriesSet,
     pub tasks: TaskTable,
     cursors: HashMap<ViewKind, Cursor>,
-    pub task_detail: bool,
-    pub finding_detail: bool,
-    pub finding_scroll: u16,
+    pub findings_pane: FindingsPane,
     pub logs: LogBuffer,
-    pub log_filter: Option<LogFilter>,
     pub input: InputMode,
     /// PIDs drilled out of, innermost last; esc goes back.
     pub drill_stack: Vec<u32>,
@@ -232,11 +199,8 @@ impl State {
             series: SeriesSet::default(),
             tasks: TaskTable::default(),
             cursors: HashMap::new(),
-            task_detail: false,
-            finding_detail: false,
-            finding_scroll: 0,
+            findings_pane: FindingsPane::default(),
             logs: LogBuffer::default(),
-            log_filter: None,
             input: InputMode::Normal,
             drill_stack: Vec::new(),
             replay: None,
@@ -330,7 +294,7 @@ impl State {
     /// follows the output.
     pub fn push_log(&mut self, line: LogLine) {
         let len = self.logs.len();
-        let follow = self.log_filter.is_none() && self.selected(ViewKind::Logs) + 1 >= len;
+        let follow = self.logs.filter.is_none() && self.selected(ViewKind::Logs) + 1 >= len;
         self.logs.push(line);
         if follow {
             let len = self.logs.len();
@@ -370,62 +334,45 @@ impl State {
     }
 
     pub fn log_rows(&self) -> Vec<usize> {
-        self.logs.matching(self.log_filter.as_ref())
+        self.logs.matching(self.logs.filter.as_ref())
     }
 
-    /// How many rows the current view's list has.
-    fn list_len(&mut self, view: ViewKind) -> usize {
-        match view {
-            ViewKind::Overview => self.findings.len(),
-            ViewKind::Tasks => {
-                let tasks = self.snapshot.as_ref().map_or(&[][..], |s| s.tasks());
-                self.tasks.len(tasks)
-            }
-            ViewKind::Threads => self.snapshot.as_ref().map_or(0, |s| s.threads.len()),
-            // row 0 is the root process
-            ViewKind::Processes => 1 + self.snapshot.as_ref().map_or(0, |s| process_rows(s).len()),
-            ViewKind::Files => self.snapshot.as_ref().map_or(0, |s| s.sockets.len()),
-            ViewKind::Logs => self.log_rows().len(),
-            ViewKind::Findings => self.findings.len() + self.resolved.len(),
-        }
-    }
-
-    fn move_selection(&mut self, delta: isize) {
+    /// Moves the selection of the current view, whose list has `len` rows (or scrolls an
+    /// open finding).
+    fn move_selection(&mut self, delta: isize, len: usize) {
         let view = self.view;
-        if view == ViewKind::Findings && self.finding_detail {
-            self.finding_scroll =
-                (self.finding_scroll as isize + delta).clamp(0, u16::MAX as isize) as u16;
+        if view == ViewKind::Findings && self.findings_pane.detail {
+            self.findings_pane.scroll_by(delta);
             return;
         }
-        let len = self.list_len(view);
         self.cursor(view).move_by(delta, len);
     }
 
-    /// Carries out one intent; returns what only the app can do.
-    pub fn apply(&mut self, intent: Intent) -> Option<Effect> {
+    /// Carries out one intent, asking `views` (the registry, `view::VIEWS`) what depends on
+    /// the view; returns what only the app can do.
+    pub fn apply(&mut self, intent: Intent, views: &dyn Views) -> Option<Effect> {
         match intent {
             Intent::Quit => return Some(Effect::Quit),
             Intent::Show(view) => {
                 self.view = view;
                 self.show_help = false;
             }
-            Intent::NextView(step) => {
-                let n = ViewKind::ALL.len() as isize;
-                let i = (self.view.index() as isize + step).rem_euclid(n);
-                self.view = ViewKind::ALL[i as usize];
-            }
+            Intent::NextView(step) => self.view = views.step(self.view, step),
             Intent::Help => self.show_help = !self.show_help,
-            Intent::Move(delta) => self.move_selection(delta),
+            Intent::Move(delta) => {
+                let len = views.rows(self.view, self);
+                self.move_selection(delta, len);
+            }
             Intent::Top => self.cursor(self.view).top(),
             Intent::Bottom => {
-                let len = self.list_len(self.view);
+                let len = views.rows(self.view, self);
                 self.cursor(self.view).bottom(len);
             }
             Intent::Column(step) => {
                 if self.view == ViewKind::Tasks {
                     self.tasks.next_column(step);
                 } else {
-                    return self.apply(Intent::NextView(step));
+                    return self.apply(Intent::NextView(step), views);
                 }
             }
             Intent::Invert => self.tasks.invert(),
@@ -469,49 +416,9 @@ impl State {
                     return Some(Effect::Control(Control::Step(delta)));
                 }
             }
-            Intent::Enter => return self.enter(),
+            Intent::Enter => return views.enter(self.view, self),
             Intent::Back => return self.back(),
             Intent::LogsOfSelection => self.logs_of_selection(),
-        }
-        None
-    }
-
-    fn enter(&mut self) -> Option<Effect> {
-        match self.view {
-            ViewKind::Tasks => self.task_detail = !self.task_detail,
-            ViewKind::Findings | ViewKind::Overview => {
-                if self.view == ViewKind::Overview {
-                    let sel = self.selected(ViewKind::Overview);
-                    self.view = ViewKind::Findings;
-                    self.cursor(ViewKind::Findings).selected = sel;
-                }
-                self.finding_detail = true;
-                self.finding_scroll = 0;
-            }
-            ViewKind::Processes => {
-                let sel = self.selected(ViewKind::Processes);
-                if sel == 0 {
-                    return None;
-                }
-                let snapshot = self.snapshot.as_ref()?;
-                let root = snapshot.pid;
-                let child = process_rows(snapshot)
-                    .get(sel - 1)
-                    .map(|c| (c.pid, c.state));
-                match child {
-                    Some((_, ProcState::Zombie)) => self
-                        .set_status("a zombie has nothing to show: its parent must reap it".into()),
-                    Some((pid, _)) => {
-                        self.drill_stack.push(root);
-                        self.cursor(ViewKind::Processes).top();
-                        return Some(Effect::Control(Control::Retarget(pid)));
-                    }
-                    None => {}
-                }
-            }
-            ViewKind::Logs => self.jump_from_log(),
-            ViewKind::Threads => self.logs_of_selection(),
-            ViewKind::Files => {}
         }
         None
     }
@@ -519,12 +426,12 @@ impl State {
     fn back(&mut self) -> Option<Effect> {
         if self.show_help {
             self.show_help = false;
-        } else if self.finding_detail {
-            self.finding_detail = false;
-        } else if self.task_detail {
-            self.task_detail = false;
-        } else if self.view == ViewKind::Logs && self.log_filter.is_some() {
-            self.log_filter = None;
+        } else if self.findings_pane.detail {
+            self.findings_pane.detail = false;
+        } else if self.tasks.detail {
+            self.tasks.detail = false;
+        } else if self.view == ViewKind::Logs && self.logs.filter.is_some() {
+            self.logs.filter = None;
         } else if self.view == ViewKind::Tasks && !self.tasks.filter.is_empty() {
             self.tasks.set_filter(String::new());
         } else if self.view == ViewKind::Processes
@@ -538,7 +445,7 @@ impl State {
     }
 
     /// From a task or thread, the log lines that carry its id.
-    fn logs_of_selection(&mut self) {
+    pub fn logs_of_selection(&mut self) {
         let filter = match self.view {
             ViewKind::Tasks => {
                 let sel = self.selected(ViewKind::Tasks);
@@ -559,14 +466,14 @@ impl State {
             }
             _ => None,
         };
-        self.log_filter = filter;
+        self.logs.filter = filter;
         self.view = ViewKind::Logs;
         let len = self.log_rows().len();
         self.cursor(ViewKind::Logs).bottom(len);
     }
 
     /// From a log line to the task (or else the thread) it names.
-    fn jump_from_log(&mut self) {
+    pub fn jump_from_log(&mut self) {
         let rows = self.log_rows();
         let Some(line) = rows
             .get(self.selected(ViewKind::Logs))

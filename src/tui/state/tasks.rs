@@ -54,6 +54,8 @@ pub struct TaskTable {
     pub descending: bool,
     /// Order as the parent tree instead of the sort column.
     pub tree: bool,
+    /// The selected task's details shown under the table (enter).
+    pub detail: bool,
     order: Vec<u32>,
     depth: Vec<u8>,
     dirty: bool,
@@ -73,6 +75,7 @@ impl Default for TaskTable {
             sort: TaskColumn::SinceProgress,
             descending: true,
             tree: false,
+            detail: false,
             order: Vec::new(),
             depth: Vec::new(),
             dirty: true,

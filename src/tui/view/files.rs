@@ -1,6 +1,7 @@
 //! Files & sockets: descriptors by kind against the limit, and every socket with its state,
 //! CLOSE_WAIT first and marked.
 
+use super::ViewSpec;
 use super::style::Theme;
 use super::table::{self, TableSpec};
 use crate::model::{Proto, SocketState};
@@ -11,6 +12,21 @@ use ratatui::{
     text::{Line, Span},
     widgets::{Block, Cell, Paragraph, Row},
 };
+
+pub(super) const VIEW: ViewSpec = ViewSpec {
+    kind: ViewKind::Files,
+    title: "Files & sockets",
+    short_title: "Files",
+    letter: 's',
+    key_name: "Sockets",
+    render,
+    rows: |state| state.snapshot.as_ref().map_or(0, |s| s.sockets.len()),
+    enter: super::no_enter,
+};
+
+fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
+    super::with_snapshot(frame, area, state, theme, VIEW.title, draw);
+}
 
 pub(super) fn draw(
     frame: &mut Frame,

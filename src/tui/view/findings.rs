@@ -1,16 +1,34 @@
 //! Findings: the list, worst first, and the selected one's evidence (numbers, stack,
 //! creation site), scrollable after enter.
 
+use super::ViewSpec;
 use super::style::{Theme, severity_label};
 use super::table::{self, TableSpec};
 use crate::findings::Finding;
-use crate::tui::state::{State, ViewKind};
+use crate::tui::state::{Effect, State, ViewKind};
 use ratatui::{
     Frame,
     layout::{Constraint, Layout, Rect},
     text::{Line, Span},
     widgets::{Block, Cell, Paragraph, Row, Wrap},
 };
+
+pub(super) const VIEW: ViewSpec = ViewSpec {
+    kind: ViewKind::Findings,
+    title: "Findings",
+    short_title: "Findings",
+    letter: 'f',
+    key_name: "Findings",
+    render,
+    rows: |state| state.findings.len() + state.resolved.len(),
+    enter: open_detail,
+};
+
+/// Opens the selected finding's evidence.
+pub(super) fn open_detail(state: &mut State) -> Option<Effect> {
+    state.findings_pane.open();
+    None
+}
 
 pub fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
     if state.findings.is_empty() && state.resolved.is_empty() {
@@ -55,7 +73,7 @@ pub fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
         ],
         len: total,
         theme,
-        focused: !state.finding_detail,
+        focused: !state.findings_pane.detail,
     };
     table::draw(
         frame,
@@ -82,7 +100,7 @@ pub fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
         },
     );
     let selected = state.selected(ViewKind::Findings).min(total - 1);
-    let title = if state.finding_detail {
+    let title = if state.findings_pane.detail {
         "Evidence — j/k scroll, esc back"
     } else {
         "Evidence — enter to scroll"
@@ -97,7 +115,7 @@ pub fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
     let detail = Paragraph::new(lines)
         .block(Block::bordered().title(title))
         .wrap(Wrap { trim: false })
-        .scroll((state.finding_scroll, 0));
+        .scroll((state.findings_pane.scroll, 0));
     frame.render_widget(detail, detail_area);
     state.findings = findings;
     state.resolved = resolved;

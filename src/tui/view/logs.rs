@@ -1,14 +1,30 @@
 //! Logs (under `leakhound run`): the program's output with the tid/task ids it carries.
 //! Enter on a line jumps to its task or thread; from a task, `g` comes here filtered to it.
 
+use super::ViewSpec;
 use super::style::Theme;
 use super::table::{self, TableSpec};
-use crate::tui::state::{LogFilter, State, Stream, ViewKind};
+use crate::tui::event::Stream;
+use crate::tui::state::{LogFilter, State, ViewKind};
 use ratatui::{
     Frame,
     layout::{Constraint, Rect},
     text::{Line, Span},
     widgets::{Cell, Row},
+};
+
+pub(super) const VIEW: ViewSpec = ViewSpec {
+    kind: ViewKind::Logs,
+    title: "Logs",
+    short_title: "Logs",
+    letter: 'g',
+    key_name: "loGs",
+    render,
+    rows: |state| state.log_rows().len(),
+    enter: |state| {
+        state.jump_from_log();
+        None
+    },
 };
 
 pub fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
@@ -31,7 +47,7 @@ pub fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
     }
     let rows = state.log_rows();
     let mut title = vec![Span::raw(format!("Logs ({} lines)", rows.len()))];
-    match &state.log_filter {
+    match &state.logs.filter {
         Some(LogFilter::Task(t)) => title.push(Span::styled(
             format!(" of task {t} · esc: all"),
             theme.accent(),

@@ -1,4 +1,7 @@
-//! Rendering: a pure function of `State` (plus the cursors it scrolls). One module per view.
+//! Rendering: a pure function of `State` (plus the cursors it scrolls). One module per view,
+//! each defining its [`ViewSpec`]; [`VIEWS`] lists them. Adding a view is its file and one
+//! line there (and its name in `state::ViewKind`): tabs, number and letter keys, the help
+//! line, moving the selection and enter all follow from the registry.
 
 mod files;
 mod findings;
@@ -11,7 +14,7 @@ mod table;
 mod tasks;
 mod threads;
 
-use crate::tui::state::{State, ViewKind};
+use crate::tui::state::{Effect, State, ViewKind, Views};
 use ratatui::{
     Frame,
     layout::{Constraint, Layout, Rect},
@@ -20,6 +23,101 @@ use ratatui::{
     widgets::{Paragraph, Tabs},
 };
 use style::Theme;
+
+/// What the dashboard knows of one view. Each view's file defines its own as `VIEW`.
+pub struct ViewSpec {
+    pub kind: ViewKind,
+    pub title: &'static str,
+    /// The tab's name on a narrow terminal.
+    pub short_title: &'static str,
+    /// The letter that switches to it (besides its number).
+    pub letter: char,
+    /// Its name in the help line, the letter in capitals where it is not the first
+    /// (`thReads`).
+    pub key_name: &'static str,
+    pub render: fn(&mut Frame, Rect, &mut State, Theme),
+    /// How many rows its list has (where the selection can move).
+    pub rows: fn(&mut State) -> usize,
+    /// What enter does there.
+    pub enter: fn(&mut State) -> Option<Effect>,
+}
+
+/// The registry: every view, in tab order (a view's number is its place here).
+pub const VIEWS: &[ViewSpec] = &[
+    overview::VIEW,
+    tasks::VIEW,
+    threads::VIEW,
+    processes::VIEW,
+    files::VIEW,
+    logs::VIEW,
+    findings::VIEW,
+];
+
+impl ViewKind {
+    /// Every view, in tab order.
+    pub const ALL: [ViewKind; VIEWS.len()] = {
+        let mut all = [ViewKind::Overview; VIEWS.len()];
+        let mut i = 0;
+        while i < VIEWS.len() {
+            all[i] = VIEWS[i].kind;
+            i += 1;
+        }
+        all
+    };
+
+    pub fn spec(self) -> &'static ViewSpec {
+        VIEWS
+            .iter()
+            .find(|v| v.kind == self)
+            .expect("every ViewKind has its ViewSpec in VIEWS")
+    }
+
+    pub fn title(self) -> &'static str {
+        self.spec().title
+    }
+
+    pub fn short_title(self) -> &'static str {
+        self.spec().short_title
+    }
+
+    pub fn letter(self) -> char {
+        self.spec().letter
+    }
+
+    /// Its place in the tabs, from 0.
+    pub fn index(self) -> usize {
+        Self::ALL.iter().position(|v| *v == self).unwrap_or(0)
+    }
+}
+
+/// The registry as the state asks it.
+pub struct Registry;
+
+impl Views for Registry {
+    fn rows(&self, view: ViewKind, state: &mut State) -> usize {
+        (view.spec().rows)(state)
+    }
+
+    fn enter(&self, view: ViewKind, state: &mut State) -> Option<Effect> {
+        (view.spec().enter)(state)
+    }
+
+    fn step(&self, view: ViewKind, step: isize) -> ViewKind {
+        let n = VIEWS.len() as isize;
+        ViewKind::ALL[(view.index() as isize + step).rem_euclid(n) as usize]
+    }
+}
+
+/// The view that number key `digit` (1 for the first) shows.
+pub fn numbered(digit: u32) -> Option<ViewKind> {
+    let i = (digit as usize).checked_sub(1)?;
+    ViewKind::ALL.get(i).copied()
+}
+
+/// Does nothing: what enter does in a view where it does nothing.
+fn no_enter(_: &mut State) -> Option<Effect> {
+    None
+}
 
 pub fn render(frame: &mut Frame, state: &mut State) {
     let theme = Theme { color: state.color };
@@ -38,17 +136,7 @@ pub fn render(frame: &mut Frame, state: &mut State) {
             banner_area,
         );
     }
-    match state.view {
-        ViewKind::Overview => overview::render(frame, body, state, theme),
-        ViewKind::Tasks => with_snapshot(frame, body, state, theme, "Tasks", tasks::draw),
-        ViewKind::Threads => with_snapshot(frame, body, state, theme, "Threads", threads::draw),
-        ViewKind::Processes => {
-            with_snapshot(frame, body, state, theme, "Processes", processes::draw)
-        }
-        ViewKind::Files => with_snapshot(frame, body, state, theme, "Files & sockets", files::draw),
-        ViewKind::Logs => logs::render(frame, body, state, theme),
-        ViewKind::Findings => findings::render(frame, body, state, theme),
-    }
+    (state.view.spec().render)(frame, body, state, theme);
     render_status(frame, status, state, theme);
     if state.show_help {
         help::render(frame, body, theme);
@@ -167,7 +255,7 @@ type DrawFn = fn(&mut Frame, Rect, &mut State, &crate::model::Snapshot, Theme);
 
 /// Draws a view that reads the snapshot while it changes the state (cursors, caches): the
 /// snapshot is lent out of the state for the draw. Before the first sample: a placeholder.
-fn with_snapshot(
+pub(super) fn with_snapshot(
     frame: &mut Frame,
     area: Rect,
     state: &mut State,

@@ -1,10 +1,11 @@
 //! Health at a glance: the process, descriptors against the limit with a forecast, sockets
 //! by state, loop lag, pools, and the findings, worst first.
 
+use super::ViewSpec;
 use super::style::{self, Theme, severity_label};
 use super::table::{self, TableSpec};
 use crate::model::{ProcState, Snapshot, SocketState, TaskState};
-use crate::tui::state::{State, ViewKind};
+use crate::tui::state::{Effect, State, ViewKind};
 use ratatui::{
     Frame,
     layout::{Constraint, Layout, Rect},
@@ -12,6 +13,25 @@ use ratatui::{
     widgets::{Block, Cell, Gauge, Paragraph, Row, Sparkline},
 };
 use std::collections::BTreeMap;
+
+pub(super) const VIEW: ViewSpec = ViewSpec {
+    kind: ViewKind::Overview,
+    title: "Overview",
+    short_title: "Overview",
+    letter: 'o',
+    key_name: "Overview",
+    render,
+    rows: |state| state.findings.len(),
+    enter: open_in_findings,
+};
+
+/// The selected finding, opened in the Findings view.
+fn open_in_findings(state: &mut State) -> Option<Effect> {
+    let sel = state.selected(ViewKind::Overview);
+    state.view = ViewKind::Findings;
+    state.cursor(ViewKind::Findings).selected = sel;
+    super::findings::open_detail(state)
+}
 
 pub fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
     let Some(snapshot) = state.snapshot.as_ref() else {

@@ -1,16 +1,59 @@
 //! Processes: the target and its descendants as a tree, zombies marked; enter drills into
 //! a child (the feed switches to its pid), esc comes back.
 
+use super::ViewSpec;
 use super::style::{self, Theme};
 use super::table::{self, TableSpec};
 use crate::model::ProcState;
-use crate::tui::state::{State, ViewKind, process_rows};
+use crate::tui::event::Control;
+use crate::tui::state::{Effect, State, ViewKind, process_rows};
 use ratatui::{
     Frame,
     layout::{Constraint, Rect},
     text::{Line, Span},
     widgets::{Cell, Row},
 };
+
+pub(super) const VIEW: ViewSpec = ViewSpec {
+    kind: ViewKind::Processes,
+    title: "Processes",
+    short_title: "Procs",
+    letter: 'p',
+    key_name: "Processes",
+    render,
+    rows: // row 0 is the root process
+    |state| 1 + state.snapshot.as_ref().map_or(0, |s| process_rows(s).len()),
+    enter: drill_in,
+};
+
+fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
+    super::with_snapshot(frame, area, state, theme, VIEW.title, draw);
+}
+
+/// Drills into the selected child: the feed switches to its pid (esc comes back).
+fn drill_in(state: &mut State) -> Option<Effect> {
+    let sel = state.selected(ViewKind::Processes);
+    if sel == 0 {
+        return None;
+    }
+    let snapshot = state.snapshot.as_ref()?;
+    let root = snapshot.pid;
+    let child = process_rows(snapshot)
+        .get(sel - 1)
+        .map(|c| (c.pid, c.state));
+    match child {
+        Some((_, ProcState::Zombie)) => {
+            state.set_status("a zombie has nothing to show: its parent must reap it".into())
+        }
+        Some((pid, _)) => {
+            state.drill_stack.push(root);
+            state.cursor(ViewKind::Processes).top();
+            return Some(Effect::Control(Control::Retarget(pid)));
+        }
+        None => {}
+    }
+    None
+}
 
 pub(super) fn draw(
     frame: &mut Frame,

@@ -1,6 +1,7 @@
 //! Tasks: id, name, state, age, time since progress, polls, where it waits; sort by any
 //! column (h/l, i inverts), filter with `/`, parent tree with `T`. Only visible rows are built.
 
+use super::ViewSpec;
 use super::style::{self, Theme};
 use super::table::{self, TableSpec};
 use crate::model::{Task, TaskState};
@@ -12,6 +13,27 @@ use ratatui::{
     text::{Line, Span},
     widgets::{Block, Cell, Paragraph, Row, Wrap},
 };
+
+pub(super) const VIEW: ViewSpec = ViewSpec {
+    kind: ViewKind::Tasks,
+    title: "Tasks",
+    short_title: "Tasks",
+    letter: 't',
+    key_name: "Tasks",
+    render,
+    rows: |state| {
+        let tasks = state.snapshot.as_ref().map_or(&[][..], |s| s.tasks());
+        state.tasks.len(tasks)
+    },
+    enter: |state| {
+        state.tasks.detail = !state.tasks.detail;
+        None
+    },
+};
+
+fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
+    super::with_snapshot(frame, area, state, theme, VIEW.title, draw);
+}
 
 pub(super) fn draw(
     frame: &mut Frame,
@@ -42,7 +64,7 @@ pub(super) fn draw(
     };
     let tasks = probe.tasks.as_slice();
     let filtering = matches!(state.input, InputMode::Filter(_)) || !state.tasks.filter.is_empty();
-    let detail_rows = if state.task_detail { 9 } else { 0 };
+    let detail_rows = if state.tasks.detail { 9 } else { 0 };
     let [filter_area, table_area, detail_area] = Layout::vertical([
         Constraint::Length(filtering as u16),
         Constraint::Fill(1),
@@ -135,7 +157,7 @@ pub(super) fn draw(
         task_row(task, depth, theme)
     });
     *state.cursor(ViewKind::Tasks) = cursor;
-    if state.task_detail
+    if state.tasks.detail
         && let Some(i) = state
             .tasks
             .order_upto(tasks, cursor.selected + 1)

@@ -1,6 +1,7 @@
 //! Threads: tid, name, state, CPU% (from cpu_time deltas), wchan, daemon, and the tasks
 //! that run on it where the runtime tells (an asyncio loop's thread).
 
+use super::ViewSpec;
 use super::style::{self, Theme};
 use super::table::{self, TableSpec};
 use crate::model::{ProcState, Snapshot};
@@ -12,6 +13,24 @@ use ratatui::{
     widgets::{Block, Cell, Paragraph, Row},
 };
 use std::collections::HashMap;
+
+pub(super) const VIEW: ViewSpec = ViewSpec {
+    kind: ViewKind::Threads,
+    title: "Threads",
+    short_title: "Threads",
+    letter: 'r',
+    key_name: "thReads",
+    render,
+    rows: |state| state.snapshot.as_ref().map_or(0, |s| s.threads.len()),
+    enter: |state| {
+        state.logs_of_selection();
+        None
+    },
+};
+
+fn render(frame: &mut Frame, area: Rect, state: &mut State, theme: Theme) {
+    super::with_snapshot(frame, area, state, theme, VIEW.title, draw);
+}
 
 /// `tid -> "loop main: 12 tasks"` for threads that run an event loop.
 fn tasks_by_thread(s: &Snapshot) -> HashMap<u32, String> {
