@@ -17,7 +17,7 @@ pub mod tree;
 
 use crate::config::Config;
 use crate::findings::{Finding, Severity, sort_findings};
-use crate::history::History;
+use crate::judge::Judge;
 use crate::model::{ProcState, Snapshot};
 use crate::rules::at_exit::{Leftover, Leftovers};
 use crate::rules::{judge_leftovers, left_open};
@@ -44,7 +44,8 @@ pub struct CheckOptions {
 struct Watched {
     pid: u32,
     source: Option<Box<dyn crate::source::Source>>,
-    history: History,
+    /// History → rules → tracker, the stage `watch` and the dashboard judge with.
+    judge: Judge,
     baseline: Option<Snapshot>,
     recent: Vec<Snapshot>,
     /// When leakhound started this process itself (the command), ms since the epoch.
@@ -54,18 +55,18 @@ struct Watched {
 }
 
 impl Watched {
-    fn new(pid: u32, source: Box<dyn crate::source::Source>) -> Self {
+    fn new(pid: u32, source: Box<dyn crate::source::Source>, config: &Config) -> Self {
         Watched {
             source: Some(source),
-            ..Watched::closed(pid)
+            ..Watched::closed(pid, config)
         }
     }
 
-    fn closed(pid: u32) -> Self {
+    fn closed(pid: u32, config: &Config) -> Self {
         Watched {
             pid,
             source: None,
-            history: History::default(),
+            judge: Judge::new(config.clone()),
             baseline: None,
             recent: Vec::new(),
             started_ms: None,
@@ -74,12 +75,7 @@ impl Watched {
     }
 
     /// Takes one sample and runs the rules; false when there was nothing to sample (gone).
-    fn sample(
-        &mut self,
-        rules: &[Box<dyn crate::rules::Rule>],
-        config: &Config,
-        out: &mut Collected,
-    ) -> bool {
+    fn sample(&mut self, out: &mut Collected) -> bool {
         let Some(source) = self.source.as_mut() else {
             return false;
         };
@@ -92,19 +88,19 @@ impl Watched {
             self.source = None;
             return false;
         };
-        if self.history.is_empty()
+        if self.judge.history().is_empty()
             && let Some(started_ms) = self.started_ms
         {
             // The command had no children before it started. Saying so keeps zombie-child
             // from crediting a child caught as a zombie in the first sample with its whole
             // age (right when leakhound attaches to a process of unknown past, not here).
-            self.history.push(Snapshot {
+            self.judge.push(Snapshot {
                 taken_at_ms: started_ms.min(snapshot.taken_at_ms.saturating_sub(1)),
                 children: Vec::new(),
                 ..snapshot.clone()
             });
         }
-        self.judge(snapshot.clone(), rules, config, out);
+        self.judge(snapshot.clone(), out);
         if self.baseline.is_none() {
             if self.started_ms.is_some() {
                 self.start_view = Some(start_view(&snapshot));
@@ -120,36 +116,25 @@ impl Watched {
     }
 
     /// Runs the rules once more with the probe's final report as the newest view.
-    fn judge_final(
-        &mut self,
-        data: crate::model::ProbeData,
-        rules: &[Box<dyn crate::rules::Rule>],
-        config: &Config,
-        out: &mut Collected,
-    ) {
-        let mut last = self.history.latest().cloned().unwrap_or_else(|| Snapshot {
-            pid: self.pid,
-            ..Default::default()
-        });
+    fn judge_final(&mut self, data: crate::model::ProbeData, out: &mut Collected) {
+        let mut last = self
+            .judge
+            .history()
+            .latest()
+            .cloned()
+            .unwrap_or_else(|| Snapshot {
+                pid: self.pid,
+                ..Default::default()
+            });
         last.taken_at_ms = crate::source::now_ms().max(last.taken_at_ms);
         last.probe = Some(data);
-        self.judge(last, rules, config, out);
+        self.judge(last, out);
     }
 
     /// The one judging step while the command runs: the view joins the history, the rules run
     /// over it, and what they find is collected for this process.
-    fn judge(
-        &mut self,
-        view: Snapshot,
-        rules: &[Box<dyn crate::rules::Rule>],
-        config: &Config,
-        out: &mut Collected,
-    ) {
-        self.history.push(view);
-        out.add(
-            self.pid,
-            crate::rules::evaluate(rules, &self.history, config),
-        );
+    fn judge(&mut self, view: Snapshot, out: &mut Collected) {
+        out.add(self.pid, self.judge.observe(view).current);
     }
 
     /// The first view and the last samples.
@@ -266,23 +251,22 @@ pub fn run(options: &CheckOptions) -> anyhow::Result<CheckReport> {
             let _ = tx.send((ending, traced, at_exit));
         })?;
 
-    let rules = crate::rules::all();
     let mut collected = Collected::default();
     let mut samples = 0u64;
     let mut root = match crate::source::open(&Target::Pid(pid)) {
         Ok(s) => Watched {
             started_ms: Some(spawned_ms),
-            ..Watched::new(pid, s)
+            ..Watched::new(pid, s, &options.config)
         },
         Err(e) => {
             notes.push(format!("no samples while the command ran: {e}"));
-            Watched::closed(pid)
+            Watched::closed(pid, &options.config)
         }
     };
     // Descendants that loaded a probe (a socket `<pid>.sock` in the folder), by pid.
     let mut probed: BTreeMap<u32, Watched> = BTreeMap::new();
     let status = loop {
-        if root.sample(&rules, &options.config, &mut collected) {
+        if root.sample(&mut collected) {
             samples += 1;
         }
         for child_pid in probe_pids(socket_dir.path()) {
@@ -290,11 +274,11 @@ pub fn run(options: &CheckOptions) -> anyhow::Result<CheckReport> {
                 continue;
             }
             if let Ok(src) = crate::source::open(&Target::Pid(child_pid)) {
-                probed.insert(child_pid, Watched::new(child_pid, src));
+                probed.insert(child_pid, Watched::new(child_pid, src, &options.config));
             }
         }
         for watched in probed.values_mut() {
-            watched.sample(&rules, &options.config, &mut collected);
+            watched.sample(&mut collected);
         }
         match rx.recv_timeout(options.interval) {
             Ok(status) => break status,
@@ -358,9 +342,9 @@ pub fn run(options: &CheckOptions) -> anyhow::Result<CheckReport> {
         } else {
             probed
                 .entry(report.pid)
-                .or_insert_with(|| Watched::closed(report.pid))
+                .or_insert_with(|| Watched::closed(report.pid, &options.config))
         };
-        watched.judge_final(report.data, &rules, &options.config, &mut collected);
+        watched.judge_final(report.data, &mut collected);
     }
     // The /proc diff only adds what the probes did not already say (theirs has stacks).
     let root_window = root.window();
