@@ -252,27 +252,21 @@ mod tests {
     #[test]
     fn bad_assignments_name_the_fix() {
         let mut c = Config::default();
-        assert!(c.set("nonsense").unwrap_err().contains("KEY=VALUE"));
-        assert!(c.set("no.such=1").unwrap_err().contains("leakhound rules"));
-        assert!(
-            c.set("fd-exhaustion.ratio=2")
-                .unwrap_err()
-                .contains("(0, 1]")
-        );
-        assert!(
-            c.set("fd-exhaustion.ratio=0")
-                .unwrap_err()
-                .contains("(0, 1]")
-        );
-        assert!(
-            c.set("close-wait.min=-1")
-                .unwrap_err()
-                .contains("non-negative")
-        );
-        assert!(
-            c.set("close-wait.for=soon")
-                .unwrap_err()
-                .contains("duration")
+        for (assignment, fix) in [
+            ("nonsense", "KEY=VALUE"),
+            ("no.such=1", "leakhound rules"),
+            ("fd-exhaustion.ratio=2", "(0, 1]"),
+            ("fd-exhaustion.ratio=0", "(0, 1]"),
+            ("close-wait.min=-1", "non-negative"),
+            ("close-wait.for=soon", "duration"),
+        ] {
+            let err = c.set(assignment).unwrap_err();
+            assert!(err.contains(fix), "{assignment}: {err}");
+        }
+        assert_eq!(
+            c,
+            Config::default(),
+            "a rejected assignment changed nothing"
         );
     }
 }
