@@ -2,7 +2,8 @@
 //! README.md and docs/*.md must be accepted by the real command line (subcommand, flags and
 //! their values), so renaming a flag without updating the docs fails here. A line the docs show
 //! failing with a usage error must still fail. Also: the README stays short and keeps the
-//! set-up commands, and every relative link in these pages points at a file that exists.
+//! set-up commands, and every relative link in these pages points at a file (and heading)
+//! that exists.
 
 use clap::Parser;
 use leakhound::cli::Cli;
@@ -210,8 +211,27 @@ fn the_readme_has_the_set_up_commands_the_recipes_and_stays_short() {
     assert!(ci.lines().any(|l| l.trim() == "scripts/test.sh"));
 }
 
+/// The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces as `-`.
+fn heading_anchors(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with('#') && l.trim_start_matches('#').starts_with(' '))
+        .map(|l| {
+            l.trim_start_matches('#')
+                .trim()
+                .to_lowercase()
+                .chars()
+                .filter_map(|c| match c {
+                    ' ' => Some('-'),
+                    c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect()
+}
+
 #[test]
-fn relative_links_point_at_files_that_exist() {
+fn relative_links_point_at_files_and_headings_that_exist() {
     let mut broken = Vec::new();
     for page in pages() {
         let text = std::fs::read_to_string(&page).expect("read page");
@@ -220,12 +240,21 @@ fn relative_links_point_at_files_that_exist() {
             for (start, _) in line.match_indices("](") {
                 let rest = &line[start + 2..];
                 let Some(end) = rest.find(')') else { continue };
-                let target = rest[..end].split('#').next().unwrap_or_default();
-                if target.is_empty() || target.contains("://") {
+                let (target, anchor) = rest[..end].split_once('#').unwrap_or((&rest[..end], ""));
+                if rest[..end].contains("://") {
                     continue;
                 }
-                if !dir.join(target).exists() {
-                    broken.push(format!("{}:{}: {target}", page.display(), n + 1));
+                let file = if target.is_empty() {
+                    page.clone()
+                } else {
+                    dir.join(target)
+                };
+                let ok = file.exists()
+                    && (anchor.is_empty()
+                        || std::fs::read_to_string(&file)
+                            .is_ok_and(|t| heading_anchors(&t).iter().any(|a| a == anchor)));
+                if !ok {
+                    broken.push(format!("{}:{}: {}", page.display(), n + 1, &rest[..end]));
                 }
             }
         }
