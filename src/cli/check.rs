@@ -4,12 +4,13 @@ use super::CheckArgs;
 use crate::check::ignore::Ignore;
 use crate::check::settings::Settings;
 use crate::check::{CheckOptions, CheckReport, ReportFormat, parse_output};
+use crate::config::Config;
 use crate::findings::Severity;
 use std::time::Duration;
 
 pub fn run(args: CheckArgs) -> anyhow::Result<u8> {
     let settings = Settings::load(args.config.as_deref()).map_err(anyhow::Error::msg)?;
-    let config = args.thresholds.config(&settings.thresholds)?;
+    let config: Config = args.thresholds.config(&settings.thresholds)?;
     let mut ignores = settings.ignores;
     for text in &args.ignore {
         ignores.push(Ignore::parse(text, "--ignore").map_err(anyhow::Error::msg)?);

@@ -1,11 +1,12 @@
 //! `leakhound snapshot TARGET`: one sample, judged by every rule, as tables or JSON.
 
 use super::{EXIT_CLEAN, SnapshotArgs};
+use crate::config::Config;
 use crate::history::History;
 use crate::source::SampleOptions;
 
 pub fn run(args: SnapshotArgs) -> anyhow::Result<u8> {
-    let config = args.thresholds.config(&[])?;
+    let config: Config = args.thresholds.config(&[])?;
     let mut source = crate::source::open(&args.target)?;
     let mut snapshot = source.sample(SampleOptions {
         fd_list: args.fds,
