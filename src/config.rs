@@ -3,156 +3,147 @@
 
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    /// stuck-task: a live task with no progress for this long.
-    pub stuck_task_after: Duration,
-    /// never-awaited (Rust): a spawned task never polled for this long.
-    pub never_polled_after: Duration,
-    /// loop-blocked: event-loop lag (or one poll) over this.
-    pub loop_blocked_lag: Duration,
-    /// pool-starvation: queued work with every worker busy for this long …
-    pub pool_saturated_for: Duration,
-    /// … or a queue-wait p99 over this.
-    pub pool_queue_wait_p99: Duration,
-    /// fd-exhaustion: open fds over this fraction of the soft limit …
-    pub fd_ratio: f64,
-    /// … or a trend that reaches the soft limit within this horizon.
-    pub fd_horizon: Duration,
-    /// leak-growth: the window must span at least this long …
-    pub growth_min_window: Duration,
-    /// … and the count must have grown by at least this much across it.
-    pub growth_min_increase: f64,
-    /// close-wait: this many sockets in CLOSE_WAIT …
-    pub close_wait_min: u64,
-    /// … held or growing for this long.
-    pub close_wait_for: Duration,
-    /// zombie-child: a child exited and not reaped for this long.
-    pub zombie_after: Duration,
-    /// thread-leak: this many new non-daemon threads, none ended, across the growth window.
-    pub thread_leak_min_growth: u64,
+/// The one list of thresholds. Each line gives the `Config` field, how its value is read
+/// (`duration`, `number`, `count`, `ratio`), the `-T` / leakhound.toml key, the default as
+/// one would write it after `-T KEY=`, and what it sets (the field's doc, `leakhound rules`,
+/// and docs/RULES.md's table, which a test keeps equal to this).
+macro_rules! thresholds {
+    ($($field:ident: $kind:ident, $key:literal, $default:literal, $help:literal;)*) => {
+        /// Rule thresholds, one field per entry of [`THRESHOLDS`].
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Config {
+            $(
+                #[doc = concat!("`", $key, "` (default ", $default, "): ", $help, ".")]
+                pub $field: kinds::$kind::Type,
+            )*
+        }
+
+        /// Every threshold: key, default, how it is read, what it sets, and its setter.
+        pub const THRESHOLDS: &[Threshold] = &[$(
+            Threshold {
+                key: $key,
+                default: $default,
+                kind: kinds::$kind::NAME,
+                help: $help,
+                set: |config, text| {
+                    config.$field = kinds::$kind::parse(text)?;
+                    Ok(())
+                },
+            },
+        )*];
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config {
+                    $($field: kinds::$kind::parse($default)
+                        .expect(concat!("the default of ", $key, " parses")),)*
+                }
+            }
+        }
+    };
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            stuck_task_after: Duration::from_secs(10),
-            never_polled_after: Duration::from_secs(10),
-            loop_blocked_lag: Duration::from_millis(100),
-            pool_saturated_for: Duration::from_secs(1),
-            pool_queue_wait_p99: Duration::from_secs(1),
-            fd_ratio: 0.8,
-            fd_horizon: Duration::from_secs(600),
-            growth_min_window: Duration::from_secs(10),
-            growth_min_increase: 10.0,
-            close_wait_min: 3,
-            close_wait_for: Duration::from_secs(3),
-            zombie_after: Duration::from_secs(5),
-            thread_leak_min_growth: 5,
+thresholds! {
+    stuck_task_after: duration, "stuck-task.after", "10s",
+        "a live task with no progress for this long";
+    never_polled_after: duration, "never-awaited.unpolled-after", "10s",
+        "Rust: a spawned task never polled for this long";
+    loop_blocked_lag: duration, "loop-blocked.lag", "100ms",
+        "event-loop lag or a single poll over this";
+    pool_saturated_for: duration, "pool-starvation.saturated-for", "1s",
+        "queued work with every worker busy this long";
+    pool_queue_wait_p99: duration, "pool-starvation.queue-wait-p99", "1s",
+        "queue wait p99 over this";
+    fd_ratio: ratio, "fd-exhaustion.ratio", "0.8",
+        "open fds over this fraction of the soft limit";
+    fd_horizon: duration, "fd-exhaustion.horizon", "10m",
+        "trend reaches the soft limit within this";
+    growth_min_window: duration, "leak-growth.min-window", "10s",
+        "shortest window a growth trend is judged on";
+    growth_min_increase: number, "leak-growth.min-increase", "10",
+        "least growth across the window that counts";
+    close_wait_min: count, "close-wait.min", "3",
+        "sockets in CLOSE_WAIT that count as a pile-up";
+    close_wait_for: duration, "close-wait.for", "3s",
+        "how long the pile-up must last";
+    thread_leak_min_growth: count, "thread-leak.min-growth", "5",
+        "new non-daemon threads, none ended, across the window";
+    zombie_after: duration, "zombie-child.after", "5s",
+        "an exited child not reaped for this long";
+}
+
+/// One threshold of [`THRESHOLDS`].
+pub struct Threshold {
+    /// The `-T` / leakhound.toml key, `RULE.NAME`.
+    pub key: &'static str,
+    /// The default, written as after `-T KEY=`.
+    pub default: &'static str,
+    /// How the value is read: `duration`, `number`, `count` or `ratio`.
+    pub kind: &'static str,
+    /// What it sets, one line.
+    pub help: &'static str,
+    set: fn(&mut Config, &str) -> Result<(), String>,
+}
+
+/// How each kind of value is read; the error says what was expected.
+mod kinds {
+    pub mod duration {
+        pub type Type = std::time::Duration;
+        pub const NAME: &str = "duration";
+        pub fn parse(text: &str) -> Result<Type, String> {
+            super::super::parse_duration(text)
+        }
+    }
+    pub mod number {
+        pub type Type = f64;
+        pub const NAME: &str = "number";
+        pub fn parse(text: &str) -> Result<Type, String> {
+            text.parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| format!("'{text}' is not a non-negative number"))
+        }
+    }
+    pub mod count {
+        pub type Type = u64;
+        pub const NAME: &str = "count";
+        pub fn parse(text: &str) -> Result<Type, String> {
+            super::number::parse(text).map(|v| v as u64)
+        }
+    }
+    pub mod ratio {
+        pub type Type = f64;
+        pub const NAME: &str = "ratio";
+        pub fn parse(text: &str) -> Result<Type, String> {
+            super::number::parse(text)
+                .ok()
+                .filter(|v| *v > 0.0 && *v <= 1.0)
+                .ok_or_else(|| format!("'{text}' must be in (0, 1], e.g. 0.8"))
         }
     }
 }
 
-/// Every key `--threshold` takes, with what it sets; `leakhound rules` prints this.
-pub const KEYS: &[(&str, &str)] = &[
-    (
-        "stuck-task.after",
-        "a live task with no progress for this long (duration)",
-    ),
-    (
-        "never-awaited.unpolled-after",
-        "Rust: a spawned task never polled for this long (duration)",
-    ),
-    (
-        "loop-blocked.lag",
-        "event-loop lag or a single poll over this (duration)",
-    ),
-    (
-        "pool-starvation.saturated-for",
-        "queued work with every worker busy this long (duration)",
-    ),
-    (
-        "pool-starvation.queue-wait-p99",
-        "queue wait p99 over this (duration)",
-    ),
-    (
-        "fd-exhaustion.ratio",
-        "open fds over this fraction of the soft limit (0..1)",
-    ),
-    (
-        "fd-exhaustion.horizon",
-        "trend reaches the soft limit within this (duration)",
-    ),
-    (
-        "leak-growth.min-window",
-        "shortest window a growth trend is judged on (duration)",
-    ),
-    (
-        "leak-growth.min-increase",
-        "least growth across the window that counts (number)",
-    ),
-    (
-        "close-wait.min",
-        "sockets in CLOSE_WAIT that count as a pile-up (number)",
-    ),
-    (
-        "close-wait.for",
-        "how long the pile-up must last (duration)",
-    ),
-    (
-        "thread-leak.min-growth",
-        "new non-daemon threads, none ended, across the window (number)",
-    ),
-    (
-        "zombie-child.after",
-        "an exited child not reaped for this long (duration)",
-    ),
-];
-
 impl Config {
+    /// The defaults with each `KEY=VALUE` applied in order (later ones win): the one place
+    /// `-T`, leakhound.toml's `[thresholds]` and the demo's shortened thresholds are applied.
+    pub fn with<S: AsRef<str>>(assignments: impl IntoIterator<Item = S>) -> Result<Self, String> {
+        let mut config = Config::default();
+        for assignment in assignments {
+            config.set(assignment.as_ref())?;
+        }
+        Ok(config)
+    }
+
     /// Applies one `KEY=VALUE`; the error names the problem and the fix.
     pub fn set(&mut self, assignment: &str) -> Result<(), String> {
         let (key, value) = assignment.split_once('=').ok_or_else(|| {
             format!("threshold '{assignment}' is not KEY=VALUE: write e.g. stuck-task.after=30s")
         })?;
         let (key, value) = (key.trim(), value.trim());
-        let dur = || parse_duration(value).map_err(|e| format!("threshold {key}: {e}"));
-        let num = || {
-            value
-                .parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite() && *v >= 0.0)
-                .ok_or_else(|| format!("threshold {key}: '{value}' is not a non-negative number"))
-        };
-        match key {
-            "stuck-task.after" => self.stuck_task_after = dur()?,
-            "never-awaited.unpolled-after" => self.never_polled_after = dur()?,
-            "loop-blocked.lag" => self.loop_blocked_lag = dur()?,
-            "pool-starvation.saturated-for" => self.pool_saturated_for = dur()?,
-            "pool-starvation.queue-wait-p99" => self.pool_queue_wait_p99 = dur()?,
-            "fd-exhaustion.ratio" => {
-                let v = num()?;
-                if !(0.0..=1.0).contains(&v) || v == 0.0 {
-                    return Err(format!(
-                        "threshold {key}: '{value}' must be in (0, 1], e.g. 0.8"
-                    ));
-                }
-                self.fd_ratio = v;
-            }
-            "fd-exhaustion.horizon" => self.fd_horizon = dur()?,
-            "leak-growth.min-window" => self.growth_min_window = dur()?,
-            "leak-growth.min-increase" => self.growth_min_increase = num()?,
-            "close-wait.min" => self.close_wait_min = num()? as u64,
-            "close-wait.for" => self.close_wait_for = dur()?,
-            "zombie-child.after" => self.zombie_after = dur()?,
-            "thread-leak.min-growth" => self.thread_leak_min_growth = num()? as u64,
-            other => {
-                return Err(format!(
-                    "unknown threshold '{other}': run `leakhound rules` to list the keys"
-                ));
-            }
-        }
-        Ok(())
+        let threshold = THRESHOLDS.iter().find(|t| t.key == key).ok_or_else(|| {
+            format!("unknown threshold '{key}': run `leakhound rules` to list the keys")
+        })?;
+        (threshold.set)(self, value).map_err(|e| format!("threshold {key}: {e}"))
     }
 }
 
@@ -195,28 +186,87 @@ mod tests {
     }
 
     #[test]
-    fn every_documented_key_is_settable() {
-        for (key, _) in KEYS {
-            let value = if key.ends_with("ratio") {
-                "0.5"
-            } else if key.contains("min") && !key.contains("window") {
-                "4"
-            } else {
-                "3s"
-            };
-            Config::default().set(&format!("{key}={value}")).unwrap();
+    fn every_key_is_settable_and_its_default_is_what_config_default_holds() {
+        for t in THRESHOLDS {
+            let mut set = Config::default();
+            set.set(&format!("{}={}", t.key, t.default)).unwrap();
+            assert_eq!(set, Config::default(), "{}", t.key);
+            let other = if t.kind == "ratio" { "0.5" } else { "7" };
+            set.set(&format!("{}={other}", t.key)).unwrap();
+            assert_ne!(set, Config::default(), "{} sets nothing", t.key);
         }
+    }
+
+    #[test]
+    fn keys_are_unique_and_later_assignments_win() {
+        let mut keys: Vec<&str> = THRESHOLDS.iter().map(|t| t.key).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), THRESHOLDS.len());
+        let c = Config::with(["close-wait.min=4", "close-wait.min=9"]).unwrap();
+        assert_eq!(c.close_wait_min, 9);
+        assert!(Config::with(["close-wait.min=4", "bogus"]).is_err());
+    }
+
+    /// docs/RULES.md's threshold table lists exactly these keys, with these defaults and
+    /// words, and each rule's "Default(s)" line agrees with the table.
+    #[test]
+    fn rules_doc_matches_the_threshold_table() {
+        let doc = include_str!("../docs/RULES.md");
+        let rows: Vec<Vec<&str>> = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("## Thresholds"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("## "))
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
+            .collect();
+        let want: Vec<Vec<String>> = THRESHOLDS
+            .iter()
+            .map(|t| {
+                vec![
+                    format!("`{}`", t.key),
+                    format!("`{}`", t.default),
+                    t.kind.to_string(),
+                    t.help.to_string(),
+                ]
+            })
+            .collect();
+        assert_eq!(rows, want, "docs/RULES.md's table differs from THRESHOLDS");
+        let mut in_rules = 0;
+        for line in doc.lines().filter(|l| l.starts_with("- **Default")) {
+            for part in line.split('`').skip(1).step_by(2) {
+                let (key, value) = part.split_once('=').expect("`key=value` in a Default line");
+                let t = THRESHOLDS.iter().find(|t| t.key == key);
+                assert_eq!(t.map(|t| t.default), Some(value), "docs/RULES.md: {line}");
+                in_rules += 1;
+            }
+        }
+        assert_eq!(
+            in_rules,
+            THRESHOLDS.len(),
+            "a rule's Default line is missing a key"
+        );
     }
 
     #[test]
     fn bad_assignments_name_the_fix() {
         let mut c = Config::default();
-        assert!(c.set("nonsense").unwrap_err().contains("KEY=VALUE"));
-        assert!(c.set("no.such=1").unwrap_err().contains("leakhound rules"));
-        assert!(
-            c.set("fd-exhaustion.ratio=2")
-                .unwrap_err()
-                .contains("(0, 1]")
+        for (assignment, fix) in [
+            ("nonsense", "KEY=VALUE"),
+            ("no.such=1", "leakhound rules"),
+            ("fd-exhaustion.ratio=2", "(0, 1]"),
+            ("fd-exhaustion.ratio=0", "(0, 1]"),
+            ("close-wait.min=-1", "non-negative"),
+            ("close-wait.for=soon", "duration"),
+        ] {
+            let err = c.set(assignment).unwrap_err();
+            assert!(err.contains(fix), "{assignment}: {err}");
+        }
+        assert_eq!(
+            c,
+            Config::default(),
+            "a rejected assignment changed nothing"
         );
     }
 }

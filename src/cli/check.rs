@@ -12,10 +12,7 @@ use std::time::Duration;
 
 pub fn run(args: CheckArgs) -> anyhow::Result<u8> {
     let settings = Settings::load(args.config.as_deref()).map_err(anyhow::Error::msg)?;
-    let mut config = Config::default();
-    for t in settings.thresholds.iter().chain(&args.thresholds) {
-        config.set(t).map_err(anyhow::Error::msg)?;
-    }
+    let config: Config = args.thresholds.config(&settings.thresholds)?;
     let mut ignores = settings.ignores;
     for text in &args.ignore {
         ignores.push(Ignore::parse(text, "--ignore").map_err(anyhow::Error::msg)?);

@@ -67,22 +67,33 @@ pub struct CommonArgs {
     /// Time between samples.
     #[arg(long, default_value = "1s", value_parser = parse_duration_arg)]
     pub interval: Duration,
-    /// Set a rule threshold, e.g. -T stuck-task.after=30s (repeatable; `leakhound rules` lists keys).
-    #[arg(short = 'T', long = "threshold", value_name = "KEY=VALUE")]
-    pub thresholds: Vec<String>,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
 }
 
 impl CommonArgs {
-    /// The validated thresholds.
+    /// The validated thresholds and interval.
     pub fn config(&self) -> anyhow::Result<Config> {
-        let mut config = Config::default();
-        for t in &self.thresholds {
-            config.set(t).map_err(anyhow::Error::msg)?;
-        }
+        let config = self.thresholds.config(&[])?;
         if self.interval.is_zero() {
             anyhow::bail!("--interval must be above zero: write e.g. --interval 500ms");
         }
         Ok(config)
+    }
+}
+
+/// `-T KEY=VALUE`, declared once and flattened into every command that judges.
+#[derive(Debug, Clone, Args)]
+pub struct ThresholdArgs {
+    /// Set a rule threshold, e.g. -T stuck-task.after=30s (repeatable; `leakhound rules` lists keys).
+    #[arg(short = 'T', long = "threshold", value_name = "KEY=VALUE")]
+    pub assignments: Vec<String>,
+}
+
+impl ThresholdArgs {
+    /// The defaults, then `before` (leakhound.toml's), then these flags, which win.
+    pub fn config(&self, before: &[String]) -> anyhow::Result<Config> {
+        Config::with(before.iter().chain(&self.assignments)).map_err(anyhow::Error::msg)
     }
 }
 
@@ -99,8 +110,8 @@ pub struct SnapshotArgs {
     /// Ask the probe for every thread's stack.
     #[arg(long)]
     pub stacks: bool,
-    #[arg(short = 'T', long = "threshold", value_name = "KEY=VALUE")]
-    pub thresholds: Vec<String>,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
 }
 
 #[derive(Debug, Args)]
@@ -167,9 +178,8 @@ pub struct CheckArgs {
     /// seen at the exit itself, whatever the interval.
     #[arg(long, value_parser = parse_duration_arg)]
     pub interval: Option<Duration>,
-    /// Set a rule threshold, e.g. -T stuck-task.after=30s (repeatable; `leakhound rules` lists keys).
-    #[arg(short = 'T', long = "threshold", value_name = "KEY=VALUE")]
-    pub thresholds: Vec<String>,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
     /// The program and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -196,8 +206,8 @@ pub struct ReplayArgs {
     /// Playback speed multiplier.
     #[arg(long, default_value_t = 1.0)]
     pub speed: f64,
-    #[arg(short = 'T', long = "threshold", value_name = "KEY=VALUE")]
-    pub thresholds: Vec<String>,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
 }
 
 #[derive(Debug, Args)]
@@ -269,8 +279,9 @@ fn rules_command() -> anyhow::Result<u8> {
         let _ = writeln!(text, "  {id:<18} {summary}");
     }
     text.push_str("\nTHRESHOLDS (-T KEY=VALUE)\n");
-    for (key, what) in crate::config::KEYS {
-        let _ = writeln!(text, "  {key:<32} {what}");
+    for t in crate::config::THRESHOLDS {
+        let (key, help, kind, default) = (t.key, t.help, t.kind, t.default);
+        let _ = writeln!(text, "  {key:<32} {help} ({kind}, default {default})");
     }
     // `leakhound rules | head` closing the pipe is not an error.
     out::print(&text);

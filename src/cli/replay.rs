@@ -9,10 +9,7 @@ use crate::tui::feed::{self, ReplayFeed};
 use std::path::Path;
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<u8> {
-    let mut config = Config::default();
-    for t in &args.thresholds {
-        config.set(t).map_err(anyhow::Error::msg)?;
-    }
+    let config = args.thresholds.config(&[])?;
     if !(args.speed.is_finite() && args.speed > 0.0) {
         anyhow::bail!("--speed must be above zero: write e.g. --speed 2");
     }

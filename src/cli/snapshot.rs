@@ -6,10 +6,7 @@ use crate::judge::Judge;
 use crate::source::SampleOptions;
 
 pub fn run(args: SnapshotArgs) -> anyhow::Result<u8> {
-    let mut config = Config::default();
-    for t in &args.thresholds {
-        config.set(t).map_err(anyhow::Error::msg)?;
-    }
+    let config: Config = args.thresholds.config(&[])?;
     let mut source = crate::source::open(&args.target)?;
     let mut snapshot = source.sample(SampleOptions {
         fd_list: args.fds,

@@ -28,11 +28,7 @@ pub const DEMO_THRESHOLDS: &[&str] = &[
 ];
 
 pub fn demo_config() -> Config {
-    let mut c = Config::default();
-    for t in DEMO_THRESHOLDS {
-        c.set(t).expect("demo thresholds are valid keys");
-    }
-    c
+    Config::with(DEMO_THRESHOLDS).expect("demo thresholds are valid keys")
 }
 
 pub fn banner() -> String {

@@ -19,7 +19,7 @@ from ._util import monotonic, wall_ms
 PROTOCOL = "leakhound/1"
 VERSION = "0.1.0"
 
-# The module names whose import triggers a patch (see _imports.py).
+# The module whose import means this process uses asyncio (_patches.py patches it on import).
 _LOOP_MODULE = "asyncio.base_events"
 
 
