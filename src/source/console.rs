@@ -518,8 +518,7 @@ impl Source for ConsoleSource {
         if let Some(local) = self.local.as_mut() {
             match local.sample(options) {
                 Ok(mut snap) => {
-                    snap.source = "procfs+console".into();
-                    snap.probe = Some(data);
+                    super::probe::merge::join(&mut snap, data, "console");
                     snap.notes.append(&mut notes);
                     return Ok(snap);
                 }
