@@ -3,31 +3,17 @@
 
 use crate::model::ProbeData;
 use crate::source::SourceError;
+pub use leakhound_protocol::{Hello, PROTOCOL};
 use serde::Deserialize;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub const PROTOCOL: &str = "leakhound/1";
 /// A probe's line may be at most this long (PROTOCOL.md): a longer one is refused, not buffered.
 pub const REPLY_LINE_CAP: usize = 64 << 20;
 /// Every socket operation gives up after this long: a silent probe costs one sample, not more.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// The probe's first line.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Hello {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub protocol: String,
-    pub runtime: String,
-    pub runtime_version: String,
-    pub probe_version: String,
-    pub pid: u32,
-    pub capabilities: Vec<String>,
-}
 
 /// One connection to a probe: hello exchanged, requests answered one at a time.
 pub struct ProbeClient {

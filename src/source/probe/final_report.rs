@@ -1,20 +1,9 @@
 //! The file a probe leaves at exit (PROTOCOL.md, "At exit").
 
 use super::client::REPLY_LINE_CAP;
-use crate::model::ProbeData;
 use crate::source::SourceError;
-use serde::Deserialize;
+pub use leakhound_protocol::FinalReport;
 use std::path::{Path, PathBuf};
-
-/// `$LEAKHOUND_SOCKET_DIR/<pid>.final.json`, written by a probe when shutdown begins and again
-/// at exit (PROTOCOL.md, "At exit").
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct FinalReport {
-    pub protocol: String,
-    pub pid: u32,
-    pub data: ProbeData,
-}
 
 /// Final reports size cap, like a reply line.
 pub const FINAL_FILE_CAP: u64 = REPLY_LINE_CAP as u64;
