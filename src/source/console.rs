@@ -11,8 +11,8 @@
 //! (its LISTEN socket's inode, then `/proc/*/fd`) and the snapshot is joined with its /proc
 //! view. The stream is re-opened with capped exponential backoff when the service restarts.
 
+use super::api::{SampleOptions, Source, SourceError, now_ms};
 use super::procfs::ProcSource;
-use super::{SampleOptions, Source, SourceError, now_ms};
 use crate::model::{EventLoop, LagStats, Pool, ProbeData, Snapshot, Stall, Task, TaskState};
 use console_api::instrument::InstrumentRequest;
 use console_api::instrument::instrument_client::InstrumentClient;

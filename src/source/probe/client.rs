@@ -2,7 +2,7 @@
 //! exchange, `snapshot` requests, and a line reader that refuses what is over the cap.
 
 use crate::model::ProbeData;
-use crate::source::SourceError;
+use crate::source::api::SourceError;
 pub use leakhound_protocol::{Hello, PROTOCOL};
 use serde::Deserialize;
 use std::io::{BufRead, BufReader, Write};

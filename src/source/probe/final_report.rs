@@ -1,7 +1,7 @@
 //! The file a probe leaves at exit (PROTOCOL.md, "At exit").
 
 use super::client::REPLY_LINE_CAP;
-use crate::source::SourceError;
+use crate::source::api::SourceError;
 pub use leakhound_protocol::FinalReport;
 use std::path::{Path, PathBuf};
 

@@ -4,7 +4,7 @@
 use super::client::{Hello, ProbeClient, sample_probe};
 use super::discovery::{find_socket, is_socket, socket_dirs};
 use crate::model::{ProbeData, Snapshot};
-use crate::source::{SampleOptions, Source, SourceError};
+use crate::source::api::{SampleOptions, Source, SourceError};
 use std::path::PathBuf;
 
 /// Wraps an OS-view source of a PID (ProcSource) and merges the PID's probe into each

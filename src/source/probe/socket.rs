@@ -4,7 +4,7 @@ use super::client::{ProbeClient, sample_probe};
 use super::discovery::is_socket;
 use super::merge::add_missing_notes;
 use crate::model::{Snapshot, Thread};
-use crate::source::{SampleOptions, Source, SourceError, now_ms};
+use crate::source::api::{SampleOptions, Source, SourceError, now_ms};
 use std::path::{Path, PathBuf};
 
 /// A probe reached directly by its socket (`unix:/path`): the probe's view only.
