@@ -74,9 +74,22 @@ pub(crate) struct Entry {
 
 impl Entry {
     pub fn internal(&self) -> bool {
-        // The probe's own ticker task is spawned from lag.rs: keep it out of reports.
-        self.location.file() == crate::lag::TICKER_FILE
+        // The probe's own tasks (the lag ticker) are spawned here: keep them out of reports.
+        self.location.file() == file!()
     }
+}
+
+/// Spawns one of the probe's own tasks. Its spawn location is this file, which is how the
+/// registry knows to hide it (and why the registry need not know who spawns them).
+pub(crate) fn spawn_internal<F>(
+    handle: &tokio::runtime::Handle,
+    task: F,
+) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    handle.spawn(task)
 }
 
 #[derive(Debug, Clone)]
