@@ -128,7 +128,8 @@ fn ms(d: Duration) -> f64 {
 pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Instant>(1);
     let ticker_shared = shared.clone();
-    registry::spawn_internal(&shared.handle, async move {
+    registry::hide_spawns_from(file!());
+    shared.handle.spawn(async move {
         while let Some(sent) = rx.recv().await {
             let now = Instant::now();
             let lag = now.saturating_duration_since(sent);

@@ -74,22 +74,18 @@ pub(crate) struct Entry {
 
 impl Entry {
     pub fn internal(&self) -> bool {
-        // The probe's own tasks (the lag ticker) are spawned here: keep them out of reports.
-        self.location.file() == file!()
+        // The probe's own tasks (the lag ticker): keep them out of reports.
+        INTERNAL_FILE.get() == Some(&self.location.file())
     }
 }
 
-/// Spawns one of the probe's own tasks. Its spawn location is this file, which is how the
-/// registry knows to hide it (and why the registry need not know who spawns them).
-pub(crate) fn spawn_internal<F>(
-    handle: &tokio::runtime::Handle,
-    task: F,
-) -> tokio::task::JoinHandle<F::Output>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    handle.spawn(task)
+/// The source file the probe spawns its own tasks from, set by [`hide_spawns_from`].
+static INTERNAL_FILE: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Tasks spawned from `file` (pass `file!()`) are the probe's own: the registry hides them.
+/// Set by whoever spawns them, so the registry need not know who that is.
+pub(crate) fn hide_spawns_from(file: &'static str) {
+    let _ = INTERNAL_FILE.set(file);
 }
 
 #[derive(Debug, Clone)]
