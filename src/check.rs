@@ -227,7 +227,7 @@ pub fn run(options: &CheckOptions) -> anyhow::Result<CheckReport> {
     cmd.args(&options.command[1..]);
     // Python programs (and their Python children) load the probe; every probe, Rust included,
     // listens in the private folder.
-    if let Err(e) = crate::source::probe::inject(&mut cmd, socket_dir.path()) {
+    if let Err(e) = crate::launch::inject(&mut cmd, socket_dir.path()) {
         notes.push(format!(
             "the Python probe could not be prepared ({e}); only the /proc view is judged"
         ));

@@ -9,6 +9,7 @@ pub mod config;
 pub mod findings;
 pub mod history;
 pub mod judge;
+pub mod launch;
 pub mod model;
 pub mod report;
 pub mod rules;

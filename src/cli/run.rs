@@ -56,7 +56,7 @@ pub fn spawn_probed(argv: &[String], socket_dir: &std::path::Path) -> anyhow::Re
         // Ask Python loggers that use the probe's filter for ids, and unbuffer output so
         // lines arrive as they are written.
         .env("PYTHONUNBUFFERED", "1");
-    crate::source::probe::inject(&mut cmd, socket_dir)
+    crate::launch::inject(&mut cmd, socket_dir)
         .map_err(|e| anyhow::anyhow!("cannot prepare the Python probe: {e}"))?;
     cmd.spawn().map_err(|e| {
         anyhow::anyhow!(

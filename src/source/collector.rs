@@ -5,7 +5,7 @@
 //! It stops when the receiver is dropped, when [`Collector::stop`] is called or its stop flag
 //! is set (e.g. from a Ctrl-C handler), or after the target is gone.
 
-use super::{SampleOptions, Source, SourceError};
+use super::api::{SampleOptions, Source, SourceError};
 use crate::model::Snapshot;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -11,8 +11,8 @@
 //! (its LISTEN socket's inode, then `/proc/*/fd`) and the snapshot is joined with its /proc
 //! view. The stream is re-opened with capped exponential backoff when the service restarts.
 
+use super::api::{SampleOptions, Source, SourceError, now_ms};
 use super::procfs::ProcSource;
-use super::{SampleOptions, Source, SourceError, now_ms};
 use crate::model::{EventLoop, LagStats, Pool, ProbeData, Snapshot, Stall, Task, TaskState};
 use console_api::instrument::InstrumentRequest;
 use console_api::instrument::instrument_client::InstrumentClient;
@@ -518,8 +518,7 @@ impl Source for ConsoleSource {
         if let Some(local) = self.local.as_mut() {
             match local.sample(options) {
                 Ok(mut snap) => {
-                    snap.source = "procfs+console".into();
-                    snap.probe = Some(data);
+                    super::probe::merge::join(&mut snap, data, "console");
                     snap.notes.append(&mut notes);
                     return Ok(snap);
                 }

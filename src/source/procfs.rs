@@ -17,7 +17,7 @@
 
 pub mod parse;
 
-use super::{SampleOptions, Source, SourceError, now_ms};
+use super::api::{SampleOptions, Source, SourceError, now_ms};
 use crate::model::{
     Child, Fd, FdKind, FdSummary, ProcState, Process, Proto, Snapshot, Socket, Thread,
 };

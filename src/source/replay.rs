@@ -5,7 +5,7 @@
 //! and seek without holding the snapshots in memory.
 
 use crate::model::Snapshot;
-use crate::source::{SampleOptions, Source, SourceError};
+use crate::source::api::{SampleOptions, Source, SourceError, now_ms};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -34,7 +34,7 @@ impl Header {
             format: FORMAT.into(),
             version: VERSION,
             target,
-            started_at_ms: crate::source::now_ms(),
+            started_at_ms: now_ms(),
             interval_ms,
             leakhound: env!("CARGO_PKG_VERSION").into(),
         }

@@ -6,14 +6,11 @@
 //! the runtime's help, as it notices a single poll running over the stall threshold.
 
 use crate::registry;
-use crate::wire::Stall;
+use leakhound_protocol::Stall;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Where the ticker task is spawned from; the registry hides tasks spawned here.
-pub(crate) const TICKER_FILE: &str = file!();
 
 const MAX_SAMPLES: usize = 4096;
 const HISTORY: usize = 120;
@@ -131,6 +128,7 @@ fn ms(d: Duration) -> f64 {
 pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Instant>(1);
     let ticker_shared = shared.clone();
+    registry::hide_spawns_from(file!());
     shared.handle.spawn(async move {
         while let Some(sent) = rx.recv().await {
             let now = Instant::now();

@@ -105,7 +105,7 @@ fn census() -> Census {
             }
         }
     }
-    c.tasks = crate::live_tasks().map(|v| v.into_iter().collect());
+    c.tasks = live_tasks().map(|v| v.into_iter().collect());
     c.alive_tasks = tokio::runtime::Handle::try_current()
         .ok()
         .map(|h| h.metrics().num_alive_tasks());
@@ -261,4 +261,27 @@ impl LeakGuard {
         );
         Some(r)
     }
+}
+
+/// Tokio task ids of live tasks spawned from a matching location, for [`LeakGuard`].
+fn live_tasks() -> Option<Vec<(String, String)>> {
+    if !crate::registry::HOOKS_INSTALLED.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    let (live, _) = crate::registry::collect();
+    Some(
+        live.into_iter()
+            .map(|(id, e)| {
+                (
+                    id.to_string(),
+                    format!(
+                        "{}:{}:{}",
+                        e.location.file(),
+                        e.location.line(),
+                        e.location.column()
+                    ),
+                )
+            })
+            .collect(),
+    )
 }

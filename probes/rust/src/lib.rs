@@ -237,26 +237,3 @@ impl Drop for Probe {
         }
     }
 }
-
-/// Tokio task ids of live tasks spawned from a matching location, for [`LeakGuard`].
-pub(crate) fn live_tasks() -> Option<Vec<(String, String)>> {
-    if !registry::HOOKS_INSTALLED.load(Ordering::Relaxed) {
-        return None;
-    }
-    let (live, _) = registry::collect();
-    Some(
-        live.into_iter()
-            .map(|(id, e)| {
-                (
-                    id.to_string(),
-                    format!(
-                        "{}:{}:{}",
-                        e.location.file(),
-                        e.location.line(),
-                        e.location.column()
-                    ),
-                )
-            })
-            .collect(),
-    )
-}

@@ -74,9 +74,18 @@ pub(crate) struct Entry {
 
 impl Entry {
     pub fn internal(&self) -> bool {
-        // The probe's own ticker task is spawned from lag.rs: keep it out of reports.
-        self.location.file() == crate::lag::TICKER_FILE
+        // The probe's own tasks (the lag ticker): keep them out of reports.
+        INTERNAL_FILE.get() == Some(&self.location.file())
     }
+}
+
+/// The source file the probe spawns its own tasks from, set by [`hide_spawns_from`].
+static INTERNAL_FILE: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Tasks spawned from `file` (pass `file!()`) are the probe's own: the registry hides them.
+/// Set by whoever spawns them, so the registry need not know who that is.
+pub(crate) fn hide_spawns_from(file: &'static str) {
+    let _ = INTERNAL_FILE.set(file);
 }
 
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 //! tokio's semaphore does not expose its waiters, so the probe cannot find starvation on a
 //! plain one; wrap the ones that guard scarce things (connections, workers) in this type.
 
-use crate::wire::Pool;
+use leakhound_protocol::Pool;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;

@@ -134,15 +134,16 @@ fn hello() -> Value {
     if cfg!(tokio_unstable) {
         capabilities.push("tasks");
     }
-    json!({
-        "type": "hello",
-        "protocol": "leakhound/1",
-        "runtime": "tokio",
-        "runtime_version": "tokio",
-        "probe_version": env!("CARGO_PKG_VERSION"),
-        "pid": std::process::id(),
-        "capabilities": capabilities,
-    })
+    let hello = leakhound_protocol::Hello {
+        kind: "hello".into(),
+        protocol: leakhound_protocol::PROTOCOL.into(),
+        runtime: "tokio".into(),
+        runtime_version: "tokio".into(),
+        probe_version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        capabilities: capabilities.into_iter().map(String::from).collect(),
+    };
+    serde_json::to_value(hello).unwrap_or(Value::Null)
 }
 
 fn connection(stream: UnixStream, shared: &Weak<Shared>) -> std::io::Result<()> {

@@ -1,102 +1,14 @@
-//! The `leakhound/1` messages this probe sends (see probes/PROTOCOL.md); field names follow
-//! `leakhound::model::ProbeData`, which this crate does not depend on.
+//! The `leakhound/1` messages this probe sends (see probes/PROTOCOL.md), filled from the
+//! registry and the lag monitor. The types are `leakhound-protocol`'s, the ones leakhound
+//! reads, so the two cannot drift; this crate does not depend on leakhound itself.
 
 use crate::lag::{Shared, epoch_ms};
 use crate::registry;
-use serde::Serialize;
+pub(crate) use leakhound_protocol::{
+    Dropped, EventLoop, LagStats, Pool, ProbeData, RuntimeMetrics, Stall, Task, TaskState,
+};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub(crate) struct Stall {
-    pub at_ms: u64,
-    pub duration_ms: f64,
-    pub stack: Vec<String>,
-    pub task: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub(crate) struct Pool {
-    pub id: String,
-    pub kind: String,
-    pub name: String,
-    pub max_workers: u64,
-    pub live_workers: u64,
-    pub busy_workers: u64,
-    pub queued: u64,
-    pub saturated_ms: u64,
-    pub queue_wait_p99_ms: Option<f64>,
-    pub submitted: u64,
-    pub completed: u64,
-    pub open: bool,
-    pub created_at: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct Lag {
-    p50_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
-    samples: u64,
-    window_ms: u64,
-}
-
-#[derive(Debug, Serialize)]
-struct RuntimeMetrics {
-    workers: u64,
-    alive_tasks: u64,
-    global_queue_depth: u64,
-    busy_ratio: f64,
-    blocking_threads: Option<u64>,
-    idle_blocking_threads: Option<u64>,
-    blocking_queue_depth: Option<u64>,
-}
-
-#[derive(Debug, Serialize)]
-struct EventLoop {
-    id: String,
-    tid: u32,
-    running: bool,
-    lag: Lag,
-    lag_history_ms: Vec<f64>,
-    stalls: Vec<Stall>,
-    runtime: RuntimeMetrics,
-}
-
-#[derive(Debug, Serialize)]
-pub(crate) struct Task {
-    pub id: String,
-    pub name: String,
-    pub state: &'static str,
-    pub kind: &'static str,
-    pub spawn_location: Option<String>,
-    pub age_ms: u64,
-    pub since_progress_ms: u64,
-    pub polls: Option<u64>,
-    pub busy_ms: Option<u64>,
-    pub lost_waker: bool,
-    pub loop_id: Option<String>,
-}
-
-#[derive(Debug, Default, Serialize)]
-struct Dropped {
-    events: u64,
-    tasks: u64,
-}
-
-#[derive(Debug, Serialize)]
-pub(crate) struct ProbeData {
-    runtime: &'static str,
-    runtime_version: String,
-    probe_version: &'static str,
-    now_ms: u64,
-    loops: Vec<EventLoop>,
-    pub tasks: Vec<Task>,
-    pools: Vec<Pool>,
-    events: Vec<serde_json::Value>,
-    missing: Vec<String>,
-    dropped: Dropped,
-}
 
 /// Tasks sent in one reply at most; the rest are counted in `dropped.tasks`.
 const MAX_TASKS: usize = 20_000;
@@ -134,8 +46,12 @@ pub(crate) fn tasks() -> (Vec<Task>, u64) {
         out.push(Task {
             id: id.to_string(),
             name: String::new(),
-            state: if polling { "running" } else { "idle" },
-            kind: "task",
+            state: if polling {
+                TaskState::Running
+            } else {
+                TaskState::Idle
+            },
+            kind: "task".into(),
             spawn_location: Some(loc(e.location)),
             age_ms: ns_to_ms(now.saturating_sub(e.spawned_ns)),
             // A task in a poll is making progress unless the poll itself is long (a stall).
@@ -148,14 +64,15 @@ pub(crate) fn tasks() -> (Vec<Task>, u64) {
             busy_ms: Some(ns_to_ms(e.busy_ns)),
             lost_waker: false,
             loop_id: Some(LOOP_ID.into()),
+            ..Task::default()
         });
     }
     for f in finished {
         out.push(Task {
             id: f.id.to_string(),
             name: String::new(),
-            state: "done",
-            kind: "task",
+            state: TaskState::Done,
+            kind: "task".into(),
             spawn_location: Some(loc(f.entry.location)),
             age_ms: ns_to_ms(f.ended_ns.saturating_sub(f.entry.spawned_ns)),
             since_progress_ms: 0,
@@ -163,6 +80,7 @@ pub(crate) fn tasks() -> (Vec<Task>, u64) {
             busy_ms: Some(ns_to_ms(f.entry.busy_ns)),
             lost_waker: false,
             loop_id: Some(LOOP_ID.into()),
+            ..Task::default()
         });
     }
     let dropped = out.len().saturating_sub(MAX_TASKS) as u64;
@@ -258,15 +176,15 @@ pub(crate) fn snapshot(shared: &Shared) -> ProbeData {
         _ => "multi_thread",
     };
     ProbeData {
-        runtime: "tokio",
+        runtime: "tokio".into(),
         runtime_version: format!("tokio ({flavor})"),
-        probe_version: env!("CARGO_PKG_VERSION"),
+        probe_version: env!("CARGO_PKG_VERSION").into(),
         now_ms: epoch_ms(),
         loops: vec![EventLoop {
             id: LOOP_ID.into(),
             tid: 0,
             running: !shared.stop.load(Ordering::Relaxed),
-            lag: Lag {
+            lag: LagStats {
                 p50_ms: p50,
                 p99_ms: p99,
                 max_ms: max,
@@ -275,7 +193,7 @@ pub(crate) fn snapshot(shared: &Shared) -> ProbeData {
             },
             lag_history_ms: history,
             stalls,
-            runtime: RuntimeMetrics {
+            runtime: Some(RuntimeMetrics {
                 workers: workers as u64,
                 alive_tasks: m.num_alive_tasks() as u64,
                 global_queue_depth: m.global_queue_depth() as u64,
@@ -283,15 +201,15 @@ pub(crate) fn snapshot(shared: &Shared) -> ProbeData {
                 blocking_threads: bt,
                 idle_blocking_threads: bi,
                 blocking_queue_depth: bq,
-            },
+            }),
         }],
         tasks,
         pools,
-        events: Vec::new(),
         missing: missing(),
         dropped: Dropped {
             events: 0,
             tasks: dropped_tasks,
         },
+        ..ProbeData::default()
     }
 }

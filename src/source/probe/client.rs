@@ -1,0 +1,363 @@
+//! One connection to a probe over the `leakhound/1` wire protocol (PROTOCOL.md): the hello
+//! exchange, `snapshot` requests, and a line reader that refuses what is over the cap.
+
+use crate::model::ProbeData;
+use crate::source::api::SourceError;
+pub use leakhound_protocol::{Hello, PROTOCOL};
+use serde::Deserialize;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A probe's line may be at most this long (PROTOCOL.md): a longer one is refused, not buffered.
+pub const REPLY_LINE_CAP: usize = 64 << 20;
+/// Every socket operation gives up after this long: a silent probe costs one sample, not more.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One connection to a probe: hello exchanged, requests answered one at a time.
+pub struct ProbeClient {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    pub hello: Hello,
+    next_id: u64,
+    pub path: PathBuf,
+    timeout: Duration,
+    line_cap: usize,
+}
+
+impl ProbeClient {
+    /// Connects, reads the probe's hello and sends ours. Errors are one line naming the fix.
+    pub fn connect(path: &Path) -> Result<Self, SourceError> {
+        Self::connect_with_timeout(path, IO_TIMEOUT)
+    }
+
+    /// [`ProbeClient::connect`] with another per-operation timeout.
+    pub fn connect_with_timeout(path: &Path, timeout: Duration) -> Result<Self, SourceError> {
+        let shown = path.display();
+        let stream = UnixStream::connect(path).map_err(|e| {
+            SourceError::Unreachable(format!(
+                "cannot connect to probe socket {shown}: {e}; is the program still running with its probe loaded?"
+            ))
+        })?;
+        let io = |e: std::io::Error| SourceError::Unreachable(format!("probe socket {shown}: {e}"));
+        stream.set_read_timeout(Some(timeout)).map_err(io)?;
+        stream.set_write_timeout(Some(timeout)).map_err(io)?;
+        let writer = stream.try_clone().map_err(io)?;
+        let mut client = ProbeClient {
+            reader: BufReader::with_capacity(64 * 1024, stream),
+            writer,
+            hello: Hello::default(),
+            next_id: 1,
+            path: path.to_path_buf(),
+            timeout,
+            line_cap: REPLY_LINE_CAP,
+        };
+        let line = client.read_line()?;
+        let hello: Hello = serde_json::from_str(&line).map_err(|e| {
+            SourceError::Protocol(format!(
+                "probe socket {shown} sent a malformed hello ({e}); is it a leakhound probe?"
+            ))
+        })?;
+        if hello.kind == "error" {
+            return Err(SourceError::Protocol(format!(
+                "probe at {shown} refused the connection: {}",
+                short(&line)
+            )));
+        }
+        if hello.kind != "hello" || !hello.protocol.starts_with("leakhound/") {
+            return Err(SourceError::Protocol(format!(
+                "probe socket {shown} did not greet with a leakhound hello: {}",
+                short(&line)
+            )));
+        }
+        if hello.protocol != PROTOCOL {
+            return Err(SourceError::Protocol(format!(
+                "probe at {shown} speaks {} but this leakhound speaks {PROTOCOL}: use matching versions",
+                hello.protocol
+            )));
+        }
+        client.hello = hello;
+        let ours = serde_json::json!({
+            "type": "hello",
+            "protocol": PROTOCOL,
+            "client": concat!("leakhound ", env!("CARGO_PKG_VERSION")),
+        });
+        client.send(&ours)?;
+        Ok(client)
+    }
+
+    /// One `snapshot` request and its reply.
+    pub fn snapshot(&mut self, stacks: bool) -> Result<ProbeData, SourceError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(&serde_json::json!({"type": "snapshot", "id": id, "stacks": stacks}))?;
+        let line = self.read_line()?;
+        #[derive(Deserialize)]
+        struct Reply {
+            #[serde(rename = "type")]
+            kind: String,
+            #[serde(default)]
+            id: Option<serde_json::Value>,
+            #[serde(default)]
+            data: Option<ProbeData>,
+            #[serde(default)]
+            error: Option<String>,
+        }
+        let reply: Reply = serde_json::from_str(&line).map_err(|e| {
+            SourceError::Protocol(format!(
+                "probe at {} sent a malformed snapshot ({e})",
+                self.path.display()
+            ))
+        })?;
+        match (reply.kind.as_str(), reply.data) {
+            ("snapshot", Some(data)) if reply.id.as_ref().and_then(|v| v.as_u64()) == Some(id) => {
+                Ok(data)
+            }
+            ("error", _) => Err(SourceError::Protocol(format!(
+                "probe at {} answered with an error: {}",
+                self.path.display(),
+                reply.error.unwrap_or_default()
+            ))),
+            _ => Err(SourceError::Protocol(format!(
+                "probe at {} sent an unexpected reply to snapshot {id}: {}",
+                self.path.display(),
+                short(&line)
+            ))),
+        }
+    }
+
+    fn send(&mut self, message: &serde_json::Value) -> Result<(), SourceError> {
+        let mut line = message.to_string();
+        line.push('\n');
+        self.writer.write_all(line.as_bytes()).map_err(|e| {
+            SourceError::Unreachable(format!(
+                "probe at {} stopped listening: {e}",
+                self.path.display()
+            ))
+        })
+    }
+
+    /// Reads one line, refusing (not buffering) anything over [`REPLY_LINE_CAP`].
+    fn read_line(&mut self) -> Result<String, SourceError> {
+        read_capped_line(&mut self.reader, self.line_cap).map_err(|e| match e {
+            LineError::Io(e) if is_timeout(&e) => SourceError::Unreachable(format!(
+                "probe at {} did not answer within {:?}",
+                self.path.display(),
+                self.timeout
+            )),
+            LineError::Io(e) => {
+                SourceError::Unreachable(format!("probe at {}: {e}", self.path.display()))
+            }
+            LineError::Closed => SourceError::Unreachable(format!(
+                "probe at {} closed the connection",
+                self.path.display()
+            )),
+            LineError::TooLong => SourceError::Protocol(format!(
+                "probe at {} sent a line over the {}-byte cap; refused",
+                self.path.display(),
+                self.line_cap
+            )),
+            LineError::NotUtf8 => SourceError::Protocol(format!(
+                "probe at {} sent a line that is not UTF-8",
+                self.path.display()
+            )),
+        })
+    }
+}
+
+#[derive(Debug)]
+enum LineError {
+    Io(std::io::Error),
+    Closed,
+    TooLong,
+    NotUtf8,
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// One `\n`-terminated line, at most `cap` bytes; never holds more than `cap` in memory.
+fn read_capped_line(reader: &mut impl BufRead, cap: usize) -> Result<String, LineError> {
+    let mut line = Vec::new();
+    loop {
+        let chunk = match reader.fill_buf() {
+            Ok(chunk) => chunk,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(LineError::Io(e)),
+        };
+        if chunk.is_empty() {
+            return Err(LineError::Closed);
+        }
+        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i, true),
+            None => (chunk.len(), false),
+        };
+        if line.len() + take > cap {
+            return Err(LineError::TooLong);
+        }
+        line.extend_from_slice(&chunk[..take]);
+        reader.consume(take + usize::from(done));
+        if done {
+            return String::from_utf8(line).map_err(|_| LineError::NotUtf8);
+        }
+    }
+}
+
+fn short(line: &str) -> String {
+    let mut s: String = line.chars().take(120).collect();
+    if s.len() < line.len() {
+        s.push('…');
+    }
+    s
+}
+
+/// Samples through `client`, connecting first if needed; any failure drops the connection so
+/// the next sample reconnects.
+pub(super) fn sample_probe(
+    client: &mut Option<ProbeClient>,
+    path: &Path,
+    stacks: bool,
+) -> Result<(Hello, ProbeData), SourceError> {
+    if client.is_none() {
+        *client = Some(ProbeClient::connect(path)?);
+    }
+    let connected = client.as_mut().expect("set above");
+    match connected.snapshot(stacks) {
+        Ok(data) => Ok((connected.hello.clone(), data)),
+        Err(e) => {
+            *client = None;
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    #[test]
+    fn capped_line_reader_refuses_long_lines_without_buffering_them() {
+        let mut ok = Cursor::new(b"{\"a\":1}\nrest".to_vec());
+        assert_eq!(read_capped_line(&mut ok, 100).unwrap(), "{\"a\":1}");
+        let mut long = BufReader::with_capacity(8, Cursor::new(vec![b'x'; 1000]));
+        assert!(matches!(
+            read_capped_line(&mut long, 100),
+            Err(LineError::TooLong)
+        ));
+        // Refused after reading just past the cap, not the whole input.
+        assert!(long.into_inner().position() <= 116);
+        let mut half = Cursor::new(b"{\"type\":\"hel".to_vec());
+        assert!(matches!(
+            read_capped_line(&mut half, 100),
+            Err(LineError::Closed)
+        ));
+        let mut bad = Cursor::new(vec![0xff, 0xfe, b'\n']);
+        assert!(matches!(
+            read_capped_line(&mut bad, 100),
+            Err(LineError::NotUtf8)
+        ));
+    }
+
+    /// A fake probe: greets with `hello`, then answers the first request line with `reply`
+    /// (or stays silent when `None`), then hangs up.
+    fn fake_probe(hello: &'static str, reply: Option<String>) -> (tempfile::TempDir, PathBuf) {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let Ok((mut conn, _)) = listener.accept() else {
+                return;
+            };
+            let _ = conn.write_all(hello.as_bytes());
+            let mut seen = Vec::new();
+            let mut byte = [0u8; 1];
+            // Our hello, then the request.
+            while seen.iter().filter(|&&b| b == b'\n').count() < 2 {
+                match conn.read(&mut byte) {
+                    Ok(1) => seen.push(byte[0]),
+                    _ => return,
+                }
+            }
+            match reply {
+                Some(r) => {
+                    let _ = conn.write_all(r.as_bytes());
+                }
+                None => std::thread::sleep(Duration::from_millis(800)),
+            }
+        });
+        (dir, path)
+    }
+
+    const HELLO: &str =
+        "{\"type\":\"hello\",\"protocol\":\"leakhound/1\",\"runtime\":\"python\",\"pid\":1}\n";
+
+    fn snapshot_from(hello: &'static str, reply: Option<String>) -> Result<ProbeData, SourceError> {
+        let (_dir, path) = fake_probe(hello, reply);
+        let mut client = ProbeClient::connect_with_timeout(&path, Duration::from_millis(300))?;
+        client.snapshot(false)
+    }
+
+    #[test]
+    fn a_good_reply_parses_and_unknown_fields_are_ignored() {
+        let reply = "{\"type\":\"snapshot\",\"id\":1,\"new_field\":true,\"data\":{\"runtime\":\"python\",\"tasks\":[{\"id\":\"Task-1\",\"future\":1}]}}\n";
+        let data = snapshot_from(HELLO, Some(reply.into())).unwrap();
+        assert_eq!(data.tasks[0].id, "Task-1");
+    }
+
+    #[test]
+    fn bad_probes_give_one_line_errors_not_panics() {
+        let cases: Vec<(&'static str, Option<String>, &str)> = vec![
+            (HELLO, Some("not json\n".into()), "malformed snapshot"),
+            (
+                HELLO,
+                Some("{\"type\":\"snapshot\",\"id\":1,\"data\":{\"tasks\":7}}\n".into()),
+                "malformed",
+            ),
+            (
+                HELLO,
+                Some("{\"type\":\"error\",\"id\":1,\"error\":\"boom\"}\n".into()),
+                "boom",
+            ),
+            (
+                HELLO,
+                Some("{\"type\":\"snapshot\",\"id\":9,\"data\":{}}\n".into()),
+                "unexpected reply",
+            ),
+            (
+                HELLO,
+                Some("{\"type\":\"snapsh".into()),
+                "closed the connection",
+            ),
+            (HELLO, None, "did not answer"),
+            (
+                "{\"type\":\"hello\",\"protocol\":\"leakhound/2\"}\n",
+                None,
+                "speaks leakhound/2",
+            ),
+            ("GET / HTTP/1.1\n", None, "malformed hello"),
+            ("{\"type\":\"greeting\"}\n", None, "did not greet"),
+        ];
+        for (hello, reply, expected) in cases {
+            let err = snapshot_from(hello, reply).unwrap_err().to_string();
+            assert!(err.contains(expected), "{expected}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_reply_over_the_cap_is_refused() {
+        let (_dir, path) = fake_probe(HELLO, Some(format!("{}\n", "x".repeat(4096))));
+        let mut client =
+            ProbeClient::connect_with_timeout(&path, Duration::from_millis(300)).unwrap();
+        client.line_cap = 1024;
+        let err = client.snapshot(false).unwrap_err().to_string();
+        assert!(err.contains("over the 1024-byte cap"), "{err}");
+    }
+}

@@ -1,0 +1,194 @@
+//! The OS view of a PID joined with its in-process view: [`merge`] puts a probe's data into a
+//! /proc snapshot, and [`WithProbe`] does it on every sample of a PID.
+
+use super::client::{Hello, ProbeClient, sample_probe};
+use super::discovery::{find_socket, is_socket, socket_dirs};
+use crate::model::{ProbeData, Snapshot};
+use crate::source::api::{SampleOptions, Source, SourceError};
+use std::path::PathBuf;
+
+/// Wraps an OS-view source of a PID (ProcSource) and merges the PID's probe into each
+/// snapshot: runtime thread names, daemon flags and stacks joined by native id, `has_probe`
+/// on descendants that have one, and the probe's own data.
+pub struct WithProbe<S: Source> {
+    inner: S,
+    pid: u32,
+    client: Option<ProbeClient>,
+    /// The socket we last used, so a vanished one is noticed.
+    path: Option<PathBuf>,
+}
+
+impl<S: Source> WithProbe<S> {
+    pub fn new(inner: S, pid: u32) -> Self {
+        WithProbe {
+            inner,
+            pid,
+            client: None,
+            path: None,
+        }
+    }
+
+    fn probe(&mut self, stacks: bool) -> Result<Option<(Hello, ProbeData)>, SourceError> {
+        let Some(path) = find_socket(self.pid) else {
+            self.client = None;
+            self.path = None;
+            return Ok(None);
+        };
+        if self.path.as_ref() != Some(&path) {
+            self.client = None;
+            self.path = Some(path.clone());
+        }
+        let (hello, data) = sample_probe(&mut self.client, &path, stacks)?;
+        if hello.pid != 0 && hello.pid != self.pid {
+            self.client = None;
+            return Err(SourceError::Protocol(format!(
+                "stale probe socket {}: it answers for pid {}, not {}",
+                path.display(),
+                hello.pid,
+                self.pid
+            )));
+        }
+        Ok(Some((hello, data)))
+    }
+}
+
+impl<S: Source> Source for WithProbe<S> {
+    fn describe(&self) -> String {
+        match &self.client {
+            Some(c) => format!("pid {} (procfs+probe {})", self.pid, c.hello.runtime),
+            None => self.inner.describe(),
+        }
+    }
+
+    fn sample(&mut self, options: SampleOptions) -> Result<Snapshot, SourceError> {
+        let mut snapshot = self.inner.sample(options)?;
+        match self.probe(options.stacks) {
+            Ok(Some((_, data))) => merge(&mut snapshot, data),
+            Ok(None) => snapshot.notes.push(no_probe_note(self.pid)),
+            Err(e) => snapshot.notes.push(format!(
+                "probe of pid {} not read this sample (will retry): {e}",
+                self.pid
+            )),
+        }
+        // Descendants inherit the root's environment: look in its folders (one environ
+        // read per sample, not one per child).
+        let dirs = socket_dirs(self.pid);
+        for child in &mut snapshot.children {
+            child.has_probe = dirs
+                .iter()
+                .any(|d| is_socket(&d.join(format!("{}.sock", child.pid))));
+        }
+        Ok(snapshot)
+    }
+}
+
+/// Puts a probe's data into an OS snapshot: threads joined by native id, source renamed
+/// (`procfs+probe(python)`), and what the probe cannot see as notes.
+pub fn merge(snapshot: &mut Snapshot, data: ProbeData) {
+    add_missing_notes(snapshot, &data);
+    let via = format!("probe({})", data.runtime);
+    join(snapshot, data, &via);
+}
+
+/// The one join of an OS view and an in-process view (a probe's, or a tokio-console
+/// endpoint's): runtime names, daemon flags and stacks go onto the /proc threads with the
+/// same native id, the source becomes `<os>+<via>`, and the in-process data is kept whole.
+pub fn join(snapshot: &mut Snapshot, data: ProbeData, via: &str) {
+    for thread in &mut snapshot.threads {
+        if let Some(p) = data.threads.iter().find(|p| p.native_id == thread.tid) {
+            thread.runtime_name = Some(p.name.clone());
+            thread.daemon = Some(p.daemon);
+            if !p.stack.is_empty() {
+                thread.stack = p.stack.clone();
+            }
+        }
+    }
+    snapshot.source = format!("{}+{via}", snapshot.source);
+    snapshot.probe = Some(data);
+}
+
+/// What the probe says it cannot see (and how to turn it on) becomes notes.
+pub(super) fn add_missing_notes(snapshot: &mut Snapshot, data: &ProbeData) {
+    snapshot
+        .notes
+        .extend(data.missing.iter().map(|m| format!("probe: {m}")));
+}
+
+/// What a snapshot of a PID without a probe still shows, and how to load one.
+pub fn no_probe_note(pid: u32) -> String {
+    format!(
+        "no probe found in pid {pid}: showing the OS view only (threads, children, fds, \
+         sockets, limits). For tasks, event-loop lag, pools and never-awaited/unclosed events, \
+         start it with a probe: `leakhound run -- CMD`, or LEAKHOUND_PROBE=1 \
+         PYTHONPATH=$(python3 -m leakhound_probe hook-dir) python3 app.py, or call \
+         leakhound_probe.install() (Python) / leakhound_probe::init() (Rust)"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Thread;
+
+    #[test]
+    fn merge_joins_threads_by_native_id() {
+        let mut snap = Snapshot {
+            source: "procfs".into(),
+            threads: vec![
+                Thread {
+                    tid: 10,
+                    name: "python3".into(),
+                    ..Thread::default()
+                },
+                Thread {
+                    tid: 11,
+                    name: "worker-with-a-l".into(),
+                    ..Thread::default()
+                },
+            ],
+            ..Snapshot::default()
+        };
+        let data = ProbeData {
+            runtime: "python".into(),
+            missing: vec!["loops, tasks: this process has not imported asyncio".into()],
+            threads: vec![crate::model::ProbeThread {
+                native_id: 11,
+                name: "worker-with-a-long-name".into(),
+                daemon: false,
+                stack: vec!["app.py:3 in work".into()],
+                ..Default::default()
+            }],
+            ..ProbeData::default()
+        };
+        merge(&mut snap, data);
+        assert_eq!(snap.source, "procfs+probe(python)");
+        assert_eq!(
+            snap.notes,
+            vec!["probe: loops, tasks: this process has not imported asyncio".to_string()]
+        );
+        assert_eq!(snap.threads[0].runtime_name, None);
+        assert_eq!(
+            snap.threads[1].runtime_name.as_deref(),
+            Some("worker-with-a-long-name")
+        );
+        assert_eq!(snap.threads[1].daemon, Some(false));
+        assert_eq!(snap.threads[1].stack, vec!["app.py:3 in work".to_string()]);
+    }
+
+    #[test]
+    fn a_console_join_labels_the_source_and_keeps_notes_to_the_caller() {
+        let mut snap = Snapshot {
+            source: "procfs".into(),
+            ..Snapshot::default()
+        };
+        let data = ProbeData {
+            runtime: "tokio-console".into(),
+            missing: vec!["lag: not measured".into()],
+            ..ProbeData::default()
+        };
+        join(&mut snap, data.clone(), "console");
+        assert_eq!(snap.source, "procfs+console");
+        assert!(snap.notes.is_empty(), "{:?}", snap.notes);
+        assert_eq!(snap.probe, Some(data));
+    }
+}

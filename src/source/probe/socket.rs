@@ -1,0 +1,92 @@
+//! A probe reached directly by its socket (`unix:/path`): the in-process view alone.
+
+use super::client::{ProbeClient, sample_probe};
+use super::discovery::is_socket;
+use super::merge::add_missing_notes;
+use crate::model::{Snapshot, Thread};
+use crate::source::api::{SampleOptions, Source, SourceError, now_ms};
+use std::path::{Path, PathBuf};
+
+/// A probe reached directly by its socket (`unix:/path`): the probe's view only.
+pub struct ProbeSocketSource {
+    path: PathBuf,
+    client: Option<ProbeClient>,
+    sampled_once: bool,
+}
+
+impl ProbeSocketSource {
+    /// Connects now, so a wrong path is an error at once.
+    pub fn new(path: &Path) -> Result<Self, SourceError> {
+        if !path.exists() {
+            return Err(SourceError::Unreachable(format!(
+                "no probe socket at {}: check the path, or give the program's PID instead",
+                path.display()
+            )));
+        }
+        let client = ProbeClient::connect(path)?;
+        Ok(ProbeSocketSource {
+            path: path.to_path_buf(),
+            client: Some(client),
+            sampled_once: false,
+        })
+    }
+}
+
+impl Source for ProbeSocketSource {
+    fn describe(&self) -> String {
+        format!("unix:{} (probe)", self.path.display())
+    }
+
+    fn sample(&mut self, options: SampleOptions) -> Result<Snapshot, SourceError> {
+        let taken_at_ms = now_ms();
+        let result = sample_probe(&mut self.client, &self.path, options.stacks);
+        match result {
+            Ok((hello, data)) => {
+                self.sampled_once = true;
+                let mut snapshot = Snapshot {
+                    taken_at_ms,
+                    pid: hello.pid,
+                    source: format!("probe({})", data.runtime),
+                    threads: data.threads.iter().map(probe_thread).collect(),
+                    ..Snapshot::default()
+                };
+                add_missing_notes(&mut snapshot, &data);
+                snapshot.probe = Some(data);
+                snapshot.notes.push(
+                    "reached through its socket: the OS view (fds, sockets, children) needs the PID as target"
+                        .into(),
+                );
+                Ok(snapshot)
+            }
+            Err(e) if self.sampled_once && !is_socket(&self.path) => Err(SourceError::Gone(
+                format!("probe socket {} is gone: {e}", self.path.display()),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn probe_thread(t: &crate::model::ProbeThread) -> Thread {
+    Thread {
+        tid: t.native_id,
+        name: t.name.chars().take(15).collect(),
+        runtime_name: Some(t.name.clone()),
+        daemon: Some(t.daemon),
+        stack: t.stack.clone(),
+        ..Thread::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_target_errors_name_the_fix() {
+        let err = ProbeSocketSource::new(Path::new("/nonexistent/leakhound/1.sock"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("no probe socket at /nonexistent"), "{err}");
+    }
+}
