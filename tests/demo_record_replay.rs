@@ -2,7 +2,6 @@
 //! and `replay --json` judges them, also from a truncated or corrupt recording.
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_leakhound"))
@@ -49,10 +48,19 @@ fn record_then_replay_findings_even_from_a_damaged_file() {
     // The demo's worker without Python: fds, CLOSE_WAIT, a zombie, threads piling up.
     let mut worker = bin()
         .arg("__demo-worker")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Record only once the zombie exists: on a loaded machine the worker can take seconds to
+    // get there, and a recording that ends before it has nothing for zombie-child to judge.
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(worker.stdout.take().unwrap()));
+    let started = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("will never reap it"));
+    assert!(started, "the demo worker never started its zombie child");
+    // Keep draining its output so it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
     let rec = bin()
         .args([
             "record",
