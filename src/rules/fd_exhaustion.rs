@@ -2,7 +2,7 @@
 //! is climbing towards it fast enough to get there within the horizon.
 
 use super::Rule;
-use super::trend::theil_sen_slope;
+use super::trend::{steady_growth, theil_sen_slope};
 use crate::config::Config;
 use crate::findings::{Finding, Severity};
 use crate::history::History;
@@ -14,7 +14,8 @@ pub struct FdExhaustion;
 /// The rule id, as findings and ignore lists name it.
 pub const ID: &str = "fd-exhaustion";
 
-/// A trend is only believed over at least this many samples …
+/// A trend is only believed over at least this many samples, and growth that is steady (see
+/// [`steady_growth`]) …
 const MIN_POINTS: usize = 5;
 
 impl Rule for FdExhaustion {
@@ -44,8 +45,14 @@ impl Rule for FdExhaustion {
             .then(|| Some(theil_sen_slope(&points)?.min(theil_sen_slope(recent)?)))
             .flatten()
             .filter(|&s| s > 0.0);
-        // … and only when the count really rose across the window, not just wobbled.
-        let rose = history.oldest().is_some_and(|o| open > o.fds.open);
+        // … and only on growth sustained across the window, judged as leak-growth judges it:
+        // a start-up that opens a few sockets and stays flat is no forecast of exhaustion.
+        let rose = steady_growth(
+            &points,
+            config.growth_min_window.as_secs_f64() * 1000.0,
+            config.growth_min_increase,
+        )
+        .is_some();
         let eta_ms = slope_per_ms
             .filter(|_| rose)
             .map(|s| soft.saturating_sub(open) as f64 / s);
@@ -136,14 +143,39 @@ mod tests {
 
     #[test]
     fn fires_on_a_trend_that_reaches_the_limit_within_the_horizon() {
-        // 10/s with 900 to go: ~90 s, inside 10 minutes.
-        let counts: Vec<u64> = (0..10).map(|i| 10 + i * 10).collect();
+        // 10/s for 11 s with 880 to go: ~88 s, inside 10 minutes.
+        let counts: Vec<u64> = (0..12).map(|i| 10 + i * 10).collect();
         let f = FdExhaustion.check(&history(&counts, 1000), &Config::default());
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].severity, Severity::Warning);
         assert_eq!(f[0].evidence["slope_per_min"], 600.0);
-        assert_eq!(f[0].evidence["eta_s"], 90.0);
-        assert_eq!(f[0].evidence["grew"]["file"], 90);
+        assert_eq!(f[0].evidence["eta_s"], 88.0);
+        assert_eq!(f[0].evidence["grew"]["file"], 110);
+    }
+
+    #[test]
+    fn a_start_up_ramp_is_no_forecast() {
+        let c = Config::default();
+        // `check` samples every 500 ms: a clean program opens 3 sockets as it starts and
+        // ends 2.5 s later. Under `ulimit -n 1024` this once forecast exhaustion "in ~309s".
+        let mut h = History::default();
+        for (i, open) in [3u64, 3, 4, 5, 6].into_iter().enumerate() {
+            let mut s = crate::model::Snapshot {
+                taken_at_ms: 1_000_000 + i as u64 * 500,
+                pid: 7,
+                ..Default::default()
+            };
+            s.fds.open = open;
+            s.fds.soft_limit = Some(1024);
+            h.push(s);
+        }
+        assert!(FdExhaustion.check(&h, &c).is_empty());
+        // Still climbing at the end, but only for a few seconds: not yet a trend.
+        let short: Vec<u64> = (0..9).map(|i| 3 + i).collect();
+        assert!(FdExhaustion.check(&history(&short, 1024), &c).is_empty());
+        // The same climb sustained for a minute is one.
+        let long: Vec<u64> = (0..60).map(|i| 3 + 2 * i).collect();
+        assert_eq!(FdExhaustion.check(&history(&long, 1024), &c).len(), 1);
     }
 
     #[test]
@@ -177,7 +209,7 @@ mod tests {
             fd_horizon: Duration::from_secs(30),
             ..Config::default()
         };
-        let counts: Vec<u64> = (0..10).map(|i| 10 + i * 10).collect();
+        let counts: Vec<u64> = (0..12).map(|i| 10 + i * 10).collect();
         assert!(FdExhaustion.check(&history(&counts, 1000), &c).is_empty());
         c.fd_ratio = 0.05;
         assert_eq!(FdExhaustion.check(&history(&counts, 1000), &c).len(), 1);

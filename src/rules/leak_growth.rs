@@ -7,7 +7,7 @@
 //! leaves two neighbouring quarters level, and a burst that returns moves no median at all.
 
 use super::Rule;
-use super::trend::{median, theil_sen_slope};
+use super::trend::steady_growth;
 use crate::config::Config;
 use crate::findings::{Finding, Severity};
 use crate::history::History;
@@ -77,36 +77,12 @@ fn judge(
     pid: u32,
     config: &Config,
 ) -> Option<Finding> {
-    if points.len() < 8 {
-        return None;
-    }
+    let (slope, fitted_increase) = steady_growth(
+        points,
+        config.growth_min_window.as_secs_f64() * 1000.0,
+        config.growth_min_increase,
+    )?;
     let span_ms = points.last()?.0 - points.first()?.0;
-    if span_ms < config.growth_min_window.as_secs_f64() * 1000.0 {
-        return None;
-    }
-    let slope = theil_sen_slope(points)?;
-    let fitted_increase = slope * span_ms;
-    if slope <= 0.0 || fitted_increase < config.growth_min_increase.max(1.0) {
-        return None;
-    }
-    // Medians of four consecutive quarters must each rise: a single step can put at most
-    // one quarter between its two plateaus, so two neighbouring quarters stay level.
-    let quarter = points.len() / 4;
-    let mut medians = Vec::with_capacity(4);
-    for i in 0..4 {
-        let end = if i == 3 {
-            points.len()
-        } else {
-            (i + 1) * quarter
-        };
-        let mut v: Vec<f64> = points[i * quarter..end].iter().map(|p| p.1).collect();
-        medians.push(median(&mut v)?);
-    }
-    if !medians.windows(2).all(|w| w[0] < w[1])
-        || medians[3] - medians[0] < config.growth_min_increase
-    {
-        return None;
-    }
     let first = points.first()?.1;
     let last = points.last()?.1;
     let per_min = slope * 60_000.0;

@@ -17,6 +17,7 @@ pub mod fd_exhaustion;
 pub mod leak_growth;
 pub mod trend;
 
+pub mod group;
 pub mod loop_blocked;
 pub mod never_awaited;
 pub mod orphan_child;

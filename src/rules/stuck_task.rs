@@ -3,6 +3,7 @@
 //! while still pending.
 
 use super::Rule;
+use super::group;
 use super::probe_common::{events_of, innermost, latest_probe, secs};
 use crate::config::Config;
 use crate::findings::{Finding, Severity};
@@ -31,7 +32,7 @@ impl Rule for StuckTask {
             .into_iter()
             .map(|e| destroyed_pending(ID, e));
         let after = config.stuck_task_after.as_millis() as u64;
-        probe
+        let stuck = probe
             .tasks
             .iter()
             .filter(|t| t.state != TaskState::Done)
@@ -68,7 +69,18 @@ impl Rule for StuckTask {
                         ),
                     )
                 };
-                Finding::new(ID, severity, format!("task:{}", t.id), message)
+                // Tasks of one bug wait at one place: their await point, or where they were
+                // spawned when the runtime cannot say where they wait (tokio without dumps).
+                let site = match (t.await_chain.is_empty(), &t.spawn_location) {
+                    (true, Some(spawned)) => format!("spawned at {spawned}"),
+                    _ => shown,
+                };
+                let key = format!(
+                    "{}|{}|{site}",
+                    t.lost_waker,
+                    t.loop_id.as_deref().unwrap_or("")
+                );
+                let finding = Finding::new(ID, severity, format!("task:{}", t.id), message)
                     .with("task", t.id.clone())
                     .with("name", t.name.clone())
                     .with("kind", t.kind.clone())
@@ -82,10 +94,58 @@ impl Rule for StuckTask {
                     .with("lost_waker", t.lost_waker)
                     .with("waiting_on", t.waiting_on.clone())
                     .with("loop", t.loop_id.clone())
-            })
+                    .with("site", site);
+                (key, finding)
+            });
+        group::collapse(stuck, merge_stuck)
+            .into_iter()
             .chain(destroyed)
             .collect()
     }
+}
+
+/// Many tasks stuck at one place: one finding, `1,392 tasks waiting at app.py:31 in
+/// wait_for_payment (in Event.wait) with no progress for 12s or more`. Its subject is the
+/// place, so the finding stays the same one while the count changes.
+fn merge_stuck(_key: &str, members: &[Finding]) -> Finding {
+    let first = &members[0];
+    let site = first.evidence["site"]
+        .as_str()
+        .unwrap_or("unknown await point");
+    let count = group::thousands(members.len());
+    let lost = first.evidence["lost_waker"] == true;
+    let quiet_s = members
+        .iter()
+        .filter_map(|f| f.evidence["since_progress_s"].as_f64())
+        .fold(f64::INFINITY, f64::min);
+    let message = if lost {
+        format!("{count} tasks lost their waker: nothing can wake them again; last at {site}")
+    } else {
+        format!("{count} tasks have made no progress for {quiet_s:.0}s or more, waiting at {site}")
+    };
+    let mut merged = Finding::new(ID, first.severity, format!("tasks:{site}"), message);
+    for key in [
+        "kind",
+        "await_point",
+        "own_frame",
+        "await_chain",
+        "spawn_location",
+        "lost_waker",
+        "loop",
+        "site",
+    ] {
+        if let Some(v) = first.evidence.get(key) {
+            merged = merged.with(key, v.clone());
+        }
+    }
+    let names: Vec<serde_json::Value> = members
+        .iter()
+        .take(group::EXAMPLES)
+        .map(|f| f.evidence["name"].clone())
+        .collect();
+    merged
+        .with("names", names)
+        .with("since_progress_s", quiet_s)
 }
 
 /// asyncio holds tasks only weakly: a pending task nothing else refers to is garbage, and
@@ -252,6 +312,45 @@ mod tests {
     }
 
     #[test]
+    fn tasks_stuck_at_one_place_are_one_finding_with_a_count() {
+        let mut many: Vec<Task> = (0..1392)
+            .map(|i| task(&format!("pay-{i}"), 20_000 + i, TaskState::Idle, false))
+            .collect();
+        let mut elsewhere = task("other", 30_000, TaskState::Idle, false);
+        elsewhere.await_chain = vec!["worker.py:9 in drain".into()];
+        many.push(elsewhere);
+        let f = StuckTask.check(&history(vec![(0, tasks(many))]), &Config::default());
+        assert_eq!(f.len(), 2, "{f:#?}");
+        let grouped = &f[0];
+        assert_eq!(grouped.subject, "tasks:app.py:3 in forever (in Event.wait)");
+        assert_eq!(grouped.evidence["count"], 1392);
+        assert_eq!(
+            grouped.message,
+            "1,392 tasks have made no progress for 20s or more, waiting at app.py:3 in forever \
+             (in Event.wait)"
+        );
+        assert_eq!(
+            grouped.evidence["examples"],
+            serde_json::json!([
+                "task:pay-0",
+                "task:pay-1",
+                "task:pay-2",
+                "task:pay-3",
+                "task:pay-4"
+            ])
+        );
+        // A lone task elsewhere keeps its own finding, as before.
+        assert_eq!(f[1].subject, "task:other");
+        // The grouped subject does not move with the count.
+        let fewer: Vec<Task> = (0..3)
+            .map(|i| task(&format!("pay-{i}"), 20_000, TaskState::Idle, false))
+            .collect();
+        let g = StuckTask.check(&history(vec![(0, tasks(fewer))]), &Config::default());
+        assert_eq!(g[0].subject, grouped.subject);
+        assert_eq!(g[0].evidence["count"], 3);
+    }
+
+    #[test]
     fn threshold_is_configurable() {
         let h = history(vec![(
             0,
@@ -269,6 +368,18 @@ mod tests {
 mod tokio_shapes {
     use super::super::probe_common::testing::{history, tokio, tokio_task};
     use super::*;
+
+    #[test]
+    fn tokio_tasks_with_no_await_point_group_by_spawn_site() {
+        let quiet: Vec<_> = (0..3)
+            .map(|i| tokio_task(&format!("{}", 50 + i), 1, 12_000, 12_000))
+            .collect();
+        let h = history(vec![(0, tokio(quiet, vec![], vec![]))]);
+        let f = StuckTask.check(&h, &Config::default());
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(f[0].subject, "tasks:spawned at src/main.rs:10:5");
+        assert_eq!(f[0].evidence["count"], 3);
+    }
 
     #[test]
     fn lost_waker_fires_at_once_and_a_quiet_tokio_task_after_the_threshold() {

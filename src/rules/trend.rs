@@ -37,6 +37,46 @@ pub fn median(values: &mut [f64]) -> Option<f64> {
     })
 }
 
+/// Growth a person would call a leak rather than a warm-up, or `None`: at least 8 points over
+/// at least `min_window_ms`, a Theil–Sen line climbing by at least `min_increase` across them,
+/// AND the median of each quarter of the window above the one before. One step up (a pool
+/// filling once, sockets opened at start-up) leaves two neighbouring quarters level, and a
+/// burst that returns moves no median at all. Returns the slope (per ms) and the fitted
+/// increase across the window.
+pub fn steady_growth(
+    points: &[(f64, f64)],
+    min_window_ms: f64,
+    min_increase: f64,
+) -> Option<(f64, f64)> {
+    if points.len() < 8 {
+        return None;
+    }
+    let span_ms = points.last()?.0 - points.first()?.0;
+    if span_ms < min_window_ms {
+        return None;
+    }
+    let slope = theil_sen_slope(points)?;
+    let fitted_increase = slope * span_ms;
+    if slope <= 0.0 || fitted_increase < min_increase.max(1.0) {
+        return None;
+    }
+    let quarter = points.len() / 4;
+    let mut medians = Vec::with_capacity(4);
+    for i in 0..4 {
+        let end = if i == 3 {
+            points.len()
+        } else {
+            (i + 1) * quarter
+        };
+        let mut v: Vec<f64> = points[i * quarter..end].iter().map(|p| p.1).collect();
+        medians.push(median(&mut v)?);
+    }
+    if !medians.windows(2).all(|w| w[0] < w[1]) || medians[3] - medians[0] < min_increase {
+        return None;
+    }
+    Some((slope, fitted_increase))
+}
+
 /// Fraction of consecutive steps that did not go down: 1.0 for a monotone climb.
 pub fn non_decreasing_fraction(points: &[(f64, f64)]) -> f64 {
     if points.len() < 2 {
