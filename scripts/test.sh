@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 # Python test dependencies (the probe itself is standard library only).
 python3 -m pip install --quiet --disable-pip-version-check -e "probes/python[test]"
 
+# Imports follow the data flow: no cycle between the top-level modules of src/.
+python3 scripts/module_cycles.py
+
 # One build shared by every Rust test binary and by the Python end-to-end tests.
 cargo build --workspace --all-targets --locked
 export LEAKHOUND_BIN="$PWD/target/debug/leakhound"

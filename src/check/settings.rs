@@ -108,7 +108,7 @@ impl Settings {
     pub fn parse(text: &str, name: &str) -> Result<Settings, String> {
         let file: File = toml::from_str(text).map_err(|e| {
             format!(
-                "{name}: {}: see the leakhound.toml format in the README",
+                "{name}: {}: see the leakhound.toml format in docs/CI.md",
                 e.message().trim()
             )
         })?;
