@@ -441,3 +441,35 @@ def test_a_snapshot_flood_is_rate_limited(program):
     assert all("rate limited" in r["error"] for r in limited)
     client.close()
     assert_answers(app)
+
+
+def test_snapshots_cost_the_host_a_bounded_share_of_its_time(monkeypatch):
+    """Taken anew only once the last one is older than its own cost / SNAPSHOT_DUTY (and
+    SNAPSHOT_REUSE); sent again until then, to any collector. On a fake clock."""
+    from leakhound_probe import _server
+
+    clock = [100.0]
+    monkeypatch.setattr(_server, "monotonic", lambda: clock[0])
+
+    class FakeProbe:
+        pid = 1
+        shutdown_started = False
+        taken = 0
+
+        def snapshot(self, stacks=False):
+            self.taken += 1
+            clock[0] += 0.15  # what a 2,000-task snapshot costs
+            return {"n": self.taken}
+
+    probe = FakeProbe()
+    server = _server.Server(probe, "/nonexistent/1.sock")
+    window = 0.15 / _server.SNAPSHOT_DUTY
+    assert server.snapshot_json(False) == '{"n":1}'
+    clock[0] += window - 0.01
+    assert server.snapshot_json(False) == '{"n":1}'
+    assert server.snapshot_json(True) == '{"n":2}'  # stacks: another snapshot
+    clock[0] += 0.02
+    assert server.snapshot_json(False) == '{"n":3}'
+    probe.shutdown_started = True  # the last word is always fresh
+    assert server.snapshot_json(False) == '{"n":4}'
+    assert probe.taken == 4

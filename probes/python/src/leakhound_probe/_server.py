@@ -25,8 +25,12 @@ IO_TIMEOUT = 5.0  # a collector that stops reading costs us at most this long pe
 LINE_DEADLINE = 2.0  # a request line must be complete this long after its first byte
 IDLE_TIMEOUT = 60.0  # a connection with no request for this long is closed
 MAX_CONNECTIONS = 4
-SNAPSHOT_RATE = 5  # fresh snapshots per second per connection (and a burst of as many)
+SNAPSHOT_RATE = 5  # snapshots per second per connection (and a burst of as many)
+REQUEST_RATE = 50  # requests of any kind per second per connection; past it, reading waits
 SNAPSHOT_REUSE = 0.2  # a snapshot this recent is sent again to another collector asking
+# Taking a snapshot holds the GIL (a 2,000-task one takes ~150 ms): at most this share of the
+# host's time goes to it; until then the last one is sent again.
+SNAPSHOT_DUTY = 0.1
 REPLY_STUCK = 1.0  # a reply not taken for this long may be cut to make room for a newcomer
 STALE_MARGIN = 2.0  # seconds of clock slack when telling a reused pid from its file's maker
 
@@ -176,26 +180,38 @@ def peer_uid(conn):
         return None
 
 
+class Bucket:
+    """At most `rate` a second, in bursts of as many."""
+
+    __slots__ = ("rate", "tokens", "refilled")
+
+    def __init__(self, rate, now):
+        self.rate = float(rate)
+        self.tokens = float(rate)
+        self.refilled = now
+
+    def wait_for_one(self, now):
+        """0 and one taken, or the seconds until one is there (nothing taken)."""
+        self.tokens = min(self.rate, self.tokens + (now - self.refilled) * self.rate)
+        self.refilled = now
+        if self.tokens < 1.0:
+            return (1.0 - self.tokens) / self.rate
+        self.tokens -= 1.0
+        return 0.0
+
+
 class Conn:
     """One collector's connection, as the accept thread sees it when choosing whom to evict."""
 
-    __slots__ = ("sock", "since", "requests", "replying", "tokens", "refilled")
+    __slots__ = ("sock", "since", "requests", "replying", "snapshots", "pace")
 
     def __init__(self, sock, now):
         self.sock = sock
         self.since = now  # when it last completed a request (or connected)
         self.requests = 0
         self.replying = False
-        self.tokens = float(SNAPSHOT_RATE)
-        self.refilled = now
-
-    def take_snapshot_token(self, now):
-        self.tokens = min(float(SNAPSHOT_RATE), self.tokens + (now - self.refilled) * SNAPSHOT_RATE)
-        self.refilled = now
-        if self.tokens < 1.0:
-            return False
-        self.tokens -= 1.0
-        return True
+        self.snapshots = Bucket(SNAPSHOT_RATE, now)
+        self.pace = Bucket(REQUEST_RATE, now)
 
 
 class Server:
@@ -208,7 +224,7 @@ class Server:
         self.lock = threading.Lock()
         self.conns = []  # Conn, the connections being served
         self.snapshots_served = 0
-        self.cached = {}  # stacks flag -> (monotonic time, the `data` JSON text)
+        self.cached = {}  # stacks flag -> (taken at (monotonic), cost in s, `data` JSON text)
         self.swept = 0
         self.stop = threading.Event()
 
@@ -367,6 +383,13 @@ class Server:
                 return
             if not line.strip():
                 continue
+            # A collector sending faster than REQUEST_RATE waits (only its own thread does):
+            # parsing and answering a flood would take the host's GIL.
+            wait = state.pace.wait_for_one(monotonic())
+            while wait > 0:
+                if self.stop.wait(wait):
+                    return
+                wait = state.pace.wait_for_one(monotonic())
             with self.lock:
                 state.since = monotonic()
                 state.requests += 1
@@ -420,7 +443,7 @@ class Server:
         if kind == "ping":
             return {"type": "pong", "id": ident}, True
         if kind == "snapshot":
-            if state is not None and not state.take_snapshot_token(monotonic()):
+            if state is not None and state.snapshots.wait_for_one(monotonic()) > 0:
                 return {
                     "type": "error",
                     "id": ident,
@@ -432,17 +455,21 @@ class Server:
         return {"type": "error", "id": ident, "error": "unknown request type %r" % (kind,)}, True
 
     def snapshot_json(self, stacks):
-        """The snapshot's JSON text: taken afresh, or one taken for another collector less than
-        SNAPSHOT_REUSE ago (so N collectors cost the host one snapshot). Never reused once
-        shutdown began: a collector asking then wants the last word."""
+        """The snapshot's JSON text: taken afresh, or the last one when it is recent: less
+        than SNAPSHOT_REUSE old, or than its own cost / SNAPSHOT_DUTY (so any number of
+        collectors, asking as fast as they like, cost the host at most that share of its
+        time). Never reused once shutdown began: a collector asking then wants the last word."""
         now = monotonic()
         with self.lock:
             cached = self.cached.get(stacks)
-        if cached is not None and now - cached[0] < SNAPSHOT_REUSE and not self.probe.shutdown_started:
-            return cached[1]
+        if cached is not None and not self.probe.shutdown_started:
+            taken_at, cost, text = cached
+            if now - taken_at < max(SNAPSHOT_REUSE, cost / SNAPSHOT_DUTY):
+                return text
         text = json.dumps(self.probe.snapshot(stacks=stacks), separators=(",", ":"), default=str)
+        done = monotonic()
         with self.lock:
-            self.cached[stacks] = (now, text)
+            self.cached[stacks] = (done, done - now, text)
         self.snapshots_served += 1
         return text
 
