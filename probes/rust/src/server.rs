@@ -29,6 +29,8 @@ const MAX_CONNECTIONS: usize = 8;
 const REPLY_STUCK: Duration = Duration::from_secs(1);
 /// Snapshots a second per connection (and the burst allowed).
 const SNAPSHOT_RATE: f64 = 5.0;
+/// Requests of any kind a second per connection; past it, reading the next one waits.
+const REQUEST_RATE: f64 = 50.0;
 
 /// Where this process's socket goes, per the protocol's order of choices.
 pub fn socket_dir(explicit: Option<&Path>) -> PathBuf {
@@ -293,29 +295,35 @@ impl<R: TimedRead> LineReader<R> {
     }
 }
 
-/// At most `SNAPSHOT_RATE` snapshots a second per connection, in bursts of as many.
+/// At most `rate` a second, in bursts of as many.
 struct RateLimit {
+    rate: f64,
     tokens: f64,
     refilled: Instant,
 }
 
 impl RateLimit {
-    fn new() -> Self {
+    fn new(rate: f64) -> Self {
         RateLimit {
-            tokens: SNAPSHOT_RATE,
+            rate,
+            tokens: rate,
             refilled: Instant::now(),
         }
     }
-    fn take(&mut self) -> bool {
+    /// Zero and one taken, or how long until one is there (nothing taken).
+    fn wait_for_one(&mut self) -> Duration {
         let now = Instant::now();
-        let earned = now.duration_since(self.refilled).as_secs_f64() * SNAPSHOT_RATE;
-        self.tokens = (self.tokens + earned).min(SNAPSHOT_RATE);
+        let earned = now.duration_since(self.refilled).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + earned).min(self.rate);
         self.refilled = now;
         if self.tokens < 1.0 {
-            return false;
+            return Duration::from_secs_f64((1.0 - self.tokens) / self.rate);
         }
         self.tokens -= 1.0;
-        true
+        Duration::ZERO
+    }
+    fn take(&mut self) -> bool {
+        self.wait_for_one().is_zero()
     }
 }
 
@@ -356,12 +364,22 @@ fn connection(
     let mut writer = stream.try_clone()?;
     let mut reader = LineReader::new(stream, MAX_REQUEST, LINE_DEADLINE);
     send(&mut writer, &hello(note))?;
-    let mut limit = RateLimit::new();
+    let mut limit = RateLimit::new(SNAPSHOT_RATE);
+    let mut pace = RateLimit::new(REQUEST_RATE);
     loop {
         let why = match reader.next_line()? {
             Next::Line(line) => {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
+                }
+                // A collector sending faster than REQUEST_RATE waits: a flood of requests
+                // answered at once would take a core from the host.
+                loop {
+                    let wait = pace.wait_for_one();
+                    if wait.is_zero() {
+                        break;
+                    }
+                    std::thread::sleep(wait);
                 }
                 state.request_started();
                 // The probe was dropped: say nothing more, close.
@@ -471,7 +489,7 @@ mod tests {
 
     #[test]
     fn snapshots_are_limited_to_a_burst_then_a_rate() {
-        let mut limit = RateLimit::new();
+        let mut limit = RateLimit::new(SNAPSHOT_RATE);
         limit.refilled += Duration::from_secs(3600); // no time passes for this test
         let taken = (0..20).filter(|_| limit.take()).count();
         assert_eq!(taken, SNAPSHOT_RATE as usize);
