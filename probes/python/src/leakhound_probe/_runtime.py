@@ -119,7 +119,8 @@ def _start_server(probe):
     0700, a symbolic link) or used, in a private folder of our own, and says so: a line on
     stderr, a `missing` entry and a `note` in the hello."""
     global _fallback_dir
-    server = Server(probe, socket_path(probe.pid, probe.options.socket_dir))
+    # Once refused (by this process or the parent it forked from), straight to the fallback.
+    server = Server(probe, socket_path(probe.pid, _fallback_dir or probe.options.socket_dir))
     problem = server.start()
     if problem and _fallback_dir is None:
         try:
@@ -133,9 +134,9 @@ def _start_server(probe):
         if not problem:
             server.note = "%s; listening at %s instead" % (refused, server.path)
             probe.missing.append("socket: " + server.note)
-            if probe.options.socket_dir:
-                # The final report goes to the folder we trust, not the one we refused.
-                probe.options.socket_dir = _fallback_dir
+            # No final report into a folder we refuse; nor into ours, where no collector
+            # looks for one (it would only keep the folder from going at exit).
+            probe.options.socket_dir = None
             _say(server.note)
     if problem:
         probe.missing.append("socket: " + problem)
