@@ -350,6 +350,7 @@ def test_stale_files_of_gone_processes_are_swept_at_start(program, tmp_path):
 
     dead, dead2 = _dead_pid(), _dead_pid()
     leave_socket("%d.sock" % dead)
+    leave_socket(".%d.sock.new" % dead2)  # bound, never renamed into place
     (folder / ("%d.final.json.tmp" % dead2)).write_text("{half")
     (folder / ("%d.final.json" % dead)).write_text("{}")  # the collector's to read
     # A live process made after the file: its pid was reused, the file is stale.

@@ -15,6 +15,7 @@ _fork_hook_installed = False
 # The private folder this process (and its forked children) listen in when the usual one was
 # refused: made once, on first need.
 _fallback_dir = None
+_refused = ""  # why the usual folder was refused
 # A forked child binds its socket this long after the fork, not at once: most pool workers
 # and short-lived children never need one (and then leave nothing behind), and the fork
 # itself stays cheap. `leakhound check` samples every 500 ms.
@@ -118,9 +119,11 @@ def _start_server(probe):
     """Listens where PROTOCOL.md says; where that folder cannot be trusted (not ours, not
     0700, a symbolic link) or used, in a private folder of our own, and says so: a line on
     stderr, a `missing` entry and a `note` in the hello."""
-    global _fallback_dir
+    global _fallback_dir, _refused
     # Once refused (by this process or the parent it forked from), straight to the fallback.
     server = Server(probe, socket_path(probe.pid, _fallback_dir or probe.options.socket_dir))
+    if _fallback_dir is not None:
+        server.note = "%s; listening at %s instead" % (_refused, server.path)
     problem = server.start()
     if problem and _fallback_dir is None:
         try:
@@ -128,12 +131,15 @@ def _start_server(probe):
         except OSError as err:
             problem += "; no private folder could be made instead: %s" % (err.strerror or err)
     if problem and _fallback_dir is not None:
-        refused = problem
+        _refused = problem
         server = Server(probe, socket_path(probe.pid, _fallback_dir))
+        # Before it listens: the first collector's hello carries it too.
+        server.note = "%s; listening at %s instead" % (_refused, server.path)
+        probe.missing.append("socket: " + server.note)
         problem = server.start()
-        if not problem:
-            server.note = "%s; listening at %s instead" % (refused, server.path)
-            probe.missing.append("socket: " + server.note)
+        if problem:
+            probe.missing.pop()
+        else:
             # No final report into a folder we refuse; nor into ours, where no collector
             # looks for one (it would only keep the folder from going at exit).
             probe.options.socket_dir = None

@@ -103,18 +103,20 @@ def _same_file(a, b):
 
 
 def sweep_stale(folder_fd, own_pid):
-    """Removes `<pid>.sock` (and half-written `<pid>.final.json.tmp`) files in the folder left
-    by processes that are gone: only files of our uid and of the right kind, never our own,
-    and a live pid counts as gone only when that process started after the file was made
-    (the pid was reused). `<pid>.final.json` stays: `leakhound check` reads it after the run.
-    Returns how many files went."""
+    """Removes `<pid>.sock` (and `.<pid>.sock.new`, half-written `<pid>.final.json.tmp`) files
+    in the folder left by processes that are gone: only files of our uid and of the right
+    kind, never our own, and a live pid counts as gone only when that process started after
+    the file was made (the pid was reused). `<pid>.final.json` stays: `leakhound check` reads
+    it after the run. Returns how many files went."""
     removed = 0
     try:
         names = os.listdir(folder_fd)
     except OSError:
         return 0
     for name in names:
-        if name.endswith(".sock"):
+        if name.startswith(".") and name.endswith(".sock.new"):
+            kind, stem = stat.S_ISSOCK, name[1:-9]  # bound, not yet renamed, by a probe
+        elif name.endswith(".sock"):
             kind, stem = stat.S_ISSOCK, name[:-5]
         elif name.endswith(".final.json.tmp"):
             kind, stem = stat.S_ISREG, name[:-15]
@@ -241,23 +243,30 @@ class Server:
         if problem:
             return problem
         name = os.path.basename(self.path)
+        # Bound under a hidden name, then renamed: `<pid>.sock` appears only once it listens
+        # (bind and listen are two calls with the GIL taken back between them, and a
+        # collector that sees the file connects at once). The rename also replaces a stale
+        # socket of a dead process with our pid.
+        hidden = "." + name + ".new"
         listener = None
         try:
             self.swept = sweep_stale(folder_fd, self.probe.pid)
             try:
-                os.unlink(name, dir_fd=folder_fd)  # a stale socket of a dead process with our pid
+                os.unlink(hidden, dir_fd=folder_fd)
             except FileNotFoundError:
                 pass
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            listener.bind(self.path)
-            listener.listen(8)  # at once: a collector that sees the file may connect
+            listener.bind(os.path.join(folder, hidden))
+            listener.listen(8)
             listener.settimeout(0.5)
-            # Bound by path (collectors and /proc/net/unix see that path): make sure the path
-            # still led into the folder we checked (0700: no one else reaches the socket).
+            # Bound by path: make sure the path still led into the folder we checked (0700:
+            # no one else reaches the socket).
             if not _same_file(os.lstat(folder), os.fstat(folder_fd)):
                 listener.close()
+                os.unlink(hidden, dir_fd=folder_fd)
                 return "%s was replaced while the probe started; not listening there" % folder
-            os.chmod(name, 0o600, dir_fd=folder_fd)
+            os.chmod(hidden, 0o600, dir_fd=folder_fd)
+            os.rename(hidden, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
         except OSError as err:
             if listener is not None:
                 listener.close()
