@@ -230,24 +230,19 @@ class Server:
         self.swept = 0
         self.stop = threading.Event()
 
-    @property
-    def active(self):
-        return len(self.conns)
-
     def start(self):
         """Binds and starts the accept thread; returns a reason string when it cannot."""
-        if len(self.path.encode()) >= 108:
-            return "socket path too long for a Unix socket: %s (set LEAKHOUND_SOCKET_DIR)" % self.path
-        folder = os.path.dirname(self.path)
-        folder_fd, problem = open_private_folder(folder)
-        if problem:
-            return problem
-        name = os.path.basename(self.path)
+        folder, name = os.path.split(self.path)
         # Bound under a hidden name, then renamed: `<pid>.sock` appears only once it listens
         # (bind and listen are two calls with the GIL taken back between them, and a
         # collector that sees the file connects at once). The rename also replaces a stale
         # socket of a dead process with our pid.
         hidden = "." + name + ".new"
+        if len(os.path.join(folder, hidden).encode()) >= 108:
+            return "socket path too long for a Unix socket: %s (set LEAKHOUND_SOCKET_DIR)" % self.path
+        folder_fd, problem = open_private_folder(folder)
+        if problem:
+            return problem
         listener = None
         try:
             self.swept = sweep_stale(folder_fd, self.probe.pid)
@@ -263,7 +258,6 @@ class Server:
             # no one else reaches the socket).
             if not _same_file(os.lstat(folder), os.fstat(folder_fd)):
                 listener.close()
-                os.unlink(hidden, dir_fd=folder_fd)
                 return "%s was replaced while the probe started; not listening there" % folder
             os.chmod(hidden, 0o600, dir_fd=folder_fd)
             os.rename(hidden, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
