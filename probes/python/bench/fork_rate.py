@@ -2,9 +2,10 @@
 
     python probes/python/bench/fork_rate.py [seconds]
 
-Runs the same workload three ways: without the probe, with it (LEAKHOUND_SOCKET_DIR set, as
-under `leakhound check`), and prints forks per second and what is left in the socket folder
-after every child has exited. Workload: multiprocessing fork workers that return at once
+Runs the same workload two ways: without the probe, and with it (LEAKHOUND_SOCKET_DIR set,
+as under `leakhound check`), and prints forks per second, the CPU time each fork cost the
+child and the parent (steadier than the rate on a busy machine), and what is left in the
+socket folder after every child has exited. Workload: multiprocessing fork workers that return at once
 (they end with os._exit, like pool workers with maxtasksperchild).
 """
 
@@ -32,7 +33,12 @@ if __name__ == "__main__":
         p.start()
         p.join()
         n += 1
-    print("%.1f" % (n / (time.monotonic() - started)))
+    import resource
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    print("%.1f %.3f %.3f" % (n / (time.monotonic() - started),
+                              (children.ru_utime + children.ru_stime) * 1000 / n,
+                              (me.ru_utime + me.ru_stime) * 1000 / n))
 """
 
 
@@ -53,14 +59,16 @@ def run(seconds, probe):
         for name in left:
             kind = name.split(".", 1)[1] if "." in name else name
             kinds[kind] = kinds.get(kind, 0) + 1
-        return float(out.strip()), kinds
+        rate, child_ms, parent_ms = (float(x) for x in out.split())
+        return rate, child_ms, parent_ms, kinds
 
 
 def main():
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 3.0
     for label, probe in (("no probe", False), ("probe", True)):
-        rate, kinds = run(seconds, probe)
-        print("%-9s %6.1f forks/s   left in the socket folder: %s" % (label, rate, kinds or "nothing"))
+        rate, child_ms, parent_ms, kinds = run(seconds, probe)
+        print("%-9s %6.1f forks/s, CPU per fork: child %.2f ms, parent %.2f ms;  left in the "
+              "socket folder: %s" % (label, rate, child_ms, parent_ms, kinds or "nothing"))
 
 
 if __name__ == "__main__":
