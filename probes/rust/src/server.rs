@@ -28,7 +28,7 @@ const MAX_CONNECTIONS: usize = 8;
 /// A reply not taken for this long may be cut to make room for a newcomer.
 const REPLY_STUCK: Duration = Duration::from_secs(1);
 /// Snapshots a second per connection (and the burst allowed).
-const SNAPSHOT_RATE: f64 = 5.0;
+const SNAPSHOT_RATE: f64 = 10.0;
 /// Requests of any kind a second per connection; past it, reading the next one waits.
 const REQUEST_RATE: f64 = 50.0;
 

@@ -492,9 +492,9 @@ fn a_snapshot_flood_is_rate_limited() {
         let served = replies.iter().filter(|r| r["type"] == "snapshot").count();
         let limited: Vec<_> = replies.iter().filter(|r| r["type"] == "error").collect();
         assert_eq!(served + limited.len(), n as usize);
-        // A burst of 5, then 5 a second.
+        // A burst of 10, then 10 a second.
         assert!(
-            served >= 5 && served as f64 <= 5.0 + 5.0 * elapsed + 1.0,
+            served >= 10 && served as f64 <= 10.0 + 10.0 * elapsed + 1.0,
             "{served} in {elapsed} s"
         );
         assert!(

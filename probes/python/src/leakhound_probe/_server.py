@@ -25,7 +25,7 @@ IO_TIMEOUT = 5.0  # a collector that stops reading costs us at most this long pe
 LINE_DEADLINE = 2.0  # a request line must be complete this long after its first byte
 IDLE_TIMEOUT = 60.0  # a connection with no request for this long is closed
 MAX_CONNECTIONS = 4
-SNAPSHOT_RATE = 5  # snapshots per second per connection (and a burst of as many)
+SNAPSHOT_RATE = 10  # snapshots per second per connection (and a burst of as many)
 REQUEST_RATE = 50  # requests of any kind per second per connection; past it, reading waits
 SNAPSHOT_REUSE = 0.2  # a snapshot this recent is sent again to another collector asking
 # Taking a snapshot holds the GIL (a 2,000-task one takes ~150 ms): at most this share of the
