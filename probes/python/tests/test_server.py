@@ -408,8 +408,10 @@ def test_slow_and_silent_collectors_do_not_lock_others_out(program):
         done.set()
         for t in threads:
             t.join()
-    for s in silent:
-        s.close()
+        for c in drippers:
+            c.close()
+        for s in silent:
+            s.close()
     assert len(closed_after) == len(drippers), closed_after
     assert_answers(app)
 
