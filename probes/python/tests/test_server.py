@@ -478,3 +478,29 @@ def test_snapshots_cost_the_host_a_bounded_share_of_its_time(monkeypatch):
     probe.shutdown_started = True  # the last word is always fresh
     assert server.snapshot_json(False) == '{"n":4}'
     assert probe.taken == 4
+
+
+def test_fallback_folders_of_killed_probes_are_swept(tmp_path):
+    """Called when a probe falls back: /tmp/leakhound-<uid>-* folders holding only stale
+    files go; one with a live socket, one just made, one not private stay."""
+    from leakhound_probe import _server
+
+    def folder(name, mode=0o700, sockets=(), age=3600):
+        path = tmp_path / name
+        path.mkdir()
+        for pid in sockets:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.bind(str(path / ("%d.sock" % pid)))
+            s.close()
+        os.chmod(path, mode)
+        os.utime(path, (time.time() - age, time.time() - age))
+        return path
+
+    killed = folder("leakhound-7-killed", sockets=[_dead_pid()])
+    live = folder("leakhound-7-live", sockets=[os.getpid()])
+    fresh = folder("leakhound-7-fresh", age=0)
+    public = folder("leakhound-7-public", mode=0o755)
+    other = folder("unrelated", sockets=[_dead_pid()])
+    assert _server.sweep_fallback_folders(str(tmp_path), "leakhound-7-") == 1
+    assert not killed.exists()
+    assert live.exists() and fresh.exists() and public.exists() and other.exists()

@@ -9,9 +9,12 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Seconds of clock slack when telling a reused pid from the process that made a file.
 const STALE_MARGIN_S: f64 = 2.0;
+/// A fallback folder unchanged this long may be swept when nothing alive is in it.
+const FALLBACK_MIN_AGE: Duration = Duration::from_secs(60);
 
 /// A listening socket and where it is.
 pub(crate) struct Bound {
@@ -35,6 +38,12 @@ pub(crate) fn bind(dir: &Path) -> std::io::Result<Bound> {
         }
         Err(e) => e,
     };
+    let uid = rustix::process::getuid().as_raw();
+    sweep_fallback_folders(
+        Path::new("/tmp"),
+        &format!("leakhound-{uid}-"),
+        FALLBACK_MIN_AGE,
+    );
     let fallback = fallback_folder()?;
     let (listener, path) = bind_in(&fallback).inspect_err(|_| {
         let _ = std::fs::remove_dir(&fallback);
@@ -74,7 +83,6 @@ fn bind_in(dir: &Path) -> std::io::Result<(UnixListener, PathBuf)> {
 
 /// Opens `dir` (created 0700 when missing) when it is ours, 0700 and not a symbolic link.
 pub(crate) fn open_private(dir: &Path) -> std::io::Result<OwnedFd> {
-    let refuse = |why: String| std::io::Error::new(std::io::ErrorKind::PermissionDenied, why);
     if let Some(parent) = dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty() && !p.is_dir())
@@ -89,6 +97,16 @@ pub(crate) fn open_private(dir: &Path) -> std::io::Result<OwnedFd> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
         Err(e) => return Err(refuse(format!("cannot create {}: {e}", dir.display()))),
     };
+    open_existing_private(dir, created)
+}
+
+fn refuse(why: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::PermissionDenied, why)
+}
+
+/// Opens `dir` when it is ours, 0700 and not a symbolic link; `created`: we just made it
+/// (then its mode is set to 0700 whatever the umask made of it).
+fn open_existing_private(dir: &Path, created: bool) -> std::io::Result<OwnedFd> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let folder = match rustix::fs::open(dir, flags, Mode::empty()) {
         Ok(fd) => fd,
@@ -148,6 +166,38 @@ fn fallback_folder() -> std::io::Result<PathBuf> {
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("no private folder could be made")))
+}
+
+/// Removes the `prefix*` folders of ours in `parent` that hold nothing but stale sockets of
+/// gone processes (their probes were killed) and have not changed for `min_age` (one just
+/// made is about to be used). Returns how many went.
+pub(crate) fn sweep_fallback_folders(parent: &Path, prefix: &str, min_age: Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(prefix) {
+            continue;
+        }
+        let dir = entry.path();
+        let Ok(folder) = open_existing_private(&dir, false) else {
+            continue;
+        };
+        let changed = rustix::fs::fstat(&folder).map_or(i64::MAX, |st| st.st_mtime);
+        if now.saturating_sub(changed) < min_age.as_secs() as i64 {
+            continue;
+        }
+        sweep_stale(&folder, &dir);
+        // Only when empty; /tmp is sticky: no one else can put another folder at this name.
+        if std::fs::remove_dir(&dir).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Removes `<pid>.sock` files in the folder left by processes that are gone: only sockets of
@@ -219,4 +269,43 @@ fn process_start(pid: u32) -> Option<f64> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     (hz > 0).then(|| boot + ticks / hz as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn fallback_folders_of_killed_probes_are_swept() {
+        let root = tempfile::tempdir().unwrap();
+        let dead = {
+            let mut child = std::process::Command::new("true").spawn().unwrap();
+            child.wait().unwrap();
+            child.id()
+        };
+        let folder = |name: &str, mode: u32, socket_pid: Option<u32>, age: u64| {
+            let dir = root.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            if let Some(pid) = socket_pid {
+                drop(UnixListener::bind(dir.join(format!("{pid}.sock"))).unwrap());
+            }
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+            let then = std::time::SystemTime::now() - Duration::from_secs(age);
+            std::fs::File::open(&dir)
+                .unwrap()
+                .set_modified(then)
+                .unwrap();
+            dir
+        };
+        let killed = folder("leakhound-7-killed", 0o700, Some(dead), 3600);
+        let live = folder("leakhound-7-live", 0o700, Some(std::process::id()), 3600);
+        let fresh = folder("leakhound-7-fresh", 0o700, None, 0);
+        let public = folder("leakhound-7-public", 0o755, None, 3600);
+        let other = folder("unrelated", 0o700, Some(dead), 3600);
+        let removed = sweep_fallback_folders(root.path(), "leakhound-7-", FALLBACK_MIN_AGE);
+        assert_eq!(removed, 1);
+        assert!(!killed.exists());
+        assert!(live.exists() && fresh.exists() && public.exists() && other.exists());
+    }
 }

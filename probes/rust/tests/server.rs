@@ -172,7 +172,7 @@ fn answers_while_the_runtime_is_blocked_and_names_the_blocking_task() {
     let rt = b.build().unwrap();
     let probe = rt.block_on(async {
         leakhound_probe::builder()
-            .socket_dir(dir.path())
+            .socket_dir(dir.path().join("socks"))
             .lag_interval(Duration::from_millis(10))
             .start()
     });
@@ -217,7 +217,9 @@ fn hostile_collectors_cannot_hurt_the_host() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let probe = leakhound_probe::builder().socket_dir(dir.path()).start();
+        let probe = leakhound_probe::builder()
+            .socket_dir(dir.path().join("socks"))
+            .start();
         let path = probe.socket_path().unwrap().to_path_buf();
         let p = path.clone();
         tokio::task::spawn_blocking(move || {
@@ -283,8 +285,8 @@ fn hostile_collectors_cannot_hurt_the_host() {
 }
 
 /// Runs `body` with a probe started in `dir` on a small runtime of its own; the body runs on
-/// a blocking thread (it does blocking socket I/O) and gets the probe's socket path and hello
-/// note.
+/// a blocking thread (it does blocking socket I/O) and gets the probe's socket path, which
+/// must be in `dir` when that is a private folder.
 fn with_probe(dir: &Path, body: impl FnOnce(&Path) + Send + 'static) {
     let rt = leakhound_probe::runtime()
         .worker_threads(1)
@@ -296,6 +298,13 @@ fn with_probe(dir: &Path, body: impl FnOnce(&Path) + Send + 'static) {
             .socket_path()
             .expect("the probe listens")
             .to_path_buf();
+        let private = std::fs::symlink_metadata(dir).is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.is_dir() && m.mode() & 0o077 == 0 && m.uid() == rustix::process::getuid().as_raw()
+        });
+        if private {
+            assert_eq!(path.parent(), Some(dir), "a private folder was refused");
+        }
         tokio::task::spawn_blocking(move || body(&path))
             .await
             .unwrap();
@@ -417,7 +426,7 @@ fn set_mtime(path: &Path, when: std::time::SystemTime) {
 #[test]
 fn slow_and_silent_collectors_do_not_lock_others_out() {
     let dir = tempfile::tempdir().unwrap();
-    with_probe(dir.path(), |path| {
+    with_probe(&dir.path().join("socks"), |path| {
         // Every slot taken: half by collectors that never say anything, half by ones
         // dripping a byte at a time.
         let silent: Vec<UnixStream> = (0..4).map(|_| UnixStream::connect(path).unwrap()).collect();
@@ -458,7 +467,7 @@ fn slow_and_silent_collectors_do_not_lock_others_out() {
 #[test]
 fn a_deeply_nested_request_gets_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    with_probe(dir.path(), |path| {
+    with_probe(&dir.path().join("socks"), |path| {
         let (mut c, _) = Client::connect(path);
         let mut line = vec![b'['; 100_000];
         line.extend(std::iter::repeat_n(b']', 100_000));
@@ -477,7 +486,7 @@ fn a_deeply_nested_request_gets_an_error() {
 #[test]
 fn a_snapshot_flood_is_rate_limited() {
     let dir = tempfile::tempdir().unwrap();
-    with_probe(dir.path(), |path| {
+    with_probe(&dir.path().join("socks"), |path| {
         let (mut c, _) = Client::connect(path);
         let started = Instant::now();
         let n = 60;

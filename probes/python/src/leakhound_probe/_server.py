@@ -16,6 +16,7 @@ import struct
 import sys
 import tempfile
 import threading
+import time
 
 from ._probe import PROTOCOL, VERSION
 from ._util import monotonic
@@ -33,6 +34,7 @@ SNAPSHOT_REUSE = 0.2  # a snapshot this recent is sent again to another collecto
 SNAPSHOT_DUTY = 0.1
 REPLY_STUCK = 1.0  # a reply not taken for this long may be cut to make room for a newcomer
 STALE_MARGIN = 2.0  # seconds of clock slack when telling a reused pid from its file's maker
+FALLBACK_MIN_AGE = 60.0  # a fallback folder unchanged this long may be swept when empty of life
 
 
 def socket_path(pid, socket_dir=None):
@@ -48,17 +50,18 @@ def socket_path(pid, socket_dir=None):
 # --- the socket folder ----------------------------------------------------------------------
 
 
-def open_private_folder(folder):
+def open_private_folder(folder, create=True):
     """(fd, None) for a folder that is ours, private (0700) and not a symbolic link, created
     when missing; else (None, why not). The checks are made on the opened folder itself
     (O_NOFOLLOW), so a link or a folder swapped in after a look is never used."""
     created = False
     try:
         parent = os.path.dirname(folder)
-        if parent and not os.path.isdir(parent):
+        if create and parent and not os.path.isdir(parent):
             os.makedirs(parent, mode=0o700, exist_ok=True)
-        os.mkdir(folder, 0o700)
-        created = True
+        if create:
+            os.mkdir(folder, 0o700)
+            created = True
     except FileExistsError:
         pass
     except OSError as err:
@@ -90,12 +93,42 @@ def open_private_folder(folder):
 
 
 def fallback_folder():
-    """A fresh private folder of our own: /tmp/leakhound-<uid>-<random> (PROTOCOL.md)."""
+    """A fresh private folder of our own: /tmp/leakhound-<uid>-<random> (PROTOCOL.md). Those
+    of earlier probes that were killed (nothing in them but their stale files) go first."""
     prefix = "leakhound-%d-" % os.getuid()
+    sweep_fallback_folders("/tmp", prefix)
     try:
         return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
     except OSError:
         return tempfile.mkdtemp(prefix=prefix)
+
+
+def sweep_fallback_folders(parent, prefix, min_age=FALLBACK_MIN_AGE):
+    """Removes the `prefix*` folders of ours in `parent` that hold nothing but stale files of
+    gone processes (and have not changed for `min_age` s: one just made is about to be
+    used). Returns how many went."""
+    removed = 0
+    try:
+        names = [n for n in os.listdir(parent) if n.startswith(prefix)]
+    except OSError:
+        return 0
+    for name in names:
+        path = os.path.join(parent, name)
+        fd, problem = open_private_folder(path, create=False)
+        if problem:
+            continue
+        try:
+            if time.time() - os.fstat(fd).st_mtime < min_age:
+                continue
+            sweep_stale(fd, os.getpid())
+        finally:
+            os.close(fd)
+        try:
+            os.rmdir(path)  # only when empty; /tmp is sticky: only we can remove our folder
+            removed += 1
+        except OSError:
+            pass
+    return removed
 
 
 def _same_file(a, b):
