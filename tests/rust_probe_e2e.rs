@@ -20,6 +20,12 @@ struct Problem {
 
 fn start(mode: &str) -> Problem {
     let dir = tempfile::tempdir().unwrap();
+    // tempfile makes it 0755; the probe listens only in a private (0700) folder.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
     let mut child = Command::new(example("leakhound-probe", "problems"))
         .arg(mode)
         .env("LEAKHOUND_SOCKET_DIR", dir.path())

@@ -24,6 +24,10 @@ pub struct Hello {
     pub probe_version: String,
     pub pid: u32,
     pub capabilities: Vec<String>,
+    /// Set when the probe could not use the usual socket folder (not its own, not private,
+    /// a symlink) and listens in a private folder of its own instead: where, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// A probe's answer to a `snapshot` request.

@@ -49,6 +49,7 @@
 //! ```
 
 mod fmt;
+mod folder;
 mod lag;
 mod leakguard;
 mod registry;
@@ -160,8 +161,11 @@ impl Builder {
         self
     }
 
-    /// Turns the probe on. Socket problems (no permission on the folder, …) never fail the
-    /// host: the probe then measures without serving and [`Probe::socket_path`] is `None`.
+    /// Turns the probe on. Socket problems never fail the host: a folder that is not ours,
+    /// not private (0700) or a symbolic link is refused, and the probe listens in a private
+    /// folder of its own instead (`/tmp/leakhound-<uid>-<random>`, said on stderr and in the
+    /// hello's `note`); when even that fails it measures without serving and
+    /// [`Probe::socket_path`] is `None`.
     ///
     /// # Panics
     /// When no runtime was given and none is current.
@@ -183,22 +187,24 @@ impl Builder {
         });
         let watchdog = lag::start(shared.clone()).ok();
         let dir = server::socket_dir(self.socket_dir.as_deref());
-        let (server, socket_path) = match server::bind(&dir) {
-            Ok((listener, path)) => {
+        let (server, socket_path, fell_back) = match server::bind(&dir) {
+            Ok(bound) => {
                 let s = shared.clone();
+                let fell_back = bound.note.is_some();
                 let t = std::thread::Builder::new()
                     .name("leakhound-probe".into())
-                    .spawn(move || server::serve(listener, s))
+                    .spawn(move || server::serve(bound.listener, s, bound.note))
                     .ok();
-                (t, Some(path))
+                (t, Some(bound.path), fell_back)
             }
-            Err(_) => (None, None),
+            Err(_) => (None, None, false),
         };
         Probe {
             shared,
             watchdog,
             server,
             socket_path,
+            fell_back,
         }
     }
 }
@@ -209,6 +215,8 @@ pub struct Probe {
     watchdog: Option<std::thread::JoinHandle<()>>,
     server: Option<std::thread::JoinHandle<()>>,
     socket_path: Option<PathBuf>,
+    /// Listening in a private folder of its own (the usual one was refused): removed at drop.
+    fell_back: bool,
 }
 
 impl Probe {
@@ -234,6 +242,9 @@ impl Drop for Probe {
         }
         if let Some(p) = &self.socket_path {
             let _ = std::fs::remove_file(p);
+            if let Some(dir) = p.parent().filter(|_| self.fell_back) {
+                let _ = std::fs::remove_dir(dir); // only when nothing else is left in it
+            }
         }
     }
 }

@@ -172,7 +172,7 @@ fn answers_while_the_runtime_is_blocked_and_names_the_blocking_task() {
     let rt = b.build().unwrap();
     let probe = rt.block_on(async {
         leakhound_probe::builder()
-            .socket_dir(dir.path())
+            .socket_dir(dir.path().join("socks"))
             .lag_interval(Duration::from_millis(10))
             .start()
     });
@@ -217,7 +217,9 @@ fn hostile_collectors_cannot_hurt_the_host() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let probe = leakhound_probe::builder().socket_dir(dir.path()).start();
+        let probe = leakhound_probe::builder()
+            .socket_dir(dir.path().join("socks"))
+            .start();
         let path = probe.socket_path().unwrap().to_path_buf();
         let p = path.clone();
         tokio::task::spawn_blocking(move || {
@@ -279,5 +281,235 @@ fn hostile_collectors_cannot_hurt_the_host() {
         .unwrap();
         assert!(data.contains("pong"), "{data}");
         drop(probe);
+    });
+}
+
+/// Runs `body` with a probe started in `dir` on a small runtime of its own; the body runs on
+/// a blocking thread (it does blocking socket I/O) and gets the probe's socket path, which
+/// must be in `dir` when that is a private folder.
+fn with_probe(dir: &Path, body: impl FnOnce(&Path) + Send + 'static) {
+    let rt = leakhound_probe::runtime()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let probe = leakhound_probe::builder().socket_dir(dir).start();
+        let path = probe
+            .socket_path()
+            .expect("the probe listens")
+            .to_path_buf();
+        let private = std::fs::symlink_metadata(dir).is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.is_dir() && m.mode() & 0o077 == 0 && m.uid() == rustix::process::getuid().as_raw()
+        });
+        if private {
+            assert_eq!(path.parent(), Some(dir), "a private folder was refused");
+        }
+        tokio::task::spawn_blocking(move || body(&path))
+            .await
+            .unwrap();
+        drop(probe);
+    });
+}
+
+#[test]
+fn an_untrusted_folder_is_refused_and_the_probe_falls_back() {
+    use std::os::unix::fs::MetadataExt;
+    let root = tempfile::tempdir().unwrap();
+    let victim = root.path().join("victim");
+    let planted = root.path().join("planted");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    let mut attacks = vec![(victim.clone(), "not private"), (planted, "symbolic link")];
+    let other = root.path().join("other");
+    if rustix::process::getuid().is_root() {
+        std::fs::create_dir(&other).unwrap();
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&other, Some(65534), Some(65534)).unwrap();
+        attacks.push((other.clone(), "belongs to uid 65534"));
+    }
+    for (dir, why) in attacks {
+        let fallback = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let seen = fallback.clone();
+        with_probe(&dir, move |path| {
+            let folder = path.parent().unwrap();
+            let name = folder.file_name().unwrap().to_string_lossy().into_owned();
+            let prefix = format!("leakhound-{}-", rustix::process::getuid().as_raw());
+            assert!(
+                folder.parent() == Some(Path::new("/tmp")) && name.starts_with(&prefix),
+                "{path:?}"
+            );
+            let meta = std::fs::symlink_metadata(folder).unwrap();
+            assert!(meta.is_dir() && meta.mode() & 0o777 == 0o700);
+            assert_eq!(meta.uid(), rustix::process::getuid().as_raw());
+            let (mut c, hello) = Client::connect(path);
+            let note = hello["note"].as_str().unwrap_or_default();
+            assert!(
+                note.contains(why) && note.contains(&*path.to_string_lossy()),
+                "{hello}"
+            );
+            assert_eq!(c.request("ping")["type"], "pong");
+            *seen.lock().unwrap() = Some(folder.to_path_buf());
+        });
+        // Nothing was made or changed in the refused folder; the fallback went with the probe.
+        let sockets = std::fs::read_dir(&victim).unwrap().count()
+            + std::fs::read_dir(&other).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(sockets, 0, "a socket in the refused folder");
+        let mode = std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o777);
+        let fallback = fallback.lock().unwrap().take().unwrap();
+        assert!(!fallback.exists(), "{fallback:?} left behind");
+    }
+}
+
+#[test]
+fn sockets_of_gone_processes_are_swept_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let leave_socket = |pid: u32| {
+        let path = dir.path().join(format!("{pid}.sock"));
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        path
+    };
+    let dead = {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        child.id()
+    };
+    let gone = leave_socket(dead);
+    // A live process that may have made its socket: kept.
+    let live = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let kept = leave_socket(live.id());
+    // A live process that started after its file was made: the pid was reused.
+    let reused = leave_socket(std::os::unix::process::parent_id());
+    let old = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1);
+    set_mtime(&reused, old);
+    // Not a socket: not the probe's to judge.
+    let plain = dir.path().join(format!("{dead}1.sock"));
+    std::fs::write(&plain, b"").unwrap();
+    with_probe(dir.path(), |_| {});
+    assert!(!gone.exists() && !reused.exists());
+    assert!(kept.exists() && plain.exists());
+    let mut live = live;
+    let _ = live.kill();
+    let _ = live.wait();
+}
+
+fn set_mtime(path: &Path, when: std::time::SystemTime) {
+    let secs = when
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let times = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: secs,
+            tv_nsec: 0,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: secs,
+            tv_nsec: 0,
+        },
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+}
+
+#[test]
+fn slow_and_silent_collectors_do_not_lock_others_out() {
+    let dir = tempfile::tempdir().unwrap();
+    with_probe(&dir.path().join("socks"), |path| {
+        // Every slot taken: half by collectors that never say anything, half by ones
+        // dripping a byte at a time.
+        let silent: Vec<UnixStream> = (0..4).map(|_| UnixStream::connect(path).unwrap()).collect();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let drippers: Vec<_> = (0..4)
+            .map(|_| {
+                let (c, _) = Client::connect(path);
+                let done = done.clone();
+                std::thread::spawn(move || {
+                    let started = Instant::now();
+                    let mut w = c.writer;
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        if w.write_all(b"{").is_err() {
+                            return Some(started.elapsed());
+                        }
+                        std::thread::sleep(Duration::from_millis(300));
+                    }
+                    None
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let started = Instant::now();
+        let (mut c, hello) = Client::connect(path);
+        assert_eq!(hello["type"], "hello", "{hello}");
+        assert_eq!(c.request("snapshot")["type"], "snapshot");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        drop(c);
+        // A dripping collector is cut off once its line has taken the whole-line deadline.
+        std::thread::sleep(Duration::from_secs(3));
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let cut: Vec<_> = drippers.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(cut.iter().all(Option::is_some), "{cut:?}");
+        drop(silent);
+    });
+}
+
+#[test]
+fn a_deeply_nested_request_gets_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    with_probe(&dir.path().join("socks"), |path| {
+        let (mut c, _) = Client::connect(path);
+        let mut line = vec![b'['; 100_000];
+        line.extend(std::iter::repeat_n(b']', 100_000));
+        line.push(b'\n');
+        c.writer.write_all(&line).unwrap();
+        let reply = c.read();
+        assert_eq!(reply["type"], "error", "{reply}");
+        assert!(
+            reply["error"].as_str().unwrap().contains("recursion"),
+            "{reply}"
+        );
+        assert_eq!(c.request("ping")["type"], "pong");
+    });
+}
+
+#[test]
+fn a_snapshot_flood_is_rate_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    with_probe(&dir.path().join("socks"), |path| {
+        let (mut c, _) = Client::connect(path);
+        let started = Instant::now();
+        let n = 60;
+        let flood: Vec<u8> = (0..n)
+            .flat_map(|i| format!("{{\"type\":\"snapshot\",\"id\":{i}}}\n").into_bytes())
+            .collect();
+        c.writer.write_all(&flood).unwrap();
+        let replies: Vec<Value> = (0..n).map(|_| c.read()).collect();
+        let elapsed = started.elapsed().as_secs_f64();
+        let ids: Vec<_> = replies.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+        assert_eq!(ids, (0..n).collect::<Vec<_>>());
+        let served = replies.iter().filter(|r| r["type"] == "snapshot").count();
+        let limited: Vec<_> = replies.iter().filter(|r| r["type"] == "error").collect();
+        assert_eq!(served + limited.len(), n as usize);
+        // A burst of 10, then 10 a second.
+        assert!(
+            served >= 10 && served as f64 <= 10.0 + 10.0 * elapsed + 1.0,
+            "{served} in {elapsed} s"
+        );
+        assert!(
+            limited
+                .iter()
+                .all(|r| r["error"].as_str().unwrap().contains("rate limited"))
+        );
     });
 }

@@ -4,14 +4,22 @@ import os
 import sys
 import threading
 
-from . import _patches
+from . import _patches, _util
 from ._probe import Options, Probe
-from ._server import Server, socket_path
+from ._server import Server, fallback_folder, socket_path
 
 _lock = threading.RLock()
 _probe = None
 _options_kw = {}
 _fork_hook_installed = False
+# The private folder this process (and its forked children) listen in when the usual one was
+# refused: made once, on first need.
+_fallback_dir = None
+_refused = ""  # why the usual folder was refused
+# A forked child binds its socket this long after the fork, not at once: most pool workers
+# and short-lived children never need one (and then leave nothing behind), and the fork
+# itself stays cheap. `leakhound check` samples every 500 ms.
+CHILD_LISTEN_MS = _util.env_int("LEAKHOUND_CHILD_LISTEN_MS", 200, 0, 60000)
 
 
 class Handle:
@@ -80,18 +88,74 @@ def _adopt_running_loop(probe):
             probe.count_error()
 
 
-def _start_threads(probe):
-    if probe.options.server:
-        server = Server(probe, socket_path(probe.pid, probe.options.socket_dir))
-        problem = server.start()
-        if problem:
-            probe.missing.append("socket: " + problem)
-        else:
-            probe.server = server
+def _start_threads(probe, forked=False):
+    """The server (in a forked child: CHILD_LISTEN_MS later, from the watchdog thread) and
+    the watchdog."""
+    target, args = probe.watchdog_main, ()
+    if probe.options.server and forked and CHILD_LISTEN_MS > 0:
+        target, args = _listen_later_then_watch, (probe,)
+    elif probe.options.server:
+        _start_server(probe)
     probe.watchdog = threading.Thread(
-        target=probe.watchdog_main, name="leakhound-probe-watchdog", daemon=True
+        target=target, args=args, name="leakhound-probe-watchdog", daemon=True
     )
     probe.watchdog.start()
+
+
+def _listen_later_then_watch(probe):
+    if probe.stop.wait(CHILD_LISTEN_MS / 1000.0):
+        return
+    with _lock:
+        if probe.closed or probe.stop.is_set():
+            return
+        try:
+            _start_server(probe)
+        except Exception:
+            probe.count_error()
+    probe.watchdog_main()
+
+
+def _start_server(probe):
+    """Listens where PROTOCOL.md says; where that folder cannot be trusted (not ours, not
+    0700, a symbolic link) or used, in a private folder of our own, and says so: a line on
+    stderr, a `missing` entry and a `note` in the hello."""
+    global _fallback_dir, _refused
+    # Once refused (by this process or the parent it forked from), straight to the fallback.
+    server = Server(probe, socket_path(probe.pid, _fallback_dir or probe.options.socket_dir))
+    if _fallback_dir is not None:
+        server.note = "%s; listening at %s instead" % (_refused, server.path)
+    problem = server.start()
+    if problem and _fallback_dir is None:
+        try:
+            _fallback_dir = fallback_folder()
+        except OSError as err:
+            problem += "; no private folder could be made instead: %s" % (err.strerror or err)
+    if problem and _fallback_dir is not None:
+        _refused = problem
+        server = Server(probe, socket_path(probe.pid, _fallback_dir))
+        # Before it listens: the first collector's hello carries it too.
+        server.note = "%s; listening at %s instead" % (_refused, server.path)
+        probe.missing.append("socket: " + server.note)
+        problem = server.start()
+        if problem:
+            probe.missing.pop()
+        else:
+            # No final report into a folder we refuse; nor into ours, where no collector
+            # looks for one (it would only keep the folder from going at exit).
+            probe.options.socket_dir = None
+            _say(server.note)
+    if problem:
+        probe.missing.append("socket: " + problem)
+        _say("not listening: " + problem)
+        return
+    probe.server = server
+
+
+def _say(text):
+    try:
+        sys.stderr.write("leakhound_probe: %s\n" % text)
+    except Exception:
+        pass
 
 
 def close():
@@ -107,6 +171,16 @@ def close():
             state.running = False
         if probe.server is not None and probe.pid == os.getpid():
             probe.server.close()
+            _remove_fallback_folder(probe.server)
+
+
+def _remove_fallback_folder(server):
+    """The fallback folder goes with the process that made it, once no child uses it."""
+    if _fallback_dir is not None and os.path.dirname(server.path) == _fallback_dir:
+        try:
+            os.rmdir(_fallback_dir)
+        except OSError:
+            pass
 
 
 def _install_fork_hook():
@@ -115,6 +189,33 @@ def _install_fork_hook():
         return
     _fork_hook_installed = True
     os.register_at_fork(after_in_child=_after_fork_in_child)
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        try:
+            register(_at_multiprocessing_child_exit)
+        except Exception:
+            pass
+
+
+def _at_multiprocessing_child_exit():
+    """A multiprocessing child ends with os._exit right after the threading shutdown (no
+    atexit): its socket goes now, or it stays behind as a stale file. (Its final report
+    stays: the collector reads it after the process is gone.)"""
+    process = sys.modules.get("multiprocessing.process")
+    parent = getattr(process, "parent_process", None)
+    probe = _probe
+    if probe is None or parent is None or probe.pid != os.getpid():
+        return
+    try:
+        if parent() is None:
+            return
+        probe.stop.set()  # a child still waiting to listen never will
+        with _lock:
+            server = probe.server
+            if server is not None:
+                server.close()
+    except Exception:
+        probe.count_error()
 
 
 def _after_fork_in_child():
@@ -134,7 +235,7 @@ def _after_fork_in_child():
         # the child runs them again (run_forever registers afresh).
         _probe = child
         _patches.set_probe(child)
-        _start_threads(child)
+        _start_threads(child, forked=True)
     except Exception:
         _probe = None
         _patches.set_probe(None)
