@@ -214,3 +214,239 @@ fn bad_config_and_bad_output_are_errors_before_running() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("leakhound.toml"));
 }
+
+/// Waits until `path` exists (the command under test writes it once it is set up); a bounded
+/// wait for a real process, not a timing claim.
+fn wait_for_file(path: &std::path::Path) -> String {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && text.ends_with('\n')
+        {
+            return text.trim().to_string();
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Starts `leakhound check ARGS -- sh -c SCRIPT` in `dir`, sends it `signal` once the script
+/// has written `ready`, and returns its output.
+fn interrupted_check(dir: &std::path::Path, args: &[&str], script: &str, signal: i32) -> Output {
+    let child = leakhound()
+        .current_dir(dir)
+        .arg("check")
+        .args(args)
+        .args(["--", "sh", "-c", script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run leakhound");
+    wait_for_file(&dir.join("ready"));
+    // SAFETY: kill(2) on the leakhound we just started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+    child.wait_with_output().expect("leakhound ends")
+}
+
+const REPORTS: [&str; 8] = [
+    "-o",
+    "out/r.json",
+    "-o",
+    "out/r.xml",
+    "-o",
+    "out/r.sarif",
+    "-o",
+    "out/r.txt",
+];
+
+/// Every report says the run was interrupted, and by what.
+fn assert_reports_say_interrupted(dir: &std::path::Path, name: &str) {
+    let read = |f: &str| std::fs::read_to_string(dir.join("out").join(f)).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&read("r.json")).unwrap();
+    assert_eq!(json["interrupted"], name, "{json}");
+    let phrase = format!("interrupted by {name}");
+    for file in ["r.json", "r.xml", "r.sarif", "r.txt"] {
+        assert!(read(file).contains(&phrase), "{file}: {}", read(file));
+    }
+    let sarif: serde_json::Value = serde_json::from_str(&read("r.sarif")).unwrap();
+    assert_eq!(
+        sarif["runs"][0]["invocations"][0]["executionSuccessful"],
+        false
+    );
+}
+
+#[test]
+fn sigterm_and_sigint_end_the_tree_and_write_the_reports() {
+    for (signal, name, status) in [
+        (libc::SIGTERM, "SIGTERM", 143),
+        (libc::SIGINT, "SIGINT", 130),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        // A shell that ignores nothing, waiting on a background child of its own.
+        let o = interrupted_check(
+            dir.path(),
+            &[&REPORTS[..], &["--settle", "5s"]].concat(),
+            "sleep 60 & echo $! > bg; echo > ready; wait",
+            signal,
+        );
+        assert_eq!(o.status.code(), Some(status), "{name}: {}", stdout(&o));
+        assert!(
+            stdout(&o).contains(&format!("interrupted by {name}")),
+            "{}",
+            stdout(&o)
+        );
+        assert_reports_say_interrupted(dir.path(), name);
+        // The shell's background sleep was ended with it.
+        let bg: u32 = std::fs::read_to_string(dir.path().join("bg"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            !pid_alive(bg),
+            "{name}: the background sleep {bg} is still running"
+        );
+    }
+}
+
+#[test]
+fn a_command_that_traps_sigterm_and_lingers_is_killed_after_the_settle_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = interrupted_check(
+        dir.path(),
+        &[&REPORTS[..], &["--settle", "300ms"]].concat(),
+        "trap '' TERM; echo $$ > pid; echo > ready; while :; do sleep 0.1; done",
+        libc::SIGTERM,
+    );
+    assert_eq!(o.status.code(), Some(143), "{}", stdout(&o));
+    assert!(stdout(&o).contains("leakhound killed it"), "{}", stdout(&o));
+    assert_reports_say_interrupted(dir.path(), "SIGTERM");
+    let pid: u32 = std::fs::read_to_string(dir.path().join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(!pid_alive(pid), "the command {pid} is still running");
+}
+
+#[test]
+fn a_sigterm_trap_that_exits_with_its_own_status_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = interrupted_check(
+        dir.path(),
+        &["--settle", "30s"],
+        "trap 'exit 3' TERM; echo > ready; while :; do sleep 0.1; done",
+        libc::SIGTERM,
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("passed it on to the command, which ended with exit status 3"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn a_closed_stdout_does_not_hide_the_commands_status() {
+    // `leakhound check -- sh -c 'exit 3' | true`: the reader is gone before the verdict.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = leakhound()
+        .current_dir(dir.path())
+        .args(["check", "--", "sh", "-c", "exit 3"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("panicked"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn a_command_that_exits_before_it_is_traced_is_not_a_ptrace_refusal() {
+    // `check -- true` ends before leakhound can attach in most runs; that used to read as
+    // "ptrace is not permitted here".
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..10 {
+        let o = check(&["--format", "json", "--", "true"], dir.path());
+        assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+        let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        let notes = report["notes"].as_array().unwrap();
+        assert!(
+            notes
+                .iter()
+                .all(|n| !n.as_str().unwrap().contains("ptrace")),
+            "{notes:?}"
+        );
+    }
+}
+
+#[test]
+fn python_daemon_threads_left_at_exit_are_info_unless_asked() {
+    let python_ok = Command::new("python3")
+        .args(["-c", "import sys; assert sys.version_info >= (3, 9)"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !python_ok {
+        eprintln!("python3 missing: skipped");
+        return;
+    }
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/corpus/python/daemon_threads.py"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let thread_leaks = |o: &Output| -> Vec<(String, String)> {
+        let report: serde_json::Value = serde_json::from_str(&stdout(o)).unwrap();
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["rule"] == "thread-leak")
+            .map(|f| {
+                (
+                    f["subject"].as_str().unwrap().to_string(),
+                    f["severity"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let o = check(&["--format", "json", "--", "python3", script], dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let leaks = thread_leaks(&o);
+    assert_eq!(leaks.len(), 3, "{leaks:?}");
+    assert!(leaks.iter().all(|(_, sev)| sev == "info"), "{leaks:?}");
+    // Asked for: they count again.
+    let o = check(
+        &[
+            "--format",
+            "json",
+            "--daemon-threads",
+            "warning",
+            "--",
+            "python3",
+            script,
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        thread_leaks(&o).iter().all(|(_, sev)| sev == "warning"),
+        "{:?}",
+        thread_leaks(&o)
+    );
+}

@@ -174,6 +174,10 @@ pub struct CheckArgs {
     /// Leave descendants that outlive the command running instead of killing them.
     #[arg(long)]
     pub keep_orphans: bool,
+    /// Severity of a daemon thread still running at exit (Python ends them at exit by
+    /// design): info, warning, error [default: info, which does not fail the run].
+    #[arg(long, value_name = "SEVERITY")]
+    pub daemon_threads: Option<crate::findings::Severity>,
     /// Time between samples while the command runs [default: 500ms]; what is left at exit is
     /// seen at the exit itself, whatever the interval.
     #[arg(long, value_parser = parse_duration_arg)]
