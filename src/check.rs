@@ -51,6 +51,9 @@ pub struct Interrupt {
     /// The terminal sent it (Ctrl-C): it reached the command's process group already, so it
     /// is not sent to the command again.
     pub from_terminal: bool,
+    /// How many such signals have come since the handler was installed: a second one means
+    /// "stop waiting".
+    pub count: u32,
 }
 
 /// How long the command gets to end after an interruption is passed on, shared with the
@@ -58,8 +61,10 @@ pub struct Interrupt {
 struct Stopping {
     signal: Interrupt,
     deadline: Instant,
-    /// leakhound killed the command when the deadline passed.
+    /// leakhound killed the command: the deadline passed, or a second signal came.
     killed: bool,
+    /// It was the second signal, before the deadline.
+    cut_short: bool,
 }
 
 /// One process under observation: its source, its history for the rules, and the samples the
@@ -538,7 +543,8 @@ fn settle_leftovers(
 
 /// Passes a signal leakhound received on to the command (unless the terminal already sent it
 /// to the whole process group), then kills the command once the settle time has passed
-/// without it ending. The waiter thread reaps it either way.
+/// without it ending, or at once on a second signal (Ctrl-C pressed again). The waiter thread
+/// reaps it either way.
 fn pass_on_interrupt(options: &CheckOptions, pid: u32, stopping: &mut Option<Stopping>) {
     if stopping.is_none()
         && let Some(signal) = (options.interrupt)()
@@ -552,12 +558,16 @@ fn pass_on_interrupt(options: &CheckOptions, pid: u32, stopping: &mut Option<Sto
             signal,
             deadline: Instant::now() + options.settle,
             killed: false,
+            cut_short: false,
         });
     }
-    if let Some(s) = stopping.as_mut()
-        && !s.killed
-        && Instant::now() >= s.deadline
-    {
+    let Some(s) = stopping.as_mut().filter(|s| !s.killed) else {
+        return;
+    };
+    // Counted since the handler was installed: any after the first is a second.
+    let again = (options.interrupt)().is_some_and(|now| now.count > 1);
+    if again || Instant::now() >= s.deadline {
+        s.cut_short = Instant::now() < s.deadline;
         // SAFETY: as above; SIGKILL cannot be caught, so the waiter sees it end.
         unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
         s.killed = true;
@@ -574,6 +584,9 @@ fn interruption_note(
     let name = signal_name(signal.signal);
     let how = match stopping {
         None => "it came after the command had ended; what was still running was killed".into(),
+        Some(s) if s.cut_short => "a second signal came before the command ended, and \
+             leakhound killed it and what it had started"
+            .into(),
         Some(s) if s.killed => format!(
             "the command did not end within {:.1} s (--settle) and leakhound killed it and \
              what it had started",

@@ -450,3 +450,37 @@ fn python_daemon_threads_left_at_exit_are_info_unless_asked() {
         thread_leaks(&o)
     );
 }
+
+#[test]
+fn a_second_signal_stops_waiting_for_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = leakhound()
+        .current_dir(dir.path())
+        .args(["check", "--settle", "120s", "-o", "r.json", "--"])
+        .args([
+            "sh",
+            "-c",
+            "trap '' TERM; echo > ready; while :; do sleep 0.1; done",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_file(&dir.path().join("ready"));
+    // The command ignores SIGTERM. Signals sent close together can merge into one, so keep
+    // sending until leakhound ends: without the second-signal rule it waits out the 120 s.
+    let status = loop {
+        // SAFETY: kill(2) on the leakhound we started (not yet reaped, so still its pid).
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(status.code(), Some(143));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    let notes = report["notes"].to_string();
+    assert!(notes.contains("a second signal came"), "{notes}");
+    // Not the 120 s settle time: a functional check with a wide margin.
+    assert!(report["duration_ms"].as_u64().unwrap() < 60_000, "{report}");
+}

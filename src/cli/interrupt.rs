@@ -4,9 +4,10 @@
 //! whether the terminal sent it (Ctrl-C reaches the whole foreground process group, the
 //! command included, so `check` must not send it a second time).
 
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
+static COUNT: AtomicU32 = AtomicU32::new(0);
 static FROM_TERMINAL: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
@@ -18,6 +19,8 @@ extern "C" fn on_signal(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut
         unsafe { (*info).si_code }
     };
     FROM_TERMINAL.store(code == libc::SI_KERNEL, Ordering::SeqCst);
+    // Counted before the signal is published: whoever sees this signal sees it counted.
+    COUNT.fetch_add(1, Ordering::SeqCst);
     SIGNAL.store(signal, Ordering::SeqCst);
 }
 
@@ -48,6 +51,7 @@ pub fn signal() -> Option<crate::check::Interrupt> {
         signal => Some(crate::check::Interrupt {
             signal,
             from_terminal: FROM_TERMINAL.load(Ordering::SeqCst),
+            count: COUNT.load(Ordering::SeqCst),
         }),
     }
 }
