@@ -395,14 +395,21 @@ fn a_command_that_exits_before_it_is_traced_is_not_a_ptrace_refusal() {
     }
 }
 
-#[test]
-fn python_daemon_threads_left_at_exit_are_info_unless_asked() {
-    let python_ok = Command::new("python3")
+/// True (and says so) when there is no python3 of 3.9 or later: the Python cases are skipped.
+fn python3_missing() -> bool {
+    let ok = Command::new("python3")
         .args(["-c", "import sys; assert sys.version_info >= (3, 9)"])
         .status()
         .is_ok_and(|s| s.success());
-    if !python_ok {
+    if !ok {
         eprintln!("python3 missing: skipped");
+    }
+    !ok
+}
+
+#[test]
+fn python_daemon_threads_left_at_exit_are_info_unless_asked() {
+    if python3_missing() {
         return;
     }
     let script = concat!(
@@ -483,4 +490,68 @@ fn a_second_signal_stops_waiting_for_the_command() {
     assert!(notes.contains("a second signal came"), "{notes}");
     // Not the 120 s settle time: a functional check with a wide margin.
     assert!(report["duration_ms"].as_u64().unwrap() < 60_000, "{report}");
+}
+
+#[test]
+fn ctrl_c_at_a_terminal_reaches_the_command_once() {
+    use std::os::unix::process::CommandExt;
+    if python3_missing() {
+        return;
+    }
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+    grantpt(&master).unwrap();
+    unlockpt(&master).unwrap();
+    let name = ptsname(&master, Vec::new()).unwrap();
+    let slave = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(name.to_str().unwrap())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Counts the SIGINTs it gets and keeps going; leakhound kills it after --settle.
+    let script = "import signal, time\n\
+                  signal.signal(signal.SIGINT, lambda *a: open('count', 'a').write('INT\\n'))\n\
+                  open('ready', 'w').write('\\n')\n\
+                  while True: time.sleep(0.01)\n";
+    let mut cmd = leakhound();
+    cmd.current_dir(dir.path())
+        .args(["check", "--settle", "1s", "-o", "r.json", "--"])
+        .args(["python3", "-c", script])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap());
+    // SAFETY: only async-signal-safe calls between fork and exec: a new session whose
+    // controlling terminal is the pty, so leakhound and the command are its foreground group.
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::setsid()?;
+            rustix::process::ioctl_tiocsctty(std::os::fd::BorrowedFd::borrow_raw(0))?;
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut master = std::fs::File::from(master);
+    let mut reader = master.try_clone().unwrap();
+    // Drain what leakhound prints so it never blocks on a full terminal.
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        while reader.read(&mut buf).is_ok_and(|n| n > 0) {}
+    });
+    wait_for_file(&dir.path().join("ready"));
+    // Ctrl-C: the terminal sends SIGINT to the whole foreground group, the command included.
+    use std::io::Write;
+    master.write_all(b"\x03").unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let count = std::fs::read_to_string(dir.path().join("count")).unwrap();
+    assert_eq!(
+        count.lines().count(),
+        1,
+        "SIGINTs the command got: {count:?}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    assert_eq!(report["interrupted"], "SIGINT", "{report}");
 }
