@@ -486,6 +486,7 @@ fn settle_leftovers(
     deadline: Instant,
 ) -> Leftovers {
     let me = std::process::id();
+    let began = Instant::now();
     let first = tree::descendants(me);
     let zombies: Vec<Leftover> = match exit_view {
         Some(view) => view
@@ -525,7 +526,8 @@ fn settle_leftovers(
         std::thread::sleep(wait.min(deadline.saturating_duration_since(Instant::now())));
         wait = (wait * 2).min(Duration::from_millis(100));
     }
-    let killed = !alive.is_empty() && (!options.keep_orphans || (options.interrupt)().is_some());
+    let interrupted = (options.interrupt)().is_some();
+    let killed = !alive.is_empty() && (!options.keep_orphans || interrupted);
     if killed {
         tree::kill_all(
             &alive.iter().map(|p| p.pid).collect::<Vec<_>>(),
@@ -537,7 +539,12 @@ fn settle_leftovers(
         zombies,
         alive,
         killed,
-        settle: options.settle,
+        // Interrupted, the wait ended early: the findings say how long they really had.
+        settle: if interrupted {
+            began.elapsed().min(options.settle)
+        } else {
+            options.settle
+        },
     }
 }
 

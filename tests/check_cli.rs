@@ -300,6 +300,17 @@ fn sigterm_and_sigint_end_the_tree_and_write_the_reports() {
             stdout(&o)
         );
         assert_reports_say_interrupted(dir.path(), name);
+        // It is an orphan found at once, not after the 5 s settle time it never got.
+        let read = std::fs::read_to_string(dir.path().join("out/r.json")).unwrap();
+        let report: serde_json::Value = serde_json::from_str(&read).unwrap();
+        let orphan = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["rule"] == "orphan-child")
+            .unwrap_or_else(|| panic!("{name}: no orphan-child finding: {report}"));
+        let message = orphan["message"].as_str().unwrap();
+        assert!(!message.contains("5.0 s after"), "{message}");
         // The shell's background sleep was ended with it.
         let bg: u32 = std::fs::read_to_string(dir.path().join("bg"))
             .unwrap()
