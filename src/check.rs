@@ -22,7 +22,7 @@ use crate::model::{ProcState, Snapshot};
 use crate::rules::at_exit::{Leftover, Leftovers};
 use crate::rules::{judge_leftovers, left_open};
 use crate::source::{SampleOptions, Target};
-use crate::verdict::{CheckReport, CommandExit, exit_code};
+use crate::verdict::{CheckReport, CommandExit, exit_code, interrupted_exit_code, signal_name};
 use dedup::Collected;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -36,7 +36,35 @@ pub struct CheckOptions {
     pub settle: Duration,
     pub keep_orphans: bool,
     pub fail_on: Severity,
+    /// The severity of daemon threads left running at exit (info unless the user asks).
+    pub daemon_threads: Severity,
     pub ignores: Vec<ignore::Ignore>,
+    /// Polled while the command runs and while it settles: the SIGINT or SIGTERM leakhound
+    /// received, if any (the CLI's signal handler; `|| None` for none).
+    pub interrupt: fn() -> Option<Interrupt>,
+}
+
+/// A signal that asks `check` to stop: a CI cancel (SIGTERM) or Ctrl-C (SIGINT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interrupt {
+    pub signal: i32,
+    /// The terminal sent it (Ctrl-C): it reached the command's process group already, so it
+    /// is not sent to the command again.
+    pub from_terminal: bool,
+    /// How many such signals have come since the handler was installed: a second one means
+    /// "stop waiting".
+    pub count: u32,
+}
+
+/// How long the command gets to end after an interruption is passed on, shared with the
+/// settle step so the whole run ends within about `settle` (plus the kill grace) of the signal.
+struct Stopping {
+    signal: Interrupt,
+    deadline: Instant,
+    /// leakhound killed the command: the deadline passed, or a second signal came.
+    killed: bool,
+    /// It was the second signal, before the deadline.
+    cut_short: bool,
 }
 
 /// One process under observation: its source, its history for the rules, and the samples the
@@ -265,6 +293,7 @@ pub fn run(options: &CheckOptions) -> anyhow::Result<CheckReport> {
     };
     // Descendants that loaded a probe (a socket `<pid>.sock` in the folder), by pid.
     let mut probed: BTreeMap<u32, Watched> = BTreeMap::new();
+    let mut stopping: Option<Stopping> = None;
     let status = loop {
         if root.sample(&mut collected) {
             samples += 1;
@@ -280,12 +309,26 @@ pub fn run(options: &CheckOptions) -> anyhow::Result<CheckReport> {
         for watched in probed.values_mut() {
             watched.sample(&mut collected);
         }
-        match rx.recv_timeout(options.interval) {
-            Ok(status) => break status,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                anyhow::bail!("lost track of the command (pid {pid}): its waiter thread ended")
+        // Wait for the next sample in short slices, so a signal is passed on at once.
+        let next = Instant::now() + options.interval;
+        let ended = loop {
+            pass_on_interrupt(options, pid, &mut stopping);
+            let slice = next
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(50));
+            match rx.recv_timeout(slice) {
+                Ok(status) => break Some(status),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if Instant::now() >= next => {
+                    break None;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    anyhow::bail!("lost track of the command (pid {pid}): its waiter thread ended")
+                }
             }
+        };
+        if let Some(status) = ended {
+            break status;
         }
     };
     let _ = waiter.join();
@@ -382,13 +425,33 @@ pub fn run(options: &CheckOptions) -> anyhow::Result<CheckReport> {
         .as_ref()
         .or_else(|| root.recent.last())
         .or(root.baseline.as_ref());
-    let leftovers = settle_leftovers(options, exit_view);
+    let settle_until = stopping
+        .as_ref()
+        .map_or_else(|| Instant::now() + options.settle, |s| s.deadline);
+    let leftovers = settle_leftovers(options, exit_view, settle_until);
     collected.add(pid, judge_leftovers(&leftovers));
+    // A signal while the command ran, or one that came while it settled.
+    let interrupt = stopping
+        .as_ref()
+        .map(|s| s.signal)
+        .or_else(|| (options.interrupt)());
+    if let Some(signal) = interrupt {
+        notes.push(interruption_note(
+            signal,
+            stopping.as_ref(),
+            exit,
+            options.settle,
+        ));
+    }
 
     let mut findings: Vec<Finding> = collected.into_findings();
+    crate::rules::thread_leak::set_daemon_severity(&mut findings, options.daemon_threads);
     sort_findings(&mut findings);
     let applied = ignore::apply(&options.ignores, findings);
-    let exit_code = exit_code(exit, &applied.kept, options.fail_on);
+    let exit_code = match interrupt {
+        Some(i) => interrupted_exit_code(exit, i.signal),
+        None => exit_code(exit, &applied.kept, options.fail_on),
+    };
     Ok(CheckReport {
         command: options.command.clone(),
         exit,
@@ -399,6 +462,7 @@ pub fn run(options: &CheckOptions) -> anyhow::Result<CheckReport> {
         unused_ignores: applied.unused,
         notes,
         fail_on: options.fail_on,
+        interrupted: interrupt.map(|i| signal_name(i.signal)),
         exit_code,
     })
 }
@@ -413,8 +477,16 @@ pub fn run(options: &CheckOptions) -> anyhow::Result<CheckReport> {
 /// even if they were re-parented and reaped since. A child that ends just after the command
 /// (a helper that stops when its parent's pipe closes) is a zombie at the first look too, but
 /// it was not left unreaped. Without any sample, every zombie at the first look is blamed.
-fn settle_leftovers(options: &CheckOptions, exit_view: Option<&Snapshot>) -> Leftovers {
+///
+/// An interruption (see [`CheckOptions::interrupt`]) ends the wait: what is still running is
+/// killed then, `--keep-orphans` or not, since a cancelled run must not leave its tree behind.
+fn settle_leftovers(
+    options: &CheckOptions,
+    exit_view: Option<&Snapshot>,
+    deadline: Instant,
+) -> Leftovers {
     let me = std::process::id();
+    let began = Instant::now();
     let first = tree::descendants(me);
     let zombies: Vec<Leftover> = match exit_view {
         Some(view) => view
@@ -433,7 +505,6 @@ fn settle_leftovers(options: &CheckOptions, exit_view: Option<&Snapshot>) -> Lef
             .collect(),
     };
     let zombie_pids: BTreeSet<u32> = zombies.iter().map(|p| p.pid).collect();
-    let deadline = Instant::now() + options.settle;
     let mut wait = Duration::from_millis(1);
     let mut alive;
     loop {
@@ -449,13 +520,14 @@ fn settle_leftovers(options: &CheckOptions, exit_view: Option<&Snapshot>) -> Lef
         }) {
             tree::reap(p.pid);
         }
-        if alive.is_empty() || Instant::now() >= deadline {
+        if alive.is_empty() || Instant::now() >= deadline || (options.interrupt)().is_some() {
             break;
         }
         std::thread::sleep(wait.min(deadline.saturating_duration_since(Instant::now())));
         wait = (wait * 2).min(Duration::from_millis(100));
     }
-    let killed = !alive.is_empty() && !options.keep_orphans;
+    let interrupted = (options.interrupt)().is_some();
+    let killed = !alive.is_empty() && (!options.keep_orphans || interrupted);
     if killed {
         tree::kill_all(
             &alive.iter().map(|p| p.pid).collect::<Vec<_>>(),
@@ -467,8 +539,76 @@ fn settle_leftovers(options: &CheckOptions, exit_view: Option<&Snapshot>) -> Lef
         zombies,
         alive,
         killed,
-        settle: options.settle,
+        // Interrupted, the wait ended early: the findings say how long they really had.
+        settle: if interrupted {
+            began.elapsed().min(options.settle)
+        } else {
+            options.settle
+        },
     }
+}
+
+/// Passes a signal leakhound received on to the command (unless the terminal already sent it
+/// to the whole process group), then kills the command once the settle time has passed
+/// without it ending, or at once on a second signal (Ctrl-C pressed again). The waiter thread
+/// reaps it either way.
+fn pass_on_interrupt(options: &CheckOptions, pid: u32, stopping: &mut Option<Stopping>) {
+    if stopping.is_none()
+        && let Some(signal) = (options.interrupt)()
+    {
+        if !signal.from_terminal {
+            // SAFETY: kill(2) with our own child's pid; the result only says whether it was
+            // still there.
+            unsafe { libc::kill(pid as libc::pid_t, signal.signal) };
+        }
+        *stopping = Some(Stopping {
+            signal,
+            deadline: Instant::now() + options.settle,
+            killed: false,
+            cut_short: false,
+        });
+    }
+    let Some(s) = stopping.as_mut().filter(|s| !s.killed) else {
+        return;
+    };
+    // Counted since the handler was installed: any after the first is a second.
+    let again = (options.interrupt)().is_some_and(|now| now.count > 1);
+    if again || Instant::now() >= s.deadline {
+        s.cut_short = Instant::now() < s.deadline;
+        // SAFETY: as above; SIGKILL cannot be caught, so the waiter sees it end.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        s.killed = true;
+    }
+}
+
+/// What the reports say about an interruption: which signal, and what became of the command.
+fn interruption_note(
+    signal: Interrupt,
+    stopping: Option<&Stopping>,
+    exit: CommandExit,
+    settle: Duration,
+) -> String {
+    let name = signal_name(signal.signal);
+    let how = match stopping {
+        None => "it came after the command had ended; what was still running was killed".into(),
+        Some(s) if s.cut_short => "a second signal came before the command ended, and \
+             leakhound killed it and what it had started"
+            .into(),
+        Some(s) if s.killed => format!(
+            "the command did not end within {:.1} s (--settle) and leakhound killed it and \
+             what it had started",
+            settle.as_secs_f64()
+        ),
+        Some(_) if signal.from_terminal => format!(
+            "the terminal sent it to the command too, which ended with {}",
+            exit.describe()
+        ),
+        Some(_) => format!(
+            "leakhound passed it on to the command, which ended with {}",
+            exit.describe()
+        ),
+    };
+    format!("interrupted by {name}: {how}; the findings are what was seen until then")
 }
 
 fn spawn_error(program: &str, e: &std::io::Error) -> anyhow::Error {

@@ -56,7 +56,10 @@ pub struct CheckReport {
     /// What could not be seen and why.
     pub notes: Vec<String>,
     pub fail_on: Severity,
-    /// leakhound's exit status: see [`exit_code`].
+    /// The signal that cut the run short ("SIGTERM", "SIGINT"), absent when it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<String>,
+    /// leakhound's exit status: see [`exit_code`] and [`interrupted_exit_code`].
     pub exit_code: u8,
 }
 
@@ -77,6 +80,29 @@ pub fn exit_code(exit: CommandExit, findings: &[Finding], fail_on: Severity) -> 
         EXIT_FINDINGS
     } else {
         EXIT_CLEAN
+    }
+}
+
+/// The exit status of a run cut short by `signal` (a CI cancel's SIGTERM, Ctrl-C's SIGINT):
+/// the command's own non-zero exit code when it chose one (a SIGTERM trap that exits 3), else
+/// 128 + the signal, as a shell reports what it interrupted. Never 0, whatever was found: an
+/// interrupted run proved nothing.
+pub fn interrupted_exit_code(exit: CommandExit, signal: i32) -> u8 {
+    match exit.code {
+        Some(code) if code != 0 => exit.shell_status(),
+        _ => (128 + signal).clamp(0, 255) as u8,
+    }
+}
+
+/// "SIGINT", "SIGTERM", … for the signals a run can be interrupted by; else "signal N".
+pub fn signal_name(signal: i32) -> String {
+    match signal {
+        1 => "SIGHUP".into(),
+        2 => "SIGINT".into(),
+        3 => "SIGQUIT".into(),
+        9 => "SIGKILL".into(),
+        15 => "SIGTERM".into(),
+        n => format!("signal {n}"),
     }
 }
 
@@ -110,5 +136,28 @@ mod tests {
         assert_eq!(exit_code(failed, &warn, Severity::Warning), 3);
         assert_eq!(exit_code(failed, &[], Severity::Warning), 3);
         assert_eq!(exit_code(killed, &[], Severity::Warning), 137);
+    }
+
+    #[test]
+    fn an_interrupted_run_never_passes_and_keeps_the_commands_own_failure() {
+        let exited = |code| CommandExit {
+            code: Some(code),
+            signal: None,
+        };
+        let killed = |sig| CommandExit {
+            code: None,
+            signal: Some(sig),
+        };
+        // Ended by the forwarded signal, or by leakhound's SIGKILL after the settle time.
+        assert_eq!(interrupted_exit_code(killed(15), 15), 143);
+        assert_eq!(interrupted_exit_code(killed(9), 15), 143);
+        assert_eq!(interrupted_exit_code(killed(9), 2), 130);
+        // A trap that cleaned up and exited 0 still was interrupted.
+        assert_eq!(interrupted_exit_code(exited(0), 15), 143);
+        // A trap that chose its own status keeps it.
+        assert_eq!(interrupted_exit_code(exited(3), 15), 3);
+        assert_eq!(signal_name(15), "SIGTERM");
+        assert_eq!(signal_name(2), "SIGINT");
+        assert_eq!(signal_name(40), "signal 40");
     }
 }

@@ -196,8 +196,9 @@ fn log_ids_match_the_snapshot() {
     let line = p.line_containing("stuck task");
     let (tid, task) = (field(&line, "tid="), field(&line, "task="));
     let out = leakhound(&["snapshot", &p.pid(), "--json"]);
+    // 0 or 1 (findings): the stuck task may have fired by now.
     assert!(
-        out.status.success(),
+        matches!(out.status.code(), Some(0 | 1)),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -133,7 +133,8 @@ fn snapshot_findings_fire_on_the_fixture_with_short_thresholds() {
         "-T",
         "zombie-child.after=0s",
     ]);
-    assert_eq!(code, 0, "{err}");
+    // Findings: exit 1, as --help says.
+    assert_eq!(code, 1, "{err}");
     let doc: Value = serde_json::from_str(&out).unwrap();
     let findings = doc["findings"].as_array().unwrap();
     let close_wait = findings.iter().find(|f| f["rule"] == "close-wait").unwrap();

@@ -16,7 +16,14 @@ use std::process::ExitStatus;
 /// ended); then nothing is changed and [`wait`] works like a plain `waitpid`.
 #[cfg(target_os = "linux")]
 pub fn seize(pid: u32) -> std::io::Result<()> {
-    seize_one(pid as libc::pid_t)?;
+    if let Err(e) = seize_one(pid as libc::pid_t) {
+        // The kernel answers EPERM, not ESRCH, for a process that has already exited (a
+        // zombie, `check -- true`): that is the command being quick, not ptrace refused.
+        if e.raw_os_error() == Some(libc::EPERM) && !super::tree::is_running(pid) {
+            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        return Err(e);
+    }
     // Threads the command started before we got here are not followed by TRACECLONE (it
     // applies to threads the traced ones create): seize them one by one. Every thread started
     // after this is created by a traced thread.
@@ -180,4 +187,27 @@ pub fn wait(pid: u32, _traced: bool, _at_exit: impl FnMut()) -> std::io::Result<
         status: ExitStatus::from_raw(status),
         cut_threads: Vec::new(),
     })
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// `check -- true`: the command can exit before it is seized. That must read as "already
+    /// ended" (ESRCH), which `check` passes over, not as ptrace refused (EPERM).
+    #[test]
+    fn seizing_a_command_that_already_exited_is_esrch_not_eperm() {
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Wait (without reaping) until it is a zombie: waitid with WNOWAIT blocks until then.
+        // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+        assert!(!crate::check::tree::is_running(pid));
+        let err = seize(pid).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ESRCH), "{err}");
+        let mut child = child;
+        assert!(child.wait().unwrap().success());
+    }
 }

@@ -6,6 +6,7 @@
 //! settle = "2s"            # longest wait for things to wind down at exit
 //! interval = "500ms"       # time between samples while the command runs
 //! keep-orphans = false
+//! daemon-threads = "info" # severity of daemon threads still running at exit
 //!
 //! [thresholds]             # the keys of `leakhound rules`
 //! "stuck-task.after" = "5s"
@@ -47,6 +48,7 @@ struct CheckSection {
     settle: Option<String>,
     interval: Option<String>,
     keep_orphans: Option<bool>,
+    daemon_threads: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,6 +76,8 @@ pub struct Settings {
     pub settle: Option<Duration>,
     pub interval: Option<Duration>,
     pub keep_orphans: Option<bool>,
+    /// The severity of a daemon thread still running at exit (info unless set).
+    pub daemon_threads: Option<Severity>,
     /// `KEY=VALUE` assignments, applied to a [`Config`] before the command line's.
     pub thresholds: Vec<String>,
     pub ignores: Vec<Ignore>,
@@ -119,15 +123,17 @@ impl Settings {
                 })
                 .transpose()
         };
-        let fail_on = file
-            .check
-            .fail_on
-            .as_deref()
-            .map(|s| {
-                s.parse::<Severity>()
-                    .map_err(|e| format!("{name}: fail-on: {e}"))
-            })
-            .transpose()?;
+        let severity = |key: &str, value: &Option<String>| {
+            value
+                .as_deref()
+                .map(|s| {
+                    s.parse::<Severity>()
+                        .map_err(|e| format!("{name}: {key}: {e}"))
+                })
+                .transpose()
+        };
+        let fail_on = severity("fail-on", &file.check.fail_on)?;
+        let daemon_threads = severity("daemon-threads", &file.check.daemon_threads)?;
         let mut thresholds = Vec::new();
         for (key, value) in &file.thresholds {
             let value = match value {
@@ -168,6 +174,7 @@ impl Settings {
             settle: dur("settle", &file.check.settle)?,
             interval: dur("interval", &file.check.interval)?,
             keep_orphans: file.check.keep_orphans,
+            daemon_threads,
             thresholds,
             ignores,
         })
@@ -186,6 +193,7 @@ mod tests {
 fail-on = "error"
 settle = "500ms"
 keep-orphans = true
+daemon-threads = "warning"
 
 [thresholds]
 "stuck-task.after" = "5s"
@@ -201,6 +209,7 @@ thread = ["pydevd*", "asyncio_*"]
         assert_eq!(s.fail_on, Some(Severity::Error));
         assert_eq!(s.settle, Some(Duration::from_millis(500)));
         assert_eq!(s.keep_orphans, Some(true));
+        assert_eq!(s.daemon_threads, Some(Severity::Warning));
         assert_eq!(s.interval, None);
         assert_eq!(
             s.thresholds,
@@ -216,6 +225,7 @@ thread = ["pydevd*", "asyncio_*"]
         for (text, expect) in [
             ("[check]\nfail_on = \"x\"", "unknown field"),
             ("[check]\nfail-on = \"fatal\"", "use info, warning or error"),
+            ("[check]\ndaemon-threads = \"loud\"", "daemon-threads"),
             ("[check]\nsettle = \"soon\"", "settle"),
             ("[thresholds]\n\"no.such\" = \"1s\"", "leakhound rules"),
             ("[ignore]\ncolour = [\"x\"]", "unknown field"),

@@ -74,7 +74,10 @@ pub fn kill_all(pids: &[u32], grace: std::time::Duration) {
     let mut wait = std::time::Duration::from_millis(1);
     loop {
         reap_children();
-        let alive: Vec<&Pid> = targets.iter().filter(|p| is_running(**p)).collect();
+        let alive: Vec<&Pid> = targets
+            .iter()
+            .filter(|p| is_running(p.as_raw_nonzero().get() as u32))
+            .collect();
         if alive.is_empty() {
             return;
         }
@@ -91,8 +94,9 @@ pub fn kill_all(pids: &[u32], grace: std::time::Duration) {
     }
 }
 
-fn is_running(pid: rustix::process::Pid) -> bool {
-    match std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero())) {
+/// Whether `pid` exists and has not exited (not a zombie).
+pub fn is_running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state letter follows the `)` that closes comm.
         Ok(stat) => stat
             .rsplit_once(')')

@@ -44,18 +44,23 @@ pub fn run(args: CheckArgs) -> anyhow::Result<u8> {
             .fail_on
             .or(settings.fail_on)
             .unwrap_or(Severity::Warning),
+        daemon_threads: args
+            .daemon_threads
+            .or(settings.daemon_threads)
+            .unwrap_or(Severity::Info),
         ignores,
+        interrupt: super::interrupt::signal,
     };
+    // SIGTERM (a CI cancel) and Ctrl-C end the run with its reports, not leakhound itself.
+    super::interrupt::install();
     let report = crate::check::run(&options)?;
     for (format, path) in &outputs {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-        }
+        super::out::create_parent(path)?;
         std::fs::write(path, render(*format, &report))
             .map_err(|e| anyhow::anyhow!("cannot write the report {}: {e}", path.display()))?;
     }
-    print!("{}", render(args.format, &report));
+    // A closed standard output (`| true`) must not hide the verdict's exit status.
+    super::out::print(&render(args.format, &report));
     Ok(report.exit_code)
 }
 

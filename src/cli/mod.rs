@@ -148,7 +148,10 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 #[command(
     after_help = "Exit status: the command's own non-zero status when it failed; otherwise \
-1 when a finding is at or above --fail-on, else 0; 2 when leakhound itself could not run."
+1 when a finding is at or above --fail-on, else 0; 2 when leakhound itself could not run. \
+SIGTERM or Ctrl-C: passed on to the command, which gets --settle to end (a second signal cuts \
+that short), then the reports are written and the status is 143 or 130 (or the command's own \
+non-zero exit code)."
 )]
 pub struct CheckArgs {
     /// Exit 1 when a finding is at or above this severity: info, warning, error [default: warning].
@@ -174,6 +177,10 @@ pub struct CheckArgs {
     /// Leave descendants that outlive the command running instead of killing them.
     #[arg(long)]
     pub keep_orphans: bool,
+    /// Severity of a daemon thread still running at exit (Python ends them at exit by
+    /// design): info, warning, error [default: info, which does not fail the run].
+    #[arg(long, value_name = "SEVERITY")]
+    pub daemon_threads: Option<crate::findings::Severity>,
     /// Time between samples while the command runs [default: 500ms]; what is left at exit is
     /// seen at the exit itself, whatever the interval.
     #[arg(long, value_parser = parse_duration_arg)]

@@ -21,6 +21,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         args.target.to_string(),
         args.common.interval.as_millis() as u64,
     );
+    // Made like `check -o`'s: a missing folder is created, not an error.
+    super::out::create_parent(&args.output)?;
     let mut writer = RecordingWriter::create(&args.output, &header)?;
     writer.write(&first)?;
     let target = source.describe();

@@ -30,6 +30,7 @@ fn open(path: &Path) -> anyhow::Result<Recording> {
 fn print_findings(path: &Path, config: Config) -> anyhow::Result<u8> {
     let mut recording = open(path)?;
     let mut judge = Judge::new(config);
+    let mut stdout_open = true;
     for i in 0..recording.len() {
         let snapshot = match recording.read(i) {
             Ok(s) => s,
@@ -40,7 +41,9 @@ fn print_findings(path: &Path, config: Config) -> anyhow::Result<u8> {
         };
         let at = snapshot.taken_at_ms;
         for f in judge.observe(snapshot).new {
-            println!("{}", crate::report::json::finding_line(&f, at));
+            // Once the reader has gone (`| head`), judging goes on for the exit status only.
+            stdout_open =
+                stdout_open && super::out::println(&crate::report::json::finding_line(&f, at));
         }
     }
     Ok(if judge.fired_count() > 0 {

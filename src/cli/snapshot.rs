@@ -1,6 +1,6 @@
 //! `leakhound snapshot TARGET`: one sample, judged by every rule, as tables or JSON.
 
-use super::{EXIT_CLEAN, SnapshotArgs};
+use super::{EXIT_CLEAN, EXIT_FINDINGS, SnapshotArgs};
 use crate::config::Config;
 use crate::judge::Judge;
 use crate::source::SampleOptions;
@@ -22,6 +22,10 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<u8> {
     } else {
         super::out::print(&crate::report::text::snapshot(snapshot, &findings));
     }
-    // A snapshot reports; it is not a verdict (that is `check`), so findings do not fail it.
-    Ok(EXIT_CLEAN)
+    // As `--help` says (and as grep and ripgrep do): 1 when something was found.
+    Ok(if findings.is_empty() {
+        EXIT_CLEAN
+    } else {
+        EXIT_FINDINGS
+    })
 }

@@ -26,7 +26,8 @@ pub fn render(report: &CheckReport) -> String {
         };
         cases.entry(key).or_default().push(f);
     }
-    let command_failed = report.exit.shell_status() != 0;
+    // An interrupted run is a failing case of its own: it proved nothing.
+    let command_failed = report.exit.shell_status() != 0 || report.interrupted.is_some();
     let failures = cases
         .values()
         .filter(|fs| fs.iter().any(|f| f.severity >= report.fail_on))
@@ -54,7 +55,11 @@ pub fn render(report: &CheckReport) -> String {
             out,
             "    <testcase classname=\"leakhound\" name=\"command\" time=\"{time:.3}\">\n      <failure type=\"command\" message=\"{}\"/>\n    </testcase>",
             escape(&format!(
-                "`{}` ended with {}",
+                "{}`{}` ended with {}",
+                report
+                    .interrupted
+                    .as_ref()
+                    .map_or(String::new(), |s| format!("interrupted by {s}: ")),
                 crate::report::verdict::command_line(&report.command),
                 report.exit.describe()
             ))

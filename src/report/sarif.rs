@@ -43,17 +43,29 @@ pub fn render(report: &CheckReport) -> String {
                 "version": env!("CARGO_PKG_VERSION"),
                 "rules": rules,
             }},
-            "invocations": [{
-                "executionSuccessful": true,
-                "commandLine": crate::report::verdict::command_line(&report.command),
-                "exitCode": report.exit.shell_status(),
-                "properties": {"leakhoundExitCode": report.exit_code},
-            }],
+            "invocations": [invocation(report)],
             "columnKind": "unicodeCodePoints",
             "results": results,
         }],
     });
     serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
+}
+
+/// The run itself; an interrupted one did not complete, and says by what.
+fn invocation(report: &CheckReport) -> Value {
+    let mut invocation = json!({
+        "executionSuccessful": report.interrupted.is_none(),
+        "commandLine": crate::report::verdict::command_line(&report.command),
+        "exitCode": report.exit.shell_status(),
+        "properties": {"leakhoundExitCode": report.exit_code},
+    });
+    if let Some(signal) = &report.interrupted {
+        invocation["toolExecutionNotifications"] = json!([{
+            "level": "error",
+            "message": {"text": format!("interrupted by {signal}")},
+        }]);
+    }
+    invocation
 }
 
 fn result(f: &Finding, catalog: &[(&str, &str)], cwd: Option<&std::path::Path>) -> Value {

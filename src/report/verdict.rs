@@ -75,7 +75,9 @@ pub fn text(report: &CheckReport) -> String {
         let _ = writeln!(out, "note: {note}");
     }
     let status = report.exit.shell_status();
-    let verdict = if status != 0 {
+    let verdict = if let Some(signal) = &report.interrupted {
+        format!("FAIL (exit {}): interrupted by {signal}", report.exit_code)
+    } else if status != 0 {
         format!(
             "FAIL (exit {}): the command itself failed",
             report.exit_code

@@ -157,9 +157,19 @@ fn left_running(held: &Held) -> Vec<Finding> {
             .find(|t| t.tid == tid && t.runtime_name.is_some())
             .and_then(|t| t.runtime_name.clone())
     };
+    // The probe's word on whether it is a daemon thread (Python's `daemon=True`).
+    let daemon = |tid: u32| -> bool {
+        snapshots
+            .iter()
+            .rev()
+            .flat_map(|s| s.threads.iter())
+            .find_map(|t| t.daemon.filter(|_| t.tid == tid))
+            .unwrap_or(false)
+    };
     // Threads of one name are one finding: a runtime's 16 workers are one thing left running,
     // and findings are keyed by subject, so one per thread would keep only the last anyway.
-    let mut by_name: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    // Daemon threads are grouped apart: they are expected to be running at exit.
+    let mut by_name: BTreeMap<(String, bool), Vec<u32>> = BTreeMap::new();
     for t in &last.threads {
         let known = runtime_name(t.tid);
         // With a thread-naming probe loaded, a thread it never named is its own (or not the
@@ -176,10 +186,13 @@ fn left_running(held: &Held) -> Vec<Finding> {
         {
             continue;
         }
-        by_name.entry(name).or_default().push(t.tid);
+        by_name
+            .entry((name, daemon(t.tid)))
+            .or_default()
+            .push(t.tid);
     }
     let mut out = Vec::new();
-    for (name, tids) in by_name {
+    for ((name, daemon), tids) in by_name {
         let tokio = TOKIO_THREAD_NAMES.iter().any(|n| name.starts_with(n));
         let list = tids
             .iter()
@@ -187,6 +200,11 @@ fn left_running(held: &Held) -> Vec<Finding> {
             .collect::<Vec<_>>()
             .join(", ");
         let (fate, role) = match (tokio, tids.len()) {
+            _ if daemon => (
+                ": Python ends daemon threads at exit by design; join it if its work must \
+                 finish",
+                ", daemon",
+            ),
             (false, _) => ("", ""),
             (true, 1) => (
                 ": its runtime was never shut down",
@@ -204,7 +222,13 @@ fn left_running(held: &Held) -> Vec<Finding> {
         let message = format!(
             "{threads} ({ids} {list}{role}) started during the run {were} still alive when the command exited{fate}"
         );
-        let mut finding = Finding::new(ID, Severity::Warning, format!("thread:{name}"), message)
+        // A daemon thread is info unless `check` is told otherwise (`--daemon-threads`).
+        let severity = if daemon {
+            Severity::Info
+        } else {
+            Severity::Warning
+        };
+        let mut finding = Finding::new(ID, severity, format!("thread:{name}"), message)
             .with("tid", tids[0])
             .with("tids", tids.clone())
             .with("count", tids.len())
@@ -213,9 +237,27 @@ fn left_running(held: &Held) -> Vec<Finding> {
         if tokio {
             finding = finding.with("runtime", "tokio");
         }
+        if daemon {
+            finding = finding.with(DAEMON, true);
+        }
         out.push(finding);
     }
     out
+}
+
+/// Evidence key set on findings about daemon threads left running at exit.
+const DAEMON: &str = "daemon";
+
+/// Gives findings about daemon threads left running at exit (info by default: an interpreter
+/// ends them at exit by design) the severity the user asked for (`check --daemon-threads`,
+/// `daemon-threads` in leakhound.toml).
+pub fn set_daemon_severity(findings: &mut [Finding], severity: Severity) {
+    for f in findings
+        .iter_mut()
+        .filter(|f| f.rule == ID && f.evidence.get(DAEMON) == Some(&serde_json::Value::Bool(true)))
+    {
+        f.severity = severity;
+    }
 }
 
 #[cfg(test)]
@@ -243,6 +285,54 @@ mod tests {
             threads: t,
             ..ProbeData::default()
         }
+    }
+
+    /// A Python process's view: the main thread (tid 100) plus the given (tid, daemon)
+    /// threads, each named by the probe.
+    fn python_view(extra: &[(u32, bool)]) -> Snapshot {
+        let thread = |tid: u32, daemon: bool| crate::model::Thread {
+            tid,
+            name: "python3".into(),
+            runtime_name: Some(if tid == 100 {
+                "MainThread".into()
+            } else {
+                format!("parked-{tid}")
+            }),
+            daemon: Some(daemon),
+            ..Default::default()
+        };
+        let mut threads = vec![thread(100, false)];
+        threads.extend(extra.iter().map(|&(tid, daemon)| thread(tid, daemon)));
+        Snapshot {
+            pid: 100,
+            threads,
+            probe: Some(ProbeData::default()),
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn daemon_threads_left_at_exit_are_info_unless_asked() {
+        let first = python_view(&[]);
+        let mid = python_view(&[(101, true), (102, false)]);
+        let last = python_view(&[(101, true), (102, false)]);
+        let mut f = crate::rules::left_open(&[&first, &mid, &last], None, "/tmp/lh", true);
+        f.sort_by(|a, b| a.subject.cmp(&b.subject));
+        let severities: Vec<(&str, Severity)> =
+            f.iter().map(|f| (f.subject.as_str(), f.severity)).collect();
+        assert_eq!(
+            severities,
+            [
+                ("thread:parked-101", Severity::Info),
+                ("thread:parked-102", Severity::Warning)
+            ]
+        );
+        assert!(f[0].message.contains("daemon"), "{}", f[0].message);
+        assert!(!f[1].message.contains("daemon"), "{}", f[1].message);
+        // The user asked for daemon threads to count: only the daemon one changes.
+        set_daemon_severity(&mut f, Severity::Error);
+        assert_eq!(f[0].severity, Severity::Error);
+        assert_eq!(f[1].severity, Severity::Warning);
     }
 
     #[test]

@@ -142,7 +142,7 @@ fn headless(child: &mut Child, duration: Duration, python: bool) -> anyhow::Resu
     let (tx, rx) = std::sync::mpsc::sync_channel(16);
     forward_output(child, &tx);
     std::thread::spawn(move || while rx.recv().is_ok() {});
-    println!(
+    super::out::println(&format!(
         "demo: pid {} (tokio + Rust probe){}; thresholds shortened: {}",
         child.id(),
         if python {
@@ -151,7 +151,7 @@ fn headless(child: &mut Child, duration: Duration, python: bool) -> anyhow::Resu
             ", no python3: Rust part only"
         },
         DEMO_THRESHOLDS.join(", ")
-    );
+    ));
     let started = Instant::now();
     // One judge per process: the same subject in two processes is two findings.
     let mut judges = Judges::new(demo_config());
@@ -172,11 +172,11 @@ fn headless(child: &mut Child, duration: Duration, python: bool) -> anyhow::Resu
                         discovered = python_child(&s);
                     }
                     for f in judges.observe(*pid, s).new {
-                        println!(
+                        super::out::println(&format!(
                             "[{:>5.1}s] pid {pid:<7} {}",
                             started.elapsed().as_secs_f64(),
                             crate::report::text::finding_line(&f)
-                        );
+                        ));
                         fired.insert(f.rule);
                     }
                 }
@@ -186,7 +186,7 @@ fn headless(child: &mut Child, duration: Duration, python: bool) -> anyhow::Resu
         if let Some(py) = discovered.filter(|py| targets.iter().all(|(p, ..)| p != py))
             && let Ok(src) = crate::source::open(&Target::Pid(py))
         {
-            println!("demo: the Python service is pid {py}");
+            super::out::println(&format!("demo: the Python service is pid {py}"));
             targets.push((py, src));
         }
         std::thread::sleep(Duration::from_secs(1).saturating_sub(tick.elapsed()));
@@ -197,7 +197,7 @@ fn headless(child: &mut Child, duration: Duration, python: bool) -> anyhow::Resu
         .copied()
         .filter(|id| !fired.contains(*id))
         .collect();
-    println!(
+    super::out::println(&format!(
         "demo: {} rule(s) fired: {}{}",
         fired.len(),
         fired.iter().cloned().collect::<Vec<_>>().join(", "),
@@ -206,7 +206,7 @@ fn headless(child: &mut Child, duration: Duration, python: bool) -> anyhow::Resu
         } else {
             format!("; not fired: {}", missing.join(", "))
         }
-    );
+    ));
     Ok(if fired.is_empty() {
         EXIT_CLEAN
     } else {
@@ -244,7 +244,7 @@ fn screenshots(child: &mut Child, dir: &Path, after: Duration) -> anyhow::Result
         let svg = crate::tui::svg::buffer_to_svg(app.terminal.backend().buffer());
         let path = dir.join(format!("{name}.svg"));
         std::fs::write(&path, svg)?;
-        println!("wrote {}", path.display());
+        super::out::println(&format!("wrote {}", path.display()));
         Ok(())
     };
     eprintln!("running the demo for {after:?} before taking screenshots…");
