@@ -70,6 +70,8 @@ pub(crate) struct Entry {
     pub busy_ns: u64,
     /// 0 when never polled.
     pub last_poll_end_ns: u64,
+    /// Which hooked runtime spawned it (the tag [`hooks_tagged`] handed out).
+    pub runtime: u64,
 }
 
 impl Entry {
@@ -105,6 +107,7 @@ struct Slot {
     polls: AtomicU64,
     busy_ns: AtomicU64,
     last_poll_end_ns: AtomicU64,
+    runtime: AtomicU64,
 }
 
 static TABLE: LazyLock<Box<[Slot]>> =
@@ -167,7 +170,7 @@ pub(crate) fn polls_now() -> Vec<(u64, u64, u64)> {
         .collect()
 }
 
-pub(crate) fn on_spawn(id: u64, location: &'static Location<'static>) {
+pub(crate) fn on_spawn(id: u64, location: &'static Location<'static>, runtime: u64) {
     let now = now_ns();
     let s = slot(id);
     if s.id
@@ -182,6 +185,7 @@ pub(crate) fn on_spawn(id: u64, location: &'static Location<'static>) {
         s.polls.store(0, Ordering::Relaxed);
         s.busy_ns.store(0, Ordering::Relaxed);
         s.last_poll_end_ns.store(0, Ordering::Relaxed);
+        s.runtime.store(runtime, Ordering::Relaxed);
         s.id.store(id, Ordering::Release);
     } else {
         overflow().insert(
@@ -192,6 +196,7 @@ pub(crate) fn on_spawn(id: u64, location: &'static Location<'static>) {
                 polls: 0,
                 busy_ns: 0,
                 last_poll_end_ns: 0,
+                runtime,
             },
         );
     }
@@ -281,6 +286,7 @@ fn read_slot(s: &Slot) -> Option<Entry> {
         polls: s.polls.load(Ordering::Relaxed),
         busy_ns: s.busy_ns.load(Ordering::Relaxed),
         last_poll_end_ns: s.last_poll_end_ns.load(Ordering::Relaxed),
+        runtime: s.runtime.load(Ordering::Relaxed),
     })
 }
 
@@ -333,16 +339,33 @@ pub(crate) fn collect() -> (Vec<(u64, Entry)>, Vec<Finished>) {
 /// Applies the task hooks to a runtime builder. Without `--cfg tokio_unstable` tokio has no
 /// task hooks: this is then a no-op and the probe's snapshot lists what is missing.
 pub fn hooks(builder: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Builder {
+    hooks_tagged(builder);
+    builder
+}
+
+/// Runtimes given hooks so far; the next one's tag.
+static NEXT_RUNTIME: AtomicU64 = AtomicU64::new(1);
+
+/// [`hooks`], returning the tag its tasks carry in [`Entry::runtime`] (0 without
+/// `tokio_unstable`, when there are no hooks).
+pub(crate) fn hooks_tagged(builder: &mut tokio::runtime::Builder) -> u64 {
     #[cfg(tokio_unstable)]
-    {
+    let tag = {
         HOOKS_INSTALLED.store(true, Ordering::Relaxed);
+        let tag = NEXT_RUNTIME.fetch_add(1, Ordering::Relaxed);
         builder
-            .on_task_spawn(|meta| on_spawn(id_u64(meta.id()), meta.spawned_at()))
+            .on_task_spawn(move |meta| on_spawn(id_u64(meta.id()), meta.spawned_at(), tag))
             .on_before_task_poll(|meta| on_before_poll(id_u64(meta.id())))
             .on_after_task_poll(|meta| on_after_poll(id_u64(meta.id())))
             .on_task_terminate(|meta| on_terminate(id_u64(meta.id())));
-    }
-    builder
+        tag
+    };
+    #[cfg(not(tokio_unstable))]
+    let tag = {
+        let _ = builder;
+        0
+    };
+    tag
 }
 
 #[cfg(test)]
@@ -368,7 +391,7 @@ mod tests {
     fn finished_ring_is_bounded_and_live_tasks_leave_the_table() {
         FINISHED_CAP.store(16, Ordering::Relaxed);
         for id in 1_000_000..1_001_000u64 {
-            on_spawn(id, LOC);
+            on_spawn(id, LOC, 0);
             std::thread::sleep(std::time::Duration::from_micros(1));
             on_terminate(id);
         }
@@ -384,8 +407,8 @@ mod tests {
     fn a_slot_held_by_a_long_lived_task_sends_the_newcomer_to_overflow() {
         let old = 2_000_000u64;
         let new = old + SLOTS as u64;
-        on_spawn(old, LOC);
-        on_spawn(new, LOC);
+        on_spawn(old, LOC, 0);
+        on_spawn(new, LOC, 0);
         on_before_poll(new);
         on_after_poll(new);
         let (live, _) = collect();

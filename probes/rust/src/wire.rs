@@ -175,14 +175,14 @@ pub(crate) fn missing() -> Vec<String> {
     let mut m = Vec::new();
     if !cfg!(tokio_unstable) {
         m.push(
-            "tasks: tokio's task hooks need RUSTFLAGS=\"--cfg tokio_unstable\" (or [build] rustflags in .cargo/config.toml), then leakhound_probe::hooks(&mut runtime_builder)".into(),
+            "tasks: tokio's task hooks need RUSTFLAGS=\"--cfg tokio_unstable\" (or [build] rustflags in .cargo/config.toml), then #[leakhound_probe::main] instead of #[tokio::main]".into(),
         );
         m.push(
             "blocking pool: threads, idle threads and queue depth need RUSTFLAGS=\"--cfg tokio_unstable\"".into(),
         );
     } else if !registry::HOOKS_INSTALLED.load(Ordering::Relaxed) {
         m.push(
-            "tasks: build the runtime with leakhound_probe::hooks(&mut builder) (or leakhound_probe::runtime()); #[tokio::main] cannot install task hooks".into(),
+            "tasks: #[tokio::main] cannot install task hooks; write #[leakhound_probe::main] instead (same arguments) for every task with its spawn site, stuck tasks, and the task behind a stall".into(),
         );
     }
     m.push(
@@ -192,6 +192,7 @@ pub(crate) fn missing() -> Vec<String> {
     m.push(
         "task names: tokio::task::Builder names reach only tracing (console-subscriber); tasks are shown by id and spawn location".into(),
     );
+    m.extend(crate::fmt::missing());
     m
 }
 
@@ -218,6 +219,14 @@ pub(crate) fn snapshot(shared: &Shared) -> ProbeData {
             at_ms,
             duration_ms: now.saturating_duration_since(since).as_secs_f64() * 1000.0,
             stack: Vec::new(),
+            task: None,
+        });
+    }
+    for p in st.stuck_workers.values() {
+        stalls.push(Stall {
+            at_ms: p.at_ms,
+            duration_ms: p.duration_ms,
+            stack: p.stack.clone(),
             task: None,
         });
     }
