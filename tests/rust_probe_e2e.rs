@@ -179,11 +179,37 @@ fn the_attribute_alone_sees_the_stuck_task_the_blocking_task_and_the_starved_poo
     let p = start_on("all", "attribute");
     let stuck = field(&p.line_containing("stuck task"), "task=").to_string();
     let blocking = field(&p.line_containing("blocking task"), "task=").to_string();
+    // A task dump is taken once the task has been idle about a second: its await chain is in
+    // the snapshot's task list soon after.
+    let chain = until(Duration::from_secs(10), || {
+        let snap = snapshot(&p);
+        let t = snap["probe"]["tasks"]
+            .as_array()?
+            .iter()
+            .find(|t| t["id"] == stuck.as_str())?
+            .clone();
+        t["await_chain"]
+            .as_array()
+            .filter(|c| !c.is_empty())
+            .cloned()
+    })
+    .expect("the stuck task's await chain in the snapshot");
+    assert!(
+        chain
+            .iter()
+            .any(|f| f.as_str().unwrap().contains("problems.rs:")),
+        "{chain:?}"
+    );
     let findings = p.findings();
+    // The stuck task waits at its own `rx.await` line, from a task dump.
     assert!(
         fired(&findings, "stuck-task")
             .iter()
-            .any(|f| f["subject"] == format!("task:{stuck}")),
+            .any(|f| f["subject"] == format!("task:{stuck}")
+                && f["evidence"]["own_frame"].as_str().is_some_and(|s| {
+                    s.contains("problems.rs:")
+                        && s.contains("awaits tokio::sync::oneshot::Receiver")
+                })),
         "stuck task {stuck}: {findings:#?}"
     );
     assert!(

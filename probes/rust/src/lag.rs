@@ -209,6 +209,7 @@ fn watchdog(shared: Arc<Shared>, tx: tokio::sync::mpsc::Sender<Instant>) {
         }
         watch_busy(&shared, now);
         watch_blocking_pool(&shared, now);
+        crate::dump::watch(&shared.handle, now);
         crate::semaphore::watch(now);
     }
 }

@@ -48,6 +48,7 @@
 //!     .init();
 //! ```
 
+mod dump;
 mod fmt;
 mod lag;
 mod leakguard;
@@ -56,6 +57,7 @@ mod semaphore;
 mod server;
 mod wire;
 
+pub use dump::last_cost as last_dump_cost;
 pub use fmt::{WithIds, layer as fmt_layer, write_ids};
 pub use leakguard::LeakGuard;
 pub use leakhound_probe_macros::{main, test};

@@ -76,8 +76,9 @@ pub(crate) struct Entry {
 
 impl Entry {
     pub fn internal(&self) -> bool {
-        // The probe's own ticker task is spawned from lag.rs: keep it out of reports.
-        self.location.file() == crate::lag::TICKER_FILE
+        // The probe's own ticker and dump tasks: keep them out of reports.
+        let file = self.location.file();
+        file == crate::lag::TICKER_FILE || file == crate::dump::DUMP_FILE
     }
 }
 
@@ -211,6 +212,9 @@ pub(crate) fn on_before_poll(id: u64) {
     });
 }
 
+/// A task dump is re-polling tasks in tracing mode: those polls are not progress.
+pub(crate) static DUMPING: AtomicBool = AtomicBool::new(false);
+
 pub(crate) fn on_after_poll(id: u64) {
     let now = now_ns();
     let started = SLOT
@@ -219,6 +223,9 @@ pub(crate) fn on_after_poll(id: u64) {
             s.since_ns.load(Ordering::Relaxed)
         })
         .unwrap_or(now);
+    if DUMPING.load(Ordering::Relaxed) {
+        return;
+    }
     let took = now.saturating_sub(started);
     let s = slot(id);
     if s.id.load(Ordering::Acquire) == id {

@@ -76,6 +76,12 @@ pub(crate) struct Task {
     pub busy_ms: Option<u64>,
     pub lost_waker: bool,
     pub loop_id: Option<String>,
+    /// Where it waits, innermost last, from the last task dump (stuck candidates only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub await_chain: Vec<String>,
+    /// `timer` when the dump saw it wait on a tokio timer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parked: Option<&'static str>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -126,6 +132,12 @@ pub(crate) fn tasks() -> (Vec<Task>, u64) {
     let mut out = Vec::with_capacity(live.len() + finished.len());
     for (id, e) in live {
         let polling = running.contains_key(&id);
+        let waiting = if polling {
+            None
+        } else {
+            crate::dump::waiting(id, e.polls)
+        }
+        .unwrap_or_default();
         let progress = if e.last_poll_end_ns == 0 {
             e.spawned_ns
         } else {
@@ -148,6 +160,8 @@ pub(crate) fn tasks() -> (Vec<Task>, u64) {
             busy_ms: Some(ns_to_ms(e.busy_ns)),
             lost_waker: false,
             loop_id: Some(LOOP_ID.into()),
+            await_chain: waiting.chain,
+            parked: waiting.parked,
         });
     }
     for f in finished {
@@ -163,6 +177,8 @@ pub(crate) fn tasks() -> (Vec<Task>, u64) {
             busy_ms: Some(ns_to_ms(f.entry.busy_ns)),
             lost_waker: false,
             loop_id: Some(LOOP_ID.into()),
+            await_chain: Vec::new(),
+            parked: None,
         });
     }
     let dropped = out.len().saturating_sub(MAX_TASKS) as u64;

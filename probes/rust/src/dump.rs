@@ -1,0 +1,366 @@
+//! Where stuck tasks wait: their await chains (`file:line in fn`, innermost last), from
+//! tokio's task dumps (the `taskdump` feature, with `--cfg tokio_unstable`, Linux).
+//!
+//! A dump pauses every worker and re-polls every task in tracing mode, and resolving its
+//! backtraces reads debug info (100 ms and more): so one is taken only when some task is a
+//! stuck candidate (idle, no progress for [`DUMP_AFTER`], no chain known for its current
+//! poll count), at most once per [`DUMP_EVERY`], on a thread of its own, with a timeout (a
+//! dump never completes while a worker is blocked). A chain stays valid until the task is
+//! polled again, so it is kept keyed by the task's poll count.
+
+use crate::registry;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Where the dump task is spawned from; the registry hides tasks spawned here.
+pub(crate) const DUMP_FILE: &str = file!();
+
+/// A task idle this long is a stuck candidate worth a dump.
+const DUMP_AFTER: Duration = Duration::from_millis(900);
+/// At most one dump per this long.
+const DUMP_EVERY: Duration = Duration::from_secs(5);
+/// At most one look for candidates per this long.
+const SCAN_EVERY: Duration = Duration::from_millis(250);
+/// Giving up on a dump that does not complete (a worker is blocked).
+const DUMP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Frames kept per chain, innermost ones.
+const MAX_FRAMES: usize = 24;
+
+/// What a dump said about one task.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Waiting {
+    /// `file:line in fn` (or `fn` without debug info), innermost last.
+    pub chain: Vec<String>,
+    /// `timer` when it waits on a tokio timer (a wake-up is scheduled).
+    pub parked: Option<&'static str>,
+}
+
+#[derive(Default)]
+struct State {
+    /// task id -> (its poll count when dumped, what it waits on)
+    by_task: HashMap<u64, (u64, Waiting)>,
+    last_dump: Option<Instant>,
+    /// The last look for candidates (the registry's table is scanned at most 4 times a second).
+    last_scan: Option<Instant>,
+    in_flight: bool,
+    /// How long the last dump took (pause and re-poll), and resolving its backtraces.
+    last_cost: Option<(Duration, Duration)>,
+}
+
+static STATE: Mutex<Option<State>> = Mutex::new(None);
+
+fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
+    let mut g = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    f(g.get_or_insert_with(State::default))
+}
+
+/// What the last dump found for task `id`, if it has not been polled since.
+pub(crate) fn waiting(id: u64, polls: u64) -> Option<Waiting> {
+    with_state(|s| {
+        s.by_task
+            .get(&id)
+            .filter(|(p, _)| *p == polls)
+            .map(|(_, w)| w.clone())
+    })
+}
+
+/// The last dump's cost: (dump, resolving), for the bench and the docs.
+pub fn last_cost() -> Option<(Duration, Duration)> {
+    with_state(|s| s.last_cost)
+}
+
+/// Called by the watchdog: starts a dump when some task is a stuck candidate.
+pub(crate) fn watch(handle: &tokio::runtime::Handle, now: Instant) {
+    if !cfg!(all(tokio_unstable, feature = "taskdump"))
+        || !registry::HOOKS_INSTALLED.load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return;
+    }
+    let due = with_state(|s| {
+        let due = !s.in_flight
+            && s.last_dump
+                .is_none_or(|t| now.duration_since(t) >= DUMP_EVERY)
+            && s.last_scan
+                .is_none_or(|t| now.duration_since(t) >= SCAN_EVERY);
+        if due {
+            s.last_scan = Some(now);
+        }
+        due
+    });
+    if !due {
+        return;
+    }
+    let now_ns = registry::now_ns();
+    let running: HashSet<u64> = registry::polls_now().into_iter().map(|p| p.0).collect();
+    let (live, _) = registry::collect();
+    let after = DUMP_AFTER.as_nanos() as u64;
+    let candidates: HashMap<u64, u64> = with_state(|s| {
+        let alive: HashSet<u64> = live.iter().map(|(id, _)| *id).collect();
+        s.by_task.retain(|id, _| alive.contains(id));
+        live.iter()
+            .filter(|(id, e)| {
+                let progress = e.last_poll_end_ns.max(e.spawned_ns);
+                !running.contains(id)
+                    && now_ns.saturating_sub(progress) >= after
+                    && s.by_task.get(id).is_none_or(|(p, _)| *p != e.polls)
+            })
+            .map(|(id, e)| (*id, e.polls))
+            .collect()
+    });
+    if candidates.is_empty() {
+        return;
+    }
+    with_state(|s| {
+        s.in_flight = true;
+        s.last_dump = Some(now);
+    });
+    let handle = handle.clone();
+    let started = std::thread::Builder::new()
+        .name("leakhound-dump".into())
+        .spawn(move || {
+            let found = take(&handle, &candidates);
+            with_state(|s| {
+                s.in_flight = false;
+                if let Some((found, cost)) = found {
+                    s.last_cost = Some(cost);
+                    s.by_task.extend(found);
+                }
+            });
+        });
+    if started.is_err() {
+        with_state(|s| s.in_flight = false);
+    }
+}
+
+/// Takes one dump and reads the chains of `candidates` (task id -> poll count).
+#[cfg(all(tokio_unstable, feature = "taskdump"))]
+#[allow(clippy::type_complexity)]
+fn take(
+    handle: &tokio::runtime::Handle,
+    candidates: &HashMap<u64, u64>,
+) -> Option<(Vec<(u64, (u64, Waiting))>, (Duration, Duration))> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t0 = Instant::now();
+    // Spawned, not block_on: a current-thread runtime can only be dumped from inside.
+    let h = handle.clone();
+    handle.spawn(async move {
+        registry::DUMPING.store(true, std::sync::atomic::Ordering::Relaxed);
+        let dump = tokio::time::timeout(DUMP_TIMEOUT, h.dump()).await.ok();
+        registry::DUMPING.store(false, std::sync::atomic::Ordering::Relaxed);
+        let _ = tx.send(dump);
+    });
+    let dump = rx.recv_timeout(DUMP_TIMEOUT * 2).ok().flatten()?;
+    let took = t0.elapsed();
+    let t1 = Instant::now();
+    let found = dump
+        .tasks()
+        .iter()
+        .filter_map(|t| {
+            let id = registry::id_u64(t.id());
+            let polls = *candidates.get(&id)?;
+            Some((id, (polls, read_trace(t.trace()))))
+        })
+        .collect();
+    Some((found, (took, t1.elapsed())))
+}
+
+#[cfg(not(all(tokio_unstable, feature = "taskdump")))]
+#[allow(clippy::type_complexity)]
+fn take(
+    _: &tokio::runtime::Handle,
+    _: &HashMap<u64, u64>,
+) -> Option<(Vec<(u64, (u64, Waiting))>, (Duration, Duration))> {
+    None
+}
+
+/// `name` without the `::h0123456789abcdef` hash rustc appends.
+fn strip_hash(name: &str) -> &str {
+    match name.rsplit_once("::h") {
+        Some((head, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+            head
+        }
+        _ => name,
+    }
+}
+
+/// One symbol as a chain frame.
+fn frame(name: &str, file: Option<&std::path::Path>, line: Option<u32>) -> String {
+    let name = strip_hash(name);
+    match (file, line) {
+        (Some(f), Some(l)) => format!("{}:{l} in {name}", f.display()),
+        _ => name.to_string(),
+    }
+}
+
+/// Frames of the tracing machinery itself, above the leaf future.
+fn is_capture_frame(name: &str) -> bool {
+    name.starts_with("backtrace::")
+        || name.contains("tokio::runtime::task::trace")
+        || name.contains("tokio::runtime::context")
+}
+
+/// A resolved symbol: name, file, line.
+type Sym = (String, Option<std::path::PathBuf>, Option<u32>);
+
+fn has_lines(s: &Sym) -> bool {
+    s.1.is_some() && s.2.is_some()
+}
+
+/// From one leaf's backtrace (innermost first): the frames from the leaf future up to the
+/// task's root, innermost last. Frames without line info (libraries built without debug
+/// info) are left out when some frame has it; the innermost one that has it names the leaf
+/// future it awaits (`…: awaits tokio::sync::oneshot::Receiver<T>`).
+fn chain(symbols: &[Sym]) -> Vec<String> {
+    let inside: Vec<_> = symbols
+        .iter()
+        .skip_while(|(n, _, _)| is_capture_frame(n))
+        .take_while(|(n, _, _)| !n.contains("tokio::runtime::task::"))
+        .take(MAX_FRAMES)
+        .collect();
+    let mut out: Vec<String> = if inside.iter().any(|s| has_lines(s)) {
+        // The outermost line-less frame before the first one with lines: the awaited future.
+        let leaf = inside
+            .iter()
+            .take_while(|s| !has_lines(s))
+            .filter(|(n, _, _)| n.contains("Future>::poll"))
+            .last()
+            .or_else(|| inside.iter().take_while(|s| !has_lines(s)).last())
+            .map(|(n, _, _)| strip_hash(n).trim_end_matches("::poll").to_string());
+        let mut frames: Vec<String> = inside
+            .iter()
+            .filter(|s| has_lines(s))
+            .map(|(n, f, l)| frame(n, f.as_deref(), *l))
+            .collect();
+        if let (Some(first), Some(leaf)) = (frames.first_mut(), leaf) {
+            let leaf = leaf
+                .trim_start_matches('<')
+                .split(" as core::future::future::Future>")
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            first.push_str(&format!(": awaits {leaf}"));
+        }
+        frames
+    } else {
+        inside
+            .iter()
+            .map(|(n, f, l)| frame(n, f.as_deref(), *l))
+            .collect()
+    };
+    out.reverse();
+    out
+}
+
+#[cfg(all(tokio_unstable, feature = "taskdump"))]
+fn read_trace(trace: &tokio::runtime::dump::Trace) -> Waiting {
+    let mut w = Waiting::default();
+    for bt in trace.resolve_backtraces() {
+        let symbols: Vec<_> = bt
+            .frames()
+            .flat_map(|f| f.symbols())
+            .map(|s| {
+                (
+                    s.name_demangled().unwrap_or("?").to_string(),
+                    s.filename().map(std::path::Path::to_path_buf),
+                    s.lineno(),
+                )
+            })
+            .collect();
+        if symbols.iter().any(|(n, _, _)| n.contains("tokio::time::")) {
+            w.parked = Some("timer");
+        }
+        if w.chain.is_empty() {
+            w.chain = chain(&symbols);
+        }
+    }
+    w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn a_chain_runs_from_the_leaf_to_the_task_root_innermost_last() {
+        let sym =
+            |n: &str, f: Option<&str>, l: Option<u32>| (n.to_string(), f.map(PathBuf::from), l);
+        let symbols = vec![
+            sym("backtrace::backtrace::trace::h0123456789abcdef", None, None),
+            sym("tokio::runtime::task::trace::Trace::capture", None, None),
+            sym("tokio::sync::oneshot::Inner<T>::poll_recv", None, None),
+            sym(
+                "<tokio::sync::oneshot::Receiver<T> as core::future::future::Future>::poll",
+                None,
+                None,
+            ),
+            sym(
+                "app::handler::{{closure}}::h00112233445566ff",
+                Some("src/app.rs"),
+                Some(41),
+            ),
+            sym("app::serve::{{closure}}", Some("src/app.rs"), Some(12)),
+            sym("tokio::runtime::task::core::Core<T,S>::poll", None, None),
+            sym("std::thread::local", None, None),
+        ];
+        assert_eq!(
+            chain(&symbols),
+            vec![
+                "src/app.rs:12 in app::serve::{{closure}}",
+                "src/app.rs:41 in app::handler::{{closure}}: awaits tokio::sync::oneshot::Receiver<T>",
+            ]
+        );
+        // Without line info anywhere, the names are the chain.
+        let bare: Vec<_> = symbols.iter().map(|(n, _, _)| sym(n, None, None)).collect();
+        assert_eq!(chain(&bare).len(), 4);
+    }
+
+    #[test]
+    fn only_a_rustc_hash_is_stripped() {
+        assert_eq!(strip_hash("a::b::h0123456789abcdef"), "a::b");
+        assert_eq!(strip_hash("a::hello"), "a::hello");
+        assert_eq!(strip_hash("a::h0123"), "a::h0123");
+    }
+}
+
+#[cfg(all(test, tokio_unstable, feature = "taskdump"))]
+mod dump_tests {
+    use super::*;
+
+    #[test]
+    fn a_dump_finds_where_an_idle_task_waits_and_that_a_sleeper_is_parked() {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2).enable_all();
+        crate::hooks(&mut b);
+        let rt = b.build().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let waiter = rt.spawn(async move {
+            let _ = rx.await;
+        });
+        let sleeper = rt.spawn(async { tokio::time::sleep(Duration::from_secs(3600)).await });
+        let ids = [
+            registry::id_u64(waiter.id()),
+            registry::id_u64(sleeper.id()),
+        ];
+        // (Spawned from this file, they are hidden from the registry's reports like the
+        // probe's own dump task: name them as candidates directly.)
+        let candidates: HashMap<u64, u64> = ids.iter().map(|id| (*id, 0)).collect();
+        let (found, _) = take(rt.handle(), &candidates).expect("a dump");
+        let get = |id| {
+            found
+                .iter()
+                .find(|(i, _)| *i == id)
+                .map(|(_, (_, w))| w.clone())
+        };
+        let w = get(ids[0]).expect("the waiter in the dump");
+        assert!(
+            w.chain.iter().any(|f| f.contains("dump.rs:")),
+            "the waiter's own await line: {w:?}"
+        );
+        assert_eq!(w.parked, None);
+        let s = get(ids[1]).expect("the sleeper in the dump");
+        assert_eq!(s.parked, Some("timer"), "{s:?}");
+        drop(tx);
+    }
+}
