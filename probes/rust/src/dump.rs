@@ -18,8 +18,10 @@ pub(crate) const DUMP_FILE: &str = file!();
 
 /// A task idle this long is a stuck candidate worth a dump.
 const DUMP_AFTER: Duration = Duration::from_millis(900);
-/// At most one dump per this long.
+/// At most one dump per this long, or per 100 times the last dump's pause if longer (the
+/// runtime spends at most 1% of its time paused for dumps).
 const DUMP_EVERY: Duration = Duration::from_secs(5);
+const DUTY: u32 = 100;
 /// At most one look for candidates per this long.
 const SCAN_EVERY: Duration = Duration::from_millis(250);
 /// Giving up on a dump that does not complete (a worker is blocked).
@@ -50,6 +52,16 @@ struct State {
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
 
+/// When the last dump ended ([`registry::now_ns`]).
+static DUMP_ENDED_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Whether a dump paused the runtime at some point since `since_ns`: lag and long polls
+/// over that span are the probe's own doing, not the program's.
+pub(crate) fn paused_since(since_ns: u64) -> bool {
+    registry::DUMPING.load(std::sync::atomic::Ordering::Relaxed) != 0
+        || DUMP_ENDED_NS.load(std::sync::atomic::Ordering::Relaxed) >= since_ns
+}
+
 fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
     let mut g = STATE.lock().unwrap_or_else(|e| e.into_inner());
     f(g.get_or_insert_with(State::default))
@@ -79,8 +91,10 @@ pub(crate) fn watch(handle: &tokio::runtime::Handle, now: Instant) {
     }
     let due = with_state(|s| {
         let due = !s.in_flight
-            && s.last_dump
-                .is_none_or(|t| now.duration_since(t) >= DUMP_EVERY)
+            && s.last_dump.is_none_or(|t| {
+                let pause = s.last_cost.map_or(Duration::ZERO, |c| c.0);
+                now.duration_since(t) >= DUMP_EVERY.max(pause * DUTY)
+            })
             && s.last_scan
                 .is_none_or(|t| now.duration_since(t) >= SCAN_EVERY);
         if due {
@@ -145,9 +159,14 @@ fn take(
     // Spawned, not block_on: a current-thread runtime can only be dumped from inside.
     let h = handle.clone();
     handle.spawn(async move {
-        registry::DUMPING.store(true, std::sync::atomic::Ordering::Relaxed);
+        let runtime = tokio::task::try_id()
+            .map(|id| registry::runtime_of(registry::id_u64(id)))
+            .filter(|r| *r != 0)
+            .unwrap_or(u64::MAX);
+        registry::DUMPING.store(runtime, std::sync::atomic::Ordering::Relaxed);
         let dump = tokio::time::timeout(DUMP_TIMEOUT, h.dump()).await.ok();
-        registry::DUMPING.store(false, std::sync::atomic::Ordering::Relaxed);
+        registry::DUMPING.store(0, std::sync::atomic::Ordering::Relaxed);
+        DUMP_ENDED_NS.store(registry::now_ns(), std::sync::atomic::Ordering::Relaxed);
         let _ = tx.send(dump);
     });
     let dump = rx.recv_timeout(DUMP_TIMEOUT * 2).ok().flatten()?;

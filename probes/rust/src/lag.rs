@@ -153,6 +153,12 @@ pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHan
         while let Some(sent) = rx.recv().await {
             let now = Instant::now();
             let lag = now.saturating_duration_since(sent);
+            // A task dump paused the runtime meanwhile: this lag is the probe's own.
+            let sent_ns = registry::now_ns().saturating_sub(lag.as_nanos() as u64);
+            if crate::dump::paused_since(sent_ns) {
+                ticker_shared.lag().blocked_since = None;
+                continue;
+            }
             let mut st = ticker_shared.lag();
             if let Some(w) = tokio::runtime::worker_index() {
                 st.worker_tids
@@ -224,7 +230,8 @@ fn watch_long_polls(shared: &Shared) {
     let mut still: HashMap<u64, LongPoll> = HashMap::new();
     for (task, since, tid) in running {
         let took = now_ns.saturating_sub(since);
-        if took < threshold {
+        // The dump task's own poll, and polls stretched by a dump's pause, are the probe's.
+        if took < threshold || crate::dump::paused_since(since) {
             continue;
         }
         let (at_ms, stack) = match st.long_polls.get(&task) {

@@ -1,6 +1,18 @@
 //! leakhound-probe: the in-process probe for tokio programs (wire protocol:
 //! `probes/PROTOCOL.md`).
 //!
+//! The one-line way: `#[leakhound_probe::main]` instead of `#[tokio::main]` (same
+//! arguments), `#[leakhound_probe::test]` instead of `#[tokio::test]`:
+//!
+//! ```no_run
+//! #[leakhound_probe::main(worker_threads = 2)]
+//! async fn main() {
+//!     // … the program: every task, stalls, stuck tasks with their await points, log ids.
+//! }
+//! ```
+//!
+//! Or keep `#[tokio::main]` and start the probe inside the runtime (no task hooks then):
+//!
 //! ```no_run
 //! # async fn run() {
 //! // inside a tokio runtime:
@@ -20,8 +32,8 @@
 //! - [`TrackedSemaphore`]: a semaphore whose waiters the probe can see;
 //! - [`LeakGuard`]: fail a test that leaks threads, descriptors, children or tasks.
 //!
-//! Task hooks must be set when the runtime is built, so `#[tokio::main]` cannot have them.
-//! Build the runtime by hand:
+//! Task hooks must be set when the runtime is built, so `#[tokio::main]` cannot have them:
+//! use the attribute, or build the runtime by hand:
 //!
 //! ```no_run
 //! let runtime = leakhound_probe::runtime().build().unwrap(); // multi-thread, all drivers, hooks

@@ -212,8 +212,23 @@ pub(crate) fn on_before_poll(id: u64) {
     });
 }
 
-/// A task dump is re-polling tasks in tracing mode: those polls are not progress.
-pub(crate) static DUMPING: AtomicBool = AtomicBool::new(false);
+/// The tag of the runtime a task dump is re-polling in tracing mode (0: none, `u64::MAX`:
+/// not known, so any): those polls are not progress.
+pub(crate) static DUMPING: AtomicU64 = AtomicU64::new(0);
+
+fn dumping(runtime: u64) -> bool {
+    let d = DUMPING.load(Ordering::Relaxed);
+    d != 0 && (d == u64::MAX || d == runtime)
+}
+
+/// The tag of the runtime that spawned live task `id` (0 when not known).
+pub(crate) fn runtime_of(id: u64) -> u64 {
+    let s = slot(id);
+    if s.id.load(Ordering::Acquire) == id {
+        return s.runtime.load(Ordering::Relaxed);
+    }
+    overflow().get(&id).map_or(0, |e| e.runtime)
+}
 
 pub(crate) fn on_after_poll(id: u64) {
     let now = now_ns();
@@ -223,19 +238,21 @@ pub(crate) fn on_after_poll(id: u64) {
             s.since_ns.load(Ordering::Relaxed)
         })
         .unwrap_or(now);
-    if DUMPING.load(Ordering::Relaxed) {
-        return;
-    }
     let took = now.saturating_sub(started);
     let s = slot(id);
     if s.id.load(Ordering::Acquire) == id {
+        if dumping(s.runtime.load(Ordering::Relaxed)) {
+            return;
+        }
         // Only the thread polling this task writes these: no read-modify-write needed.
         s.polls
             .store(s.polls.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         s.busy_ns
             .store(s.busy_ns.load(Ordering::Relaxed) + took, Ordering::Relaxed);
         s.last_poll_end_ns.store(now, Ordering::Relaxed);
-    } else if let Some(e) = overflow().get_mut(&id) {
+    } else if let Some(e) = overflow().get_mut(&id)
+        && !dumping(e.runtime)
+    {
         e.polls += 1;
         e.busy_ns += took;
         e.last_poll_end_ns = now;

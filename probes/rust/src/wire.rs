@@ -205,6 +205,11 @@ pub(crate) fn missing() -> Vec<String> {
         "lost-waker: tokio's task hooks do not track wakers; attach to a console-subscriber endpoint (http://HOST:PORT) for waker counts".into(),
     );
     m.push("stacks: native thread stacks are not collected by the Rust probe".into());
+    if !cfg!(all(tokio_unstable, feature = "taskdump")) {
+        m.push(
+            "await points: stuck tasks' await chains need leakhound-probe's default feature \"taskdump\" and RUSTFLAGS=\"--cfg tokio_unstable\" (Linux)".into(),
+        );
+    }
     m.push(
         "task names: tokio::task::Builder names reach only tracing (console-subscriber); tasks are shown by id and spawn location".into(),
     );
