@@ -11,6 +11,8 @@
 use crate::registry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 /// Where the dump task is spawned from; the registry hides tasks spawned here.
@@ -24,8 +26,13 @@ const DUMP_EVERY: Duration = Duration::from_secs(5);
 const DUTY: u32 = 100;
 /// At most one look for candidates per this long.
 const SCAN_EVERY: Duration = Duration::from_millis(250);
-/// Giving up on a dump that does not complete (a worker is blocked).
-const DUMP_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a dump, how long until tokio has re-polled the tasks it traced.
+const REPOLL_GRACE: Duration = Duration::from_millis(100);
+/// A dump pending longer than this is waiting for a blocked worker, not pausing the
+/// runtime: lag seen meanwhile is the program's again. (A dump is never cancelled: tokio
+/// leaves its dump request flag set when the `dump()` future is dropped midway, and the next
+/// request then spins a worker forever.)
+const DUMP_PAUSE_MAX: Duration = Duration::from_secs(2);
 /// Frames kept per chain, innermost ones.
 const MAX_FRAMES: usize = 24;
 
@@ -52,14 +59,16 @@ struct State {
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
 
-/// When the last dump ended ([`registry::now_ns`]).
-static DUMP_ENDED_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// When the last dump was requested and when it ended ([`registry::now_ns`]).
+static DUMP_STARTED_NS: AtomicU64 = AtomicU64::new(0);
+static DUMP_ENDED_NS: AtomicU64 = AtomicU64::new(0);
 
 /// Whether a dump paused the runtime at some point since `since_ns`: lag and long polls
 /// over that span are the probe's own doing, not the program's.
 pub(crate) fn paused_since(since_ns: u64) -> bool {
-    registry::DUMPING.load(std::sync::atomic::Ordering::Relaxed) != 0
-        || DUMP_ENDED_NS.load(std::sync::atomic::Ordering::Relaxed) >= since_ns
+    let pending_for = registry::now_ns().saturating_sub(DUMP_STARTED_NS.load(Relaxed));
+    (registry::DUMPING.load(Relaxed) && pending_for < DUMP_PAUSE_MAX.as_nanos() as u64)
+        || DUMP_ENDED_NS.load(Relaxed) >= since_ns
 }
 
 fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
@@ -109,7 +118,7 @@ pub(crate) fn watch(handle: &tokio::runtime::Handle, now: Instant) {
     let running: HashSet<u64> = registry::polls_now().into_iter().map(|p| p.0).collect();
     let (live, _) = registry::collect();
     let after = DUMP_AFTER.as_nanos() as u64;
-    let candidates: HashMap<u64, u64> = with_state(|s| {
+    let candidates: HashSet<u64> = with_state(|s| {
         let alive: HashSet<u64> = live.iter().map(|(id, _)| *id).collect();
         s.by_task.retain(|id, _| alive.contains(id));
         live.iter()
@@ -119,12 +128,18 @@ pub(crate) fn watch(handle: &tokio::runtime::Handle, now: Instant) {
                     && now_ns.saturating_sub(progress) >= after
                     && s.by_task.get(id).is_none_or(|(p, _)| *p != e.polls)
             })
-            .map(|(id, e)| (*id, e.polls))
+            .map(|(id, _)| *id)
             .collect()
     });
     if candidates.is_empty() {
         return;
     }
+    // Every idle task's progress before the dump, to undo the dump's own poll afterwards.
+    let before: HashMap<u64, (u64, u64)> = live
+        .iter()
+        .filter(|(id, _)| !running.contains(id))
+        .map(|(id, e)| (*id, (e.polls, e.last_poll_end_ns)))
+        .collect();
     with_state(|s| {
         s.in_flight = true;
         s.last_dump = Some(now);
@@ -133,7 +148,7 @@ pub(crate) fn watch(handle: &tokio::runtime::Handle, now: Instant) {
     let started = std::thread::Builder::new()
         .name("leakhound-dump".into())
         .spawn(move || {
-            let found = take(&handle, &candidates);
+            let found = take(&handle, &before, &candidates);
             with_state(|s| {
                 s.in_flight = false;
                 if let Some((found, cost)) = found {
@@ -147,49 +162,65 @@ pub(crate) fn watch(handle: &tokio::runtime::Handle, now: Instant) {
     }
 }
 
-/// Takes one dump and reads the chains of `candidates` (task id -> poll count).
+/// What one dump found: (task id, (its poll count, where it waits)) for the candidates,
+/// and how long the dump and the resolving took.
+type Found = (Vec<(u64, (u64, Waiting))>, (Duration, Duration));
+
+/// Takes one dump (waiting as long as it takes: it is never cancelled), undoes its polls
+/// for the tasks in `before` (task id -> polls and last poll end before it), and reads the
+/// chains of `candidates`.
 #[cfg(all(tokio_unstable, feature = "taskdump"))]
-#[allow(clippy::type_complexity)]
 fn take(
     handle: &tokio::runtime::Handle,
-    candidates: &HashMap<u64, u64>,
-) -> Option<(Vec<(u64, (u64, Waiting))>, (Duration, Duration))> {
+    before: &HashMap<u64, (u64, u64)>,
+    candidates: &HashSet<u64>,
+) -> Option<Found> {
     let (tx, rx) = std::sync::mpsc::channel();
     let t0 = Instant::now();
     // Spawned, not block_on: a current-thread runtime can only be dumped from inside.
     let h = handle.clone();
+    DUMP_STARTED_NS.store(registry::now_ns(), Relaxed);
+    registry::DUMPING.store(true, Relaxed);
     handle.spawn(async move {
-        let runtime = tokio::task::try_id()
-            .map(|id| registry::runtime_of(registry::id_u64(id)))
-            .filter(|r| *r != 0)
-            .unwrap_or(u64::MAX);
-        registry::DUMPING.store(runtime, std::sync::atomic::Ordering::Relaxed);
-        let dump = tokio::time::timeout(DUMP_TIMEOUT, h.dump()).await.ok();
-        registry::DUMPING.store(0, std::sync::atomic::Ordering::Relaxed);
-        DUMP_ENDED_NS.store(registry::now_ns(), std::sync::atomic::Ordering::Relaxed);
+        let dump = h.dump().await;
+        registry::DUMPING.store(false, Relaxed);
+        DUMP_ENDED_NS.store(registry::now_ns(), Relaxed);
         let _ = tx.send(dump);
     });
-    let dump = rx.recv_timeout(DUMP_TIMEOUT * 2).ok().flatten()?;
+    // Err: the runtime shut down and dropped the dump task.
+    let dump = rx.recv().ok();
+    registry::DUMPING.store(false, Relaxed);
+    let dump = dump?;
     let took = t0.elapsed();
     let t1 = Instant::now();
-    let found = dump
-        .tasks()
-        .iter()
-        .filter_map(|t| {
-            let id = registry::id_u64(t.id());
-            let polls = *candidates.get(&id)?;
-            Some((id, (polls, read_trace(t.trace()))))
-        })
-        .collect();
-    Some((found, (took, t1.elapsed())))
+    let mut found = Vec::new();
+    let mut dumped = Vec::new();
+    for t in dump.tasks().iter() {
+        let id = registry::id_u64(t.id());
+        let Some(&(polls, last_end)) = before.get(&id) else {
+            continue;
+        };
+        dumped.push((id, polls, last_end));
+        if candidates.contains(&id) {
+            found.push((id, (polls, read_trace(t.trace()))));
+        }
+    }
+    let resolved = t1.elapsed();
+    // The tracing poll, and the real one tokio makes after it (the traced leaves' wakers are
+    // deferred to then), are undone once both have surely happened.
+    std::thread::sleep(REPOLL_GRACE);
+    for (id, polls, last_end) in dumped {
+        registry::undo_dump_poll(id, polls, last_end);
+    }
+    Some((found, (took, resolved)))
 }
 
 #[cfg(not(all(tokio_unstable, feature = "taskdump")))]
-#[allow(clippy::type_complexity)]
 fn take(
     _: &tokio::runtime::Handle,
-    _: &HashMap<u64, u64>,
-) -> Option<(Vec<(u64, (u64, Waiting))>, (Duration, Duration))> {
+    _: &HashMap<u64, (u64, u64)>,
+    _: &HashSet<u64>,
+) -> Option<Found> {
     None
 }
 
@@ -363,9 +394,19 @@ mod dump_tests {
             registry::id_u64(sleeper.id()),
         ];
         // (Spawned from this file, they are hidden from the registry's reports like the
-        // probe's own dump task: name them as candidates directly.)
-        let candidates: HashMap<u64, u64> = ids.iter().map(|id| (*id, 0)).collect();
-        let (found, _) = take(rt.handle(), &candidates).expect("a dump");
+        // probe's own dump task: name them as candidates directly.) Both have been polled
+        // once and wait.
+        let progress = |id| registry::progress_of(id).expect("live");
+        while ids.iter().any(|id| progress(*id).0 == 0) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let before: HashMap<u64, (u64, u64)> = ids.iter().map(|id| (*id, progress(*id))).collect();
+        let candidates: HashSet<u64> = ids.into_iter().collect();
+        let (found, _) = take(rt.handle(), &before, &candidates).expect("a dump");
+        // The dump's own poll of each is not counted as progress.
+        for id in ids {
+            assert_eq!(progress(id), before[&id], "task {id}");
+        }
         let get = |id| {
             found
                 .iter()

@@ -212,22 +212,37 @@ pub(crate) fn on_before_poll(id: u64) {
     });
 }
 
-/// The tag of the runtime a task dump is re-polling in tracing mode (0: none, `u64::MAX`:
-/// not known, so any): those polls are not progress.
-pub(crate) static DUMPING: AtomicU64 = AtomicU64::new(0);
+/// A task dump was requested and has not completed (its pause is somewhere in there).
+pub(crate) static DUMPING: AtomicBool = AtomicBool::new(false);
 
-fn dumping(runtime: u64) -> bool {
-    let d = DUMPING.load(Ordering::Relaxed);
-    d != 0 && (d == u64::MAX || d == runtime)
-}
-
-/// The tag of the runtime that spawned live task `id` (0 when not known).
-pub(crate) fn runtime_of(id: u64) -> u64 {
+/// A task dump re-polls every task once in tracing mode, then wakes each so tokio polls it
+/// once more for real: neither poll is progress. Puts back the poll count and last poll end
+/// of task `id` as they were before the dump, when at most those two polls happened since.
+pub(crate) fn undo_dump_poll(id: u64, polls: u64, last_poll_end_ns: u64) {
+    let undo = |now: u64| now > polls && now <= polls + 2;
     let s = slot(id);
     if s.id.load(Ordering::Acquire) == id {
-        return s.runtime.load(Ordering::Relaxed);
+        if undo(s.polls.load(Ordering::Relaxed)) {
+            s.polls.store(polls, Ordering::Relaxed);
+            s.last_poll_end_ns
+                .store(last_poll_end_ns, Ordering::Relaxed);
+        }
+    } else if let Some(e) = overflow().get_mut(&id)
+        && undo(e.polls)
+    {
+        e.polls = polls;
+        e.last_poll_end_ns = last_poll_end_ns;
     }
-    overflow().get(&id).map_or(0, |e| e.runtime)
+}
+
+/// (polls, last poll end) of live task `id`, internal ones included.
+#[cfg(test)]
+pub(crate) fn progress_of(id: u64) -> Option<(u64, u64)> {
+    let s = slot(id);
+    if s.id.load(Ordering::Acquire) == id {
+        return read_slot(s).map(|e| (e.polls, e.last_poll_end_ns));
+    }
+    overflow().get(&id).map(|e| (e.polls, e.last_poll_end_ns))
 }
 
 pub(crate) fn on_after_poll(id: u64) {
@@ -241,18 +256,13 @@ pub(crate) fn on_after_poll(id: u64) {
     let took = now.saturating_sub(started);
     let s = slot(id);
     if s.id.load(Ordering::Acquire) == id {
-        if dumping(s.runtime.load(Ordering::Relaxed)) {
-            return;
-        }
         // Only the thread polling this task writes these: no read-modify-write needed.
         s.polls
             .store(s.polls.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         s.busy_ns
             .store(s.busy_ns.load(Ordering::Relaxed) + took, Ordering::Relaxed);
         s.last_poll_end_ns.store(now, Ordering::Relaxed);
-    } else if let Some(e) = overflow().get_mut(&id)
-        && !dumping(e.runtime)
-    {
+    } else if let Some(e) = overflow().get_mut(&id) {
         e.polls += 1;
         e.busy_ns += took;
         e.last_poll_end_ns = now;
