@@ -59,6 +59,10 @@ struct State {
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
 
+/// `LEAKHOUND_TASKDUMP=0` turns dumps off at run time.
+static DISABLED: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var("LEAKHOUND_TASKDUMP").is_ok_and(|v| v == "0"));
+
 /// When the last dump was requested and when it ended ([`registry::now_ns`]).
 static DUMP_STARTED_NS: AtomicU64 = AtomicU64::new(0);
 static DUMP_ENDED_NS: AtomicU64 = AtomicU64::new(0);
@@ -94,7 +98,8 @@ pub fn last_cost() -> Option<(Duration, Duration)> {
 /// Called by the watchdog: starts a dump when some task is a stuck candidate.
 pub(crate) fn watch(handle: &tokio::runtime::Handle, now: Instant) {
     if !cfg!(all(tokio_unstable, feature = "taskdump"))
-        || !registry::HOOKS_INSTALLED.load(std::sync::atomic::Ordering::Relaxed)
+        || !registry::HOOKS_INSTALLED.load(Relaxed)
+        || *DISABLED
     {
         return;
     }
