@@ -1,6 +1,8 @@
 //! The Rust probe end to end: probes/rust/examples/problems.rs runs with one problem on,
 //! `leakhound watch PID --json` must fire the matching rule (and nothing on a clean run);
-//! the ids in its log lines are the ones `leakhound snapshot PID --json` shows.
+//! the ids in its log lines are the ones `leakhound snapshot PID --json` shows. Each runtime
+//! a service may have: hand-built with the hooks (`hand`), `#[leakhound_probe::main]`
+//! (`attribute`), and `#[tokio::main]` + `init()` (`tokio-main`).
 
 mod rust_support;
 
@@ -18,7 +20,13 @@ struct Problem {
     lines: mpsc::Receiver<String>,
 }
 
+const RUNTIMES: [&str; 3] = ["hand", "attribute", "tokio-main"];
+
 fn start(mode: &str) -> Problem {
+    start_on(mode, "hand")
+}
+
+fn start_on(mode: &str, runtime: &str) -> Problem {
     let dir = tempfile::tempdir().unwrap();
     // tempfile makes it 0755; the probe listens only in a private (0700) folder.
     std::fs::set_permissions(
@@ -27,7 +35,7 @@ fn start(mode: &str) -> Problem {
     )
     .unwrap();
     let mut child = Command::new(example("leakhound-probe", "problems"))
-        .arg(mode)
+        .args([mode, "--runtime", runtime])
         .env("LEAKHOUND_SOCKET_DIR", dir.path())
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
@@ -110,10 +118,146 @@ fn fired<'a>(findings: &'a [Value], rule: &str) -> Vec<&'a Value> {
 }
 
 #[test]
-fn clean_run_fires_nothing() {
-    let p = start("clean");
+fn clean_run_fires_nothing_on_any_runtime() {
+    for runtime in RUNTIMES {
+        let p = start_on("clean", runtime);
+        let findings = p.findings();
+        assert!(findings.is_empty(), "{runtime}: {findings:#?}");
+    }
+}
+
+/// `leakhound snapshot PID --json`.
+fn snapshot(p: &Problem) -> Value {
+    let out = leakhound(&["snapshot", &p.pid(), "--json"]);
+    // 0 clean or 1 findings (what was stuck may have fired by now); 2 is an error.
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn tokio_main_with_init_sees_the_blocked_worker_and_the_starved_pool() {
+    let p = start_on("all", "tokio-main");
+    // Log lines carry ids with no subscriber set up by the program.
+    let line = p.line_containing("blocking task");
+    let (tid, _task) = (field(&line, "tid="), field(&line, "task="));
     let findings = p.findings();
-    assert!(findings.is_empty(), "{findings:#?}");
+    let blocked = fired(&findings, "loop-blocked");
+    assert!(
+        blocked
+            .iter()
+            .any(|f| f["evidence"]["stall_ms"].as_f64().unwrap() >= 100.0
+                && f["evidence"]["blocking_frame"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("stuck in one poll"))),
+        "{findings:#?}"
+    );
+    let pool = fired(&findings, "pool-starvation");
+    assert!(
+        pool.iter().any(|f| f["subject"] == "pool:blocking_pool"
+            && f["evidence"]["queued"] == 4
+            && f["evidence"]["busy_workers"] == 512),
+        "{findings:#?}"
+    );
+    // The worker that logged the line and then slept in the same poll is named by its tid.
+    let probe = &snapshot(&p)["probe"];
+    let stalls = probe["loops"][0]["stalls"].as_array().unwrap();
+    assert!(
+        stalls
+            .iter()
+            .any(|s| s["duration_ms"].as_f64().unwrap() >= 400.0
+                && s["stack"][0]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("(tid {tid})"))),
+        "tid {tid} in {stalls:#?}"
+    );
+    // Without hooks there are no tasks, and missing[] says what the attribute adds.
+    assert!(fired(&findings, "stuck-task").is_empty(), "{findings:#?}");
+    let missing = probe["missing"].to_string();
+    assert!(missing.contains("#[leakhound_probe::main]"), "{missing}");
+}
+
+#[test]
+fn the_attribute_alone_sees_the_stuck_task_the_blocking_task_and_the_starved_pool() {
+    let p = start_on("all", "attribute");
+    let stuck = field(&p.line_containing("stuck task"), "task=").to_string();
+    let blocking = field(&p.line_containing("blocking task"), "task=").to_string();
+    // A task dump is taken once the task has been idle about a second: its await chain is in
+    // the snapshot's task list soon after.
+    let chain = until(Duration::from_secs(10), || {
+        let snap = snapshot(&p);
+        let t = snap["probe"]["tasks"]
+            .as_array()?
+            .iter()
+            .find(|t| t["id"] == stuck.as_str())?
+            .clone();
+        t["await_chain"]
+            .as_array()
+            .filter(|c| !c.is_empty())
+            .cloned()
+    })
+    .expect("the stuck task's await chain in the snapshot");
+    assert!(
+        chain
+            .iter()
+            .any(|f| f.as_str().unwrap().contains("problems.rs:")),
+        "{chain:?}"
+    );
+    let findings = p.findings();
+    // The stuck task waits at its own `rx.await` line, from a task dump.
+    assert!(
+        fired(&findings, "stuck-task")
+            .iter()
+            .any(|f| f["subject"] == format!("task:{stuck}")
+                && f["evidence"]["own_frame"].as_str().is_some_and(|s| {
+                    s.contains("problems.rs:")
+                        && s.contains("awaits tokio::sync::oneshot::Receiver")
+                })),
+        "stuck task {stuck}: {findings:#?}"
+    );
+    assert!(
+        fired(&findings, "loop-blocked")
+            .iter()
+            .any(|f| f["evidence"]["stall_task"] == blocking.as_str()),
+        "blocking task {blocking}: {findings:#?}"
+    );
+    assert!(
+        fired(&findings, "pool-starvation")
+            .iter()
+            .any(|f| f["subject"] == "pool:blocking_pool"
+                && f["evidence"]["queued"] == 4
+                && f["evidence"]["busy_workers"] == 2),
+        "{findings:#?}"
+    );
+}
+
+#[test]
+fn semaphore_and_never_polled_are_seen_on_every_runtime() {
+    for runtime in RUNTIMES {
+        let p = start_on("semaphore", runtime);
+        let findings = p.findings();
+        assert!(
+            fired(&findings, "pool-starvation")
+                .iter()
+                .any(|f| f["subject"] == "pool:semaphore:db-connections"
+                    && f["evidence"]["queued"] == 3),
+            "{runtime}: {findings:#?}"
+        );
+        drop(p);
+        let p = start_on("never-polled", runtime);
+        let subject = field(&p.line_containing("nobody drives"), "spawned=").to_string();
+        let findings = p.findings();
+        assert!(
+            fired(&findings, "never-awaited")
+                .iter()
+                .any(|f| f["subject"] == subject.as_str()),
+            "{runtime}: {findings:#?}"
+        );
+    }
 }
 
 #[test]
@@ -195,14 +339,7 @@ fn log_ids_match_the_snapshot() {
     let p = start("stuck");
     let line = p.line_containing("stuck task");
     let (tid, task) = (field(&line, "tid="), field(&line, "task="));
-    let out = leakhound(&["snapshot", &p.pid(), "--json"]);
-    // 0 or 1 (findings): the stuck task may have fired by now.
-    assert!(
-        matches!(out.status.code(), Some(0 | 1)),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let snap: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let snap = snapshot(&p);
     let probe = &snap["probe"];
     assert_eq!(probe["runtime"], "tokio", "{}", snap["notes"]);
     let t = probe["tasks"]

@@ -1,14 +1,17 @@
 //! What leakhound-probe costs a tokio program, beside console-subscriber, in one run.
 //!
 //! `cargo bench -p leakhound-probe --bench overhead` (add `-- --quick` for a short run).
-//! Two workloads, each under four setups, each setup in its own process (console-subscriber
+//! Two workloads, each under five setups, each setup in its own process (console-subscriber
 //! installs a global subscriber; task hooks are per runtime):
 //! - `spawn`: a million short tasks (1,000 batches of 1,000 spawned and awaited, from a task);
 //! - `echo`: a TCP echo server on loopback, 64 clients × 1,000 round trips of 128 bytes.
 //!
 //! Setups: `bare` (plain runtime), `hooks` (four empty task hooks: the floor of any
-//! hook-based task registry), `probe` (leakhound_probe::runtime() + init()),
+//! hook-based task registry), `probe` (leakhound_probe::runtime() + init()), `attribute`
+//! (`#[leakhound_probe::main]`, as it comes: hooks, probe, its log subscriber),
 //! `console` (console-subscriber layer, default retention, runtime built after it).
+//! Task dumps (the probe's default `taskdump` feature) are compiled in; compare with
+//! `--no-default-features` for the probe without them.
 //!
 //! Each (workload, setup) runs 7 times, interleaved; the best wall and CPU times (other load
 //! only adds time) are reported with the ratio to bare, the median wall time beside them,
@@ -25,7 +28,7 @@ use std::time::{Duration, Instant};
 const RSS_LIMIT_KB: u64 = 4 << 20;
 static DONE: AtomicUsize = AtomicUsize::new(0);
 
-const SETUPS: [&str; 4] = ["bare", "hooks", "probe", "console"];
+const SETUPS: [&str; 5] = ["bare", "hooks", "probe", "attribute", "console"];
 const WORKLOADS: [&str; 2] = ["spawn", "echo"];
 
 fn rss_kb() -> u64 {
@@ -89,6 +92,11 @@ fn load_average() -> String {
         .unwrap_or_default()
 }
 
+/// Where the children's attribute-started probes put their sockets (the parent's pid).
+fn attribute_socket_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("lh-bench-attr-{}", std::process::id()))
+}
+
 fn parent(quick: bool) {
     let exe = std::env::current_exe().expect("own path");
     let rounds = if quick { 1 } else { 7 };
@@ -114,6 +122,8 @@ fn parent(quick: bool) {
                 let s = SETUPS[(k + round) % SETUPS.len()];
                 let mut cmd = Command::new(&exe);
                 cmd.args(["--child", w, s]);
+                // Where the attribute's probe puts its socket.
+                cmd.env("LEAKHOUND_SOCKET_DIR", attribute_socket_dir());
                 if quick {
                     cmd.arg("--quick");
                 }
@@ -154,6 +164,21 @@ fn parent(quick: bool) {
     for n in &notes {
         println!("note: {n}");
     }
+    // One task dump, as the probe takes it for a stuck candidate, at two task counts.
+    for n in [1_000usize, if quick { 10_000 } else { 100_000 }] {
+        let out = Command::new(&exe)
+            .args(["--child", "dump", &n.to_string()])
+            .env("LEAKHOUND_SOCKET_DIR", attribute_socket_dir())
+            .output()
+            .expect("run child");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("DUMP"))
+            .unwrap_or("DUMP ? failed");
+        println!("task dump with {n} idle tasks (dump s, resolving backtraces s): {line}");
+    }
+    let _ = std::fs::remove_dir_all(attribute_socket_dir());
     println!(
         "{rounds} runs each, interleaved; load average at the end: {}",
         load_average()
@@ -202,10 +227,12 @@ fn parent(quick: bool) {
             ("CPU", bc, &|r: &Row| best(&r.cpu)),
         ] {
             let p = pick(get("probe")) / base - 1.0;
+            let a = pick(get("attribute")) / base - 1.0;
             let c = pick(get("console")) / base - 1.0;
             println!(
-                "{w} ({what}, best of {rounds}): probe {:+.1}%, console-subscriber {:+.1}%, probe/console cost {}",
+                "{w} ({what}, best of {rounds}): probe {:+.1}%, attribute {:+.1}%, console-subscriber {:+.1}%, probe/console cost {}",
                 p * 100.0,
+                a * 100.0,
                 c * 100.0,
                 if c > 0.0 {
                     format!("{:.3}", p / c)
@@ -217,8 +244,61 @@ fn parent(quick: bool) {
     }
 }
 
+/// The `attribute` setup: the workload under `#[leakhound_probe::main]`, as it comes.
+#[leakhound_probe::main(worker_threads = 2)]
+async fn under_attribute(workload: String, quick: bool) -> (f64, u64, u64) {
+    run(&workload, quick).await
+}
+
+async fn run(workload: &str, quick: bool) -> (f64, u64, u64) {
+    match workload {
+        // Driven from a task, as a server spawns from its tasks (and not from the
+        // block_on thread, whose remote spawns make the run measure worker wake-ups).
+        "spawn" => tokio::spawn(spawn_many(if quick { 100_000 } else { 1_000_000 }))
+            .await
+            .unwrap(),
+        "echo" => echo(64, if quick { 200 } else { 1_000 }).await,
+        other => panic!("unknown workload {other}"),
+    }
+}
+
+/// What one task dump costs with `n` idle tasks: the probe takes one by itself once they
+/// have been idle about a second. Prints `DUMP n dump_s resolve_s`.
+#[leakhound_probe::main(worker_threads = 2)]
+async fn dump_cost(n: usize) {
+    let mut keep = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        keep.push(tx);
+        tokio::spawn(async move {
+            let _ = rx.await;
+        });
+    }
+    for _ in 0..300 {
+        if let Some((dump, resolve)) = leakhound_probe::last_dump_cost() {
+            println!(
+                "DUMP {n} {:.4} {:.4}",
+                dump.as_secs_f64(),
+                resolve.as_secs_f64()
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("DUMP {n} none none");
+}
+
 fn child(workload: &str, setup: &str, quick: bool) {
-    let mut _guard: Option<Box<dyn std::any::Any>> = None;
+    if workload == "dump" {
+        dump_cost(setup.parse().expect("task count"));
+        return;
+    }
+    watch_rss();
+    if setup == "attribute" {
+        let cpu_start = cpu_secs();
+        let (secs, mid, end) = under_attribute(workload.to_string(), quick);
+        report(secs, cpu_start, mid, end);
+    }
     let rt = match setup {
         "bare" => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -261,6 +341,31 @@ fn child(workload: &str, setup: &str, quick: bool) {
         }
         other => panic!("unknown setup {other}"),
     };
+    let dir = std::env::temp_dir().join(format!("lh-bench-{}", std::process::id()));
+    let cpu_start = cpu_secs();
+    let (secs, mid, end) = rt.block_on(async {
+        let probe = (setup == "probe").then(|| leakhound_probe::builder().socket_dir(&dir).start());
+        let r = run(workload, quick).await;
+        drop(probe);
+        r
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    report(secs, cpu_start, mid, end);
+}
+
+/// Prints the child's RESULT line and exits (without tearing down console-subscriber's
+/// threads).
+fn report(secs: f64, cpu_start: f64, mid: u64, end: u64) -> ! {
+    println!(
+        "RESULT {secs:.4} {:.4} {mid} {end} {}",
+        cpu_secs() - cpu_start,
+        DONE.load(Ordering::Relaxed)
+    );
+    std::process::exit(0);
+}
+
+/// Stops the child when its RSS passes the limit, reporting its rate so far.
+fn watch_rss() {
     let started = Instant::now();
     let cpu0 = cpu_secs();
     std::thread::spawn(move || {
@@ -278,30 +383,6 @@ fn child(workload: &str, setup: &str, quick: bool) {
             }
         }
     });
-    let dir = std::env::temp_dir().join(format!("lh-bench-{}", std::process::id()));
-    let cpu_start = cpu_secs();
-    let (secs, mid, end) = rt.block_on(async {
-        let probe = (setup == "probe").then(|| leakhound_probe::builder().socket_dir(&dir).start());
-        let r = match workload {
-            // Driven from a task, as a server spawns from its tasks (and not from the
-            // block_on thread, whose remote spawns make the run measure worker wake-ups).
-            "spawn" => tokio::spawn(spawn_many(if quick { 100_000 } else { 1_000_000 }))
-                .await
-                .unwrap(),
-            "echo" => echo(64, if quick { 200 } else { 1_000 }).await,
-            other => panic!("unknown workload {other}"),
-        };
-        drop(probe);
-        r
-    });
-    let _ = std::fs::remove_dir_all(&dir);
-    println!(
-        "RESULT {secs:.4} {:.4} {mid} {end} {}",
-        cpu_secs() - cpu_start,
-        DONE.load(Ordering::Relaxed)
-    );
-    // Exit without tearing down console-subscriber's threads.
-    std::process::exit(0);
 }
 
 async fn spawn_many(total: usize) -> (f64, u64, u64) {

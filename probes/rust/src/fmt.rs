@@ -15,10 +15,54 @@
 //! `/proc/PID/task/TID` (not Rust's `ThreadId`), `task` is `tokio::task::try_id()`.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
+
+/// Some log line was written with ids (by [`WithIds`] or [`write_ids`]): the program's
+/// own subscriber carries them, so the snapshot need not ask for them.
+pub(crate) static IDS_WRITTEN: AtomicBool = AtomicBool::new(false);
+
+/// The probe installed the global subscriber itself.
+pub(crate) static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Installs a global fmt subscriber with ids, filtered by `RUST_LOG` (default `info`), unless
+/// the program already set one. Returns whether it did.
+pub(crate) fn install() -> bool {
+    use tracing_subscriber::prelude::*;
+    if tracing::dispatcher::has_been_set() {
+        return false;
+    }
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => {
+            tracing_subscriber::EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+                eprintln!("leakhound-probe: RUST_LOG={spec:?} is not a valid filter ({e}); logging at info");
+                tracing_subscriber::EnvFilter::new("info")
+            })
+        }
+        _ => tracing_subscriber::EnvFilter::new("info"),
+    };
+    let ok = tracing_subscriber::registry()
+        .with(layer().with_filter(filter))
+        .try_init()
+        .is_ok();
+    INSTALLED.store(ok, Ordering::Relaxed);
+    ok
+}
+
+/// The `missing[]` line about log ids, if any.
+pub(crate) fn missing() -> Option<String> {
+    if INSTALLED.load(Ordering::Relaxed) || IDS_WRITTEN.load(Ordering::Relaxed) {
+        return None;
+    }
+    Some(if tracing::dispatcher::has_been_set() {
+        "log ids: the program set its own tracing subscriber; add tid=… task=… to its lines with fmt::layer().map_event_format(leakhound_probe::WithIds)".into()
+    } else {
+        "log ids: no tracing subscriber is set; leakhound_probe::init() installs one (honouring RUST_LOG) unless builder().log_ids(false)".into()
+    })
+}
 
 /// An event formatter that prefixes the wrapped one's output with `tid=… task=…`.
 #[derive(Debug, Clone, Default)]
@@ -43,6 +87,9 @@ where
 
 /// Writes `tid=N task=M ` (task `-` outside a task) for the calling thread.
 pub fn write_ids(w: &mut impl fmt::Write) -> fmt::Result {
+    if !IDS_WRITTEN.load(Ordering::Relaxed) {
+        IDS_WRITTEN.store(true, Ordering::Relaxed);
+    }
     let tid = rustix::thread::gettid().as_raw_nonzero();
     match tokio::task::try_id() {
         Some(id) => write!(w, "tid={tid} task={id} "),

@@ -40,6 +40,21 @@ pub(crate) struct LagState {
     /// computed from.
     pub busy_ratio: f64,
     busy_prev: Option<(Instant, Duration)>,
+    /// Kernel tid of each worker index, learnt where the ticker runs.
+    pub worker_tids: HashMap<usize, u32>,
+    /// Each worker's counters and since when they have not moved.
+    workers: Vec<WorkerWatch>,
+    /// Workers stuck in one poll now (found from runtime metrics alone), by worker index.
+    pub stuck_workers: HashMap<usize, LongPoll>,
+}
+
+/// A worker's activity counters as last seen, and when they last changed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct WorkerWatch {
+    park_unpark: u64,
+    busy: Duration,
+    polls: u64,
+    since: Instant,
 }
 
 impl LagState {
@@ -53,6 +68,9 @@ impl LagState {
             blocking_saturated_since: None,
             busy_ratio: 0.0,
             busy_prev: None,
+            worker_tids: HashMap::new(),
+            workers: Vec::new(),
+            stuck_workers: HashMap::new(),
         }
     }
 
@@ -133,7 +151,17 @@ pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHan
         while let Some(sent) = rx.recv().await {
             let now = Instant::now();
             let lag = now.saturating_duration_since(sent);
+            // A task dump paused the runtime meanwhile: this lag is the probe's own.
+            let sent_ns = registry::now_ns().saturating_sub(lag.as_nanos() as u64);
+            if crate::dump::paused_since(sent_ns) {
+                ticker_shared.lag().blocked_since = None;
+                continue;
+            }
             let mut st = ticker_shared.lag();
+            if let Some(w) = tokio::runtime::worker_index() {
+                st.worker_tids
+                    .insert(w, rustix::thread::gettid().as_raw_nonzero().get() as u32);
+            }
             st.record(now, ms(lag));
             if let Some((since, at_ms)) = st.blocked_since.take() {
                 let duration = ms(now.saturating_duration_since(since));
@@ -180,8 +208,12 @@ fn watchdog(shared: Arc<Shared>, tx: tokio::sync::mpsc::Sender<Instant>) {
             Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
         }
         watch_long_polls(&shared);
+        if !registry::HOOKS_INSTALLED.load(Ordering::Relaxed) {
+            watch_workers(&shared, now);
+        }
         watch_busy(&shared, now);
         watch_blocking_pool(&shared, now);
+        crate::dump::watch(&shared.handle, now);
         crate::semaphore::watch(now);
     }
 }
@@ -196,7 +228,8 @@ fn watch_long_polls(shared: &Shared) {
     let mut still: HashMap<u64, LongPoll> = HashMap::new();
     for (task, since, tid) in running {
         let took = now_ns.saturating_sub(since);
-        if took < threshold {
+        // The dump task's own poll, and polls stretched by a dump's pause, are the probe's.
+        if took < threshold || crate::dump::paused_since(since) {
             continue;
         }
         let (at_ms, stack) = match st.long_polls.get(&task) {
@@ -238,6 +271,120 @@ fn watch_long_polls(shared: &Shared) {
         });
     }
     st.long_polls = still;
+}
+
+/// Without task hooks (`#[tokio::main]`), a worker stuck in one poll is seen from runtime
+/// metrics: it is not parked (its park/unpark count is even) and neither that count, nor its
+/// busy time, nor (with `tokio_unstable`) its poll count has moved for the stall threshold.
+/// Tokio publishes busy time and poll counts when a worker parks and every 61 polls, so a
+/// worker making progress moves one of them well within a threshold of 100 ms.
+fn watch_workers(shared: &Shared, now: Instant) {
+    let m = shared.handle.metrics();
+    let workers = m.num_workers();
+    let mut st = shared.lag();
+    let mut ended = Vec::new();
+    for w in 0..workers {
+        #[cfg(tokio_unstable)]
+        let polls = m.worker_poll_count(w);
+        #[cfg(not(tokio_unstable))]
+        let polls = 0;
+        let seen = WorkerWatch {
+            park_unpark: m.worker_park_unpark_count(w),
+            busy: m.worker_total_busy_duration(w),
+            polls,
+            since: now,
+        };
+        if st.workers.len() <= w {
+            st.workers.push(seen);
+            continue;
+        }
+        let prev = st.workers[w];
+        let moved =
+            (prev.park_unpark, prev.busy, prev.polls) != (seen.park_unpark, seen.busy, seen.polls);
+        if moved {
+            st.workers[w] = seen;
+            if let Some(p) = st.stuck_workers.remove(&w) {
+                ended.push(p);
+            }
+            continue;
+        }
+        let took = now.saturating_duration_since(prev.since);
+        let parked = seen.park_unpark % 2 == 1;
+        if parked || took < shared.stall_threshold {
+            continue;
+        }
+        let known = st.worker_tids.get(&w).copied();
+        let others: Vec<u32> = st
+            .worker_tids
+            .iter()
+            .filter(|(i, _)| **i != w)
+            .map(|(_, t)| *t)
+            .collect();
+        let stuck = st.stuck_workers.entry(w).or_insert_with(|| {
+            let tids = known.map_or_else(|| busy_worker_threads(&others), |t| vec![t]);
+            let tid = match tids.as_slice() {
+                [t] => format!("tid {t}"),
+                [] => "tid unknown".into(),
+                many if many.len() > 4 => format!("tid unknown, {} candidates", many.len()),
+                many => format!(
+                    "tid one of {}",
+                    many.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+                ),
+            };
+            LongPoll {
+                at_ms: epoch_ms().saturating_sub(took.as_millis() as u64),
+                duration_ms: 0.0,
+                stack: vec![format!(
+                    "tokio worker {w} ({tid}) stuck in one poll; the task is unknown under #[tokio::main] (#[leakhound_probe::main] names it)"
+                )],
+            }
+        });
+        stuck.duration_ms = ms(took);
+    }
+    for p in ended {
+        st.push_stall(Stall {
+            at_ms: p.at_ms,
+            duration_ms: p.duration_ms,
+            stack: p.stack,
+            task: None,
+        });
+    }
+}
+
+/// Threads that may be the stuck worker when the ticker never ran on it: named like a tokio
+/// worker, not one of the `known` other workers, and not waiting where an idle worker or
+/// blocking-pool thread waits (futex, epoll).
+fn busy_worker_threads(known: &[u32]) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    let idle = [
+        libc::SYS_futex,
+        libc::SYS_epoll_pwait,
+        libc::SYS_epoll_pwait2,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_epoll_wait,
+    ];
+    let mut out: Vec<u32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|t| !known.contains(t))
+        .filter(|t| {
+            std::fs::read_to_string(format!("/proc/self/task/{t}/comm"))
+                .is_ok_and(|c| c.trim_end() == "tokio-rt-worker")
+        })
+        .filter(|t| {
+            let call =
+                std::fs::read_to_string(format!("/proc/self/task/{t}/syscall")).unwrap_or_default();
+            let nr = call
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<i64>().ok());
+            !nr.is_some_and(|n| idle.contains(&n))
+        })
+        .collect();
+    out.sort_unstable();
+    out
 }
 
 /// The workers' busy ratio over the last second, from `worker_total_busy_duration` deltas.

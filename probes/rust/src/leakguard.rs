@@ -39,6 +39,8 @@ pub struct LeakGuard {
     ignore_tasks: Vec<String>,
     ignore_fds: Vec<String>,
     settle: Duration,
+    /// Set by `#[leakhound_probe::test]`: judge only this runtime's tasks.
+    runtime: Option<u64>,
 }
 
 impl Default for LeakGuard {
@@ -53,8 +55,14 @@ fn read_trim(path: &str) -> Option<String> {
         .map(|s| s.trim_end().to_string())
 }
 
-fn census() -> Census {
+/// What the process holds now; with `runtime`, only that runtime's tasks (threads,
+/// descriptors and children are process-wide, so parallel tests would see each other's).
+fn census(runtime: Option<u64>) -> Census {
     let mut c = Census::default();
+    if runtime.is_some() {
+        c.tasks = live_tasks(runtime).map(|v| v.into_iter().collect());
+        return c;
+    }
     if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
         for e in dir.flatten() {
             if let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
@@ -105,7 +113,7 @@ fn census() -> Census {
             }
         }
     }
-    c.tasks = live_tasks().map(|v| v.into_iter().collect());
+    c.tasks = live_tasks(None).map(|v| v.into_iter().collect());
     c.alive_tasks = tokio::runtime::Handle::try_current()
         .ok()
         .map(|h| h.metrics().num_alive_tasks());
@@ -115,12 +123,22 @@ fn census() -> Census {
 impl LeakGuard {
     /// Takes the baseline census now.
     pub fn new() -> Self {
+        Self::over(None)
+    }
+
+    /// A guard over the tasks of the hooked runtime tagged `runtime` only.
+    pub(crate) fn for_runtime(runtime: u64) -> Self {
+        Self::over(Some(runtime))
+    }
+
+    fn over(runtime: Option<u64>) -> Self {
         LeakGuard {
-            baseline: census(),
+            baseline: census(runtime),
             ignore_threads: Vec::new(),
             ignore_tasks: Vec::new(),
             ignore_fds: Vec::new(),
             settle: Duration::from_secs(1),
+            runtime,
         }
     }
 
@@ -154,7 +172,7 @@ impl LeakGuard {
         let deadline = Instant::now() + self.settle;
         let mut pause = Duration::from_millis(1);
         loop {
-            let report = self.report(&census());
+            let report = self.report(&census(self.runtime));
             match report {
                 None => return Ok(()),
                 Some(r) if Instant::now() >= deadline => return Err(r),
@@ -162,6 +180,23 @@ impl LeakGuard {
                     std::thread::sleep(
                         pause.min(deadline.saturating_duration_since(Instant::now())),
                     );
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    /// [`LeakGuard::check`] from inside the runtime under test: waits with the runtime's
+    /// timer, so tasks (even on a current-thread runtime) can finish while it settles.
+    pub(crate) async fn check_async(&self) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + self.settle;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match self.report(&census(self.runtime)) {
+                None => return Ok(()),
+                Some(r) if tokio::time::Instant::now() >= deadline => return Err(r),
+                Some(_) => {
+                    tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(100));
                 }
             }
@@ -263,14 +298,16 @@ impl LeakGuard {
     }
 }
 
-/// Tokio task ids of live tasks spawned from a matching location, for [`LeakGuard`].
-fn live_tasks() -> Option<Vec<(String, String)>> {
+/// Tokio task ids of live tasks and their spawn locations, for [`LeakGuard`]; only the
+/// tasks of the runtime tagged `runtime` when given.
+fn live_tasks(runtime: Option<u64>) -> Option<Vec<(String, String)>> {
     if !crate::registry::HOOKS_INSTALLED.load(std::sync::atomic::Ordering::Relaxed) {
         return None;
     }
     let (live, _) = crate::registry::collect();
     Some(
         live.into_iter()
+            .filter(|(_, e)| runtime.is_none_or(|r| e.runtime == r))
             .map(|(id, e)| {
                 (
                     id.to_string(),

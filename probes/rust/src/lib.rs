@@ -1,6 +1,18 @@
 //! leakhound-probe: the in-process probe for tokio programs (wire protocol:
 //! `probes/PROTOCOL.md`).
 //!
+//! The one-line way: `#[leakhound_probe::main]` instead of `#[tokio::main]` (same
+//! arguments), `#[leakhound_probe::test]` instead of `#[tokio::test]`:
+//!
+//! ```no_run
+//! #[leakhound_probe::main(worker_threads = 2)]
+//! async fn main() {
+//!     // … the program: every task, stalls, stuck tasks with their await points, log ids.
+//! }
+//! ```
+//!
+//! Or keep `#[tokio::main]` and start the probe inside the runtime (no task hooks then):
+//!
 //! ```no_run
 //! # async fn run() {
 //! // inside a tokio runtime:
@@ -20,8 +32,8 @@
 //! - [`TrackedSemaphore`]: a semaphore whose waiters the probe can see;
 //! - [`LeakGuard`]: fail a test that leaks threads, descriptors, children or tasks.
 //!
-//! Task hooks must be set when the runtime is built, so `#[tokio::main]` cannot have them.
-//! Build the runtime by hand:
+//! Task hooks must be set when the runtime is built, so `#[tokio::main]` cannot have them:
+//! use the attribute, or build the runtime by hand:
 //!
 //! ```no_run
 //! let runtime = leakhound_probe::runtime().build().unwrap(); // multi-thread, all drivers, hooks
@@ -48,6 +60,7 @@
 //!     .init();
 //! ```
 
+mod dump;
 mod fmt;
 mod folder;
 mod lag;
@@ -57,8 +70,10 @@ mod semaphore;
 mod server;
 mod wire;
 
+pub use dump::last_cost as last_dump_cost;
 pub use fmt::{WithIds, layer as fmt_layer, write_ids};
 pub use leakguard::LeakGuard;
+pub use leakhound_probe_macros::{main, test};
 pub use registry::hooks;
 pub use semaphore::{TrackedPermit, TrackedSemaphore};
 pub use server::socket_dir;
@@ -97,7 +112,7 @@ impl Default for Builder {
             lag_window: Duration::from_secs(10),
             stall_threshold: Duration::from_millis(100),
             finished_tasks: 64,
-            log_ids: false,
+            log_ids: true,
             max_blocking_threads: 512,
             handle: None,
         }
@@ -144,8 +159,9 @@ impl Builder {
         self.finished_tasks = n;
         self
     }
-    /// Also install a global fmt subscriber writing `tid=… task=…` on every line, at INFO
-    /// and above (default off; ignored when the program already set a global subscriber).
+    /// Install a global fmt subscriber writing `tid=… task=…` on every line, filtered by
+    /// `RUST_LOG` (default `info`), when the program has set none (default on). Set your own
+    /// subscriber *before* starting the probe: once one is set, `tracing`'s `init()` panics.
     pub fn log_ids(mut self, on: bool) -> Self {
         self.log_ids = on;
         self
@@ -173,8 +189,7 @@ impl Builder {
         let handle = self.handle.unwrap_or_else(tokio::runtime::Handle::current);
         registry::FINISHED_CAP.store(self.finished_tasks, Ordering::Relaxed);
         if self.log_ids {
-            use tracing_subscriber::prelude::*;
-            let _ = tracing_subscriber::registry().with(fmt::layer()).try_init();
+            fmt::install();
         }
         let shared = Arc::new(lag::Shared {
             handle,
@@ -246,5 +261,74 @@ impl Drop for Probe {
                 let _ = std::fs::remove_dir(dir); // only when nothing else is left in it
             }
         }
+    }
+}
+
+/// Whether [`hooks`] has been applied to some runtime (the probe then lists every task).
+pub fn hooks_installed() -> bool {
+    registry::HOOKS_INSTALLED.load(Ordering::Relaxed)
+}
+
+/// What `#[leakhound_probe::main]` and `#[leakhound_probe::test]` expand to call.
+#[doc(hidden)]
+pub mod __private {
+    use std::future::Future;
+    use tokio::runtime::Builder;
+
+    /// The runtime builder the attribute starts from (its arguments are applied after).
+    pub fn builder(multi_thread: bool) -> Builder {
+        let mut b = if multi_thread {
+            Builder::new_multi_thread()
+        } else {
+            Builder::new_current_thread()
+        };
+        b.enable_all();
+        b
+    }
+
+    fn build(mut b: Builder) -> (tokio::runtime::Runtime, u64) {
+        let tag = crate::registry::hooks_tagged(&mut b);
+        match b.build() {
+            Ok(rt) => (rt, tag),
+            Err(e) => panic!("leakhound_probe: cannot build the tokio runtime: {e}"),
+        }
+    }
+
+    /// `#[leakhound_probe::main]`: the body on a hooked runtime, with the probe on.
+    pub fn main<F: Future>(b: Builder, probe: crate::Builder, body: F) -> F::Output {
+        let (rt, _) = build(b);
+        rt.block_on(async {
+            let _probe = probe.start();
+            body.await
+        })
+    }
+
+    /// `#[leakhound_probe::test]`: as [`main`], then fails when the body left tasks of its
+    /// runtime alive (`leaks = "tasks"`), or anything a [`crate::LeakGuard`] sees (`"all"`).
+    pub fn test<F: Future>(
+        mut b: Builder,
+        probe: crate::Builder,
+        leaks: &str,
+        body: F,
+    ) -> F::Output {
+        // The runtime's own threads (workers, blocking pool) come and go: not the test's.
+        b.thread_name("leakhound-test-rt");
+        let (rt, tag) = build(b);
+        let leaks = leaks.to_string();
+        rt.block_on(async move {
+            let _probe = probe.start();
+            let guard = match leaks.as_str() {
+                "tasks" => Some(crate::LeakGuard::for_runtime(tag)),
+                "all" => Some(crate::LeakGuard::new().ignore_thread("leakhound-")),
+                _ => None,
+            };
+            let out = body.await;
+            if let Some(guard) = guard
+                && let Err(report) = guard.check_async().await
+            {
+                panic!("{report}");
+            }
+            out
+        })
     }
 }

@@ -70,22 +70,36 @@ pub(crate) struct Entry {
     pub busy_ns: u64,
     /// 0 when never polled.
     pub last_poll_end_ns: u64,
+    /// Which hooked runtime spawned it (the tag [`hooks_tagged`] handed out).
+    pub runtime: u64,
 }
 
 impl Entry {
     pub fn internal(&self) -> bool {
-        // The probe's own tasks (the lag ticker): keep them out of reports.
-        INTERNAL_FILE.get() == Some(&self.location.file())
+        // The probe's own tasks (the lag ticker, the dump task): keep them out of reports.
+        let file = self.location.file();
+        INTERNAL_FILES.iter().any(|f| f.get() == Some(&file))
     }
 }
 
-/// The source file the probe spawns its own tasks from, set by [`hide_spawns_from`].
-static INTERNAL_FILE: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+/// The source files the probe spawns its own tasks from, set by [`hide_spawns_from`].
+static INTERNAL_FILES: [std::sync::OnceLock<&'static str>; 4] =
+    [const { std::sync::OnceLock::new() }; 4];
 
 /// Tasks spawned from `file` (pass `file!()`) are the probe's own: the registry hides them.
 /// Set by whoever spawns them, so the registry need not know who that is.
 pub(crate) fn hide_spawns_from(file: &'static str) {
-    let _ = INTERNAL_FILE.set(file);
+    for slot in &INTERNAL_FILES {
+        match slot.get() {
+            Some(&f) if f == file => return,
+            Some(_) => continue,
+            None => {
+                if slot.set(file).is_ok() || slot.get() == Some(&file) {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +128,7 @@ struct Slot {
     polls: AtomicU64,
     busy_ns: AtomicU64,
     last_poll_end_ns: AtomicU64,
+    runtime: AtomicU64,
 }
 
 static TABLE: LazyLock<Box<[Slot]>> =
@@ -176,7 +191,7 @@ pub(crate) fn polls_now() -> Vec<(u64, u64, u64)> {
         .collect()
 }
 
-pub(crate) fn on_spawn(id: u64, location: &'static Location<'static>) {
+pub(crate) fn on_spawn(id: u64, location: &'static Location<'static>, runtime: u64) {
     let now = now_ns();
     let s = slot(id);
     if s.id
@@ -191,6 +206,7 @@ pub(crate) fn on_spawn(id: u64, location: &'static Location<'static>) {
         s.polls.store(0, Ordering::Relaxed);
         s.busy_ns.store(0, Ordering::Relaxed);
         s.last_poll_end_ns.store(0, Ordering::Relaxed);
+        s.runtime.store(runtime, Ordering::Relaxed);
         s.id.store(id, Ordering::Release);
     } else {
         overflow().insert(
@@ -201,6 +217,7 @@ pub(crate) fn on_spawn(id: u64, location: &'static Location<'static>) {
                 polls: 0,
                 busy_ns: 0,
                 last_poll_end_ns: 0,
+                runtime,
             },
         );
     }
@@ -213,6 +230,39 @@ pub(crate) fn on_before_poll(id: u64) {
         s.since_ns.store(now, Ordering::Relaxed);
         s.task.store(id, Ordering::Release);
     });
+}
+
+/// A task dump was requested and has not completed (its pause is somewhere in there).
+pub(crate) static DUMPING: AtomicBool = AtomicBool::new(false);
+
+/// A task dump re-polls every task once in tracing mode, then wakes each so tokio polls it
+/// once more for real: neither poll is progress. Puts back the poll count and last poll end
+/// of task `id` as they were before the dump, when at most those two polls happened since.
+pub(crate) fn undo_dump_poll(id: u64, polls: u64, last_poll_end_ns: u64) {
+    let undo = |now: u64| now > polls && now <= polls + 2;
+    let s = slot(id);
+    if s.id.load(Ordering::Acquire) == id {
+        if undo(s.polls.load(Ordering::Relaxed)) {
+            s.polls.store(polls, Ordering::Relaxed);
+            s.last_poll_end_ns
+                .store(last_poll_end_ns, Ordering::Relaxed);
+        }
+    } else if let Some(e) = overflow().get_mut(&id)
+        && undo(e.polls)
+    {
+        e.polls = polls;
+        e.last_poll_end_ns = last_poll_end_ns;
+    }
+}
+
+/// (polls, last poll end) of live task `id`, internal ones included.
+#[cfg(test)]
+pub(crate) fn progress_of(id: u64) -> Option<(u64, u64)> {
+    let s = slot(id);
+    if s.id.load(Ordering::Acquire) == id {
+        return read_slot(s).map(|e| (e.polls, e.last_poll_end_ns));
+    }
+    overflow().get(&id).map(|e| (e.polls, e.last_poll_end_ns))
 }
 
 pub(crate) fn on_after_poll(id: u64) {
@@ -290,6 +340,7 @@ fn read_slot(s: &Slot) -> Option<Entry> {
         polls: s.polls.load(Ordering::Relaxed),
         busy_ns: s.busy_ns.load(Ordering::Relaxed),
         last_poll_end_ns: s.last_poll_end_ns.load(Ordering::Relaxed),
+        runtime: s.runtime.load(Ordering::Relaxed),
     })
 }
 
@@ -342,16 +393,33 @@ pub(crate) fn collect() -> (Vec<(u64, Entry)>, Vec<Finished>) {
 /// Applies the task hooks to a runtime builder. Without `--cfg tokio_unstable` tokio has no
 /// task hooks: this is then a no-op and the probe's snapshot lists what is missing.
 pub fn hooks(builder: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Builder {
+    hooks_tagged(builder);
+    builder
+}
+
+/// Runtimes given hooks so far; the next one's tag.
+static NEXT_RUNTIME: AtomicU64 = AtomicU64::new(1);
+
+/// [`hooks`], returning the tag its tasks carry in [`Entry::runtime`] (0 without
+/// `tokio_unstable`, when there are no hooks).
+pub(crate) fn hooks_tagged(builder: &mut tokio::runtime::Builder) -> u64 {
     #[cfg(tokio_unstable)]
-    {
+    let tag = {
         HOOKS_INSTALLED.store(true, Ordering::Relaxed);
+        let tag = NEXT_RUNTIME.fetch_add(1, Ordering::Relaxed);
         builder
-            .on_task_spawn(|meta| on_spawn(id_u64(meta.id()), meta.spawned_at()))
+            .on_task_spawn(move |meta| on_spawn(id_u64(meta.id()), meta.spawned_at(), tag))
             .on_before_task_poll(|meta| on_before_poll(id_u64(meta.id())))
             .on_after_task_poll(|meta| on_after_poll(id_u64(meta.id())))
             .on_task_terminate(|meta| on_terminate(id_u64(meta.id())));
-    }
-    builder
+        tag
+    };
+    #[cfg(not(tokio_unstable))]
+    let tag = {
+        let _ = builder;
+        0
+    };
+    tag
 }
 
 #[cfg(test)]
@@ -377,7 +445,7 @@ mod tests {
     fn finished_ring_is_bounded_and_live_tasks_leave_the_table() {
         FINISHED_CAP.store(16, Ordering::Relaxed);
         for id in 1_000_000..1_001_000u64 {
-            on_spawn(id, LOC);
+            on_spawn(id, LOC, 0);
             std::thread::sleep(std::time::Duration::from_micros(1));
             on_terminate(id);
         }
@@ -393,8 +461,8 @@ mod tests {
     fn a_slot_held_by_a_long_lived_task_sends_the_newcomer_to_overflow() {
         let old = 2_000_000u64;
         let new = old + SLOTS as u64;
-        on_spawn(old, LOC);
-        on_spawn(new, LOC);
+        on_spawn(old, LOC, 0);
+        on_spawn(new, LOC, 0);
         on_before_poll(new);
         on_after_poll(new);
         let (live, _) = collect();

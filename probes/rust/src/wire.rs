@@ -38,6 +38,12 @@ pub(crate) fn tasks() -> (Vec<Task>, u64) {
     let mut out = Vec::with_capacity(live.len() + finished.len());
     for (id, e) in live {
         let polling = running.contains_key(&id);
+        let waiting = if polling {
+            None
+        } else {
+            crate::dump::waiting(id, e.polls)
+        }
+        .unwrap_or_default();
         let progress = if e.last_poll_end_ns == 0 {
             e.spawned_ns
         } else {
@@ -64,6 +70,8 @@ pub(crate) fn tasks() -> (Vec<Task>, u64) {
             busy_ms: Some(ns_to_ms(e.busy_ns)),
             lost_waker: false,
             loop_id: Some(LOOP_ID.into()),
+            await_chain: waiting.chain,
+            parked: waiting.parked.map(String::from),
             ..Task::default()
         });
     }
@@ -93,23 +101,29 @@ pub(crate) fn missing() -> Vec<String> {
     let mut m = Vec::new();
     if !cfg!(tokio_unstable) {
         m.push(
-            "tasks: tokio's task hooks need RUSTFLAGS=\"--cfg tokio_unstable\" (or [build] rustflags in .cargo/config.toml), then leakhound_probe::hooks(&mut runtime_builder)".into(),
+            "tasks: tokio's task hooks need RUSTFLAGS=\"--cfg tokio_unstable\" (or [build] rustflags in .cargo/config.toml), then #[leakhound_probe::main] instead of #[tokio::main]".into(),
         );
         m.push(
             "blocking pool: threads, idle threads and queue depth need RUSTFLAGS=\"--cfg tokio_unstable\"".into(),
         );
     } else if !registry::HOOKS_INSTALLED.load(Ordering::Relaxed) {
         m.push(
-            "tasks: build the runtime with leakhound_probe::hooks(&mut builder) (or leakhound_probe::runtime()); #[tokio::main] cannot install task hooks".into(),
+            "tasks: #[tokio::main] cannot install task hooks; write #[leakhound_probe::main] instead (same arguments) for every task with its spawn site, stuck tasks, and the task behind a stall".into(),
         );
     }
     m.push(
         "lost-waker: tokio's task hooks do not track wakers; attach to a console-subscriber endpoint (http://HOST:PORT) for waker counts".into(),
     );
     m.push("stacks: native thread stacks are not collected by the Rust probe".into());
+    if !cfg!(all(tokio_unstable, feature = "taskdump")) {
+        m.push(
+            "await points: stuck tasks' await chains need leakhound-probe's default feature \"taskdump\" and RUSTFLAGS=\"--cfg tokio_unstable\" (Linux)".into(),
+        );
+    }
     m.push(
         "task names: tokio::task::Builder names reach only tracing (console-subscriber); tasks are shown by id and spawn location".into(),
     );
+    m.extend(crate::fmt::missing());
     m
 }
 
@@ -136,6 +150,14 @@ pub(crate) fn snapshot(shared: &Shared) -> ProbeData {
             at_ms,
             duration_ms: now.saturating_duration_since(since).as_secs_f64() * 1000.0,
             stack: Vec::new(),
+            task: None,
+        });
+    }
+    for p in st.stuck_workers.values() {
+        stalls.push(Stall {
+            at_ms: p.at_ms,
+            duration_ms: p.duration_ms,
+            stack: p.stack.clone(),
             task: None,
         });
     }

@@ -1,0 +1,430 @@
+//! Where stuck tasks wait: their await chains (`file:line in fn`, innermost last), from
+//! tokio's task dumps (the `taskdump` feature, with `--cfg tokio_unstable`, Linux).
+//!
+//! A dump pauses every worker and re-polls every task in tracing mode, and resolving its
+//! backtraces reads debug info (100 ms and more): so one is taken only when some task is a
+//! stuck candidate (idle, no progress for [`DUMP_AFTER`], no chain known for its current
+//! poll count), at most once per [`DUMP_EVERY`], on a thread of its own, with a timeout (a
+//! dump never completes while a worker is blocked). A chain stays valid until the task is
+//! polled again, so it is kept keyed by the task's poll count.
+
+use crate::registry;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+/// A task idle this long is a stuck candidate worth a dump.
+const DUMP_AFTER: Duration = Duration::from_millis(900);
+/// At most one dump per this long, or per 100 times the last dump's pause if longer (the
+/// runtime spends at most 1% of its time paused for dumps).
+const DUMP_EVERY: Duration = Duration::from_secs(5);
+const DUTY: u32 = 100;
+/// At most one look for candidates per this long.
+const SCAN_EVERY: Duration = Duration::from_millis(250);
+/// After a dump, how long until tokio has re-polled the tasks it traced.
+const REPOLL_GRACE: Duration = Duration::from_millis(100);
+/// A dump pending longer than this is waiting for a blocked worker, not pausing the
+/// runtime: lag seen meanwhile is the program's again. (A dump is never cancelled: tokio
+/// leaves its dump request flag set when the `dump()` future is dropped midway, and the next
+/// request then spins a worker forever.)
+const DUMP_PAUSE_MAX: Duration = Duration::from_secs(2);
+/// Frames kept per chain, innermost ones.
+const MAX_FRAMES: usize = 24;
+
+/// What a dump said about one task.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Waiting {
+    /// `file:line in fn` (or `fn` without debug info), innermost last.
+    pub chain: Vec<String>,
+    /// `timer` when it waits on a tokio timer (a wake-up is scheduled).
+    pub parked: Option<&'static str>,
+}
+
+#[derive(Default)]
+struct State {
+    /// task id -> (its poll count when dumped, what it waits on)
+    by_task: HashMap<u64, (u64, Waiting)>,
+    last_dump: Option<Instant>,
+    /// The last look for candidates (the registry's table is scanned at most 4 times a second).
+    last_scan: Option<Instant>,
+    in_flight: bool,
+    /// How long the last dump took (pause and re-poll), and resolving its backtraces.
+    last_cost: Option<(Duration, Duration)>,
+}
+
+static STATE: Mutex<Option<State>> = Mutex::new(None);
+
+/// `LEAKHOUND_TASKDUMP=0` turns dumps off at run time.
+static DISABLED: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var("LEAKHOUND_TASKDUMP").is_ok_and(|v| v == "0"));
+
+/// When the last dump was requested and when it ended ([`registry::now_ns`]).
+static DUMP_STARTED_NS: AtomicU64 = AtomicU64::new(0);
+static DUMP_ENDED_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Whether a dump paused the runtime at some point since `since_ns`: lag and long polls
+/// over that span are the probe's own doing, not the program's.
+pub(crate) fn paused_since(since_ns: u64) -> bool {
+    let pending_for = registry::now_ns().saturating_sub(DUMP_STARTED_NS.load(Relaxed));
+    (registry::DUMPING.load(Relaxed) && pending_for < DUMP_PAUSE_MAX.as_nanos() as u64)
+        || DUMP_ENDED_NS.load(Relaxed) >= since_ns
+}
+
+fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
+    let mut g = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    f(g.get_or_insert_with(State::default))
+}
+
+/// What the last dump found for task `id`, if it has not been polled since.
+pub(crate) fn waiting(id: u64, polls: u64) -> Option<Waiting> {
+    with_state(|s| {
+        s.by_task
+            .get(&id)
+            .filter(|(p, _)| *p == polls)
+            .map(|(_, w)| w.clone())
+    })
+}
+
+/// The last dump's cost: (dump, resolving), for the bench and the docs.
+pub fn last_cost() -> Option<(Duration, Duration)> {
+    with_state(|s| s.last_cost)
+}
+
+/// Called by the watchdog: starts a dump when some task is a stuck candidate.
+pub(crate) fn watch(handle: &tokio::runtime::Handle, now: Instant) {
+    if !cfg!(all(tokio_unstable, feature = "taskdump"))
+        || !registry::HOOKS_INSTALLED.load(Relaxed)
+        || *DISABLED
+    {
+        return;
+    }
+    let due = with_state(|s| {
+        let due = !s.in_flight
+            && s.last_dump.is_none_or(|t| {
+                let pause = s.last_cost.map_or(Duration::ZERO, |c| c.0);
+                now.duration_since(t) >= DUMP_EVERY.max(pause * DUTY)
+            })
+            && s.last_scan
+                .is_none_or(|t| now.duration_since(t) >= SCAN_EVERY);
+        if due {
+            s.last_scan = Some(now);
+        }
+        due
+    });
+    if !due {
+        return;
+    }
+    let now_ns = registry::now_ns();
+    let running: HashSet<u64> = registry::polls_now().into_iter().map(|p| p.0).collect();
+    let (live, _) = registry::collect();
+    let after = DUMP_AFTER.as_nanos() as u64;
+    let candidates: HashSet<u64> = with_state(|s| {
+        let alive: HashSet<u64> = live.iter().map(|(id, _)| *id).collect();
+        s.by_task.retain(|id, _| alive.contains(id));
+        live.iter()
+            .filter(|(id, e)| {
+                let progress = e.last_poll_end_ns.max(e.spawned_ns);
+                !running.contains(id)
+                    && now_ns.saturating_sub(progress) >= after
+                    && s.by_task.get(id).is_none_or(|(p, _)| *p != e.polls)
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    });
+    if candidates.is_empty() {
+        return;
+    }
+    // Every idle task's progress before the dump, to undo the dump's own poll afterwards.
+    let before: HashMap<u64, (u64, u64)> = live
+        .iter()
+        .filter(|(id, _)| !running.contains(id))
+        .map(|(id, e)| (*id, (e.polls, e.last_poll_end_ns)))
+        .collect();
+    with_state(|s| {
+        s.in_flight = true;
+        s.last_dump = Some(now);
+    });
+    let handle = handle.clone();
+    let started = std::thread::Builder::new()
+        .name("leakhound-dump".into())
+        .spawn(move || {
+            let found = take(&handle, &before, &candidates);
+            with_state(|s| {
+                s.in_flight = false;
+                if let Some((found, cost)) = found {
+                    s.last_cost = Some(cost);
+                    s.by_task.extend(found);
+                }
+            });
+        });
+    if started.is_err() {
+        with_state(|s| s.in_flight = false);
+    }
+}
+
+/// What one dump found: (task id, (its poll count, where it waits)) for the candidates,
+/// and how long the dump and the resolving took.
+type Found = (Vec<(u64, (u64, Waiting))>, (Duration, Duration));
+
+/// Takes one dump (waiting as long as it takes: it is never cancelled), undoes its polls
+/// for the tasks in `before` (task id -> polls and last poll end before it), and reads the
+/// chains of `candidates`.
+#[cfg(all(tokio_unstable, feature = "taskdump"))]
+fn take(
+    handle: &tokio::runtime::Handle,
+    before: &HashMap<u64, (u64, u64)>,
+    candidates: &HashSet<u64>,
+) -> Option<Found> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t0 = Instant::now();
+    // Spawned, not block_on: a current-thread runtime can only be dumped from inside.
+    let h = handle.clone();
+    DUMP_STARTED_NS.store(registry::now_ns(), Relaxed);
+    registry::DUMPING.store(true, Relaxed);
+    // The dump task is the probe's own: the registry hides what this file spawns.
+    registry::hide_spawns_from(file!());
+    handle.spawn(async move {
+        let dump = h.dump().await;
+        registry::DUMPING.store(false, Relaxed);
+        DUMP_ENDED_NS.store(registry::now_ns(), Relaxed);
+        let _ = tx.send(dump);
+    });
+    // Err: the runtime shut down and dropped the dump task.
+    let dump = rx.recv().ok();
+    registry::DUMPING.store(false, Relaxed);
+    let dump = dump?;
+    let took = t0.elapsed();
+    let t1 = Instant::now();
+    let mut found = Vec::new();
+    let mut dumped = Vec::new();
+    for t in dump.tasks().iter() {
+        let id = registry::id_u64(t.id());
+        let Some(&(polls, last_end)) = before.get(&id) else {
+            continue;
+        };
+        dumped.push((id, polls, last_end));
+        if candidates.contains(&id) {
+            found.push((id, (polls, read_trace(t.trace()))));
+        }
+    }
+    let resolved = t1.elapsed();
+    // The tracing poll, and the real one tokio makes after it (the traced leaves' wakers are
+    // deferred to then), are undone once both have surely happened.
+    std::thread::sleep(REPOLL_GRACE);
+    for (id, polls, last_end) in dumped {
+        registry::undo_dump_poll(id, polls, last_end);
+    }
+    Some((found, (took, resolved)))
+}
+
+#[cfg(not(all(tokio_unstable, feature = "taskdump")))]
+fn take(
+    _: &tokio::runtime::Handle,
+    _: &HashMap<u64, (u64, u64)>,
+    _: &HashSet<u64>,
+) -> Option<Found> {
+    None
+}
+
+/// `name` without the `::h0123456789abcdef` hash rustc appends.
+fn strip_hash(name: &str) -> &str {
+    match name.rsplit_once("::h") {
+        Some((head, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+            head
+        }
+        _ => name,
+    }
+}
+
+/// One symbol as a chain frame.
+fn frame(name: &str, file: Option<&std::path::Path>, line: Option<u32>) -> String {
+    let name = strip_hash(name);
+    match (file, line) {
+        (Some(f), Some(l)) => format!("{}:{l} in {name}", f.display()),
+        _ => name.to_string(),
+    }
+}
+
+/// Frames of the tracing machinery itself, above the leaf future.
+fn is_capture_frame(name: &str) -> bool {
+    name.starts_with("backtrace::")
+        || name.contains("tokio::runtime::task::trace")
+        || name.contains("tokio::runtime::context")
+}
+
+/// A resolved symbol: name, file, line.
+type Sym = (String, Option<std::path::PathBuf>, Option<u32>);
+
+fn has_lines(s: &Sym) -> bool {
+    s.1.is_some() && s.2.is_some()
+}
+
+/// From one leaf's backtrace (innermost first): the frames from the leaf future up to the
+/// task's root, innermost last. Frames without line info (libraries built without debug
+/// info) are left out when some frame has it; the innermost one that has it names the leaf
+/// future it awaits (`…: awaits tokio::sync::oneshot::Receiver<T>`).
+fn chain(symbols: &[Sym]) -> Vec<String> {
+    let inside: Vec<_> = symbols
+        .iter()
+        .skip_while(|(n, _, _)| is_capture_frame(n))
+        .take_while(|(n, _, _)| !n.contains("tokio::runtime::task::"))
+        .take(MAX_FRAMES)
+        .collect();
+    let mut out: Vec<String> = if inside.iter().any(|s| has_lines(s)) {
+        // The outermost line-less frame before the first one with lines: the awaited future.
+        let leaf = inside
+            .iter()
+            .take_while(|s| !has_lines(s))
+            .filter(|(n, _, _)| n.contains("Future>::poll"))
+            .last()
+            .or_else(|| inside.iter().take_while(|s| !has_lines(s)).last())
+            .map(|(n, _, _)| strip_hash(n).trim_end_matches("::poll").to_string());
+        let mut frames: Vec<String> = inside
+            .iter()
+            .filter(|s| has_lines(s))
+            .map(|(n, f, l)| frame(n, f.as_deref(), *l))
+            .collect();
+        if let (Some(first), Some(leaf)) = (frames.first_mut(), leaf) {
+            let leaf = leaf
+                .trim_start_matches('<')
+                .split(" as core::future::future::Future>")
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            first.push_str(&format!(": awaits {leaf}"));
+        }
+        frames
+    } else {
+        inside
+            .iter()
+            .map(|(n, f, l)| frame(n, f.as_deref(), *l))
+            .collect()
+    };
+    out.reverse();
+    out
+}
+
+#[cfg(all(tokio_unstable, feature = "taskdump"))]
+fn read_trace(trace: &tokio::runtime::dump::Trace) -> Waiting {
+    let mut w = Waiting::default();
+    for bt in trace.resolve_backtraces() {
+        let symbols: Vec<_> = bt
+            .frames()
+            .flat_map(|f| f.symbols())
+            .map(|s| {
+                (
+                    s.name_demangled().unwrap_or("?").to_string(),
+                    s.filename().map(std::path::Path::to_path_buf),
+                    s.lineno(),
+                )
+            })
+            .collect();
+        if symbols.iter().any(|(n, _, _)| n.contains("tokio::time::")) {
+            w.parked = Some("timer");
+        }
+        if w.chain.is_empty() {
+            w.chain = chain(&symbols);
+        }
+    }
+    w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn a_chain_runs_from_the_leaf_to_the_task_root_innermost_last() {
+        let sym =
+            |n: &str, f: Option<&str>, l: Option<u32>| (n.to_string(), f.map(PathBuf::from), l);
+        let symbols = vec![
+            sym("backtrace::backtrace::trace::h0123456789abcdef", None, None),
+            sym("tokio::runtime::task::trace::Trace::capture", None, None),
+            sym("tokio::sync::oneshot::Inner<T>::poll_recv", None, None),
+            sym(
+                "<tokio::sync::oneshot::Receiver<T> as core::future::future::Future>::poll",
+                None,
+                None,
+            ),
+            sym(
+                "app::handler::{{closure}}::h00112233445566ff",
+                Some("src/app.rs"),
+                Some(41),
+            ),
+            sym("app::serve::{{closure}}", Some("src/app.rs"), Some(12)),
+            sym("tokio::runtime::task::core::Core<T,S>::poll", None, None),
+            sym("std::thread::local", None, None),
+        ];
+        assert_eq!(
+            chain(&symbols),
+            vec![
+                "src/app.rs:12 in app::serve::{{closure}}",
+                "src/app.rs:41 in app::handler::{{closure}}: awaits tokio::sync::oneshot::Receiver<T>",
+            ]
+        );
+        // Without line info anywhere, the names are the chain.
+        let bare: Vec<_> = symbols.iter().map(|(n, _, _)| sym(n, None, None)).collect();
+        assert_eq!(chain(&bare).len(), 4);
+    }
+
+    #[test]
+    fn only_a_rustc_hash_is_stripped() {
+        assert_eq!(strip_hash("a::b::h0123456789abcdef"), "a::b");
+        assert_eq!(strip_hash("a::hello"), "a::hello");
+        assert_eq!(strip_hash("a::h0123"), "a::h0123");
+    }
+}
+
+#[cfg(all(test, tokio_unstable, feature = "taskdump"))]
+mod dump_tests {
+    use super::*;
+
+    #[test]
+    fn a_dump_finds_where_an_idle_task_waits_and_that_a_sleeper_is_parked() {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2).enable_all();
+        crate::hooks(&mut b);
+        let rt = b.build().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let waiter = rt.spawn(async move {
+            let _ = rx.await;
+        });
+        let sleeper = rt.spawn(async { tokio::time::sleep(Duration::from_secs(3600)).await });
+        let ids = [
+            registry::id_u64(waiter.id()),
+            registry::id_u64(sleeper.id()),
+        ];
+        // (Spawned from this file, they are hidden from the registry's reports like the
+        // probe's own dump task: name them as candidates directly.) Both have been polled
+        // once and wait.
+        let progress = |id| registry::progress_of(id).expect("live");
+        while ids.iter().any(|id| progress(*id).0 == 0) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let before: HashMap<u64, (u64, u64)> = ids.iter().map(|id| (*id, progress(*id))).collect();
+        let candidates: HashSet<u64> = ids.into_iter().collect();
+        let (found, _) = take(rt.handle(), &before, &candidates).expect("a dump");
+        // The dump's own poll of each is not counted as progress.
+        for id in ids {
+            assert_eq!(progress(id), before[&id], "task {id}");
+        }
+        let get = |id| {
+            found
+                .iter()
+                .find(|(i, _)| *i == id)
+                .map(|(_, (_, w))| w.clone())
+        };
+        let w = get(ids[0]).expect("the waiter in the dump");
+        assert!(
+            w.chain.iter().any(|f| f.contains("dump.rs:")),
+            "the waiter's own await line: {w:?}"
+        );
+        assert_eq!(w.parked, None);
+        let s = get(ids[1]).expect("the sleeper in the dump");
+        assert_eq!(s.parked, Some("timer"), "{s:?}");
+        drop(tx);
+    }
+}
