@@ -60,7 +60,20 @@ class Program:
         self.pid = self.proc.pid
         self.socket = self.socket_dir / ("%d.sock" % self.pid)
         if wait_socket:
-            self.wait_for(self.socket.exists, "the probe socket %s" % self.socket)
+            self.wait_for(self.listening, "the probe socket %s" % self.socket)
+
+    def listening(self):
+        """The probe's socket accepts connections (it exists a moment before it listens)."""
+        if not self.socket.exists():
+            return False
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(self.socket))
+            return True
+        except OSError:
+            return False
+        finally:
+            probe.close()
 
     def wait_for(self, condition, what, timeout=10.0):
         deadline = time.monotonic() + timeout
