@@ -667,6 +667,9 @@ class Probe:
             if executor is not None:
                 default_executors.add(id(executor))
         for executor in _util.copy_weak(self.executors):
+            # uvloop's is out of reach (a C attribute); it is the one uvloop names so.
+            if getattr(executor, "_thread_name_prefix", None) == "uvloop":
+                default_executors.add(id(executor))
             try:
                 pools.append(executor_report(executor, id(executor) in default_executors, now))
             except Exception:
