@@ -291,7 +291,7 @@ def test_a_loop_blocked_with_no_frame_of_the_programs_own_says_so(program):
     evidence = found[0]["evidence"]
     assert evidence["own_frame"] is None, evidence
     assert "<module>" not in found[0]["message"] and "<module>" not in str(evidence["stack"])
-    assert evidence["blocking_frame"].endswith("in Handle._run"), evidence
+    assert evidence["blocking_frame"].endswith("_run"), evidence  # Handle._run (3.9: _run)
     assert found[0]["message"].endswith("(no frame of the program's own)"), found[0]["message"]
 
 
