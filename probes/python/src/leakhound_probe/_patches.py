@@ -354,6 +354,7 @@ def _patch_open():
     open.__wrapped__ = original
     open._leakhound = True
     open.__doc__ = original.__doc__
+    open.__module__ = getattr(original, "__module__", None) or "io"
     if builtins.open is original:
         builtins.open = open
     io.open = open
