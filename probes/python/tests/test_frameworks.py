@@ -303,3 +303,21 @@ def test_gunicorn_uvicorn_workers_each_see_their_uvloop_blocked(program):
         assert view["loops"], view["missing"]
         stacks = [s["stack"][-1] for s in view["loops"][0]["stalls"] if s["stack"]]
         assert line in stacks, (pid, view["loops"])
+
+
+def test_aiohttp_keep_alive_handler_waiting_for_the_next_request_is_the_frameworks(program):
+    """A kept-alive connection between requests: aiohttp's per-connection handler task waits
+    for the next request by design (for its keep-alive timeout, 75 s by default)."""
+    port = free_port()
+    app = serve(program, AIOHTTP_HEALTHY, port)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(b"GET /ok HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert conn.recv(4096).startswith(b"HTTP/1.1 200"), "no reply"
+        handlers = []
+        for _ in range(50):  # until the probe's progress look has seen it
+            tasks = snapshot_of(app.socket)["tasks"]
+            handlers = [t for t in tasks if t["kind"] == "RequestHandler.start"]
+            if handlers:
+                break
+            time.sleep(0.1)
+    assert handlers and all(t["parked"] == "framework" for t in handlers), tasks
