@@ -86,8 +86,9 @@ class EventRing:
         self.dropped = 0
 
 
-# Looks at the loop thread's stack during one stall (one per watchdog tick), at most.
-MAX_STALL_SAMPLES = 200
+# Looks at the loop thread's stack during one stall (one per watchdog tick, so its first second
+# at the default settings), at most: enough to find the line it is blocked at.
+MAX_STALL_SAMPLES = 40
 
 
 class LoopState:
