@@ -86,9 +86,12 @@ class EventRing:
         self.dropped = 0
 
 
-# Looks at the loop thread's stack during one stall (one per watchdog tick, so its first second
-# at the default settings), at most: enough to find the line it is blocked at.
-MAX_STALL_SAMPLES = 40
+# Looks at the loop thread's stack during one stall: every watchdog tick at first, then one
+# tick in STALL_SAMPLE_EVERY (each look takes the GIL from a loop already late), at most
+# MAX_STALL_SAMPLES. A long stall may begin in library work (an import on a first request).
+EVERY_TICK_SAMPLES = 20
+STALL_SAMPLE_EVERY = 8
+MAX_STALL_SAMPLES = 100
 
 
 class LoopState:
@@ -116,6 +119,7 @@ class LoopState:
         self.entry = None
         self.samples = {}  # (code, line) of the program's frame or None -> [count, stack]
         self.samples_left = 0
+        self.ticks = 0  # watchdog ticks into the current stall
 
     # --- on the loop's own thread -------------------------------------------------------
     def started(self, entry=None):
@@ -185,7 +189,9 @@ class LoopState:
         stall = self.current_stall
         if stall is not None:
             stall["duration_ms"] = round(max(stall["duration_ms"], overdue_ms), 2)
-            if self.samples_left > 0:
+            self.ticks += 1
+            if self.samples_left > 0 and (
+                    self.ticks <= EVERY_TICK_SAMPLES or self.ticks % STALL_SAMPLE_EVERY == 0):
                 self.samples_left -= 1
                 self._sample(stall)
         elif overdue_ms >= stall_ms:
@@ -197,6 +203,7 @@ class LoopState:
             }
             self.samples = {}
             self.samples_left = MAX_STALL_SAMPLES
+            self.ticks = 0
             self._sample(stall)
             self.current_stall = stall
             self.stalls.append(stall)
