@@ -8,13 +8,17 @@ so other load on a shared machine does not blur the comparison:
 
 * tasks: many short tasks (create, one await, finish), gathered in batches;
 * echo:  an asyncio echo server; a second process (no probe) drives it over loopback with
-         a fixed number of connections and messages.
+         a fixed number of connections and messages;
+* open:  files opened and closed, sockets made and closed, in a loop: what noting each one's
+         creation site (so an unclosed one is reported at the program's line) costs. Run in
+         modes plain, probe, and probe-nosites (LEAKHOUND_RESOURCE_WARNINGS=0: no sites).
 
 Modes: plain; probe (loaded through the environment, as `leakhound run` does); probe+sampled
 (the same, with a collector taking a snapshot every second, as `leakhound watch` does); and
 asyncio debug mode (PYTHONASYNCIODEBUG=1), the built-in alternative.
 
 Usage: python3 benches/python_probe.py [--rounds 5] [--tasks 20000] [--messages 20000]
+       [--opens 20000] [--workloads tasks,echo,open]
 Not run by scripts/test.sh. Every load loop is bounded in count and time.
 """
 
@@ -76,6 +80,20 @@ except asyncio.TimeoutError:
     pass
 """
 
+OPEN = """
+import json, os, socket, sys, time
+
+def main(total, path):
+    start = time.process_time()
+    for _ in range(total):
+        with open(path, "rb") as f:
+            f.read(1)
+        socket.socket().close()
+    return total / (time.process_time() - start)
+
+print(json.dumps({"rate": main(int(sys.argv[1]), sys.argv[0])}))
+"""
+
 LOAD = """
 import asyncio, json, sys, time
 
@@ -117,9 +135,12 @@ def env_for(mode, socket_dir):
     env = dict(os.environ)
     env.pop("PYTHONASYNCIODEBUG", None)
     env.pop("LEAKHOUND_PROBE", None)
+    env.pop("LEAKHOUND_RESOURCE_WARNINGS", None)
     if mode.startswith("probe"):
         env.update(LEAKHOUND_PROBE="1", LEAKHOUND_SOCKET_DIR=socket_dir,
                    PYTHONPATH=os.pathsep.join(p for p in [HOOK, env.get("PYTHONPATH")] if p))
+        if mode == "probe-nosites":
+            env["LEAKHOUND_RESOURCE_WARNINGS"] = "0"
     elif mode == "debug":
         env["PYTHONASYNCIODEBUG"] = "1"
     return env
@@ -158,8 +179,8 @@ class Sampler:
         self.thread.join(10)
 
 
-def run_tasks(mode, socket_dir, folder, total):
-    script = os.path.join(folder, "tasks.py")
+def run_tasks(mode, socket_dir, folder, total, name="tasks.py"):
+    script = os.path.join(folder, name)
     # stderr dropped: debug mode prints a "slow callback" line per long step.
     proc = subprocess.Popen([sys.executable, script, str(total)], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, env=env_for(mode, socket_dir))
@@ -197,25 +218,42 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tasks", type=int, default=20000)
     parser.add_argument("--messages", type=int, default=20000)
+    parser.add_argument("--opens", type=int, default=20000)
+    parser.add_argument("--workloads", default="tasks,echo,open",
+                        help="comma-separated: tasks, echo, open")
     args = parser.parse_args()
+    chosen = set(args.workloads.split(","))
     modes = ["plain", "probe", "probe+sampled", "debug"]
+    open_modes = ["plain", "probe", "probe-nosites"]
     with tempfile.TemporaryDirectory(prefix="leakhound-bench-") as folder:
         socket_dir = os.path.join(folder, "sockets")
-        for name, body in (("tasks.py", TASKS), ("server.py", SERVER), ("load.py", LOAD)):
+        for name, body in (("tasks.py", TASKS), ("server.py", SERVER), ("load.py", LOAD),
+                           ("open.py", OPEN)):
             with open(os.path.join(folder, name), "w") as f:
                 f.write(textwrap.dedent(body))
         results = {(w, m): [] for w in ("tasks", "echo") for m in modes}
+        results.update({("open", m): [] for m in open_modes})
         for round_no in range(args.rounds):
             for mode in modes:
-                results[("tasks", mode)].append(run_tasks(mode, socket_dir, folder, args.tasks))
-                results[("echo", mode)].append(run_echo(mode, socket_dir, folder, args.messages))
+                if "tasks" in chosen:
+                    results[("tasks", mode)].append(
+                        run_tasks(mode, socket_dir, folder, args.tasks))
+                if "echo" in chosen:
+                    results[("echo", mode)].append(
+                        run_echo(mode, socket_dir, folder, args.messages))
+            for mode in open_modes if "open" in chosen else ():
+                results[("open", mode)].append(
+                    run_tasks(mode, socket_dir, folder, args.opens, name="open.py"))
             sys.stderr.write("round %d/%d done\n" % (round_no + 1, args.rounds))
     print("python %s, %d rounds, median throughput per CPU second (ratio to plain)"
           % (sys.version.split()[0], args.rounds))
-    for workload, unit in (("tasks", "tasks/cpu-s"), ("echo", "msgs/cpu-s")):
+    for workload, unit, names in (("tasks", "tasks/cpu-s", modes), ("echo", "msgs/cpu-s", modes),
+                                  ("open", "opens/cpu-s", open_modes)):
+        if workload not in chosen:
+            continue
         plain = statistics.median(results[(workload, "plain")])
         cells = []
-        for mode in modes:
+        for mode in names:
             rate = statistics.median(results[(workload, mode)])
             cells.append("%s %.0f %s (%.3f)" % (mode, rate, unit, rate / plain))
         print("%-6s %s" % (workload, " | ".join(cells)))

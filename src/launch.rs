@@ -46,6 +46,10 @@ const PYTHON_PROBE_FILES: &[(&str, &str)] = &[
         include_str!("../probes/python/src/leakhound_probe/_open_at_exit.py"),
     ),
     (
+        "leakhound_probe/_sites.py",
+        include_str!("../probes/python/src/leakhound_probe/_sites.py"),
+    ),
+    (
         "leakhound_probe/pytest_plugin.py",
         include_str!("../probes/python/src/leakhound_probe/pytest_plugin.py"),
     ),

@@ -52,10 +52,13 @@ impl Rule for LoopBlocked {
                 .or(worst);
             let stack = stall.map(|s| s.stack.clone()).unwrap_or_default();
             let own = own_frame(&stack).map(str::to_string);
-            let at = own
-                .as_deref()
-                .or(stack.last().map(String::as_str))
-                .map_or(String::new(), |f| format!(", blocked at {f}"));
+            // The probe sends only the frames the loop runs: the program's own line, else the
+            // innermost library frame, said to be one; never the line that started the loop.
+            let at = match (own.as_deref(), stack.last()) {
+                (Some(f), _) => format!(", blocked at {f}"),
+                (None, Some(f)) => format!(", blocked at {f} (no frame of the program's own)"),
+                (None, None) => String::new(),
+            };
             let stall_ms = worst.map_or(l.lag.max_ms, |s| s.duration_ms);
             out.push(
                 Finding::new(
@@ -133,6 +136,29 @@ mod tests {
         assert_eq!(f[0].evidence["blocking_frame"], "app.py:14 in handler");
         assert_eq!(f[0].evidence["stall_task"], "Task-3");
         assert!(f[0].message.contains("blocked at app.py:14 in handler"));
+    }
+
+    #[test]
+    fn a_stack_of_library_frames_only_says_so() {
+        let mut s = stall(97_000, 310.0);
+        s.stack = vec![
+            "/usr/lib/python3.11/asyncio/events.py:80 in Handle._run".into(),
+            "/srv/venv/lib/python3.11/site-packages/aiohttp/web_protocol.py:9 in data_received"
+                .into(),
+        ];
+        let f = LoopBlocked.check(
+            &history(vec![(0, lp(2.0, 310.0, vec![s]))]),
+            &Config::default(),
+        );
+        assert_eq!(f[0].evidence["own_frame"], serde_json::Value::Null);
+        assert!(
+            f[0].message.ends_with(
+                "blocked at /srv/venv/lib/python3.11/site-packages/aiohttp/web_protocol.py:9 \
+                 in data_received (no frame of the program's own)"
+            ),
+            "{}",
+            f[0].message
+        );
     }
 
     #[test]

@@ -27,12 +27,13 @@ const TOKIO_THREAD_NAMES: [&str; 2] = ["tokio-rt-worker", "tokio-runtime-w"];
 /// How many new threads the growth finding names.
 const EXAMPLES: usize = 10;
 
-/// Non-daemon runtime threads of a snapshot, by native id → name.
+/// Non-daemon runtime threads of a snapshot, by native id → name; a pool's own workers (a
+/// `ThreadPoolExecutor` warming up, the loop's default executor) are the pool's, not leaks.
 fn non_daemon(s: &Snapshot) -> BTreeMap<u32, &str> {
     s.probe
         .iter()
         .flat_map(|p| p.threads.iter())
-        .filter(|t| !t.daemon && !t.name.starts_with(PROBE_THREAD_PREFIX))
+        .filter(|t| !t.daemon && t.pool.is_none() && !t.name.starts_with(PROBE_THREAD_PREFIX))
         .map(|t| (t.native_id, t.name.as_str()))
         .collect()
 }
@@ -411,6 +412,28 @@ mod tests {
         assert!(
             ThreadLeak
                 .check(&history(steady), &Config::default())
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_pools_own_workers_are_not_a_leak() {
+        let warming = (0..12u64)
+            .map(|i| {
+                let mut data = threads(2 + i as u32, false);
+                for t in data
+                    .threads
+                    .iter_mut()
+                    .filter(|t| t.name != "leakhound-probe-server")
+                {
+                    t.pool = Some("thread_pool-1".into());
+                }
+                (i * 1_000, data)
+            })
+            .collect();
+        assert!(
+            ThreadLeak
+                .check(&history(warming), &Config::default())
                 .is_empty()
         );
     }

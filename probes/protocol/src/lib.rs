@@ -198,7 +198,9 @@ pub struct Task {
     pub waiting_on: Option<String>,
     /// Set when the task waits long by design, so no progress is not a bug: `timer` (a
     /// wake-up is scheduled: `asyncio.sleep`, `tokio::time::sleep`), `server` (a server's
-    /// `serve_forever`). `stuck-task` leaves parked tasks alone (a lost waker still counts).
+    /// `serve_forever`), `framework` (a server framework's own serving task: uvicorn's
+    /// lifespan, aiohttp's keep-alive handler). `stuck-task` leaves parked tasks alone (a lost
+    /// waker still counts).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parked: Option<String>,
 }
@@ -215,6 +217,11 @@ pub struct ProbeThread {
     pub daemon: bool,
     /// Innermost frame last; filled when asked or when the thread is implicated.
     pub stack: Vec<String>,
+    /// Set when the thread is a worker of an executor or pool (the `Pool::id`, or the pool's
+    /// kind when the probe did not see it made): the pool owns it, so it is never a leak of
+    /// its own (`thread-leak` leaves it alone; an executor never shut down is reported as such).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

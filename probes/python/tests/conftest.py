@@ -60,7 +60,23 @@ class Program:
         self.pid = self.proc.pid
         self.socket = self.socket_dir / ("%d.sock" % self.pid)
         if wait_socket:
-            self.wait_for(self.socket.exists, "the probe socket %s" % self.socket)
+            self.wait_for(self.listening, "the probe socket %s" % self.socket)
+
+    def listening(self):
+        """The probe's socket listens (it exists a moment before listen()). Read from
+        /proc/net/unix (the listening flag, __SO_ACCEPTCON), not by connecting: a connection
+        would take one of the probe's few collector slots from the test."""
+        if not self.socket.exists():
+            return False
+        try:
+            with open("/proc/%d/net/unix" % self.pid) as table:
+                for line in table:
+                    parts = line.split()
+                    if len(parts) >= 8 and parts[7] == str(self.socket):
+                        return bool(int(parts[3], 16) & 0x10000)
+        except (OSError, ValueError):
+            return True  # no /proc: the file's existence is all there is
+        return False
 
     def wait_for(self, condition, what, timeout=10.0):
         deadline = time.monotonic() + timeout

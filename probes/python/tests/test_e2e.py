@@ -268,6 +268,33 @@ def test_clean_program_fires_nothing(program):
     assert "Traceback" not in err, err
 
 
+def test_a_loop_blocked_with_no_frame_of_the_programs_own_says_so(program):
+    """The loop runs a library call (time.sleep as a bare callback): nothing of the program's
+    is on the stack above the loop, and the finding must not name the line that started the
+    loop (`asyncio.run(main())` in <module>) as the blocking one."""
+    app = program(
+        """
+        import asyncio, time
+
+        async def main():
+            loop = asyncio.get_running_loop()
+            for _ in range(40):
+                loop.call_soon(time.sleep, 0.3)
+                await asyncio.sleep(0.05)
+
+        asyncio.run(main())
+        """
+    )
+    summary = watch(app.pid, 2, *FAST)
+    found = findings_of(summary, "loop-blocked")
+    assert len(found) == 1, summary
+    evidence = found[0]["evidence"]
+    assert evidence["own_frame"] is None, evidence
+    assert "<module>" not in found[0]["message"] and "<module>" not in str(evidence["stack"])
+    assert evidence["blocking_frame"].endswith("_run"), evidence  # Handle._run (3.9: _run)
+    assert found[0]["message"].endswith("(no frame of the program's own)"), found[0]["message"]
+
+
 def test_snapshot_merges_probe_into_proc_view(program, tmp_path):
     import subprocess
     from conftest import leakhound_bin

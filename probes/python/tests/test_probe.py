@@ -7,6 +7,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from conftest import HOOK, SRC, Client, probe_env, snapshot_of
 
 
@@ -210,6 +212,32 @@ def test_shutdown_reports_executors_never_shut_down(tmp_path):
     assert not list(socket_dir.glob("*.sock"))
 
 
+def test_a_multiprocessing_pool_never_closed_is_named_where_it_was_made(tmp_path):
+    """Not only its anonymous pipes: the pool itself, with the line that made it."""
+    socket_dir = tmp_path / "s"
+    done = run_python(tmp_path, """
+        import multiprocessing
+
+        def square(x):
+            return x * x
+
+        if __name__ == "__main__":
+            POOL = multiprocessing.Pool(2)  # never closed
+            print(sum(POOL.map(square, range(10))))
+            with multiprocessing.Pool(1) as tidy:  # closed by `with`
+                tidy.map(square, range(3))
+        """, env=probe_env(socket_dir))
+    assert done.returncode == 0 and done.stdout.strip() == "285", done.stderr
+    # (Pool workers end without exit hooks; only the program itself writes a final report.)
+    events = [e for path in socket_dir.glob("*.final.json")
+              for e in json.loads(path.read_text())["data"]["events"]]
+    pools = [e for e in events if e["subject"].startswith("pool ")]
+    assert [e["subject"] for e in pools] == ["pool multiprocessing.Pool"], events
+    assert pools[0]["kind"] == "alive_at_shutdown"
+    assert pools[0]["site"][-1].endswith("prog.py:8 in <module>"), pools[0]  # line 1 is blank
+    assert "2 worker process(es)" in pools[0]["message"], pools[0]
+
+
 def test_probe_never_breaks_the_host_when_it_cannot_listen(tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
@@ -244,6 +272,51 @@ def test_resource_warnings_recorded_without_changing_what_the_user_sees(tmp_path
     shown = subprocess.run([sys.executable, "-W", "always::ResourceWarning", str(tmp_path / "prog.py")],
                            capture_output=True, text=True, env=probe_env(tmp_path / "s2"), timeout=30)
     assert "ResourceWarning: unclosed <socket.socket" in shown.stderr, shown.stderr
+
+
+def test_resource_warnings_the_programs_own_filters_hide_stay_hidden(tmp_path):
+    """The probe lets every ResourceWarning reach it, then shows only what the program's own
+    filters would have: one filtered by module *name*, and a repeat that `default` shows once,
+    stay hidden, exactly as without the probe."""
+    (tmp_path / "chatty.py").write_text(textwrap.dedent("""
+        import socket
+
+        def make():
+            s = socket.socket()
+            del s  # warned here, in module chatty, which the program silences
+        """))
+    source = """
+        import socket, warnings
+        import chatty
+
+        warnings.filterwarnings("ignore", category=ResourceWarning, module="chatty")
+        chatty.make()
+        for _ in range(3):
+            s = socket.socket()
+            del s  # the same text at the same line: `default` shows it once
+        """
+    (tmp_path / "prog.py").write_text(textwrap.dedent(source))
+    plain = subprocess.run([sys.executable, "-W", "default::ResourceWarning", "prog.py"],
+                           capture_output=True, text=True, cwd=str(tmp_path), timeout=30)
+    probed = subprocess.run([sys.executable, "-W", "default::ResourceWarning", "prog.py"],
+                            capture_output=True, text=True, cwd=str(tmp_path), timeout=30,
+                            env=probe_env(tmp_path / "s"))
+    def warned(stderr):
+        import re
+
+        # (The probe's own listener takes a descriptor: the socket's number differs.)
+        return [re.sub(r"fd=\d+", "fd=N", line) for line in stderr.splitlines()
+                if "ResourceWarning: unclosed" in line]
+
+    shown = warned(plain.stderr)
+    assert len(shown) == 1 and "prog.py:9" in shown[0], plain.stderr
+    assert warned(probed.stderr) == shown, probed.stderr
+    # The probe saw all four.
+    events = json.loads(next((tmp_path / "s").glob("*.final.json")).read_text())["data"]["events"]
+    sockets = [e for e in events if e["kind"] == "unclosed_resource" and e["subject"] == "socket"]
+    assert sum(e["count"] for e in sockets) == 4, events
+    assert {e["site"][-1].split(" in ")[0].rsplit("/", 1)[-1] for e in sockets} == {
+        "chatty.py:5", "prog.py:8"}, sockets
 
 
 def test_a_task_created_before_the_loop_runs_is_listed_through_the_socket(program):
@@ -385,6 +458,32 @@ def test_install_from_inside_a_running_loop_adopts_it(tmp_path):
         print(json.dumps([len(loops), loops[0]["lag"]["max_ms"] >= 200, len(after[0]["stalls"]), after[0]["running"]]))
         """ % str(tmp_path / "s"), env=env)
     assert json.loads(done.stdout) == [1, True, 1, False], done.stderr
+
+
+def test_uvloop_imported_before_the_probe_is_found_through_its_tasks(tmp_path):
+    """uvloop binds asyncio's running-loop setter when imported: a probe installed by hand
+    after that is not told when its loop starts; the watchdog finds it through its tasks,
+    and its stalls carry the program's line."""
+    pytest.importorskip("uvloop")
+    env = dict(os.environ, PYTHONPATH=SRC)
+    done = run_python(tmp_path, """
+        import asyncio, json, time, uvloop, leakhound_probe
+
+        h = leakhound_probe.install(server=False)
+
+        async def main():
+            for _ in range(12):
+                await asyncio.sleep(0.05)
+                time.sleep(0.3)  # blocks the loop
+            return h.snapshot()["loops"]
+
+        loops = uvloop.run(main())
+        print(json.dumps([loops[0]["stalls"][-1]["stack"][-1], loops[0]["lag"]["max_ms"]]))
+        """, env=env)
+    assert done.returncode == 0, done.stderr
+    line, worst = json.loads(done.stdout)
+    assert line == "%s:9 in main" % (tmp_path / "prog.py"), line  # line 1 is blank
+    assert worst >= 200
 
 
 def test_an_earlier_never_awaited_hook_still_runs(tmp_path):

@@ -227,6 +227,75 @@ def test_a_task_collected_while_pending_is_blamed_on_its_test(pytester):
     assert "test_dropped.py:7 in test_drops_task" in summary, text
 
 
+def test_a_pending_task_swept_at_loop_close_is_found_even_if_collected_before_the_check(
+        pytester):
+    """asyncio.run / pytest-asyncio cancel what is pending when the loop closes; the plugin
+    notes those tasks, and must still hold them when it checks after the teardown. A garbage
+    collection in between (any allocation may start one: under load, a probe thread's) used to
+    free them first, and the leak went unseen."""
+    pytester.makeini(INI)
+    pytester.makeconftest(
+        '''
+        import gc, pytest
+
+        @pytest.hookimpl(trylast=True)
+        def pytest_runtest_teardown(item):
+            gc.collect()  # after the fixtures' teardown (the loop is closed), before the check
+        '''
+    )
+    pytester.makepyfile(
+        test_swept='''
+        import asyncio
+
+        async def forever(event):
+            await event.wait()
+
+        async def test_leaves_a_task_pending():
+            asyncio.create_task(forever(asyncio.Event()), name="left-pending")
+            await asyncio.sleep(0)
+        '''
+    )
+    result = pytester.runpytest_subprocess(*PLUGIN, "-rA")
+    text = result.stdout.str()
+    assert outcomes(result) == {"test_leaves_a_task_pending": "error"}, text
+    assert "[stuck-task] task 'left-pending' (forever)" in text, text
+
+
+def test_a_thread_started_by_an_earlier_tests_thread_is_blamed_on_that_test(pytester):
+    """A thread the earlier test left running starts another one while a later test runs: the
+    new thread is the earlier test's doing (its creator thread's owner), not the later one's."""
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        test_spawner='''
+        import threading, pytest
+
+        go, started, stop = threading.Event(), threading.Event(), threading.Event()
+
+        def spawner():
+            go.wait(10)
+            threading.Thread(target=stop.wait, args=(10,), name="spawned-late").start()
+            started.set()
+
+        @pytest.mark.leakhound(expect=["thread=spawner"])
+        def test_starts_a_spawner():
+            threading.Thread(target=spawner, name="spawner", daemon=True).start()
+
+        def test_innocent():
+            go.set()
+            assert started.wait(10)
+
+        def test_last():
+            stop.set()
+        '''
+    )
+    result = pytester.runpytest_subprocess(*PLUGIN, "-rA")
+    text = result.stdout.str()
+    got = outcomes(result)
+    assert got["test_innocent"] == "passed", text
+    assert "test_spawner.py::test_starts_a_spawner (found after it finished)" in text, text
+    assert "spawned-late" in text.split("= leakhound =")[-1], text
+
+
 def test_multiprocessing_helpers_are_neither_blamed_nor_waited_for(pytester):
     """The first `spawn` process starts multiprocessing's resource tracker, which lives as
     long as the interpreter. It is not the test's leak, and the settle time (here far longer

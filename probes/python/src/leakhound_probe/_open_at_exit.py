@@ -22,11 +22,12 @@ LIMIT = 50
 MAX_BLOCKS_FOR_GC_SCAN = 5_000_000
 
 
-def scan(socket_dir, inherited=None):
+def scan(socket_dir, inherited=None, sites=None):
     """[(subject, message, site)] for every open file, socket or event loop still alive.
 
     socket_dir: leakhound's own probe sockets live there and are never reported.
     inherited: {fd: target} open when the probe started (or at fork), never reported.
+    sites: the probe's creation sites (see _sites), to say where each was opened.
     """
     inherited = inherited or {}
     now = _util.descriptors()
@@ -95,7 +96,7 @@ def scan(socket_dir, inherited=None):
     out = []
     for obj, subject, message in found:
         owner = owners.get(id(obj))
-        site = _allocation_site(obj)
+        site = (sites.lookup(obj) if sites is not None else None) or _allocation_site(obj)
         if owner is not None:
             site.append("module global %s (still open at exit)" % owner)
         elif not site:

@@ -8,6 +8,7 @@ when the probe is closed. Nothing here may raise into the host.
 import sys
 import threading
 import warnings
+from _thread import get_ident
 
 from . import _util
 
@@ -90,14 +91,27 @@ def _apply(name, hook, module):
 _finder = None
 
 
-def install_hooks(log_ids):
+def install_hooks(log_ids, resource_sites=True):
     global _finder
     hooks = {
-        "asyncio.base_events": _patch_loops,
+        "asyncio.events": _patch_running_loop,
+        "asyncio.selector_events": _patch_transports,
+        "asyncio.base_subprocess": _patch_transports,
+        "asyncio.sslproto": _patch_transports,
+        "aiohttp.client": _patch_aiohttp,
+        "aiohttp.connector": _patch_aiohttp,
+        "multiprocessing.pool": _patch_mp_pool,
+        "socket": _patch_socket,
         "asyncio.locks": _patch_semaphores,
         "concurrent.futures.thread": _patch_thread_pool,
         "concurrent.futures.process": _patch_process_pool,
     }
+    if resource_sites:
+        _guard(_patch_open)
+    else:
+        for name in ("asyncio.selector_events", "asyncio.base_subprocess", "asyncio.sslproto",
+                     "aiohttp.client", "aiohttp.connector", "socket"):
+            hooks.pop(name)
     if log_ids:
         from . import _logids
 
@@ -119,43 +133,75 @@ def install_hooks(log_ids):
 # --- asyncio loops --------------------------------------------------------------------------
 
 
-def _patch_loops(base_events):
-    cls = base_events.BaseEventLoop
-    original_run = cls.run_forever
+def _patch_running_loop(events):
+    """Finds every asyncio loop, whatever its class, where it tells asyncio it runs on a thread:
+    `asyncio.events._set_running_loop`. BaseEventLoop calls it from run_forever; uvloop's
+    Cython Loop from its _run, through the function it read from `asyncio._set_running_loop`
+    when uvloop was imported (so this must be in place by then: it is when the probe loads at
+    startup, as `leakhound run` and `check` load it). No loop's internals are needed."""
+    original = events._set_running_loop
+    get_running = events._get_running_loop
 
-    def run_forever(self, *args, **kwargs):
+    def _set_running_loop(loop):
         probe = _probe
-        state = None
-        if probe is not None:
-            try:
-                state = probe.loop_state(self)
-                state.started()
-                if probe.options.task_sites and self.get_task_factory() is None:
-                    self.set_task_factory(_site_task_factory)
-            except Exception:
-                probe.count_error()
-        try:
-            return original_run(self, *args, **kwargs)
-        finally:
-            if state is not None:
-                try:
-                    state.stopped()
-                except Exception:
-                    pass
+        if probe is None:
+            return original(loop)
+        if loop is None:
+            old = get_running()
+            result = original(loop)
+            if old is not None:
+                _guard(lambda: loop_stopped(probe, old))
+            return result
+        result = original(loop)
+        # The frame that entered the loop: what is above it on the stack is the loop's work.
+        entry = sys._getframe(1)
+        _guard(lambda: loop_started(probe, loop, entry))
+        return result
 
-    run_forever.__wrapped__ = original_run
-    cls.run_forever = run_forever
+    _set_running_loop.__wrapped__ = original
+    events._set_running_loop = _set_running_loop
+    package = sys.modules.get("asyncio")
+    if package is not None and getattr(package, "_set_running_loop", None) is original:
+        package._set_running_loop = _set_running_loop  # asyncio was imported before the probe
 
-    original_handler = cls.call_exception_handler
+
+def loop_started(probe, loop, entry):
+    """`loop` starts running on this thread, entered from the frame `entry` (None: unknown)."""
+    # 3.12+ sets the running loop from a helper that has returned by the time the loop runs.
+    while entry is not None and entry.f_code.co_name == "_run_forever_setup":
+        entry = entry.f_back
+    probe.loop_state(loop).started(entry)
+    _patch_loop_class(type(loop))
+    if probe.options.task_sites and loop.get_task_factory() is None:
+        loop.set_task_factory(_site_task_factory)
+
+
+def loop_stopped(probe, loop):
+    state = probe.loops.get(id(loop))
+    if state is not None and state.loop_ref() is loop:
+        state.stopped()
+
+
+def _patch_loop_class(cls):
+    """Sees what a loop class reports to its exception handler ("Task was destroyed but it is
+    pending!"). Patched on the loop's own class: for uvloop that is the Python subclass
+    uvloop.Loop of the Cython loop, and the task's finaliser looks the method up by name."""
+    original = getattr(cls, "call_exception_handler", None)
+    if original is None or getattr(original, "_leakhound", False):
+        return
 
     def call_exception_handler(self, context):
         probe = _probe
         if probe is not None:
             _guard(lambda: _note_loop_exception(probe, context))
-        return original_handler(self, context)
+        return original(self, context)
 
-    call_exception_handler.__wrapped__ = original_handler
-    cls.call_exception_handler = call_exception_handler
+    call_exception_handler.__wrapped__ = original
+    call_exception_handler._leakhound = True
+    try:
+        cls.call_exception_handler = call_exception_handler
+    except (TypeError, AttributeError):
+        pass  # a class implemented in C without a Python subclass
 
 
 def _site_task_factory(loop, coro, **kwargs):
@@ -253,6 +299,83 @@ def _patch_semaphores(locks):
     cls.__init__ = __init__
 
 
+# --- creation sites of what warns when dropped unclosed (see _sites) --------------------------
+
+
+def _note_site_on_init(cls, also=None):
+    """Wraps the __init__ a class defines itself so the probe knows where each instance (of it
+    or a subclass) was made; `also(probe, self)` runs after, when given."""
+    original = cls.__dict__.get("__init__") if cls is not None else None
+    if original is None or getattr(original, "_leakhound", False):
+        return
+
+    def __init__(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        probe = _probe
+        if probe is not None:
+            try:
+                probe.sites.note(self, probe.entries.get(get_ident()))
+                if also is not None:
+                    also(probe, self)
+            except Exception:
+                probe.count_error()
+
+    __init__.__wrapped__ = original
+    __init__._leakhound = True
+    __init__.__name__ = "__init__"
+    __init__.__qualname__ = "%s.__init__" % cls.__qualname__
+    __init__.__doc__ = original.__doc__
+    cls.__init__ = __init__
+
+
+def _patch_socket(socket_module):
+    _note_site_on_init(socket_module.socket)
+
+
+def _patch_open():
+    """open() (builtins and io, the same function): files warn when dropped open."""
+    import builtins
+    import io
+
+    original = io.open
+    if getattr(original, "_leakhound", False):
+        return
+
+    def open(*args, **kwargs):
+        f = original(*args, **kwargs)
+        probe = _probe
+        if probe is not None:
+            try:
+                probe.sites.note(f, probe.entries.get(get_ident()))
+            except Exception:
+                probe.count_error()
+        return f
+
+    open.__wrapped__ = original
+    open._leakhound = True
+    open.__doc__ = original.__doc__
+    open.__module__ = getattr(original, "__module__", None) or "io"
+    if builtins.open is original:
+        builtins.open = open
+    io.open = open
+
+
+def _patch_transports(module):
+    for name in ("_SelectorTransport", "_SSLProtocolTransport", "BaseSubprocessTransport"):
+        _note_site_on_init(module.__dict__.get(name))
+
+
+def _patch_aiohttp(module):
+    # aiohttp.client.ClientSession, aiohttp.connector.BaseConnector: both warn when dropped
+    # open, from their own __del__ (which is all a ResourceWarning would name).
+    for name in ("ClientSession", "BaseConnector"):
+        _note_site_on_init(module.__dict__.get(name))
+
+
+def _patch_mp_pool(pool_module):
+    _note_site_on_init(pool_module.Pool, also=lambda probe, pool: probe.mp_pools.add(pool))
+
+
 # --- warnings: never-awaited coroutines and unclosed resources -----------------------------
 
 
@@ -291,6 +414,17 @@ def install_warning_hooks(probe):
         mutated = getattr(warnings, "_filters_mutated", None)
         if mutated is not None:
             mutated()
+
+            def _filters_mutated():
+                # A filter the program adds goes first: ours moves back in front of it, so
+                # the probe still sees what the program hides (and below, hides it again).
+                filters = warnings.filters
+                if filters and filters[0] is not ours and ours in filters:
+                    _guard(lambda: (filters.remove(ours), filters.insert(0, ours)))
+                return mutated()
+
+            _filters_mutated.__wrapped__ = mutated
+            warnings._filters_mutated = _filters_mutated
     else:
         ours = None
 
@@ -353,6 +487,7 @@ def _resource_subject(text):
         ("file", "file"),
         ("event loop", "event loop"),
         ("subprocess", "subprocess"),
+        ("pool", "multiprocessing pool"),
     ):
         if needle in lowered:
             return subject
@@ -361,9 +496,11 @@ def _resource_subject(text):
 
 def _note_resource(probe, msg):
     text = str(msg.message)
-    site = []
     source = getattr(msg, "source", None)
-    if source is not None:
+    # Where the program made it (see _sites); else where tracemalloc saw it allocated.
+    site = probe.sites.lookup(source) or []
+    where = "created at %s" % site[-1] if site else ""
+    if not site and source is not None:
         try:
             import tracemalloc
 
@@ -374,8 +511,10 @@ def _note_resource(probe, msg):
                     site = ["%s:%d" % (f.filename, f.lineno) for f in trace]
         except Exception:
             site = []
-    where = "allocated at %s" % site[-1] if site else "collected at %s:%s" % (
-        msg.filename, msg.lineno)
+    if not site:
+        where = "collected at %s:%s" % (msg.filename, msg.lineno)
+    elif not where:
+        where = "allocated at %s" % site[-1]
     if not site:
         site = ["%s:%s (where it was collected; PYTHONTRACEMALLOC=5 gives the allocation site)"
                 % (msg.filename, msg.lineno)]
@@ -387,16 +526,39 @@ def _note_resource(probe, msg):
     )
 
 
+_shown = {}  # what the user's once-only actions (default, module, once) have shown already
+_module_names = {}  # co_filename -> module name
+
+
+def _module_of(filename):
+    """The module name a warning from `filename` is filtered by (warnings uses the warning
+    frame's `__name__`: for a file, the module loaded from it; `__main__` for the script)."""
+    name = _module_names.get(filename)
+    if name is None:
+        name = filename[:-3] if filename.endswith(".py") else filename
+        for modname, module in list(sys.modules.items()):
+            if getattr(module, "__file__", None) == filename:
+                name = modname
+                break
+        if len(_module_names) < 10000:
+            _module_names[filename] = name
+    return name
+
+
 def _user_would_show(ours, msg):
-    """Whether the filters other than ours would have shown this warning."""
+    """Whether the filters other than ours would have shown this warning, as
+    warnings.warn_explicit decides: the first matching filter's action (by the warning's
+    module *name*), a once-only action showing each warning once; `error` raises it."""
     import re
 
     text = str(msg.message)
-    module = (msg.filename or "")[:-3] if (msg.filename or "").endswith(".py") else msg.filename
+    filename = msg.filename or ""
+    module = _module_of(filename)
+    action = getattr(warnings, "defaultaction", "default")
     for entry in list(warnings.filters):
         if entry is ours:
             continue
-        action, message_re, category, module_re, lineno = entry
+        what, message_re, category, module_re, lineno = entry
         if not issubclass(msg.category, category):
             continue
         if message_re is not None and not (
@@ -404,13 +566,28 @@ def _user_would_show(ours, msg):
         ):
             continue
         if module_re is not None and not (
-            module_re.match(module or "") if hasattr(module_re, "match") else True
+            module_re.match(module) if hasattr(module_re, "match") else re.match(module_re, module)
         ):
             continue
         if lineno and lineno != msg.lineno:
             continue
-        return action != "ignore"
-    return getattr(warnings, "defaultaction", "default") != "ignore"
+        action = what
+        break
+    if action == "ignore":
+        return False
+    if action == "error" and isinstance(msg.message, Warning):
+        raise msg.message
+    key = {
+        "default": (text, msg.category, filename, msg.lineno),
+        "module": (text, msg.category, filename),
+        "once": (text, msg.category),
+    }.get(action)
+    if key is not None:
+        if key in _shown:
+            return False
+        if len(_shown) < 10000:
+            _shown[key] = True
+    return True
 
 
 # --- shutdown -------------------------------------------------------------------------------

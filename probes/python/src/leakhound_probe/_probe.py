@@ -14,13 +14,14 @@ import threading
 import weakref
 
 from . import _util
+from ._sites import Sites
 from ._util import monotonic, wall_ms
 
 PROTOCOL = "leakhound/1"
 VERSION = "0.1.0"
 
-# The module whose import means this process uses asyncio (_patches.py patches it on import).
-_LOOP_MODULE = "asyncio.base_events"
+# Imported by every asyncio program (and patched: see _patches._patch_running_loop).
+_LOOP_MODULE = "asyncio.events"
 
 
 class Options:
@@ -85,6 +86,14 @@ class EventRing:
         self.dropped = 0
 
 
+# Looks at the loop thread's stack during one stall: every watchdog tick at first, then one
+# tick in STALL_SAMPLE_EVERY (each look takes the GIL from a loop already late), at most
+# MAX_STALL_SAMPLES. A long stall may begin in library work (an import on a first request).
+EVERY_TICK_SAMPLES = 20
+STALL_SAMPLE_EVERY = 8
+MAX_STALL_SAMPLES = 100
+
+
 class LoopState:
     """One asyncio loop: its thread, a heartbeat that measures lag, the stalls it had."""
 
@@ -105,18 +114,28 @@ class LoopState:
         self.stalls = collections.deque(maxlen=8)
         self.current_stall = None
         self.handle = None
+        # The frame that entered the loop (run_forever's caller's side): the stack above it is
+        # the loop's work. Held only while the loop runs, when that frame is alive anyway.
+        self.entry = None
+        self.samples = {}  # (code, line) of the program's frame or None -> [count, stack]
+        self.samples_left = 0
+        self.ticks = 0  # watchdog ticks into the current stall
 
     # --- on the loop's own thread -------------------------------------------------------
-    def started(self):
+    def started(self, entry=None):
         self.tid = threading.get_native_id()
         self.ident = threading.get_ident()
+        self.entry = entry
         self.running = True
         self.current_stall = None
+        self.probe.entries[self.ident] = entry
         self._schedule(monotonic())
 
     def stopped(self):
         self.running = False
         self.expected = None
+        self.entry = None
+        self.probe.entries.pop(self.ident, None)
         handle, self.handle = self.handle, None
         if handle is not None:
             handle.cancel()
@@ -170,15 +189,50 @@ class LoopState:
         stall = self.current_stall
         if stall is not None:
             stall["duration_ms"] = round(max(stall["duration_ms"], overdue_ms), 2)
+            self.ticks += 1
+            if self.samples_left > 0 and (
+                    self.ticks <= EVERY_TICK_SAMPLES or self.ticks % STALL_SAMPLE_EVERY == 0):
+                self.samples_left -= 1
+                self._sample(stall)
         elif overdue_ms >= stall_ms:
             stall = {
                 "at_ms": wall_ms(),
                 "duration_ms": round(overdue_ms, 2),
-                "stack": _util.thread_stack(self.ident),
+                "stack": [],
                 "task": current_task_name(self.loop_ref()),
             }
+            self.samples = {}
+            self.samples_left = MAX_STALL_SAMPLES
+            self.ticks = 0
+            self._sample(stall)
             self.current_stall = stall
             self.stalls.append(stall)
+
+    def _sample(self, stall):
+        """Looks at the loop thread's stack again while the stall lasts, and reports the stack
+        of the program's line seen most often (one look may land on the collector or between
+        two blocking calls). Only what the loop runs: the frames that entered it
+        (`asyncio.run(main())` in `<module>`) are not what blocks it and are never named."""
+        try:
+            frame = sys._current_frames().get(self.ident)
+        except Exception:
+            return
+        key = None
+        inner = frame
+        while inner is not None and inner is not self.entry:
+            if not _util.is_library_file(inner.f_code.co_filename):
+                key = (inner.f_code, inner.f_lineno)
+                break
+            inner = inner.f_back
+        seen = self.samples.get(key)
+        if seen is None:
+            seen = self.samples[key] = [0, _util.format_stack(frame, stop=self.entry)]
+        seen[0] += 1
+        if stall.get("_idle", True) and not _waiting_for_io(frame, self.entry):
+            stall["_idle"] = False
+        # The program's own lines first, then the most often seen.
+        best = max(self.samples.items(), key=lambda kv: (kv[0] is not None, kv[1][0]))
+        stall["stack"] = best[1][1]
 
     def report(self, now):
         window = self.probe.options.window_ms / 1000.0
@@ -190,6 +244,10 @@ class LoopState:
                 lags.append(overdue)
                 lags.sort()
         history = list(self.history)
+        # A stall in which every look found the loop waiting in its poll was the OS not running
+        # the process (a busy machine), not the program blocking the loop: not reported.
+        stalls = [{k: v for k, v in s.items() if k[0] != "_"} for s in list(self.stalls)
+                  if s.get("_idle") is not True]
         if self.bucket[0]:
             history.append(round(self.bucket[1], 2))
         return {
@@ -204,8 +262,18 @@ class LoopState:
                 "window_ms": self.probe.options.window_ms,
             },
             "lag_history_ms": history[-120:],
-            "stalls": [dict(s) for s in list(self.stalls)],
+            "stalls": stalls,
         }
+
+
+def _waiting_for_io(frame, entry):
+    """Whether the loop thread is in its poll: in a selector's select(), or (uvloop, whose
+    loop is C) with no frame above the one that entered the loop."""
+    if frame is None or frame is entry:
+        return True
+    selectors = sys.modules.get("selectors")
+    return (frame.f_code.co_name == "select" and selectors is not None
+            and frame.f_code.co_filename == getattr(selectors, "__file__", None))
 
 
 def current_task_name(loop):
@@ -304,13 +372,16 @@ def creation_site(skip, depth=4):
 class Probe:
     """Everything the probe knows about this process."""
 
-    def __init__(self, options):
+    def __init__(self, options, sites=None):
         self.options = options
         self.pid = os.getpid()
         self.closed = False
         self.errors = 0
         self.last_error = ""
         self.loops = {}  # id(loop) -> LoopState
+        self.entries = {}  # thread ident -> frame that entered the loop running on it
+        self.sites = sites if sites is not None else Sites()
+        self.mp_pools = weakref.WeakSet()  # multiprocessing pools, to name one never closed
         self.executors = weakref.WeakSet()
         self.semaphores = weakref.WeakSet()
         self.task_sites = weakref.WeakKeyDictionary()  # task -> (site, created monotonic)
@@ -320,6 +391,11 @@ class Probe:
         # Inherited (or, in a forked child, the parent's): not this process's to close.
         self.fds_at_start = _util.descriptors() or {}
         self.shutdown_started = False
+        # uvloop reads asyncio._set_running_loop when imported: before the probe, it is blind;
+        # and a loop already running on another thread has set itself running already. Then
+        # the watchdog looks for loops through the tasks they run (see discover_loops).
+        self.late_uvloop = "uvloop" in sys.modules
+        self.discover = self.late_uvloop or _LOOP_MODULE in sys.modules
         self.missing = []
         self.server = None
         self.watchdog = None
@@ -357,6 +433,8 @@ class Probe:
                     state.watch(now, self.options.stall_ms)
                 if now >= next_track:
                     next_track = now + 1.0
+                    if self.discover:
+                        self.discover_loops()
                     self.track_progress()
                     self.semaphore_tick(now)
                     self.forget_dead_loops()
@@ -379,6 +457,38 @@ class Probe:
         except Exception:
             self.count_error()
         return []
+
+    def discover_loops(self):
+        """Finds running loops the probe was not told about (see Probe.discover) through the
+        tasks asyncio has registered, and has each adopt itself on its own thread."""
+        tasks = sys.modules.get("asyncio.tasks")
+        registry = getattr(tasks, "_scheduled_tasks", None)
+        if registry is None:
+            registry = getattr(tasks, "_all_tasks", None)  # before 3.12
+        loops = {}
+        for task in _util.copy_weak(registry if registry is not None else ()):
+            loop = task.get_loop()
+            if id(loop) not in self.loops and id(loop) not in loops:
+                loops[id(loop)] = loop
+        for loop in loops.values():
+            try:
+                if loop.is_running() and not loop.is_closed():
+                    loop.call_soon_threadsafe(self._adopt, loop)
+            except Exception:
+                self.count_error()
+
+    def _adopt(self, loop):
+        """Runs on the loop's thread: the frames below the loop machinery entered it."""
+        if self.closed or id(loop) in self.loops:
+            return
+        from . import _patches
+
+        machinery = _runtime_dirs()[0]
+        entry = sys._getframe(1)
+        while entry is not None and entry.f_code.co_filename.startswith(machinery + (
+                os.path.dirname(getattr(sys.modules.get("uvloop"), "__file__", "") or "/-"),)):
+            entry = entry.f_back
+        _patches.loop_started(self, loop, entry)
 
     def track_progress(self):
         """Notes, per task, whether its await point changed since the last look."""
@@ -524,9 +634,11 @@ class Probe:
             tasks.extend(self.task_report(state, now))
         if not self.loops and _LOOP_MODULE not in sys.modules:
             data["missing"].append("loops, tasks: this process has not imported asyncio")
-        elif "uvloop" in sys.modules:
+        elif not self.loops and self.late_uvloop:
             data["missing"].append(
-                "loops: uvloop loops are not seen (lag, stalls); tasks of asyncio loops are")
+                "loops: uvloop was imported before the probe loaded, so its loops are not seen; "
+                "load the probe at startup (leakhound run, or LEAKHOUND_PROBE=1 with the hook "
+                "on PYTHONPATH)")
         cap = self.options.max_tasks
         if len(tasks) > cap:
             # Keep the ones that have waited longest: those are what rules look at.
@@ -537,6 +649,7 @@ class Probe:
 
     def _threads(self, data, now, stacks):
         frames = sys._current_frames() if stacks else {}
+        workers = executor_workers(self.executors)
         for thread in _util.copy_weak(threading.enumerate()):
             row = {
                 "native_id": getattr(thread, "native_id", None) or 0,
@@ -545,6 +658,9 @@ class Probe:
                 "daemon": bool(thread.daemon),
                 "stack": [],
             }
+            pool = workers.get(thread) or worker_pool(thread)
+            if pool is not None:
+                row["pool"] = pool
             frame = frames.get(thread.ident)
             if frame is not None:
                 row["stack"] = _util.format_stack(frame)
@@ -559,6 +675,9 @@ class Probe:
             if executor is not None:
                 default_executors.add(id(executor))
         for executor in _util.copy_weak(self.executors):
+            # uvloop's is out of reach (a C attribute); it is the one uvloop names so.
+            if getattr(executor, "_thread_name_prefix", None) == "uvloop":
+                default_executors.add(id(executor))
             try:
                 pools.append(executor_report(executor, id(executor) in default_executors, now))
             except Exception:
@@ -611,12 +730,13 @@ class Probe:
         """Runs when the main thread finishes, before non-daemon threads are joined."""
         self.shutdown_started = True
         me = threading.current_thread()
+        workers = executor_workers(self.executors)
         for thread in _util.copy_weak(threading.enumerate()):
             if thread is me or thread.daemon or thread is threading.main_thread():
                 continue
             if thread.name.startswith("leakhound-probe"):
                 continue
-            if is_executor_worker(thread, self.executors):
+            if thread in workers or worker_pool(thread) is not None:
                 continue
             self.events.add(
                 "alive_at_shutdown",
@@ -643,6 +763,20 @@ class Probe:
                     executor_name(executor), live, stats.running, queued),
                 list(stats.created_at),
             )
+        for pool in _util.copy_weak(self.mp_pools):
+            if getattr(pool, "_state", None) != "RUN":
+                continue  # closed or terminated: its workers are on their way out
+            site = self.sites.lookup(pool) or []
+            name = type(pool).__name__
+            workers = len(getattr(pool, "_pool", ()) or ())
+            self.events.add(
+                "alive_at_shutdown",
+                "pool multiprocessing.%s" % name,
+                "multiprocessing.%s%s never closed: %d worker process(es) and its pipes alive "
+                "at exit; use `with %s(...)` or call close() and join()" % (
+                    name, " made at %s" % site[-1] if site else "", workers, name),
+                site,
+            )
         process = sys.modules.get("multiprocessing.process")
         for child in _util.copy_weak(getattr(process, "_children", ()) if process else ()):
             popen = getattr(child, "_popen", None)
@@ -664,7 +798,7 @@ class Probe:
         from . import _open_at_exit
 
         for subject, message, site in _open_at_exit.scan(self.options.socket_dir,
-                                                         self.fds_at_start):
+                                                         self.fds_at_start, self.sites):
             self.events.add("unclosed_resource", subject, message, site)
 
     def write_final(self):
@@ -727,10 +861,43 @@ def point_lines(point):
 
 _PARKED_CODES = None
 
+# Modules whose coroutines are a server framework's own serving machinery: uvicorn's lifespan
+# task (waiting on its queue for the shutdown message), its server and connection tasks;
+# aiohttp's runner, server and per-connection handler (waiting for the next request of a
+# kept-alive connection); hypercorn's and gunicorn's, websockets' keep-alive. A task of theirs
+# waits for the outside world by design, unless the program's own code is what it waits in.
+FRAMEWORK_MODULES = (
+    "uvicorn.",
+    "aiohttp.web",  # web_protocol, web_runner, web_server, web_app, web
+    "hypercorn.",
+    "gunicorn.",
+    "websockets.",
+)
+
+
+def framework_task(coro):
+    """Whether a task's coroutine is a known framework's serving machinery (by the module of
+    its outermost frame), with no frame of the program's own anywhere down its await chain."""
+    frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+    if frame is None:
+        return False
+    module = frame.f_globals.get("__name__") or ""
+    if not (module + ".").startswith(FRAMEWORK_MODULES):
+        return False
+    for _ in range(64):
+        if frame is None:
+            break
+        if not _util.is_library_file(frame.f_code.co_filename):
+            return False
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+    return True
+
 
 def parked_reason(coro):
     """`timer` when the innermost await is asyncio.sleep (a wake-up is scheduled), `server`
-    when it is a server's serve_forever: long waits by design, not stuck tasks."""
+    when it is a server's serve_forever, `framework` for a framework's own serving task (see
+    framework_task): long waits by design, not stuck tasks."""
     global _PARKED_CODES
     if _PARKED_CODES is None:
         codes = {}
@@ -743,6 +910,7 @@ def parked_reason(coro):
         except Exception:
             pass
         _PARKED_CODES = codes
+    outer = coro
     innermost = None
     for _ in range(64):
         frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
@@ -750,7 +918,10 @@ def parked_reason(coro):
             break
         innermost = frame.f_code
         coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-    return _PARKED_CODES.get(innermost)
+    reason = _PARKED_CODES.get(innermost)
+    if reason is None and framework_task(outer):
+        reason = "framework"
+    return reason
 
 
 def await_chain(coro, limit=32):
@@ -876,8 +1047,28 @@ def semaphore_report(semaphore, now):
     }
 
 
-def is_executor_worker(thread, executors):
+def executor_workers(executors):
+    """{worker thread: pool id} of the executors the probe saw made."""
+    out = {}
     for executor in _util.copy_weak(executors):
-        if thread in (getattr(executor, "_threads", ()) or ()):
-            return True
-    return False
+        stats = executor.__dict__.get("_leakhound")
+        for thread in list(getattr(executor, "_threads", ()) or ()):
+            out[thread] = stats.id if stats is not None else "thread_pool"
+    return out
+
+
+# Thread classes that are a pool's workers: anyio's (Starlette and FastAPI run sync endpoints
+# and `run_in_threadpool` on them, up to 40, started as load comes and kept while busy).
+POOL_THREAD_CLASSES = {("anyio._backends._asyncio", "WorkerThread"): "anyio_worker_threads"}
+
+
+def worker_pool(thread):
+    """The pool's kind for a worker thread of a pool the probe did not see made: a
+    concurrent.futures worker of an executor made before the probe loaded (it runs
+    concurrent.futures.thread._worker), or one of POOL_THREAD_CLASSES."""
+    module = sys.modules.get("concurrent.futures.thread")
+    worker = getattr(module, "_worker", None)
+    if worker is not None and getattr(thread, "_target", None) is worker:
+        return "thread_pool"
+    cls = type(thread)
+    return POOL_THREAD_CLASSES.get((cls.__module__, cls.__name__))

@@ -67,7 +67,7 @@ def _start(options):
     _patches.set_probe(probe)
     # Before concurrent.futures is imported: our shutdown hook must run before its own.
     _patches.install_shutdown_hooks()
-    _patches.install_hooks(options.log_ids)
+    _patches.install_hooks(options.log_ids, options.resource_warnings)
     _patches.install_warning_hooks(probe)
     if options.origin_depth > 0 and sys.get_coroutine_origin_tracking_depth() < options.origin_depth:
         sys.set_coroutine_origin_tracking_depth(options.origin_depth)
@@ -83,7 +83,7 @@ def _adopt_running_loop(probe):
     loop = events._get_running_loop() if events is not None else None
     if loop is not None and id(loop) not in probe.loops:
         try:
-            probe.loop_state(loop).started()
+            _patches.loop_started(probe, loop, None)
         except Exception:
             probe.count_error()
 
@@ -166,6 +166,7 @@ def close():
             return
         probe.closed = True
         probe.stop.set()
+        probe.sites.close()
         _patches.set_probe(None)
         for state in list(probe.loops.values()):
             state.running = False
@@ -230,7 +231,7 @@ def _after_fork_in_child():
             parent.server.close(unlink=False)
         parent.stop.set()
         parent.closed = True
-        child = Probe(parent.options)
+        child = Probe(parent.options, sites=parent.sites)  # what the parent made, the child has
         # Loops the child inherited keep their identity; their heartbeats restart when
         # the child runs them again (run_forever registers afresh).
         _probe = child

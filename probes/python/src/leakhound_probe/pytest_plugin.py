@@ -392,7 +392,10 @@ class Checker:
         # Creation registries: who made what, and where.
         self.threads = weakref.WeakKeyDictionary()  # Thread -> (test, site)
         self.tasks = weakref.WeakKeyDictionary()  # Task -> (test, phase, site)
-        self.swept = weakref.WeakSet()  # tasks still pending when their loop was closed
+        # Tasks still pending when their loop was closed, held until the check after the
+        # test: cancelled and done, nothing else may hold them, and a collection before the
+        # check would free them unseen.
+        self.swept = set()
         self.fds = {}  # fd -> (test, site, target) of its latest creator
         self.children = {}  # pid -> (test, site)
         self.spawned = set()  # pids started by the running test
@@ -423,7 +426,7 @@ class Checker:
             @functools.wraps(original)
             def start(thread, *a, **kw):
                 checker._guard(lambda: checker.threads.__setitem__(
-                    thread, (checker.owner(), _user_site())))
+                    thread, (checker.thread_owner(), _user_site())))
                 return original(thread, *a, **kw)
 
             return start
@@ -623,6 +626,15 @@ class Checker:
             return None  # made by a module/session fixture: not any one test's
         return self.current
 
+    def thread_owner(self):
+        """Who a thread being started now belongs to: a thread started by another thread
+        that a test (or fixture) started is that one's, whenever it runs; a thread an earlier
+        test left running must not make the test running now look guilty."""
+        creator = self.threads.get(threading.current_thread())
+        if creator is not None:
+            return creator[0]
+        return self.owner()
+
     # --- creation-time blame for late signals -----------------------------------------------
 
     def created_by(self, coro):
@@ -811,6 +823,7 @@ class Checker:
             ))
             self.swept.discard(task)
             self.tasks.pop(task, None)
+        self.swept.clear()  # the rest were made outside any test, or before the plugin
 
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_runtest_teardown(self, item, nextitem):
