@@ -46,6 +46,8 @@ pub struct TreeSource {
     exits: Option<ExitWatch>,
     /// Why the exit listener could not start (said once, as a note).
     exits_note: Option<String>,
+    /// The kernel lists each thread's children (`/proc/PID/task/TID/children`).
+    live_children: bool,
 }
 
 impl TreeSource {
@@ -67,6 +69,18 @@ impl TreeSource {
             pending: Vec::new(),
             exits,
             exits_note,
+            live_children: std::path::Path::new("/proc/thread-self/children").exists(),
+        }
+    }
+
+    /// Puts the live tree into `snapshot.children`: the root's /proc walk is paced (redone
+    /// every 250× what it cost when nothing changed, which on a busy machine is tens of
+    /// seconds), while a worker's end and its replacement are what this source is for.
+    fn refresh_children(&self, snapshot: &mut Snapshot) {
+        if self.live_children
+            && let Some(children) = live_descendants(snapshot.pid, snapshot.taken_at_ms)
+        {
+            snapshot.children = children;
         }
     }
 
@@ -212,6 +226,7 @@ impl Source for TreeSource {
 
     fn sample(&mut self, options: SampleOptions) -> Result<Snapshot, SourceError> {
         let mut snapshot = self.root.sample(options)?;
+        self.refresh_children(&mut snapshot);
         self.sample_workers(&mut snapshot, options);
         self.follow_ends(&mut snapshot);
         if (!snapshot.workers.is_empty() || !snapshot.ended.is_empty())
@@ -221,6 +236,62 @@ impl Source for TreeSource {
         }
         Ok(snapshot)
     }
+}
+
+/// The descendants of `root` now, parents before children, read from each thread's
+/// `children` file: a few small reads per process instead of a walk of every process.
+fn live_descendants(root: u32, now_ms: u64) -> Option<Vec<Child>> {
+    let boot_ms = procfs::boot_time_secs().ok()? * 1000;
+    let ticks = procfs::ticks_per_second().max(1);
+    let mut out = Vec::new();
+    let mut queue = vec![(root, 0u32)];
+    while let Some((parent, depth)) = queue.pop() {
+        for pid in children_of(parent) {
+            // Gone since its parent listed it: its end is seen by what follows.
+            let Ok(proc) = procfs::process::Process::new(pid as i32) else {
+                continue;
+            };
+            let Ok(stat) = proc.stat() else { continue };
+            let cmd = proc
+                .cmdline()
+                .ok()
+                .filter(|c| !c.is_empty())
+                .map(|c| c.join(" "))
+                .unwrap_or_else(|| format!("[{}]", stat.comm));
+            let started_ms = boot_ms + stat.starttime * 1000 / ticks;
+            out.push(Child {
+                pid,
+                ppid: stat.ppid as u32,
+                state: ProcState::from_char(stat.state),
+                cmd,
+                age_ms: now_ms.saturating_sub(started_ms),
+                depth: depth + 1,
+                has_probe: crate::source::probe::find_socket(pid).is_some(),
+            });
+            queue.push((pid, depth + 1));
+        }
+    }
+    out.sort_by_key(|c| (c.depth, c.pid));
+    Some(out)
+}
+
+/// The children of every thread of `pid` (a child belongs to the thread that forked it).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<u32> = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// The name of a Linux signal number (`SIGKILL`), or `signal N`.
@@ -320,8 +391,9 @@ mod tests {
             }),
             no_source,
         );
-        // Statuses here come from nowhere: these pids are not real processes.
+        // Statuses and children here come from the script: these pids are not real processes.
         t.exits = None;
+        t.live_children = false;
         t
     }
 
@@ -361,6 +433,28 @@ mod tests {
         }
         assert_eq!(reported.len(), 1, "{reported:?}");
         assert_eq!((reported[0].pid, reported[0].replaced_by), (902_002, None));
+    }
+
+    #[test]
+    fn the_live_tree_lists_a_child_that_just_started_and_drops_one_that_ended() {
+        let me = std::process::id();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep runs");
+        let pid = child.id();
+        let now = crate::source::now_ms();
+        let tree = live_descendants(me, now).expect("this kernel lists children");
+        let found = tree
+            .iter()
+            .find(|c| c.pid == pid)
+            .expect("the new child is listed");
+        assert_eq!((found.ppid, found.depth), (me, 1));
+        assert!(found.cmd.starts_with("sleep"), "{}", found.cmd);
+        child.kill().expect("kill");
+        child.wait().expect("reaped");
+        let after = live_descendants(me, now).expect("listed");
+        assert!(after.iter().all(|c| c.pid != pid), "{after:?}");
     }
 
     #[test]
