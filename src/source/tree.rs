@@ -46,29 +46,23 @@ pub struct TreeSource {
     exits: Option<ExitWatch>,
     /// Why the exit listener could not start (said once, as a note).
     exits_note: Option<String>,
+    /// Start the exit listener once there are descendants (a single process needs none).
+    listen_for_exits: bool,
     /// The kernel lists each thread's children (`/proc/PID/task/TID/children`).
     live_children: bool,
 }
 
 impl TreeSource {
     pub fn new(root: Box<dyn Source>, open: Opener) -> Self {
-        let (exits, exits_note) = match ExitWatch::start() {
-            Ok(w) => (Some(w), None),
-            Err(e) => (
-                None,
-                Some(format!(
-                    "{e}: a worker's exit status is known only when a sample sees it as a zombie"
-                )),
-            ),
-        };
         TreeSource {
             root,
             open,
             workers: BTreeMap::new(),
             known: BTreeMap::new(),
             pending: Vec::new(),
-            exits,
-            exits_note,
+            exits: None,
+            exits_note: None,
+            listen_for_exits: true,
             live_children: std::path::Path::new("/proc/thread-self/children").exists(),
         }
     }
@@ -207,6 +201,18 @@ impl TreeSource {
             });
             k.child = c.clone();
             k.had_probe |= c.has_probe;
+        }
+        if self.listen_for_exits && !self.known.is_empty() {
+            self.listen_for_exits = false;
+            match ExitWatch::start() {
+                Ok(w) => self.exits = Some(w),
+                Err(e) => {
+                    self.exits_note = Some(format!(
+                        "{e}: a worker's exit status is known only when a sample sees it as a \
+                         zombie"
+                    ))
+                }
+            }
         }
         if let Some(w) = &self.exits {
             w.set_interest(
@@ -392,7 +398,7 @@ mod tests {
             no_source,
         );
         // Statuses and children here come from the script: these pids are not real processes.
-        t.exits = None;
+        t.listen_for_exits = false;
         t.live_children = false;
         t
     }
