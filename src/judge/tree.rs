@@ -23,34 +23,27 @@ pub fn tag(mut finding: Finding, pid: u32) -> Finding {
     finding
 }
 
-/// Signals that ask a process to stop: a worker ended by one was stopped, not killed.
-const STOP_SIGNALS: [i32; 4] = [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM];
-
 /// The finding about a worker that ended: info when it exited with 0 or was asked to stop,
 /// warning when it failed or a signal killed it (SIGKILL — the OOM killer's too —, SIGSEGV, …).
 pub fn worker_exit(e: &Ended) -> Finding {
-    let (how, severity) = match (e.exit_code, e.signal) {
+    let severity = if crate::source::tree::abnormal(e) {
+        Severity::Warning
+    } else {
+        Severity::Info
+    };
+    let how = match (e.exit_code, e.signal) {
         (_, Some(sig)) => {
             let name = crate::source::tree::signal_name(sig);
             let core = if e.core_dumped { " (core dumped)" } else { "" };
-            let severity = if STOP_SIGNALS.contains(&sig) {
-                Severity::Info
-            } else {
-                Severity::Warning
-            };
             let hint = if sig == libc::SIGKILL {
                 " (by a person, a supervisor or the OOM killer: see `dmesg`)"
             } else {
                 ""
             };
-            (format!("was killed by {name}{core}{hint}"), severity)
+            format!("was killed by {name}{core}{hint}")
         }
-        (Some(0), None) => ("exited with status 0".to_string(), Severity::Info),
-        (Some(code), None) => (format!("exited with status {code}"), Severity::Warning),
-        (None, None) => (
-            "ended (its exit status was not visible to leakhound)".to_string(),
-            Severity::Info,
-        ),
+        (Some(code), None) => format!("exited with status {code}"),
+        (None, None) => "ended (its exit status was not visible to leakhound)".to_string(),
     };
     let replaced = match e.replaced_by {
         Some(pid) => format!("; replaced by pid {pid}"),

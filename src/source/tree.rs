@@ -4,9 +4,9 @@
 //! ends is reported with how it ended and what replaced it (`Snapshot::ended`). New workers are
 //! picked up at the next sample, so a replacement's probe is read without restarting anything.
 //!
-//! Which descendants' ends are reported: those that had a probe, and those that lived at least
-//! [`LONG_LIVED_MS`] (workers started without a probe); a short helper (`subprocess.run`) is not
-//! an event.
+//! Which descendants' ends are reported: those that lived at least [`LONG_LIVED_MS`], and those
+//! that ended abnormally ([`abnormal`]: a crash-looping worker); a short helper that exits 0
+//! (`subprocess.run`, with a probe or without) is not an event.
 
 mod exits;
 
@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 pub use exits::zombie_status;
 
-/// A descendant without a probe that lived this long is a worker whose end is reported.
+/// A descendant that lived this long is a worker whose end is reported however it ended.
 pub const LONG_LIVED_MS: u64 = 5_000;
 /// How long an ended worker waits for its replacement to appear before it is reported alone.
 pub const REPLACEMENT_WAIT_MS: u64 = 5_000;
@@ -140,9 +140,6 @@ impl TreeSource {
             let Some(k) = self.known.remove(&pid) else {
                 continue;
             };
-            if !(k.had_probe || k.child.age_ms >= LONG_LIVED_MS) {
-                continue;
-            }
             let status = k.status.or_else(|| zombie_status(pid));
             self.pending.push(Ended {
                 pid,
@@ -192,7 +189,11 @@ impl TreeSource {
                     && (replaced || waited >= REPLACEMENT_WAIT_MS)
             });
         self.pending = waiting;
-        snapshot.ended.extend(ready);
+        snapshot.ended.extend(
+            ready
+                .into_iter()
+                .filter(|e| e.age_ms >= LONG_LIVED_MS || abnormal(e)),
+        );
         for (pid, c) in alive {
             let k = self.known.entry(pid).or_insert_with(|| Known {
                 child: c.clone(),
@@ -242,6 +243,14 @@ impl Source for TreeSource {
         }
         Ok(snapshot)
     }
+}
+
+/// Signals that ask a process to stop: ending by one is not a failure.
+pub const STOP_SIGNALS: [i32; 4] = [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM];
+
+/// It failed or was killed: a non-zero exit status, or a signal other than a stop signal.
+pub fn abnormal(e: &Ended) -> bool {
+    e.exit_code.is_some_and(|c| c != 0) || e.signal.is_some_and(|s| !STOP_SIGNALS.contains(&s))
 }
 
 /// The descendants of `root` now, parents before children, read from each thread's
@@ -406,9 +415,9 @@ mod tests {
     #[test]
     fn an_ended_worker_is_reported_once_with_its_replacement() {
         let mut t = tree(vec![
-            vec![worker(901_001, true, 100), worker(901_002, true, 100)],
-            vec![worker(901_001, true, 1_100), worker(901_003, true, 10)],
-            vec![worker(901_001, true, 2_100), worker(901_003, true, 1_010)],
+            vec![worker(901_001, true, 9_000), worker(901_002, true, 9_000)],
+            vec![worker(901_001, true, 10_000), worker(901_003, true, 10)],
+            vec![worker(901_001, true, 11_000), worker(901_003, true, 1_010)],
         ]);
         let opts = SampleOptions::default();
         assert!(t.sample(opts).unwrap().ended.is_empty());
@@ -426,9 +435,9 @@ mod tests {
     }
 
     #[test]
-    fn short_helpers_without_probes_are_not_events_and_lone_ends_wait_for_a_replacement() {
+    fn short_helpers_are_not_events_and_lone_ends_wait_for_a_replacement() {
         let mut t = tree(vec![
-            vec![worker(902_001, false, 100), worker(902_002, false, 9_000)],
+            vec![worker(902_001, true, 100), worker(902_002, false, 9_000)],
             vec![],
         ]);
         let opts = SampleOptions::default();
@@ -461,6 +470,21 @@ mod tests {
         child.wait().expect("reaped");
         let after = live_descendants(me, now).expect("listed");
         assert!(after.iter().all(|c| c.pid != pid), "{after:?}");
+    }
+
+    #[test]
+    fn a_short_lived_descendant_is_an_event_only_when_it_failed() {
+        let short = |exit_code, signal| Ended {
+            age_ms: 100,
+            exit_code,
+            signal,
+            ..Default::default()
+        };
+        assert!(!abnormal(&short(Some(0), None)));
+        assert!(!abnormal(&short(None, Some(libc::SIGTERM))));
+        assert!(!abnormal(&short(None, None)), "unknown: not blamed");
+        assert!(abnormal(&short(Some(3), None)));
+        assert!(abnormal(&short(None, Some(libc::SIGKILL))));
     }
 
     #[test]
