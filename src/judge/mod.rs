@@ -138,6 +138,10 @@ impl Judge {
 pub struct Judges {
     config: Config,
     by_pid: BTreeMap<u32, Judge>,
+    /// Workers that ended, oldest first: their judges keep what fired, up to a bound.
+    retired: std::collections::VecDeque<u32>,
+    /// Firings of the retired judges dropped past that bound.
+    forgotten_fired: usize,
 }
 
 impl Judges {
@@ -145,6 +149,8 @@ impl Judges {
         Judges {
             config,
             by_pid: BTreeMap::new(),
+            retired: Default::default(),
+            forgotten_fired: 0,
         }
     }
 
@@ -172,7 +178,7 @@ impl Judges {
 
     /// How many times a finding fired, over every process.
     pub fn fired_count(&self) -> usize {
-        self.by_pid.values().map(Judge::fired_count).sum()
+        self.by_pid.values().map(Judge::fired_count).sum::<usize>() + self.forgotten_fired
     }
 }
 

@@ -10,6 +10,10 @@ use crate::model::{Ended, Snapshot};
 /// The id of the finding about a worker that ended.
 pub const WORKER_EXIT: &str = "worker-exit";
 
+/// How many ended workers' judges are kept (with what they fired): a service that recycles
+/// its workers (`max_requests`) must not grow leakhound without bound.
+pub const RETIRED_KEPT: usize = 256;
+
 /// Makes a worker's finding name the worker: its subject starts `pid:N`, and its `pid` is the
 /// worker's unless the rule named another process (a worker's own zombie child).
 pub fn tag(mut finding: Finding, pid: u32) -> Finding {
@@ -88,9 +92,7 @@ impl Judges {
         let workers = std::mem::take(&mut snapshot.workers);
         let events: Vec<Finding> = snapshot.ended.iter().map(worker_exit).collect();
         for e in &snapshot.ended {
-            if let Some(judge) = self.by_pid.get_mut(&e.pid) {
-                judge.retire();
-            }
+            self.retire(e.pid);
         }
         let root = snapshot.pid;
         let judge = self.judge_mut(root);
@@ -145,6 +147,31 @@ impl Judges {
     /// Forgets every process (another target).
     pub fn reset(&mut self) {
         self.by_pid.clear();
+        self.retired.clear();
+        self.forgotten_fired = 0;
+    }
+
+    /// A worker ended: its judge keeps what fired, and the oldest retired judge past
+    /// [`RETIRED_KEPT`] goes (unless its pid came back as a new process).
+    fn retire(&mut self, pid: u32) {
+        let Some(judge) = self.by_pid.get_mut(&pid) else {
+            return;
+        };
+        judge.retire();
+        self.retired.push_back(pid);
+        while self.retired.len() > RETIRED_KEPT {
+            let Some(old) = self.retired.pop_front() else {
+                break;
+            };
+            let reused = self.retired.contains(&old)
+                || self
+                    .by_pid
+                    .get(&old)
+                    .is_some_and(|j| !j.history().is_empty());
+            if !reused && let Some(gone) = self.by_pid.remove(&old) {
+                self.forgotten_fired += gone.fired_count();
+            }
+        }
     }
 }
 
@@ -241,6 +268,27 @@ mod tests {
         assert!(next.current.is_empty(), "an event fires once");
         assert_eq!(judges.all_fired().len(), 2);
         assert_eq!(judges.fired_count(), 2);
+    }
+
+    #[test]
+    fn ended_workers_judges_are_bounded_and_their_firings_still_counted() {
+        let mut judges = Judges::new(config());
+        let n = RETIRED_KEPT as u32 + 10;
+        for pid in 100..100 + n {
+            judges.observe_tree(tree(0, vec![worker_with_zombie(pid, 0)], vec![]));
+            judges.observe_tree(tree(5_000, vec![worker_with_zombie(pid, 5_000)], vec![]));
+            let ended = Ended {
+                pid,
+                ..Default::default()
+            };
+            judges.observe_tree(tree(6_000, vec![], vec![ended]));
+        }
+        // The root and the kept ended workers.
+        assert_eq!(judges.iter().count(), 1 + RETIRED_KEPT);
+        assert!(judges.get(100).is_none(), "the oldest went");
+        assert!(judges.get(99 + n).is_some());
+        // Each worker fired a zombie-child and a worker-exit.
+        assert_eq!(judges.fired_count(), 2 * n as usize);
     }
 
     #[test]
