@@ -324,6 +324,8 @@ def test_clean_service_fires_nothing_under_load_and_snapshot_shows_every_worker(
         findings, summary = watch_json(s.pid, 20, "-T", "loop-blocked.lag=500ms")
         done = subprocess.run([leakhound_bin(), "snapshot", str(s.pid), "--json"],
                               capture_output=True, text=True, timeout=60)
+        text = subprocess.run([leakhound_bin(), "snapshot", str(s.pid)],
+                              capture_output=True, text=True, timeout=60)
     finally:
         load.stop()
     assert load.ok > 100, (load.ok, load.failed)
@@ -336,3 +338,7 @@ def test_clean_service_fires_nothing_under_load_and_snapshot_shows_every_worker(
     for w in doc["workers"]:
         assert w["source"] == "procfs+probe(python)", w["source"]
         assert w["probe"]["loops"], "each worker's loop is seen"
+    assert text.returncode == 0, text.stderr
+    headings = [line.split()[3] for line in text.stdout.splitlines()
+                if line.startswith("==== WORKER pid ")]
+    assert sorted(map(int, headings)) == sorted(workers), text.stdout[-2000:]
