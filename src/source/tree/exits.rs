@@ -89,7 +89,7 @@ impl ExitWatch {
         shared.interest.extend(pids);
     }
 
-    /// Keeps `pid` of interest even after it leaves the interest set, until taken.
+    /// The status seen for `pid`, if its exit event came (taken out: asked once).
     pub fn take(&self, pid: u32) -> Option<Status> {
         let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         shared.seen.remove(&pid)
