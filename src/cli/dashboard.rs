@@ -61,7 +61,8 @@ pub fn live_feed(
     let feed = LiveFeed {
         target,
         source,
-        open: Box::new(crate::source::open),
+        // A PID stands for the process and its descendants (a service's workers).
+        open: Box::new(crate::source::open_tree),
         interval,
         options: SampleOptions::default(),
         config,

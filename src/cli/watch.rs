@@ -2,7 +2,7 @@
 //! summary at the end (time up, target exited, or Ctrl-C).
 
 use super::{EXIT_CLEAN, EXIT_FINDINGS, WatchArgs, out};
-use crate::judge::Judge;
+use crate::judge::Judges;
 use crate::report::json::WatchSummary;
 use crate::source::{Collector, CollectorEvent, SampleOptions};
 use std::sync::mpsc::RecvTimeoutError;
@@ -15,12 +15,13 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
     let config = args.common.config()?;
     super::interrupt::install();
     let options = SampleOptions::default();
-    let mut source = crate::source::open(&args.target)?;
+    // A PID stands for the process and its descendants: each worker's probe is judged too.
+    let mut source = crate::source::open_tree(&args.target)?;
     // The first sample is taken here so a bad target is an error (exit 2), not a summary.
     let first = source.sample(options)?;
     let target = source.describe();
     let started = Instant::now();
-    let mut judge = Judge::new(config);
+    let mut judges = Judges::new(config);
     let mut samples = 0u64;
     let mut errors = 0u64;
     let mut exit_message = None;
@@ -35,10 +36,18 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
         if let Some(note) = note {
             out::println(&format!("note: {note}"));
         }
+        if !first.workers.is_empty() {
+            let pids: Vec<String> = first.workers.iter().map(|w| w.pid.to_string()).collect();
+            out::println(&format!(
+                "and its {} worker(s) with a probe: pid {} (new ones are picked up as they start)",
+                pids.len(),
+                pids.join(", ")
+            ));
+        }
     }
-    let report = |snapshot: crate::model::Snapshot, judge: &mut Judge| {
+    let report = |snapshot: crate::model::Snapshot, judges: &mut Judges| {
         let at = snapshot.taken_at_ms;
-        for f in judge.observe(snapshot).new {
+        for f in judges.observe_tree(snapshot).new {
             let line = if args.json {
                 crate::report::json::finding_line(&f, at)
             } else {
@@ -49,7 +58,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
             }
         }
     };
-    report(first, &mut judge);
+    report(first, &mut judges);
     samples += 1;
 
     // The first sample is ours; the collector's first comes one interval later.
@@ -62,7 +71,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
         if output_closed.get() {
             // Nobody reads any more (`| head -1`): stop quietly.
             collector.stop();
-            return Ok(if judge.fired_count() > 0 {
+            return Ok(if judges.fired_count() > 0 {
                 EXIT_FINDINGS
             } else {
                 EXIT_CLEAN
@@ -75,7 +84,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
         match events.recv_timeout(POLL.min(left)) {
             Ok(CollectorEvent::Snapshot(snapshot)) => {
                 samples += 1;
-                report(*snapshot, &mut judge);
+                report(*snapshot, &mut judges);
             }
             Ok(CollectorEvent::Error(e)) => {
                 errors += 1;
@@ -101,9 +110,9 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
         duration_ms: started.elapsed().as_millis() as u64,
         ended,
         exit_message,
-        fired: judge.fired_count(),
-        findings: judge.all_fired(),
-        active: judge.current().map(|f| f.key()).collect(),
+        fired: judges.fired_count(),
+        findings: judges.all_fired(),
+        active: judges.current().iter().map(|f| f.key()).collect(),
         errors,
     };
     if args.json {

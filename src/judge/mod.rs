@@ -6,7 +6,10 @@
 //!
 //! A loop that observes several processes keeps one judge per process ([`Judges`]): the same
 //! subject in two processes is two findings, and one process's history never feeds another's
-//! trends.
+//! trends. A process tree's snapshot (`Snapshot::workers`, `Snapshot::ended`) is judged the
+//! same way by [`Judges::observe_tree`] (see [`tree`]).
+
+pub mod tree;
 
 use crate::config::Config;
 use crate::findings::{Finding, Tracker};
@@ -30,6 +33,8 @@ pub struct Judge {
     rules: Vec<Box<dyn Rule>>,
     config: Config,
     tracker: Tracker,
+    /// A service's worker: its findings name its pid (see [`tree::tag`]).
+    worker: Option<u32>,
 }
 
 impl Judge {
@@ -40,6 +45,15 @@ impl Judge {
             rules: rules::all(),
             config,
             tracker: Tracker::new(),
+            worker: None,
+        }
+    }
+
+    /// The judge of a service's worker `pid`: every finding names the worker.
+    pub fn worker(config: Config, pid: u32) -> Self {
+        Judge {
+            worker: Some(pid),
+            ..Judge::new(config)
         }
     }
 
@@ -73,9 +87,28 @@ impl Judge {
     /// Judges the history as it stands (after [`push`](Self::push) when the caller built the
     /// newest view itself).
     pub fn judge(&mut self) -> Judged {
-        let current = rules::evaluate(&self.rules, &self.history, &self.config);
+        self.judge_with(Vec::new())
+    }
+
+    /// Judges the history, with `events` (findings about this snapshot alone, such as a
+    /// worker's exit) among what fires now.
+    pub fn judge_with(&mut self, events: Vec<Finding>) -> Judged {
+        let mut current = rules::evaluate(&self.rules, &self.history, &self.config);
+        if let Some(pid) = self.worker {
+            current = current.into_iter().map(|f| tree::tag(f, pid)).collect();
+        }
+        if !events.is_empty() {
+            current.extend(events);
+            crate::findings::sort_findings(&mut current);
+        }
         let new = self.tracker.update(&current);
         Judged { current, new }
+    }
+
+    /// The process ended: its history goes, and what fired now counts as quiet.
+    pub fn retire(&mut self) {
+        self.history = History::default();
+        self.tracker.update(&[]);
     }
 
     /// Firing at the last judgement.
@@ -105,6 +138,10 @@ impl Judge {
 pub struct Judges {
     config: Config,
     by_pid: BTreeMap<u32, Judge>,
+    /// Workers that ended, oldest first: their judges keep what fired, up to a bound.
+    retired: std::collections::VecDeque<u32>,
+    /// Firings of the retired judges dropped past that bound.
+    forgotten_fired: usize,
 }
 
 impl Judges {
@@ -112,6 +149,8 @@ impl Judges {
         Judges {
             config,
             by_pid: BTreeMap::new(),
+            retired: Default::default(),
+            forgotten_fired: 0,
         }
     }
 
@@ -139,7 +178,7 @@ impl Judges {
 
     /// How many times a finding fired, over every process.
     pub fn fired_count(&self) -> usize {
-        self.by_pid.values().map(Judge::fired_count).sum()
+        self.by_pid.values().map(Judge::fired_count).sum::<usize>() + self.forgotten_fired
     }
 }
 

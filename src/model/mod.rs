@@ -36,6 +36,15 @@ pub struct Snapshot {
     /// Parts of the view that could not be read and why (a thread vanished mid-scan,
     /// permission denied on /proc/PID/fd, no probe found, …). Never fatal.
     pub notes: Vec<String>,
+    /// A service's other processes: each descendant with a probe (a pre-fork server's worker),
+    /// sampled as its own snapshot, when the target was opened as a process tree (`watch`,
+    /// `snapshot`, `attach` on a PID). Absent for a single process.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<Snapshot>,
+    /// Descendants that ended since the previous sample, with how they ended and what replaced
+    /// them (process-tree targets only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ended: Vec<Ended>,
 }
 
 impl Snapshot {

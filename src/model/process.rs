@@ -104,6 +104,30 @@ pub struct Child {
     pub has_probe: bool,
 }
 
+/// A descendant that ended (a worker that exited or was killed), as a process-tree source saw
+/// it go.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ended {
+    pub pid: u32,
+    pub ppid: u32,
+    pub cmd: String,
+    /// It had a probe socket while it ran.
+    pub had_probe: bool,
+    /// How long it had existed when last seen, milliseconds.
+    pub age_ms: u64,
+    /// When it was found gone, ms since the epoch.
+    pub ended_at_ms: u64,
+    /// Its exit code, when it exited.
+    pub exit_code: Option<i32>,
+    /// The signal that ended it, when one did.
+    pub signal: Option<i32>,
+    #[serde(default)]
+    pub core_dumped: bool,
+    /// The descendant of the same parent that appeared after it ended (a pre-fork server's
+    /// replacement worker).
+    pub replaced_by: Option<u32>,
+}
+
 /// What kind of object a descriptor refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -11,6 +11,8 @@ pub mod probe;
 pub mod procfs;
 pub mod replay;
 mod target;
+#[cfg(target_os = "linux")]
+pub mod tree;
 pub use api::{SampleOptions, Source, SourceError, now_ms};
 pub use collector::{Collector, CollectorEvent};
 pub use target::Target;
@@ -31,5 +33,17 @@ pub fn open(target: &Target) -> Result<Box<dyn Source>, SourceError> {
         other => Err(SourceError::Other(format!(
             "targets like '{other}' are not supported by this build"
         ))),
+    }
+}
+
+/// Opens a target as a service: a PID stands for itself and its descendants (each one with a
+/// probe sampled too, see [`tree`]); any other target is [`open`]'s.
+pub fn open_tree(target: &Target) -> Result<Box<dyn Source>, SourceError> {
+    match target {
+        #[cfg(target_os = "linux")]
+        Target::Pid(_) => Ok(Box::new(tree::TreeSource::new(open(target)?, |pid| {
+            open(&Target::Pid(pid))
+        }))),
+        _ => open(target),
     }
 }

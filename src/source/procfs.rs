@@ -710,6 +710,7 @@ impl Source for ProcSource {
             sockets,
             probe: None,
             notes,
+            ..Snapshot::default()
         })
     }
 }

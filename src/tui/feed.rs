@@ -5,7 +5,7 @@
 //! on I/O.
 
 use crate::config::Config;
-use crate::judge::Judge;
+use crate::judge::{Judge, Judges};
 use crate::model::Snapshot;
 use crate::source::replay::Recording;
 use crate::source::{Collector, CollectorEvent, SampleOptions, Source, SourceError, Target};
@@ -54,6 +54,51 @@ pub fn describe(snapshot: &Snapshot, fallback: &str) -> String {
     }
 }
 
+/// What the views show of a service: the root's snapshot with each worker's tasks, loops,
+/// pools and threads added, named by the worker's pid (task `4242/Task-7`, thread
+/// `[4242] MainThread`), so the Tasks view lists them together and its filter (`/4242/`)
+/// shows one worker. A snapshot without workers is shown as it is.
+pub fn service_view(mut snapshot: Snapshot) -> Snapshot {
+    let workers = std::mem::take(&mut snapshot.workers);
+    for worker in workers {
+        let pid = worker.pid;
+        let named = |id: &str| format!("{pid}/{id}");
+        snapshot
+            .threads
+            .extend(worker.threads.into_iter().map(|mut t| {
+                t.name = format!("[{pid}] {}", t.name);
+                t
+            }));
+        let Some(data) = worker.probe else { continue };
+        let root = snapshot
+            .probe
+            .get_or_insert_with(|| crate::model::ProbeData {
+                runtime: data.runtime.clone(),
+                runtime_version: data.runtime_version.clone(),
+                probe_version: data.probe_version.clone(),
+                now_ms: data.now_ms,
+                ..Default::default()
+            });
+        root.tasks.extend(data.tasks.into_iter().map(|mut t| {
+            t.id = named(&t.id);
+            t.loop_id = t.loop_id.as_deref().map(named);
+            t.parent = t.parent.as_deref().map(named);
+            t.waiting_on = t.waiting_on.as_deref().map(named);
+            t
+        }));
+        root.loops.extend(data.loops.into_iter().map(|mut l| {
+            l.id = named(&l.id);
+            l
+        }));
+        root.pools.extend(data.pools.into_iter().map(|mut p| {
+            p.id = named(&p.id);
+            p.name = named(&p.name);
+            p
+        }));
+    }
+    snapshot
+}
+
 impl LiveFeed {
     /// Runs until the UI hangs up.
     pub fn run(self, tx: SyncSender<AppEvent>, control: Receiver<Control>) {
@@ -65,7 +110,8 @@ impl LiveFeed {
             options,
             config,
         } = self;
-        let mut judge = Judge::new(config);
+        // A service's workers each have their own history (`judge::tree`).
+        let mut judges = Judges::new(config);
         let mut skipped = 0u64;
         loop {
             let src = match source.take().map_or_else(|| open(&target), Ok) {
@@ -89,14 +135,14 @@ impl LiveFeed {
                 if !gone {
                     let event = match events.recv_timeout(POLL) {
                         Ok(CollectorEvent::Snapshot(snapshot)) => {
-                            let findings = judge.observe((*snapshot).clone()).current;
+                            let findings = judges.observe_tree((*snapshot).clone()).current;
                             Some(FeedEvent::Update(Box::new(Update {
                                 source: describe(&snapshot, &fallback),
-                                snapshot: *snapshot,
+                                snapshot: service_view(*snapshot),
                                 findings,
                                 replay: None,
                                 skipped,
-                                resolved: judge.resolved(RESOLVED_SHOWN),
+                                resolved: judges.resolved(RESOLVED_SHOWN),
                             })))
                         }
                         Ok(CollectorEvent::Error(e)) => Some(FeedEvent::Error(e)),
@@ -129,7 +175,7 @@ impl LiveFeed {
                 match message {
                     Ok(Control::Retarget(pid)) => {
                         target = Target::Pid(pid);
-                        judge.reset();
+                        judges.reset();
                         break;
                     }
                     Ok(_) | Err(RecvTimeoutError::Timeout) => {}
@@ -278,4 +324,47 @@ where
         .name(name.into())
         .spawn(move || feed(tx, ctl_rx))?;
     Ok(ctl_tx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ProbeData, Task, Thread};
+
+    fn with_task(pid: u32, task: &str) -> Snapshot {
+        Snapshot {
+            pid,
+            threads: vec![Thread {
+                tid: pid,
+                name: "python3".into(),
+                ..Default::default()
+            }],
+            probe: Some(ProbeData {
+                runtime: "python".into(),
+                tasks: vec![Task {
+                    id: task.into(),
+                    loop_id: Some("loop-1".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_service_view_lists_every_workers_tasks_named_by_pid() {
+        let mut root = with_task(10, "Task-1");
+        root.probe = None;
+        root.workers = vec![with_task(20, "Task-7"), with_task(30, "Task-7")];
+        let view = service_view(root);
+        assert!(view.workers.is_empty());
+        let ids: Vec<&str> = view.tasks().iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["20/Task-7", "30/Task-7"]);
+        assert_eq!(view.tasks()[0].loop_id.as_deref(), Some("20/loop-1"));
+        let names: Vec<&str> = view.threads.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["python3", "[20] python3", "[30] python3"]);
+        let alone = with_task(10, "Task-1");
+        assert_eq!(service_view(alone.clone()), alone);
+    }
 }

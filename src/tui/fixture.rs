@@ -292,6 +292,8 @@ pub fn snapshot(seq: u64) -> Snapshot {
         sockets,
         probe: Some(probe),
         notes: vec![],
+        workers: vec![],
+        ended: vec![],
     }
 }
 
