@@ -15,11 +15,26 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
     let config = args.common.config()?;
     super::interrupt::install();
     let options = SampleOptions::default();
-    let mut source = crate::source::open(&args.target)?;
-    // The first sample is taken here so a bad target is an error (exit 2), not a summary.
-    let first = source.sample(options)?;
-    let target = source.describe();
     let started = Instant::now();
+    let source = crate::source::open(&args.target)?;
+    // The first sample is taken first so a bad target is an error (exit 2), not a summary;
+    // off this thread, so Ctrl-C and --for are honoured whatever the target does meanwhile.
+    let (source, first) = match first_sample(source, options, started, args.duration) {
+        Some((source, first)) => (source, first?),
+        None => {
+            let how = if super::interrupt::interrupted() {
+                "interrupted"
+            } else {
+                "time is up"
+            };
+            eprintln!(
+                "leakhound: {} ended before its first sample: {how}",
+                args.target
+            );
+            return Ok(EXIT_CLEAN);
+        }
+    };
+    let target = source.describe();
     let mut judge = Judge::new(config);
     let mut samples = 0u64;
     let mut errors = 0u64;
@@ -53,7 +68,13 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
     samples += 1;
 
     // The first sample is ours; the collector's first comes one interval later.
-    std::thread::sleep(args.common.interval.min(remaining(started, args.duration)));
+    let pause = Instant::now() + args.common.interval;
+    while Instant::now() < pause
+        && !super::interrupt::interrupted()
+        && !remaining(started, args.duration).is_zero()
+    {
+        std::thread::sleep(POLL.min(pause.saturating_duration_since(Instant::now())));
+    }
     let (collector, events) = Collector::spawn(source, options, args.common.interval, 4);
     let ended = loop {
         if super::interrupt::interrupted() {
@@ -61,7 +82,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
         }
         if output_closed.get() {
             // Nobody reads any more (`| head -1`): stop quietly.
-            collector.stop();
+            drop(collector);
             return Ok(if judge.fired_count() > 0 {
                 EXIT_FINDINGS
             } else {
@@ -92,7 +113,9 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
             }
         }
     };
-    collector.stop();
+    // Not joined: the collector may be inside a probe request (up to its deadline); dropping
+    // the handle tells it to stop, and the summary need not wait for it.
+    drop(collector);
 
     let summary = WatchSummary {
         kind: "summary",
@@ -116,6 +139,40 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
     } else {
         EXIT_CLEAN
     })
+}
+
+type First = (
+    Box<dyn crate::source::Source>,
+    Result<crate::model::Snapshot, crate::source::SourceError>,
+);
+
+/// Takes the first sample on a helper thread; `None` when Ctrl-C or the end of `--for` comes
+/// first (the helper is left to finish on its own).
+fn first_sample(
+    mut source: Box<dyn crate::source::Source>,
+    options: SampleOptions,
+    started: Instant,
+    limit: Option<Duration>,
+) -> Option<First> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let result = source.sample(options);
+        let _ = tx.send((source, result));
+    });
+    loop {
+        if super::interrupt::interrupted() {
+            return None;
+        }
+        let left = remaining(started, limit);
+        if left.is_zero() {
+            return None;
+        }
+        match rx.recv_timeout(POLL.min(left)) {
+            Ok(first) => return Some(first),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return None,
+        }
+    }
 }
 
 fn remaining(started: Instant, limit: Option<Duration>) -> Duration {

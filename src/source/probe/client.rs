@@ -3,27 +3,65 @@
 
 use crate::model::ProbeData;
 use crate::source::api::SourceError;
+use crate::source::lines::read_line_capped;
 pub use leakhound_protocol::{Hello, PROTOCOL};
 use serde::Deserialize;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A probe's line may be at most this long (PROTOCOL.md): a longer one is refused, not buffered.
 pub const REPLY_LINE_CAP: usize = 64 << 20;
-/// Every socket operation gives up after this long: a silent probe costs one sample, not more.
+/// Every request (the hello exchange, each `snapshot`) is answered in whole within this long,
+/// however the probe paces its bytes: a silent or dripping probe costs one sample, not more.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What a reply may cost once parsed, estimated from its shape before parsing
+/// ([`parsed_bytes_bound`]): a 64 MiB line of empty `{}` tasks would take gigabytes.
+pub const REPLY_PARSED_CAP: usize = 256 << 20;
+/// Tasks and events kept from one reply; the rest are counted as dropped, with a note.
+pub const MAX_TASKS: usize = 50_000;
+pub const MAX_EVENTS: usize = 10_000;
+
+/// Who is at the other end of a probe socket, as the kernel says (`SO_PEERCRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub pid: u32,
+    pub uid: u32,
+}
 
 /// One connection to a probe: hello exchanged, requests answered one at a time.
 pub struct ProbeClient {
-    reader: BufReader<UnixStream>,
+    reader: BufReader<DeadlineStream>,
     writer: UnixStream,
     pub hello: Hello,
+    /// The hello's `note` (PROTOCOL.md): why the probe is not where a collector looks first.
+    pub note: Option<String>,
+    /// The process that listens on the socket.
+    pub peer: Option<Peer>,
     next_id: u64,
     pub path: PathBuf,
     timeout: Duration,
     line_cap: usize,
+}
+
+/// The read half of a probe connection: every read gives up at a deadline set per request, so
+/// a probe sending one byte at a time cannot stretch a request past it.
+struct DeadlineStream {
+    stream: UnixStream,
+    deadline: Instant,
+}
+
+impl Read for DeadlineStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
 }
 
 impl ProbeClient {
@@ -35,19 +73,28 @@ impl ProbeClient {
     /// [`ProbeClient::connect`] with another per-operation timeout.
     pub fn connect_with_timeout(path: &Path, timeout: Duration) -> Result<Self, SourceError> {
         let shown = path.display();
-        let stream = UnixStream::connect(path).map_err(|e| {
-            SourceError::Unreachable(format!(
-                "cannot connect to probe socket {shown}: {e}; is the program still running with its probe loaded?"
-            ))
-        })?;
+        let stream = UnixStream::connect(path).map_err(|e| connect_error(path, &e))?;
         let io = |e: std::io::Error| SourceError::Unreachable(format!("probe socket {shown}: {e}"));
-        stream.set_read_timeout(Some(timeout)).map_err(io)?;
         stream.set_write_timeout(Some(timeout)).map_err(io)?;
+        let peer = rustix::net::sockopt::socket_peercred(&stream)
+            .ok()
+            .map(|c| Peer {
+                pid: c.pid.as_raw_nonzero().get() as u32,
+                uid: c.uid.as_raw(),
+            });
         let writer = stream.try_clone().map_err(io)?;
         let mut client = ProbeClient {
-            reader: BufReader::with_capacity(64 * 1024, stream),
+            reader: BufReader::with_capacity(
+                64 * 1024,
+                DeadlineStream {
+                    stream,
+                    deadline: Instant::now() + timeout,
+                },
+            ),
             writer,
             hello: Hello::default(),
+            note: None,
+            peer,
             next_id: 1,
             path: path.to_path_buf(),
             timeout,
@@ -78,6 +125,15 @@ impl ProbeClient {
             )));
         }
         client.hello = hello;
+        #[derive(Deserialize)]
+        struct Note {
+            note: Option<String>,
+        }
+        client.note = serde_json::from_str::<Note>(&line)
+            .ok()
+            .and_then(|n| n.note)
+            .filter(|n| !n.trim().is_empty())
+            .map(|n| short(&n.replace('\n', " ")));
         let ours = serde_json::json!({
             "type": "hello",
             "protocol": PROTOCOL,
@@ -91,8 +147,18 @@ impl ProbeClient {
     pub fn snapshot(&mut self, stacks: bool) -> Result<ProbeData, SourceError> {
         let id = self.next_id;
         self.next_id += 1;
+        self.reader.get_mut().deadline = Instant::now() + self.timeout;
         self.send(&serde_json::json!({"type": "snapshot", "id": id, "stacks": stacks}))?;
         let line = self.read_line()?;
+        let bound = parsed_bytes_bound(line.as_bytes());
+        if bound > REPLY_PARSED_CAP {
+            return Err(SourceError::Protocol(format!(
+                "probe at {} sent a snapshot that would take about {} MiB to hold (over the {} MiB cap); refused",
+                self.path.display(),
+                bound >> 20,
+                REPLY_PARSED_CAP >> 20
+            )));
+        }
         #[derive(Deserialize)]
         struct Reply {
             #[serde(rename = "type")]
@@ -112,7 +178,7 @@ impl ProbeClient {
         })?;
         match (reply.kind.as_str(), reply.data) {
             ("snapshot", Some(data)) if reply.id.as_ref().and_then(|v| v.as_u64()) == Some(id) => {
-                Ok(data)
+                Ok(clamp(data))
             }
             ("error", _) => Err(SourceError::Protocol(format!(
                 "probe at {} answered with an error: {}",
@@ -130,6 +196,11 @@ impl ProbeClient {
     fn send(&mut self, message: &serde_json::Value) -> Result<(), SourceError> {
         let mut line = message.to_string();
         line.push('\n');
+        let left = self.reader.get_ref().deadline;
+        let left = left.saturating_duration_since(Instant::now());
+        let _ = self
+            .writer
+            .set_write_timeout(Some(left.max(Duration::from_millis(1))));
         self.writer.write_all(line.as_bytes()).map_err(|e| {
             SourceError::Unreachable(format!(
                 "probe at {} stopped listening: {e}",
@@ -142,7 +213,7 @@ impl ProbeClient {
     fn read_line(&mut self) -> Result<String, SourceError> {
         read_capped_line(&mut self.reader, self.line_cap).map_err(|e| match e {
             LineError::Io(e) if is_timeout(&e) => SourceError::Unreachable(format!(
-                "probe at {} did not answer within {:?}",
+                "probe at {} did not answer in whole within {:?}",
                 self.path.display(),
                 self.timeout
             )),
@@ -184,28 +255,103 @@ fn is_timeout(e: &std::io::Error) -> bool {
 /// One `\n`-terminated line, at most `cap` bytes; never holds more than `cap` in memory.
 fn read_capped_line(reader: &mut impl BufRead, cap: usize) -> Result<String, LineError> {
     let mut line = Vec::new();
-    loop {
-        let chunk = match reader.fill_buf() {
-            Ok(chunk) => chunk,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(LineError::Io(e)),
-        };
-        if chunk.is_empty() {
-            return Err(LineError::Closed);
+    let read = read_line_capped(reader, &mut line, cap, false).map_err(LineError::Io)?;
+    if read.over_cap {
+        return Err(LineError::TooLong);
+    }
+    if !read.newline {
+        return Err(LineError::Closed);
+    }
+    String::from_utf8(line).map_err(|_| LineError::NotUtf8)
+}
+
+/// An upper bound on what a JSON line costs once parsed into [`ProbeData`], from one pass over
+/// its bytes: every object counted as the largest struct (twice, for a vector's spare room),
+/// every string as an allocation plus its slot, every other value as a slot.
+pub fn parsed_bytes_bound(line: &[u8]) -> usize {
+    use crate::model::{EventLoop, Pool, ProbeEvent, Task};
+    let largest = [
+        std::mem::size_of::<Task>(),
+        std::mem::size_of::<ProbeEvent>(),
+        std::mem::size_of::<EventLoop>(),
+        std::mem::size_of::<Pool>(),
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0);
+    let (mut objects, mut strings, mut commas) = (0usize, 0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in line {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
         }
-        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
-            Some(i) => (i, true),
-            None => (chunk.len(), false),
-        };
-        if line.len() + take > cap {
-            return Err(LineError::TooLong);
-        }
-        line.extend_from_slice(&chunk[..take]);
-        reader.consume(take + usize::from(done));
-        if done {
-            return String::from_utf8(line).map_err(|_| LineError::NotUtf8);
+        match b {
+            b'"' => {
+                in_string = true;
+                strings += 1;
+            }
+            b'{' => objects += 1,
+            b',' => commas += 1,
+            _ => {}
         }
     }
+    line.len() + objects * largest * 2 + strings * (32 + 2 * 24) + commas * 16
+}
+
+/// Keeps at most [`MAX_TASKS`] tasks and [`MAX_EVENTS`] events of a reply (a probe sends the
+/// ones that matter first), counting the rest as dropped and saying so.
+fn clamp(mut data: ProbeData) -> ProbeData {
+    /// Truncates `items` to `max`; how many went.
+    fn keep<T>(items: &mut Vec<T>, max: usize) -> u64 {
+        let extra = items.len().saturating_sub(max);
+        if extra > 0 {
+            items.truncate(max);
+            items.shrink_to_fit();
+        }
+        extra as u64
+    }
+    let tasks = keep(&mut data.tasks, MAX_TASKS);
+    let events = keep(&mut data.events, MAX_EVENTS);
+    data.dropped.tasks += tasks;
+    data.dropped.events += events;
+    for (extra, max, what) in [(tasks, MAX_TASKS, "tasks"), (events, MAX_EVENTS, "events")] {
+        if extra > 0 {
+            data.missing.push(format!(
+                "leakhound kept the first {max} {what} of this reply and dropped {extra}"
+            ));
+        }
+    }
+    data
+}
+
+/// What a failed connect means, in one line naming the fix.
+fn connect_error(path: &Path, e: &std::io::Error) -> SourceError {
+    let shown = path.display();
+    match e.kind() {
+        std::io::ErrorKind::NotFound => SourceError::Unreachable(format!(
+            "no probe socket at {shown}: check the path, or give the program's PID instead"
+        )),
+        std::io::ErrorKind::PermissionDenied => SourceError::Unreachable(format!(
+            "permission denied connecting to probe socket {shown}: run leakhound as the user that owns the program, or as root"
+        )),
+        std::io::ErrorKind::ConnectionRefused => SourceError::Unreachable(format!(
+            "probe socket {shown} refuses connections: nothing listens on it (its program exited or was killed and left the file behind)"
+        )),
+        _ => SourceError::Unreachable(format!(
+            "cannot connect to probe socket {shown}: {e}; is the program still running with its probe loaded?"
+        )),
+    }
+}
+
+/// Whether an error is a refused connection ([`connect_error`]): nothing listens there.
+pub fn is_refused(e: &SourceError) -> bool {
+    matches!(e, SourceError::Unreachable(m) if m.contains(" refuses connections:"))
 }
 
 fn short(line: &str) -> String {
@@ -349,6 +495,40 @@ mod tests {
             assert!(err.contains(expected), "{expected}: {err}");
             assert!(!err.contains('\n'), "{err}");
         }
+    }
+
+    #[test]
+    fn a_reply_that_would_be_huge_once_parsed_is_refused_before_parsing() {
+        let tiny_tasks = format!(
+            "{{\"type\":\"snapshot\",\"id\":1,\"data\":{{\"tasks\":[{}{{}}]}}}}\n",
+            "{},".repeat(2_000_000)
+        );
+        let err = snapshot_from(HELLO, Some(tiny_tasks))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("MiB cap); refused"), "{err}");
+        // An honest reply of the same length in bytes passes: the bound is about shape.
+        let one_big = format!(
+            "{{\"type\":\"snapshot\",\"id\":1,\"data\":{{\"missing\":[\"{}\"]}}}}\n",
+            "x".repeat(6_000_000)
+        );
+        assert!(parsed_bytes_bound(one_big.as_bytes()) < 3 * one_big.len());
+        let data = snapshot_from(HELLO, Some(one_big)).unwrap();
+        assert_eq!(data.missing[0].len(), 6_000_000);
+    }
+
+    #[test]
+    fn too_many_tasks_or_events_are_clamped_and_counted() {
+        let data = ProbeData {
+            tasks: vec![Default::default(); MAX_TASKS + 7],
+            events: vec![Default::default(); MAX_EVENTS + 3],
+            ..Default::default()
+        };
+        let data = clamp(data);
+        assert_eq!(data.tasks.len(), MAX_TASKS);
+        assert_eq!(data.events.len(), MAX_EVENTS);
+        assert_eq!((data.dropped.tasks, data.dropped.events), (7, 3));
+        assert_eq!(data.missing.len(), 2, "{:?}", data.missing);
     }
 
     #[test]
