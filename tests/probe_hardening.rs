@@ -386,6 +386,41 @@ fn a_dripping_probe_costs_one_request_deadline_not_forever() {
 }
 
 #[test]
+fn a_listener_that_never_accepts_costs_one_deadline_not_forever() {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let dir = private_dir();
+    let path = dir.path().join("full.sock");
+    let addr = SocketAddrUnix::new(&path).unwrap();
+    let listener = rustix::net::socket(AddressFamily::UNIX, SocketType::STREAM, None).unwrap();
+    rustix::net::bind(&listener, &addr).unwrap();
+    rustix::net::listen(&listener, 0).unwrap();
+    // Fill its backlog: a blocking connect would now wait for room that never comes.
+    let mut queued = Vec::new();
+    for _ in 0..1000 {
+        let client = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK,
+            None,
+        )
+        .unwrap();
+        if rustix::net::connect(&client, &addr).is_err() {
+            break;
+        }
+        queued.push(client);
+    }
+    let (out, took) = run_bounded(
+        leakhound_cmd(&["snapshot", &format!("unix:{}", path.display())]),
+        Duration::from_secs(30),
+        None,
+    );
+    let all = text(&out);
+    assert!(took < Duration::from_secs(10), "took {took:?}: {all}");
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("took no connection in time"), "{all}");
+}
+
+#[test]
 fn watch_of_a_socket_ends_with_probe_gone_when_its_process_is_killed() {
     let dir = private_dir();
     let (mut probe, path) = own_probe(dir.path(), "gone.sock", "serve");

@@ -73,7 +73,8 @@ impl ProbeClient {
     /// [`ProbeClient::connect`] with another per-operation timeout.
     pub fn connect_with_timeout(path: &Path, timeout: Duration) -> Result<Self, SourceError> {
         let shown = path.display();
-        let stream = UnixStream::connect(path).map_err(|e| connect_error(path, &e))?;
+        let stream =
+            connect_within(path, Instant::now() + timeout).map_err(|e| connect_error(path, &e))?;
         let io = |e: std::io::Error| SourceError::Unreachable(format!("probe socket {shown}: {e}"));
         stream.set_write_timeout(Some(timeout)).map_err(io)?;
         let peer = rustix::net::sockopt::socket_peercred(&stream)
@@ -181,7 +182,7 @@ impl ProbeClient {
                 Ok(clamp(data))
             }
             ("error", _) => Err(SourceError::Protocol(format!(
-                "probe at {} answered with an error: {}",
+                "probe at {}{ERROR_REPLY}{}",
                 self.path.display(),
                 reply.error.unwrap_or_default()
             ))),
@@ -330,6 +331,36 @@ fn clamp(mut data: ProbeData) -> ProbeData {
     data
 }
 
+/// Connects without waiting past `deadline`: a plain connect to a Unix socket whose listener
+/// never accepts blocks, once its backlog is full, until room is made (forever).
+fn connect_within(path: &Path, deadline: Instant) -> std::io::Result<UnixStream> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    let addr = SocketAddrUnix::new(path)?;
+    loop {
+        match rustix::net::connect(&fd, &addr) {
+            Ok(()) => break,
+            Err(rustix::io::Errno::AGAIN) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(rustix::io::Errno::AGAIN) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "its listener accepts no connection (backlog full)",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    rustix::io::ioctl_fionbio(&fd, false)?;
+    Ok(UnixStream::from(fd))
+}
+
 /// What a failed connect means, in one line naming the fix.
 fn connect_error(path: &Path, e: &std::io::Error) -> SourceError {
     let shown = path.display();
@@ -340,6 +371,9 @@ fn connect_error(path: &Path, e: &std::io::Error) -> SourceError {
         std::io::ErrorKind::PermissionDenied => SourceError::Unreachable(format!(
             "permission denied connecting to probe socket {shown}: run leakhound as the user that owns the program, or as root"
         )),
+        std::io::ErrorKind::TimedOut => SourceError::Unreachable(format!(
+            "probe socket {shown} took no connection in time: {e}; it is not a working probe"
+        )),
         std::io::ErrorKind::ConnectionRefused => SourceError::Unreachable(format!(
             "probe socket {shown} refuses connections: nothing listens on it (its program exited or was killed and left the file behind)"
         )),
@@ -347,6 +381,13 @@ fn connect_error(path: &Path, e: &std::io::Error) -> SourceError {
             "cannot connect to probe socket {shown}: {e}; is the program still running with its probe loaded?"
         )),
     }
+}
+
+/// What an `error` reply reads as, after the probe's path.
+const ERROR_REPLY: &str = " answered with an error: ";
+
+fn is_error_reply(e: &SourceError) -> bool {
+    matches!(e, SourceError::Protocol(m) if m.contains(ERROR_REPLY))
 }
 
 /// Whether an error is a refused connection ([`connect_error`]): nothing listens there.
@@ -375,6 +416,8 @@ pub(super) fn sample_probe(
     let connected = client.as_mut().expect("set above");
     match connected.snapshot(stacks) {
         Ok(data) => Ok((connected.hello.clone(), data)),
+        // An `error` reply (e.g. "rate limited") leaves the connection usable.
+        Err(e) if is_error_reply(&e) => Err(e),
         Err(e) => {
             *client = None;
             Err(e)
@@ -529,6 +572,34 @@ mod tests {
         assert_eq!(data.events.len(), MAX_EVENTS);
         assert_eq!((data.dropped.tasks, data.dropped.events), (7, 3));
         assert_eq!(data.missing.len(), 2, "{:?}", data.missing);
+    }
+
+    #[test]
+    fn an_error_reply_keeps_the_connection_for_the_next_tick() {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        // Accepts once: a client that reconnected would find nobody.
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            conn.write_all(HELLO.as_bytes()).unwrap();
+            let mut lines = BufReader::new(conn.try_clone().unwrap()).lines();
+            lines.next(); // our hello
+            lines.next();
+            let limited = "{\"type\":\"error\",\"id\":1,\"error\":\"rate limited: 10/s\"}\n";
+            conn.write_all(limited.as_bytes()).unwrap();
+            lines.next();
+            let good = "{\"type\":\"snapshot\",\"id\":2,\"data\":{\"runtime\":\"python\"}}\n";
+            conn.write_all(good.as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        let mut client = None;
+        let err = sample_probe(&mut client, &path, false).unwrap_err();
+        assert!(err.to_string().contains("rate limited"), "{err}");
+        assert!(client.is_some());
+        let (_, data) = sample_probe(&mut client, &path, false).unwrap();
+        assert_eq!(data.runtime, "python");
     }
 
     #[test]

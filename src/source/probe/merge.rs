@@ -2,7 +2,7 @@
 //! /proc snapshot, and [`WithProbe`] does it on every sample of a PID.
 
 use super::client::{Hello, ProbeClient, is_refused, sample_probe};
-use super::discovery::{check_peer, find_socket, is_socket, socket_dirs, uid_of};
+use super::discovery::{check_peer, check_socket, find_socket, is_socket, socket_dirs, uid_of};
 use crate::model::{ProbeData, Snapshot};
 use crate::source::api::{SampleOptions, Source, SourceError};
 use std::path::PathBuf;
@@ -99,9 +99,11 @@ impl<S: Source> Source for WithProbe<S> {
         // read per sample, not one per child).
         let dirs = socket_dirs(self.pid);
         for child in &mut snapshot.children {
-            child.has_probe = dirs
-                .iter()
-                .any(|d| is_socket(&d.join(format!("{}.sock", child.pid))));
+            let uid = uid_of(child.pid);
+            child.has_probe = dirs.iter().any(|d| {
+                let path = d.join(format!("{}.sock", child.pid));
+                is_socket(&path) && uid.is_none_or(|uid| check_socket(&path, uid).is_ok())
+            });
         }
         Ok(snapshot)
     }
