@@ -373,6 +373,7 @@ fn a_dripping_probe_costs_one_request_deadline_not_forever() {
         "--for 1s took {took:?}: {}",
         text(&out)
     );
+    assert!(text(&out).contains("ended: time is up"), "{}", text(&out));
     let (out, took) = run_bounded(
         leakhound_cmd(&["watch", &target, "--interval", "200ms"]),
         Duration::from_secs(30),

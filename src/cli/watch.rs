@@ -22,16 +22,25 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
     let (source, first) = match first_sample(source, options, started, args.duration) {
         Some((source, first)) => (source, first?),
         None => {
-            let how = if super::interrupt::interrupted() {
+            // Ended (Ctrl-C, --for) before the target gave a first sample: still a summary.
+            let ended = if super::interrupt::interrupted() {
                 "interrupted"
             } else {
-                "time is up"
+                "duration"
             };
-            eprintln!(
-                "leakhound: {} ended before its first sample: {how}",
-                args.target
-            );
-            return Ok(EXIT_CLEAN);
+            let summary = WatchSummary {
+                kind: "summary",
+                target: args.target.to_string(),
+                samples: 0,
+                duration_ms: started.elapsed().as_millis() as u64,
+                ended,
+                exit_message: None,
+                fired: 0,
+                findings: Vec::new(),
+                active: Vec::new(),
+                errors: 0,
+            };
+            return Ok(print_summary(&summary, args.json));
         }
     };
     let target = source.describe();
@@ -129,16 +138,21 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
         active: judge.current().map(|f| f.key()).collect(),
         errors,
     };
-    if args.json {
-        out::println(&crate::report::json::summary_line(&summary));
+    Ok(print_summary(&summary, args.json))
+}
+
+/// Prints the summary; the exit code it calls for.
+fn print_summary(summary: &WatchSummary, json: bool) -> u8 {
+    if json {
+        out::println(&crate::report::json::summary_line(summary));
     } else {
-        out::print(&text_summary(&summary));
+        out::print(&text_summary(summary));
     }
-    Ok(if summary.fired > 0 {
+    if summary.fired > 0 {
         EXIT_FINDINGS
     } else {
         EXIT_CLEAN
-    })
+    }
 }
 
 type First = (
