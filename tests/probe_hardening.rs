@@ -248,7 +248,7 @@ fn a_probe_that_fell_back_to_its_own_folder_is_found_by_its_listening_socket() {
     // The probe could not use the usual folder and listens in a private folder of another
     // name (PROTOCOL.md); our LEAKHOUND_SOCKET_DIR points at an empty folder.
     let fallback = private_dir();
-    let (probe, bound) = own_probe(fallback.path(), "{pid}.sock", "serve");
+    let (probe, bound) = own_probe(fallback.path(), "{pid}.sock", "fallback");
     let elsewhere = private_dir();
     let all = snapshot_of(&probe, elsewhere.path());
     assert!(
@@ -256,6 +256,12 @@ fn a_probe_that_fell_back_to_its_own_folder_is_found_by_its_listening_socket() {
         "{} not found: {all}",
         bound.display()
     );
+    // The hello's note reaches the user.
+    let note = format!(
+        "probe: the usual folder is not private; listening at {}",
+        bound.display()
+    );
+    assert!(all.contains(&note), "{all}");
 }
 
 #[test]
@@ -272,6 +278,19 @@ fn a_stale_socket_gives_one_note_that_says_nothing_listens() {
     );
     assert!(!all.contains("not read this sample"), "{all}");
     assert!(!all.contains("is the program still running"), "{all}");
+    assert_eq!(all.matches("no probe found in pid").count(), 1, "{all}");
+}
+
+#[test]
+fn a_probe_answering_for_another_pid_gives_one_note() {
+    let target = sleeper();
+    let dir = private_dir();
+    let path = dir.path().join(format!("{}.sock", target.pid()));
+    // Its hello names pid 1: a socket left from an earlier process with the target's pid.
+    let (_probe, _) = fake_probe(path.to_str().unwrap(), "serve", Some(1), None);
+    let all = snapshot_ignoring(&target, dir.path());
+    assert!(all.contains("it answers for pid 1, not"), "{all}");
+    assert!(!all.contains("not read this sample"), "{all}");
     assert_eq!(all.matches("no probe found in pid").count(), 1, "{all}");
 }
 

@@ -61,12 +61,12 @@ impl<S: Source> WithProbe<S> {
         let (hello, data) = sample_probe(&mut self.client, &path, stacks)?;
         if hello.pid != 0 && hello.pid != self.pid {
             self.client = None;
-            return Err(SourceError::Protocol(format!(
-                "stale probe socket {}: it answers for pid {}, not {}",
+            return Ok(Err(vec![format!(
+                "ignored probe socket {}: it answers for pid {}, not {} (stale)",
                 path.display(),
                 hello.pid,
                 self.pid
-            )));
+            )]));
         }
         Ok(Ok((hello, data)))
     }

@@ -69,6 +69,9 @@ impl Source for ProbeSocketSource {
                     threads: data.threads.iter().map(probe_thread).collect(),
                     ..Snapshot::default()
                 };
+                if let Some(note) = self.client.as_ref().and_then(|c| c.note.as_ref()) {
+                    snapshot.notes.push(format!("probe: {note}"));
+                }
                 add_missing_notes(&mut snapshot, &data);
                 snapshot.probe = Some(data);
                 snapshot.notes.push(
