@@ -23,6 +23,9 @@ pub const REPLY_PARSED_CAP: usize = 256 << 20;
 /// Tasks and events kept from one reply; the rest are counted as dropped, with a note.
 pub const MAX_TASKS: usize = 50_000;
 pub const MAX_EVENTS: usize = 10_000;
+/// The longest duration a probe may report, in milliseconds (about 31 years): a longer,
+/// negative or non-finite one is clamped, with a note.
+pub const MAX_DURATION_MS: f64 = 1e12;
 
 /// Who is at the other end of a probe socket, as the kernel says (`SO_PEERCRED`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -321,6 +324,12 @@ fn clamp(mut data: ProbeData) -> ProbeData {
     let events = keep(&mut data.events, MAX_EVENTS);
     data.dropped.tasks += tasks;
     data.dropped.events += events;
+    let clamped = clamp_durations(&mut data);
+    if clamped > 0 {
+        data.missing.push(format!(
+            "leakhound clamped {clamped} absurd duration(s) in this reply (negative, not finite or over {MAX_DURATION_MS} ms)"
+        ));
+    }
     for (extra, max, what) in [(tasks, MAX_TASKS, "tasks"), (events, MAX_EVENTS, "events")] {
         if extra > 0 {
             data.missing.push(format!(
@@ -359,6 +368,50 @@ fn connect_within(path: &Path, deadline: Instant) -> std::io::Result<UnixStream>
     }
     rustix::io::ioctl_fionbio(&fd, false)?;
     Ok(UnixStream::from(fd))
+}
+
+/// Puts every duration a probe reports into `0..=MAX_DURATION_MS` (a busy ratio into 0..=1);
+/// how many were out.
+fn clamp_durations(data: &mut ProbeData) -> usize {
+    let mut out = 0;
+    let mut f = |v: &mut f64, max: f64| {
+        if !(0.0..=max).contains(v) {
+            *v = if v.is_finite() && *v > 0.0 { max } else { 0.0 };
+            out += 1;
+        }
+    };
+    for l in &mut data.loops {
+        for v in [&mut l.lag.p50_ms, &mut l.lag.p99_ms, &mut l.lag.max_ms] {
+            f(v, MAX_DURATION_MS);
+        }
+        l.lag_history_ms
+            .iter_mut()
+            .for_each(|v| f(v, MAX_DURATION_MS));
+        l.stalls
+            .iter_mut()
+            .for_each(|s| f(&mut s.duration_ms, MAX_DURATION_MS));
+        if let Some(r) = &mut l.runtime {
+            f(&mut r.busy_ratio, 1.0);
+        }
+    }
+    let max = MAX_DURATION_MS as u64;
+    let mut u = |v: &mut u64| {
+        if *v > max {
+            *v = max;
+            out += 1;
+        }
+    };
+    for t in &mut data.tasks {
+        u(&mut t.age_ms);
+        u(&mut t.since_progress_ms);
+        if let Some(b) = &mut t.busy_ms {
+            u(b);
+        }
+    }
+    for p in &mut data.pools {
+        u(&mut p.saturated_ms);
+    }
+    out
 }
 
 /// What a failed connect means, in one line naming the fix.
@@ -572,6 +625,42 @@ mod tests {
         assert_eq!(data.events.len(), MAX_EVENTS);
         assert_eq!((data.dropped.tasks, data.dropped.events), (7, 3));
         assert_eq!(data.missing.len(), 2, "{:?}", data.missing);
+    }
+
+    #[test]
+    fn absurd_durations_are_clamped_with_a_note() {
+        let mut data = ProbeData {
+            tasks: vec![crate::model::Task {
+                age_ms: u64::MAX,
+                since_progress_ms: 5,
+                ..Default::default()
+            }],
+            loops: vec![crate::model::EventLoop {
+                lag: crate::model::LagStats {
+                    max_ms: 1e308,
+                    p99_ms: -3.0,
+                    p50_ms: 2.0,
+                    ..Default::default()
+                },
+                lag_history_ms: vec![1.0, f64::INFINITY],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        data = clamp(data);
+        assert_eq!(data.tasks[0].age_ms, MAX_DURATION_MS as u64);
+        assert_eq!(data.tasks[0].since_progress_ms, 5);
+        let l = &data.loops[0];
+        assert_eq!(
+            (l.lag.max_ms, l.lag.p99_ms, l.lag.p50_ms),
+            (MAX_DURATION_MS, 0.0, 2.0)
+        );
+        assert_eq!(l.lag_history_ms, vec![1.0, 0.0]);
+        assert!(
+            data.missing[0].contains("clamped 4 absurd"),
+            "{:?}",
+            data.missing
+        );
     }
 
     #[test]
