@@ -76,8 +76,9 @@ impl ProbeClient {
     /// [`ProbeClient::connect`] with another per-operation timeout.
     pub fn connect_with_timeout(path: &Path, timeout: Duration) -> Result<Self, SourceError> {
         let shown = path.display();
-        let stream =
-            connect_within(path, Instant::now() + timeout).map_err(|e| connect_error(path, &e))?;
+        // One deadline for connecting and the hello exchange.
+        let deadline = Instant::now() + timeout;
+        let stream = connect_within(path, deadline).map_err(|e| connect_error(path, &e))?;
         let io = |e: std::io::Error| SourceError::Unreachable(format!("probe socket {shown}: {e}"));
         stream.set_write_timeout(Some(timeout)).map_err(io)?;
         let peer = rustix::net::sockopt::socket_peercred(&stream)
@@ -88,13 +89,7 @@ impl ProbeClient {
             });
         let writer = stream.try_clone().map_err(io)?;
         let mut client = ProbeClient {
-            reader: BufReader::with_capacity(
-                64 * 1024,
-                DeadlineStream {
-                    stream,
-                    deadline: Instant::now() + timeout,
-                },
-            ),
+            reader: BufReader::with_capacity(64 * 1024, DeadlineStream { stream, deadline }),
             writer,
             hello: Hello::default(),
             note: None,
