@@ -85,11 +85,21 @@ pub fn find_socket(pid: u32) -> Found {
     found
 }
 
-/// The uid that owns a process (its /proc folder), if it can be seen.
+/// The uid a process runs as (its effective uid in /proc/PID/status; the owner of its /proc
+/// folder, which is root for a non-dumpable process, only when status cannot be read).
 pub fn uid_of(pid: u32) -> Option<u32> {
-    std::fs::metadata(format!("/proc/{pid}"))
-        .ok()
-        .map(|m| m.uid())
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    effective_uid(&status).or_else(|| {
+        std::fs::metadata(format!("/proc/{pid}"))
+            .ok()
+            .map(|m| m.uid())
+    })
+}
+
+/// The second field of the `Uid:` line (real, effective, saved, filesystem).
+fn effective_uid(status: &str) -> Option<u32> {
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Sockets a probe of `pid` may listen on outside the guessed folders (PROTOCOL.md, "Which
@@ -261,6 +271,17 @@ mod tests {
         assert_eq!(
             parse_listening(table, &ours),
             vec![PathBuf::from("/tmp/leakhound-0-ab12/7.sock")]
+        );
+    }
+
+    #[test]
+    fn the_effective_uid_is_read_from_status() {
+        let status = "Name:\tx\nUid:\t1000\t1001\t1000\t1000\nGid:\t5\t5\t5\t5\n";
+        assert_eq!(effective_uid(status), Some(1001));
+        assert_eq!(effective_uid("Name:\tx\n"), None);
+        assert_eq!(
+            uid_of(std::process::id()),
+            Some(rustix::process::geteuid().as_raw())
         );
     }
 
