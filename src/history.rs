@@ -1,7 +1,8 @@
 //! A bounded ring of snapshots of one target: what the rules read.
 //!
-//! Bounded two ways, by count and by age, so memory stays flat however long `watch` or the
-//! dashboard runs.
+//! Bounded three ways, by count, by age and by bytes (each snapshot measured as it is pushed,
+//! events and strings included), so memory stays flat however long `watch` or the dashboard
+//! runs and however much a probe says.
 
 use crate::model::Snapshot;
 use std::collections::VecDeque;
@@ -9,10 +10,15 @@ use std::collections::VecDeque;
 #[derive(Debug, Clone)]
 pub struct History {
     snapshots: VecDeque<Snapshot>,
+    /// What each snapshot in `snapshots` costs ([`Snapshot::approx_bytes`]), same order.
+    sizes: VecDeque<usize>,
+    /// The sum of `sizes`.
+    bytes: usize,
     capacity: usize,
     max_age_ms: u64,
-    /// When set, the first snapshot pushed sizes `capacity` so the ring stays within this
-    /// many bytes: a process with 100,000 tasks gets a shorter window, not gigabytes.
+    /// When set, the oldest snapshots go as soon as the ring holds more than this many bytes:
+    /// a process with 100,000 tasks (or a probe sending 50 MB of events) gets a shorter
+    /// window, not gigabytes.
     byte_budget: Option<usize>,
 }
 
@@ -21,22 +27,25 @@ pub const DEFAULT_BYTE_BUDGET: usize = 64 << 20;
 /// The default window: 600 samples (10 minutes at 1 Hz), for fd-exhaustion's forecasts.
 const DEFAULT_CAPACITY: usize = 600;
 const DEFAULT_MAX_AGE_MS: u64 = 600_000;
-/// The fewest snapshots a budget may shrink the ring to (a trend needs several points).
-const MIN_CAPACITY: usize = 3;
+/// The fewest snapshots a byte budget may shrink the ring to ("unchanged across the last two
+/// samples" needs two); each is bounded on its own by the reply caps of the sources.
+const MIN_KEPT: usize = 2;
 
 impl History {
     /// `capacity` snapshots at most, none older than `max_age_ms` than the newest.
     pub fn new(capacity: usize, max_age_ms: u64) -> Self {
         History {
             snapshots: VecDeque::with_capacity(capacity.min(1024)),
+            sizes: VecDeque::with_capacity(capacity.min(1024)),
+            bytes: 0,
             capacity: capacity.max(1),
             max_age_ms,
             byte_budget: None,
         }
     }
 
-    /// The default window, shortened as needed to keep within `bytes`, judged by the size of
-    /// the first snapshot pushed.
+    /// The default window, shortened as needed to keep within `bytes`, as measured on every
+    /// snapshot pushed.
     pub fn bounded(bytes: usize) -> Self {
         History {
             byte_budget: Some(bytes),
@@ -45,24 +54,37 @@ impl History {
     }
 
     pub fn push(&mut self, snapshot: Snapshot) {
-        if let Some(budget) = self.byte_budget.take() {
-            let fit = budget / snapshot.approx_bytes().max(1);
-            self.capacity = fit.clamp(MIN_CAPACITY, self.capacity.max(MIN_CAPACITY));
-        }
         let newest = snapshot.taken_at_ms;
+        let size = snapshot.approx_bytes();
         self.snapshots.push_back(snapshot);
-        while self.snapshots.len() > self.capacity {
-            self.snapshots.pop_front();
+        self.sizes.push_back(size);
+        self.bytes += size;
+        let over_budget = |h: &Self| {
+            h.byte_budget
+                .is_some_and(|b| h.bytes > b && h.snapshots.len() > MIN_KEPT)
+        };
+        while self.snapshots.len() > self.capacity || over_budget(self) {
+            self.pop_front();
         }
         while let Some(front) = self.snapshots.front() {
             if newest.saturating_sub(front.taken_at_ms) > self.max_age_ms
                 && self.snapshots.len() > 1
             {
-                self.snapshots.pop_front();
+                self.pop_front();
             } else {
                 break;
             }
         }
+    }
+
+    fn pop_front(&mut self) {
+        self.snapshots.pop_front();
+        self.bytes -= self.sizes.pop_front().unwrap_or(0);
+    }
+
+    /// What the snapshots held cost in memory, as measured when pushed.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn latest(&self) -> Option<&Snapshot> {
@@ -132,7 +154,7 @@ mod tests {
     }
 
     #[test]
-    fn bounded_by_bytes_from_the_first_snapshot() {
+    fn bounded_by_bytes_as_measured_on_every_push() {
         let small = snap(0);
         let mut h = History::bounded(small.approx_bytes() * 10);
         for t in 0..50 {
@@ -149,7 +171,35 @@ mod tests {
                 ..huge.clone()
             });
         }
-        assert_eq!(h.len(), MIN_CAPACITY);
+        assert_eq!(h.len(), MIN_KEPT);
+
+        // Small at first, then each one carries megabytes of events: the window shrinks to
+        // the budget instead of keeping the count the first snapshot allowed.
+        let budget = 8 << 20;
+        let mut h = History::bounded(budget);
+        for t in 0..10 {
+            h.push(snap(t));
+        }
+        let event = crate::model::ProbeEvent {
+            message: "x".repeat(1 << 20),
+            ..Default::default()
+        };
+        for t in 10..40 {
+            h.push(Snapshot {
+                taken_at_ms: t,
+                probe: Some(crate::model::ProbeData {
+                    events: vec![event.clone(); 2],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            assert!(h.bytes() <= budget, "{} > {budget}", h.bytes());
+        }
+        assert!(h.len() >= MIN_KEPT && h.len() <= 4, "{}", h.len());
+        assert_eq!(
+            h.bytes(),
+            h.iter().map(Snapshot::approx_bytes).sum::<usize>()
+        );
     }
 
     #[test]

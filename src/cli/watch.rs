@@ -15,12 +15,36 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
     let config = args.common.config()?;
     super::interrupt::install();
     let options = SampleOptions::default();
-    // A PID stands for the process and its descendants: each worker's probe is judged too.
-    let mut source = crate::source::open_tree(&args.target)?;
-    // The first sample is taken here so a bad target is an error (exit 2), not a summary.
-    let first = source.sample(options)?;
-    let target = source.describe();
     let started = Instant::now();
+    // A PID stands for the process and its descendants: each worker's probe is judged too.
+    let source = crate::source::open_tree(&args.target)?;
+    // The first sample is taken first so a bad target is an error (exit 2), not a summary;
+    // off this thread, so Ctrl-C and --for are honoured whatever the target does meanwhile.
+    let (source, first) = match first_sample(source, options, started, args.duration) {
+        Some((source, first)) => (source, first?),
+        None => {
+            // Ended (Ctrl-C, --for) before the target gave a first sample: still a summary.
+            let ended = if super::interrupt::interrupted() {
+                "interrupted"
+            } else {
+                "duration"
+            };
+            let summary = WatchSummary {
+                kind: "summary",
+                target: args.target.to_string(),
+                samples: 0,
+                duration_ms: started.elapsed().as_millis() as u64,
+                ended,
+                exit_message: None,
+                fired: 0,
+                findings: Vec::new(),
+                active: Vec::new(),
+                errors: 0,
+            };
+            return Ok(print_summary(&summary, args.json));
+        }
+    };
+    let target = source.describe();
     let mut judges = Judges::new(config);
     let mut samples = 0u64;
     let mut errors = 0u64;
@@ -62,7 +86,13 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
     samples += 1;
 
     // The first sample is ours; the collector's first comes one interval later.
-    std::thread::sleep(args.common.interval.min(remaining(started, args.duration)));
+    let pause = Instant::now() + args.common.interval;
+    while Instant::now() < pause
+        && !super::interrupt::interrupted()
+        && !remaining(started, args.duration).is_zero()
+    {
+        std::thread::sleep(POLL.min(pause.saturating_duration_since(Instant::now())));
+    }
     let (collector, events) = Collector::spawn(source, options, args.common.interval, 4);
     let ended = loop {
         if super::interrupt::interrupted() {
@@ -70,7 +100,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
         }
         if output_closed.get() {
             // Nobody reads any more (`| head -1`): stop quietly.
-            collector.stop();
+            drop(collector);
             return Ok(if judges.fired_count() > 0 {
                 EXIT_FINDINGS
             } else {
@@ -101,7 +131,9 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
             }
         }
     };
-    collector.stop();
+    // Not joined: the collector may be inside a probe request (up to its deadline); dropping
+    // the handle tells it to stop, and the summary need not wait for it.
+    drop(collector);
 
     let summary = WatchSummary {
         kind: "summary",
@@ -115,16 +147,55 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
         active: judges.current().iter().map(|f| f.key()).collect(),
         errors,
     };
-    if args.json {
-        out::println(&crate::report::json::summary_line(&summary));
+    Ok(print_summary(&summary, args.json))
+}
+
+/// Prints the summary; the exit code it calls for.
+fn print_summary(summary: &WatchSummary, json: bool) -> u8 {
+    if json {
+        out::println(&crate::report::json::summary_line(summary));
     } else {
-        out::print(&text_summary(&summary));
+        out::print(&text_summary(summary));
     }
-    Ok(if summary.fired > 0 {
+    if summary.fired > 0 {
         EXIT_FINDINGS
     } else {
         EXIT_CLEAN
-    })
+    }
+}
+
+type First = (
+    Box<dyn crate::source::Source>,
+    Result<crate::model::Snapshot, crate::source::SourceError>,
+);
+
+/// Takes the first sample on a helper thread; `None` when Ctrl-C or the end of `--for` comes
+/// first (the helper is left to finish on its own).
+fn first_sample(
+    mut source: Box<dyn crate::source::Source>,
+    options: SampleOptions,
+    started: Instant,
+    limit: Option<Duration>,
+) -> Option<First> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let result = source.sample(options);
+        let _ = tx.send((source, result));
+    });
+    loop {
+        if super::interrupt::interrupted() {
+            return None;
+        }
+        let left = remaining(started, limit);
+        if left.is_zero() {
+            return None;
+        }
+        match rx.recv_timeout(POLL.min(left)) {
+            Ok(first) => return Some(first),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return None,
+        }
+    }
 }
 
 fn remaining(started: Instant, limit: Option<Duration>) -> Duration {

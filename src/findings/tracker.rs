@@ -2,9 +2,14 @@
 //! fires, the dashboard marks new ones, `check` keeps everything that ever fired.
 
 use super::Finding;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 type Key = (String, String);
+
+/// Resolved findings remembered at most: a probe whose stuck tasks get new ids every sample
+/// would otherwise grow this without end (1.85 GB in 40 s). The oldest resolved go first; they
+/// stay counted in [`Tracker::fired_count`].
+pub const MAX_RESOLVED: usize = 10_000;
 
 /// Follows findings from one evaluation to the next, keyed by [`Finding::key`].
 #[derive(Debug, Clone, Default)]
@@ -15,6 +20,11 @@ pub struct Tracker {
     resolved: BTreeMap<Key, Finding>,
     /// How many times a finding fired (a finding that resolves and fires again counts twice).
     fired_count: usize,
+    /// Resolved keys, oldest first, with the resolution number of each (an entry whose number
+    /// is no longer the key's in `resolved_at` is stale: the key fired again since).
+    resolved_order: VecDeque<(u64, Key)>,
+    resolved_at: BTreeMap<Key, u64>,
+    resolutions: u64,
 }
 
 impl Tracker {
@@ -40,12 +50,38 @@ impl Tracker {
         }
         for (key, gone) in std::mem::take(&mut self.current) {
             if !next.contains_key(&key) {
+                self.resolutions += 1;
+                self.resolved_order
+                    .push_back((self.resolutions, key.clone()));
+                self.resolved_at.insert(key.clone(), self.resolutions);
                 self.resolved.insert(key, gone);
             }
         }
         self.current = next;
+        self.forget_oldest_resolved();
         self.fired_count += fired.len();
         fired
+    }
+
+    /// Keeps [`MAX_RESOLVED`] resolved findings at most, and the order list free of stale
+    /// entries beyond twice that.
+    fn forget_oldest_resolved(&mut self) {
+        self.resolved_at
+            .retain(|k, _| self.resolved.contains_key(k));
+        let live = |at: &BTreeMap<Key, u64>, (n, k): &(u64, Key)| at.get(k) == Some(n);
+        while self.resolved.len() > MAX_RESOLVED {
+            let Some(entry) = self.resolved_order.pop_front() else {
+                break;
+            };
+            if live(&self.resolved_at, &entry) {
+                self.resolved.remove(&entry.1);
+                self.resolved_at.remove(&entry.1);
+            }
+        }
+        if self.resolved_order.len() > 2 * MAX_RESOLVED {
+            let at = &self.resolved_at;
+            self.resolved_order.retain(|e| live(at, e));
+        }
     }
 
     /// Firing now.
@@ -108,5 +144,23 @@ mod tests {
         assert_eq!(t.resolved().count(), 1, "b resolved now");
         assert_eq!(t.fired_count(), 3);
         assert_eq!(t.all_fired().len(), 2);
+    }
+
+    #[test]
+    fn resolved_findings_are_bounded_oldest_first() {
+        let mut t = Tracker::new();
+        // Every evaluation, 1,000 findings with new subjects; the previous ones resolve.
+        for round in 0..15u64 {
+            let now: Vec<Finding> = (0..1_000)
+                .map(|i| f("stuck", &format!("task:{round}-{i}"), round))
+                .collect();
+            t.update(&now);
+        }
+        assert_eq!(t.resolved().count(), MAX_RESOLVED);
+        assert_eq!(t.fired_count(), 15_000);
+        // The oldest round went first; the latest resolved round is kept.
+        assert!(t.resolved().all(|f| !f.subject.starts_with("task:0-")));
+        assert!(t.resolved().any(|f| f.subject == "task:13-999"));
+        assert!(t.resolved_order.len() <= 2 * MAX_RESOLVED);
     }
 }

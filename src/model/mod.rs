@@ -5,9 +5,11 @@
 
 mod probe;
 mod process;
+mod size;
 
 pub use probe::*;
 pub use process::*;
+pub use size::HeapBytes;
 
 use serde::{Deserialize, Serialize};
 
@@ -57,14 +59,10 @@ impl Snapshot {
         self.sockets.iter().filter(|s| s.state == state).count()
     }
 
-    /// Roughly what this snapshot costs in memory: what bounded histories are sized by.
+    /// What this snapshot costs in memory, measured from what it holds (events, strings and
+    /// chains included; see [`HeapBytes`]): what bounded histories are sized by.
     pub fn approx_bytes(&self) -> usize {
-        let fds = self.fd_list.as_ref().map_or(0, Vec::len);
-        4096 + self.tasks().len() * 400
-            + self.threads.len() * 200
-            + self.sockets.len() * 150
-            + self.children.len() * 150
-            + fds * 80
+        std::mem::size_of::<Self>() + size::HeapBytes::heap_bytes(self)
     }
 
     pub fn zombies(&self) -> impl Iterator<Item = &Child> {

@@ -40,6 +40,9 @@ pub struct Collector {
     handle: Option<JoinHandle<()>>,
 }
 
+/// The longest [`Collector::stop`] waits for the thread.
+pub const STOP_WAIT: Duration = Duration::from_millis(200);
+
 /// How often a blocked send re-checks the stop flag while the channel is full.
 const FULL_CHANNEL_POLL: Duration = Duration::from_millis(20);
 
@@ -96,11 +99,19 @@ impl Collector {
         let _ = self.commands.send(Command::SetInterval(interval));
     }
 
-    /// Asks the thread to stop and waits for it.
+    /// Asks the thread to stop and waits for it, but not past [`STOP_WAIT`]: a thread inside a
+    /// probe request (up to its deadline) is left to end on its own, so Ctrl-C and `--for`
+    /// never wait for a slow probe.
     pub fn stop(mut self) {
         self.request_stop();
         if let Some(handle) = self.handle.take() {
-            let _ = handle.join();
+            let until = Instant::now() + STOP_WAIT;
+            while !handle.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if handle.is_finished() {
+                let _ = handle.join();
+            }
         }
     }
 
@@ -269,6 +280,42 @@ mod tests {
         assert!(!seen[0].fd_list);
         assert!(seen[1].fd_list, "{seen:?}");
         c.stop();
+    }
+
+    /// A source whose sample takes `hold` (a probe dripping its reply).
+    struct Slow {
+        hold: Duration,
+        started: std::sync::mpsc::Sender<()>,
+        finished: Arc<AtomicBool>,
+    }
+
+    impl Source for Slow {
+        fn describe(&self) -> String {
+            "slow".into()
+        }
+        fn sample(&mut self, _: SampleOptions) -> Result<Snapshot, SourceError> {
+            let _ = self.started.send(());
+            std::thread::sleep(self.hold);
+            self.finished.store(true, Ordering::SeqCst);
+            Ok(Snapshot::default())
+        }
+    }
+
+    #[test]
+    fn stop_does_not_wait_for_a_sample_in_progress() {
+        let (started_tx, started_rx) = mpsc::channel();
+        let finished = Arc::new(AtomicBool::new(false));
+        let hold = Duration::from_secs(20);
+        let source = Box::new(Slow {
+            hold,
+            started: started_tx,
+            finished: Arc::clone(&finished),
+        });
+        let (c, _rx) = Collector::spawn(source, SampleOptions::default(), hold, 1);
+        started_rx.recv().unwrap();
+        c.stop();
+        // A stop that joined the thread would return only after the sample ended.
+        assert!(!finished.load(Ordering::SeqCst));
     }
 
     #[test]

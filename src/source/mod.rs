@@ -6,6 +6,7 @@ mod api;
 pub mod collector;
 #[cfg(target_os = "linux")]
 pub mod console;
+pub mod lines;
 pub mod probe;
 #[cfg(target_os = "linux")]
 pub mod procfs;

@@ -6,12 +6,18 @@
 
 use crate::model::Snapshot;
 use crate::source::api::{SampleOptions, Source, SourceError, now_ms};
+use crate::source::lines::read_line_capped;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 pub const FORMAT: &str = "leakhound-recording";
+/// A recording's header line may be at most this long.
+const HEADER_CAP: usize = 64 << 10;
+/// A snapshot line may be at most this long (a probe's reply is capped at 64 MiB; the OS view
+/// comes on top): a longer one is skipped without being held, with a warning.
+pub const SNAPSHOT_LINE_CAP: usize = 128 << 20;
 pub const VERSION: u32 = 1;
 
 /// The first line of a recording.
@@ -98,6 +104,11 @@ fn corrupt(path: &Path, why: impl std::fmt::Display) -> SourceError {
 
 impl Recording {
     pub fn open(path: &Path) -> Result<Self, SourceError> {
+        Self::open_capped(path, SNAPSHOT_LINE_CAP)
+    }
+
+    /// [`Recording::open`] with another cap on a snapshot line.
+    fn open_capped(path: &Path, line_cap: usize) -> Result<Self, SourceError> {
         let file = File::open(path).map_err(|e| {
             SourceError::Other(format!(
                 "cannot open recording {}: {e}; check the path",
@@ -106,12 +117,15 @@ impl Recording {
         })?;
         let mut reader = BufReader::new(file);
         let mut buf = Vec::new();
-        let n = reader
-            .read_until(b'\n', &mut buf)
+        let first = read_line_capped(&mut reader, &mut buf, HEADER_CAP, false)
             .map_err(|e| corrupt(path, e))?;
-        if n == 0 {
+        if first.consumed == 0 {
             return Err(corrupt(path, "the file is empty"));
         }
+        if first.over_cap {
+            return Err(corrupt(path, "its first line is not a recording header"));
+        }
+        let n = first.consumed;
         let header: Header = serde_json::from_slice(&buf)
             .ok()
             .filter(|h: &Header| h.format == FORMAT)
@@ -126,12 +140,12 @@ impl Recording {
         let mut lines = Vec::new();
         let mut warnings = Vec::new();
         let mut corrupt_lines = Vec::new();
-        let mut offset = n as u64;
+        let mut long_lines = Vec::new();
+        let mut offset = n;
         let mut line_no = 1;
         loop {
-            buf.clear();
-            let n = match reader.read_until(b'\n', &mut buf) {
-                Ok(n) => n,
+            let read = match read_line_capped(&mut reader, &mut buf, line_cap, true) {
+                Ok(read) => read,
                 Err(e) => {
                     warnings.push(format!(
                         "{}: read error after line {line_no} ({e}); replaying the {} snapshots before it",
@@ -141,11 +155,17 @@ impl Recording {
                     break;
                 }
             };
+            let n = read.consumed;
             if n == 0 {
                 break;
             }
             line_no += 1;
-            let complete = buf.last() == Some(&b'\n');
+            if read.over_cap {
+                long_lines.push(line_no);
+                offset += n;
+                continue;
+            }
+            let complete = read.newline;
             let valid = serde_json::from_slice::<serde::de::IgnoredAny>(&buf).is_ok();
             if !complete && !valid {
                 warnings.push(format!(
@@ -156,11 +176,21 @@ impl Recording {
                 break;
             }
             if valid {
-                lines.push((offset, n));
+                lines.push((offset, buf.len()));
             } else if !buf.iter().all(u8::is_ascii_whitespace) {
                 corrupt_lines.push(line_no);
             }
-            offset += n as u64;
+            offset += n;
+        }
+        if !long_lines.is_empty() {
+            warnings.push(format!(
+                "{}: skipped {} line(s) over the {}-byte cap (line {}); replaying the {} readable snapshots",
+                path.display(),
+                long_lines.len(),
+                line_cap,
+                long_lines.iter().take(5).map(u64::to_string).collect::<Vec<_>>().join(", "),
+                lines.len()
+            ));
         }
         if !corrupt_lines.is_empty() {
             let shown: Vec<String> = corrupt_lines.iter().take(5).map(u64::to_string).collect();
@@ -211,6 +241,15 @@ impl Recording {
         self.reader
             .read_exact(&mut buf)
             .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let bound = crate::source::probe::client::parsed_bytes_bound(&buf);
+        if bound > crate::source::probe::client::REPLY_PARSED_CAP {
+            return Err(format!(
+                "{}: snapshot {} would take about {} MiB to hold; skipped",
+                self.path.display(),
+                index + 1,
+                bound >> 20
+            ));
+        }
         serde_json::from_slice(&buf).map_err(|e| {
             format!(
                 "{}: snapshot {} is not a leakhound snapshot ({e})",
@@ -288,6 +327,34 @@ mod tests {
             w.write(&snap(t * 1000)).unwrap();
         }
         path
+    }
+
+    #[test]
+    fn a_line_over_the_cap_is_skipped_without_being_held() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), 2);
+        let small = std::fs::metadata(&path).unwrap().len() as usize;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        // A 4 MB line, then a good snapshot, then 4 MB with no newline at all.
+        f.write_all(&vec![b'x'; 4 << 20]).unwrap();
+        f.write_all(b"\n").unwrap();
+        serde_json::to_writer(&mut f, &snap(9_000)).unwrap();
+        f.write_all(b"\n").unwrap();
+        f.write_all(&vec![b'{'; 4 << 20]).unwrap();
+        drop(f);
+        let mut r = Recording::open_capped(&path, small * 4).unwrap();
+        assert_eq!(r.len(), 3, "{:?}", r.warnings);
+        assert_eq!(r.read(2).unwrap().taken_at_ms, 9_000);
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert!(
+            r.warnings[0].contains("skipped 2 line(s) over the"),
+            "{:?}",
+            r.warnings
+        );
     }
 
     #[test]

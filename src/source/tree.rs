@@ -281,7 +281,7 @@ fn live_descendants(root: u32, now_ms: u64) -> Option<Vec<Child>> {
                 cmd,
                 age_ms: now_ms.saturating_sub(started_ms),
                 depth: depth + 1,
-                has_probe: crate::source::probe::find_socket(pid).is_some(),
+                has_probe: crate::source::probe::find_socket(pid).socket.is_some(),
             });
             queue.push((pid, depth + 1));
         }

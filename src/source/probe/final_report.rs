@@ -1,6 +1,6 @@
 //! The file a probe leaves at exit (PROTOCOL.md, "At exit").
 
-use super::client::REPLY_LINE_CAP;
+use super::client::{REPLY_LINE_CAP, REPLY_PARSED_CAP, parsed_bytes_bound};
 use crate::source::api::SourceError;
 pub use leakhound_protocol::FinalReport;
 use std::path::{Path, PathBuf};
@@ -28,6 +28,13 @@ pub fn read_final(path: &Path) -> Result<FinalReport, SourceError> {
             "probe final report {} is over the {} MiB cap; ignored",
             path.display(),
             FINAL_FILE_CAP >> 20
+        )));
+    }
+    if parsed_bytes_bound(text.as_bytes()) > REPLY_PARSED_CAP {
+        return Err(SourceError::Protocol(format!(
+            "probe final report {} would take over {} MiB to hold; ignored",
+            path.display(),
+            REPLY_PARSED_CAP >> 20
         )));
     }
     serde_json::from_str(&text).map_err(|e| {

@@ -1,8 +1,8 @@
 //! The OS view of a PID joined with its in-process view: [`merge`] puts a probe's data into a
 //! /proc snapshot, and [`WithProbe`] does it on every sample of a PID.
 
-use super::client::{Hello, ProbeClient, sample_probe};
-use super::discovery::{find_socket, is_socket, socket_dirs};
+use super::client::{Hello, ProbeClient, is_refused, sample_probe};
+use super::discovery::{check_peer, check_socket, find_socket, is_socket, socket_dirs, uid_of};
 use crate::model::{ProbeData, Snapshot};
 use crate::source::api::{SampleOptions, Source, SourceError};
 use std::path::PathBuf;
@@ -28,27 +28,47 @@ impl<S: Source> WithProbe<S> {
         }
     }
 
-    fn probe(&mut self, stacks: bool) -> Result<Option<(Hello, ProbeData)>, SourceError> {
-        let Some(path) = find_socket(self.pid) else {
+    /// The probe's data, or `None` with the notes that say why there is none (no socket, an
+    /// untrusted one, one nobody listens on).
+    fn probe(
+        &mut self,
+        stacks: bool,
+    ) -> Result<Result<(Hello, ProbeData), Vec<String>>, SourceError> {
+        let found = find_socket(self.pid);
+        let Some(path) = found.socket else {
             self.client = None;
             self.path = None;
-            return Ok(None);
+            return Ok(Err(found.ignored));
         };
         if self.path.as_ref() != Some(&path) {
             self.client = None;
             self.path = Some(path.clone());
         }
+        if self.client.is_none() {
+            let client = match ProbeClient::connect(&path) {
+                Ok(c) => c,
+                // Nothing listens: a file left behind, not a probe to retry. One note.
+                Err(e) if is_refused(&e) => return Ok(Err(vec![e.to_string()])),
+                Err(e) => return Err(e),
+            };
+            if let Some(uid) = uid_of(self.pid)
+                && let Err(why) = check_peer(&path, client.peer, self.pid, uid)
+            {
+                return Ok(Err(vec![why]));
+            }
+            self.client = Some(client);
+        }
         let (hello, data) = sample_probe(&mut self.client, &path, stacks)?;
         if hello.pid != 0 && hello.pid != self.pid {
             self.client = None;
-            return Err(SourceError::Protocol(format!(
-                "stale probe socket {}: it answers for pid {}, not {}",
+            return Ok(Err(vec![format!(
+                "ignored probe socket {}: it answers for pid {}, not {} (stale)",
                 path.display(),
                 hello.pid,
                 self.pid
-            )));
+            )]));
         }
-        Ok(Some((hello, data)))
+        Ok(Ok((hello, data)))
     }
 }
 
@@ -63,8 +83,13 @@ impl<S: Source> Source for WithProbe<S> {
     fn sample(&mut self, options: SampleOptions) -> Result<Snapshot, SourceError> {
         let mut snapshot = self.inner.sample(options)?;
         match self.probe(options.stacks) {
-            Ok(Some((_, data))) => merge(&mut snapshot, data),
-            Ok(None) => snapshot.notes.push(no_probe_note(self.pid)),
+            Ok(Ok((_, data))) => {
+                if let Some(note) = self.client.as_ref().and_then(|c| c.note.clone()) {
+                    snapshot.notes.push(format!("probe: {note}"));
+                }
+                merge(&mut snapshot, data)
+            }
+            Ok(Err(why)) => snapshot.notes.push(no_probe_note_because(self.pid, &why)),
             Err(e) => snapshot.notes.push(format!(
                 "probe of pid {} not read this sample (will retry): {e}",
                 self.pid
@@ -74,9 +99,11 @@ impl<S: Source> Source for WithProbe<S> {
         // read per sample, not one per child).
         let dirs = socket_dirs(self.pid);
         for child in &mut snapshot.children {
-            child.has_probe = dirs
-                .iter()
-                .any(|d| is_socket(&d.join(format!("{}.sock", child.pid))));
+            let uid = uid_of(child.pid);
+            child.has_probe = dirs.iter().any(|d| {
+                let path = d.join(format!("{}.sock", child.pid));
+                is_socket(&path) && uid.is_none_or(|uid| check_socket(&path, uid).is_ok())
+            });
         }
         Ok(snapshot)
     }
@@ -116,8 +143,19 @@ pub(super) fn add_missing_notes(snapshot: &mut Snapshot, data: &ProbeData) {
 
 /// What a snapshot of a PID without a probe still shows, and how to load one.
 pub fn no_probe_note(pid: u32) -> String {
+    no_probe_note_because(pid, &[])
+}
+
+/// [`no_probe_note`] with the reasons a socket that was there is not used (one note, so the
+/// reader is not told both "probe not read" and "no probe").
+pub fn no_probe_note_because(pid: u32, why: &[String]) -> String {
+    let why = if why.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", why.join("; "))
+    };
     format!(
-        "no probe found in pid {pid}: showing the OS view only (threads, children, fds, \
+        "no probe found in pid {pid}{why}: showing the OS view only (threads, children, fds, \
          sockets, limits). For tasks, event-loop lag, pools and never-awaited/unclosed events, \
          start it with a probe: `leakhound run -- CMD`, or LEAKHOUND_PROBE=1 \
          PYTHONPATH=$(python3 -m leakhound_probe hook-dir) python3 app.py, or call \

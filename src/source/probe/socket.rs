@@ -1,6 +1,6 @@
 //! A probe reached directly by its socket (`unix:/path`): the in-process view alone.
 
-use super::client::{ProbeClient, sample_probe};
+use super::client::{ProbeClient, is_refused, sample_probe};
 use super::discovery::is_socket;
 use super::merge::add_missing_notes;
 use crate::model::{Snapshot, Thread};
@@ -17,11 +17,30 @@ pub struct ProbeSocketSource {
 impl ProbeSocketSource {
     /// Connects now, so a wrong path is an error at once.
     pub fn new(path: &Path) -> Result<Self, SourceError> {
-        if !path.exists() {
-            return Err(SourceError::Unreachable(format!(
-                "no probe socket at {}: check the path, or give the program's PID instead",
-                path.display()
-            )));
+        use std::os::unix::fs::FileTypeExt;
+        let shown = path.display();
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(SourceError::Unreachable(format!(
+                    "permission denied reaching probe socket {shown} (a folder on the way is private to another user): run leakhound as the user that owns the program, or as root"
+                )));
+            }
+            Err(_) => {
+                return Err(SourceError::Unreachable(format!(
+                    "no probe socket at {shown}: check the path, or give the program's PID instead"
+                )));
+            }
+            Ok(m) if !m.file_type().is_socket() => {
+                let what = if m.is_dir() {
+                    "a folder"
+                } else {
+                    "a regular file"
+                };
+                return Err(SourceError::Unreachable(format!(
+                    "{shown} is not a socket ({what}): give a probe's socket, e.g. unix:/tmp/leakhound-UID/PID.sock, or the program's PID"
+                )));
+            }
+            Ok(_) => {}
         }
         let client = ProbeClient::connect(path)?;
         Ok(ProbeSocketSource {
@@ -50,6 +69,9 @@ impl Source for ProbeSocketSource {
                     threads: data.threads.iter().map(probe_thread).collect(),
                     ..Snapshot::default()
                 };
+                if let Some(note) = self.client.as_ref().and_then(|c| c.note.as_ref()) {
+                    snapshot.notes.push(format!("probe: {note}"));
+                }
                 add_missing_notes(&mut snapshot, &data);
                 snapshot.probe = Some(data);
                 snapshot.notes.push(
@@ -58,9 +80,14 @@ impl Source for ProbeSocketSource {
                 );
                 Ok(snapshot)
             }
-            Err(e) if self.sampled_once && !is_socket(&self.path) => Err(SourceError::Gone(
-                format!("probe socket {} is gone: {e}", self.path.display()),
-            )),
+            // Once it has answered, a socket that is gone or that nobody listens on any more
+            // means its process ended (killed, it cannot remove the file): the end of `watch`.
+            Err(e) if self.sampled_once && (!is_socket(&self.path) || is_refused(&e)) => {
+                Err(SourceError::Gone(format!(
+                    "probe gone: {} no longer answers ({e})",
+                    self.path.display()
+                )))
+            }
             Err(e) => Err(e),
         }
     }
@@ -88,5 +115,13 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("no probe socket at /nonexistent"), "{err}");
+        let err = ProbeSocketSource::new(Path::new("/etc/passwd"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("/etc/passwd is not a socket (a regular file)"),
+            "{err}"
+        );
     }
 }
