@@ -7,6 +7,8 @@ use crate::model::Snapshot;
 pub mod collector;
 #[cfg(target_os = "linux")]
 pub mod console;
+#[cfg(all(target_os = "linux", feature = "pystacks"))]
+pub mod outside;
 pub mod probe;
 #[cfg(target_os = "linux")]
 pub mod procfs;

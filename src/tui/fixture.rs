@@ -318,6 +318,7 @@ fn thread(
         } else {
             vec![]
         },
+        py_stack: None,
     }
 }
 

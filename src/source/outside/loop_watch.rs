@@ -1,0 +1,438 @@
+//! Judging an event loop from its thread's stack alone: a loop thread is either waiting in its
+//! selector (or in uvloop's C loop) or running a callback. A callback seen on top of the loop
+//! for longer than the `loop-blocked` threshold is a stall, reported with its stack. Pure logic:
+//! fed with timed stacks, it never reads a process itself.
+
+use super::stacks::{Frame, ThreadStack};
+use crate::model::{EventLoop, LagStats, ProbeThread, Stall};
+use std::collections::{HashMap, VecDeque};
+
+/// What the loop thread was doing at one sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoopState {
+    /// No asyncio/uvloop frame on this thread's stack.
+    NotALoop,
+    /// Waiting for I/O or timers: in the selector, or in the loop's own code.
+    Waiting,
+    /// Running a callback; `callback` names its outermost frame (`file in func`).
+    Busy { callback: String },
+}
+
+/// The loop's own frames: entering it (`run_forever`, `asyncio.run`, uvloop's `run`) and
+/// dispatching one callback (`Handle._run`).
+fn is_loop_frame(f: &Frame) -> bool {
+    let func = f.short_func();
+    (f.file_ends_with("asyncio/base_events.py")
+        && matches!(func, "run_forever" | "_run_once" | "run_until_complete"))
+        || (f.file_ends_with("asyncio/runners.py") && matches!(func, "run" | "run_until_complete"))
+        || (f.file_ends_with("asyncio/events.py") && func == "_run")
+        || f.file.contains("/uvloop/")
+}
+
+/// The selector's wait itself (asyncio's `selectors` module).
+fn is_selector_wait(f: &Frame) -> bool {
+    f.file_ends_with("selectors.py") && matches!(f.short_func(), "select" | "poll" | "control")
+}
+
+/// Classifies one stack (innermost frame last).
+pub fn loop_state(frames: &[Frame]) -> LoopState {
+    let Some(entry) = frames.iter().rposition(is_loop_frame) else {
+        return LoopState::NotALoop;
+    };
+    let above = &frames[entry + 1..];
+    // Nothing above the loop's own frames: uvloop waits (or runs C code) there, asyncio does
+    // its bookkeeping between callbacks.
+    if above.is_empty() || above.iter().all(is_selector_wait) {
+        return LoopState::Waiting;
+    }
+    LoopState::Busy {
+        callback: format!("{} in {}", above[0].file, above[0].func),
+    }
+}
+
+/// The callback running now and since when.
+#[derive(Debug, Clone)]
+struct BusySpell {
+    callback: String,
+    first_ms: u64,
+    last_ms: u64,
+    stack: Vec<String>,
+}
+
+/// How many stalls are kept, and for how long.
+const MAX_STALLS: usize = 64;
+const KEEP_MS: u64 = 60_000;
+/// The window the lag percentiles cover.
+pub const WINDOW_MS: u64 = 10_000;
+/// Lag samples kept for sparklines.
+const HISTORY: usize = 120;
+
+/// One loop thread followed over time.
+#[derive(Debug, Clone)]
+pub struct LoopTracker {
+    pub tid: u32,
+    interval_ms: u64,
+    busy: Option<BusySpell>,
+    stalls: VecDeque<Stall>,
+    /// `(at_ms, lag_ms)`: how long the loop had been held at each sample (0 when waiting).
+    lag: VecDeque<(u64, f64)>,
+    samples: u64,
+}
+
+impl LoopTracker {
+    pub fn new(tid: u32, interval_ms: u64) -> Self {
+        LoopTracker {
+            tid,
+            interval_ms: interval_ms.max(1),
+            busy: None,
+            stalls: VecDeque::new(),
+            lag: VecDeque::new(),
+            samples: 0,
+        }
+    }
+
+    /// The length of a spell seen from `first` to `last`: it began after the sample before
+    /// `first` and ended before the one after `last`, so the middle estimate adds one interval.
+    fn spell_ms(&self, spell: &BusySpell) -> f64 {
+        (spell.last_ms - spell.first_ms + self.interval_ms) as f64
+    }
+
+    fn close_spell(&mut self) {
+        if let Some(spell) = self.busy.take() {
+            // A callback seen once is a blink shorter than two intervals; not a stall.
+            if spell.last_ms > spell.first_ms {
+                let stall = Stall {
+                    at_ms: spell.last_ms,
+                    duration_ms: self.spell_ms(&spell),
+                    stack: spell.stack,
+                    task: None,
+                };
+                self.stalls.push_back(stall);
+            }
+        }
+    }
+
+    /// Feeds one sample of the loop thread taken at `at_ms`.
+    pub fn observe(&mut self, at_ms: u64, frames: &[Frame]) {
+        self.samples += 1;
+        match loop_state(frames) {
+            LoopState::Busy { callback } => {
+                let same = self.busy.as_ref().is_some_and(|b| b.callback == callback);
+                if !same {
+                    self.close_spell();
+                    self.busy = Some(BusySpell {
+                        callback,
+                        first_ms: at_ms,
+                        last_ms: at_ms,
+                        stack: Vec::new(),
+                    });
+                }
+                let spell = self.busy.as_mut().expect("set above");
+                spell.last_ms = at_ms;
+                spell.stack = frames.iter().map(Frame::to_string).collect();
+                let held = (at_ms - spell.first_ms) as f64;
+                self.lag.push_back((at_ms, held));
+            }
+            LoopState::Waiting | LoopState::NotALoop => {
+                self.close_spell();
+                self.lag.push_back((at_ms, 0.0));
+            }
+        }
+        while self.lag.front().is_some_and(|(t, _)| at_ms - t > WINDOW_MS) {
+            self.lag.pop_front();
+        }
+        self.stalls
+            .retain(|s| at_ms.saturating_sub(s.at_ms) <= KEEP_MS);
+        while self.stalls.len() > MAX_STALLS {
+            // The shortest goes first: the long ones are what the rule reports.
+            let shortest = self
+                .stalls
+                .iter()
+                .enumerate()
+                .min_by(|a, b| a.1.duration_ms.total_cmp(&b.1.duration_ms))
+                .map(|(i, _)| i);
+            if let Some(i) = shortest {
+                self.stalls.remove(i);
+            }
+        }
+    }
+
+    /// The loop as the model shows it; a callback still holding the loop counts as a stall
+    /// up to now.
+    pub fn view(&self) -> EventLoop {
+        let mut stalls: Vec<Stall> = self.stalls.iter().cloned().collect();
+        if let Some(spell) = &self.busy
+            && spell.last_ms > spell.first_ms
+        {
+            stalls.push(Stall {
+                at_ms: spell.last_ms,
+                duration_ms: self.spell_ms(spell),
+                stack: spell.stack.clone(),
+                task: None,
+            });
+        }
+        let mut lags: Vec<f64> = self.lag.iter().map(|(_, l)| *l).collect();
+        let lag_history_ms = lags[lags.len().saturating_sub(HISTORY)..].to_vec();
+        lags.sort_by(f64::total_cmp);
+        let pct = |p: f64| {
+            if lags.is_empty() {
+                0.0
+            } else {
+                lags[((lags.len() - 1) as f64 * p).round() as usize]
+            }
+        };
+        EventLoop {
+            id: format!("python-outside-{}", self.tid),
+            tid: self.tid,
+            running: true,
+            lag: LagStats {
+                p50_ms: pct(0.5),
+                p99_ms: pct(0.99),
+                max_ms: lags.last().copied().unwrap_or(0.0),
+                samples: self.samples,
+                window_ms: WINDOW_MS,
+            },
+            lag_history_ms,
+            stalls,
+            runtime: None,
+        }
+    }
+}
+
+/// A thread whose stack has not changed since `since_ms`.
+#[derive(Debug, Clone)]
+struct Still {
+    frames: Vec<Frame>,
+    since_ms: u64,
+}
+
+/// Every Python thread followed over time: the loop threads, and how long each thread has sat
+/// in the same frame.
+#[derive(Debug, Default)]
+pub struct Watch {
+    interval_ms: u64,
+    pub loops: HashMap<u32, LoopTracker>,
+    still: HashMap<u32, Still>,
+    /// The newest sample's threads.
+    pub latest: Vec<ThreadStack>,
+    pub latest_at_ms: u64,
+}
+
+impl Watch {
+    pub fn new(interval_ms: u64) -> Self {
+        Watch {
+            interval_ms,
+            ..Watch::default()
+        }
+    }
+
+    pub fn observe(&mut self, at_ms: u64, threads: Vec<ThreadStack>) {
+        let mut seen = Vec::with_capacity(threads.len());
+        for t in &threads {
+            let Some(tid) = t.tid else { continue };
+            seen.push(tid);
+            if !matches!(loop_state(&t.frames), LoopState::NotALoop) {
+                self.loops
+                    .entry(tid)
+                    .or_insert_with(|| LoopTracker::new(tid, self.interval_ms))
+                    .observe(at_ms, &t.frames);
+            }
+            match self.still.get_mut(&tid) {
+                Some(s) if s.frames == t.frames => {}
+                _ => {
+                    self.still.insert(
+                        tid,
+                        Still {
+                            frames: t.frames.clone(),
+                            since_ms: at_ms,
+                        },
+                    );
+                }
+            }
+        }
+        self.still.retain(|tid, _| seen.contains(tid));
+        self.loops.retain(|tid, _| seen.contains(tid));
+        self.latest = threads;
+        self.latest_at_ms = at_ms;
+    }
+
+    /// Threads that have sat in the same frame for at least `after_ms`, with that frame, as
+    /// `(tid, parked_ms, innermost frame)`. A loop waiting in its selector is not parked.
+    pub fn parked(&self, after_ms: u64) -> Vec<(u32, u64, String)> {
+        let mut out: Vec<(u32, u64, String)> = self
+            .still
+            .iter()
+            .filter(|(_, s)| {
+                !s.frames.is_empty() && !matches!(loop_state(&s.frames), LoopState::Waiting)
+            })
+            .map(|(tid, s)| (*tid, self.latest_at_ms.saturating_sub(s.since_ms), s))
+            .filter(|(_, ms, _)| *ms >= after_ms)
+            .map(|(tid, ms, s)| {
+                let frames: Vec<String> = s.frames.iter().map(Frame::to_string).collect();
+                let shown = crate::model::own_frame(&frames)
+                    .or(frames.last().map(String::as_str))
+                    .unwrap_or_default()
+                    .to_string();
+                (tid, ms, shown)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The runtime's view of the threads (name and stack), joined to /proc by tid.
+    pub fn probe_threads(&self) -> Vec<ProbeThread> {
+        self.latest
+            .iter()
+            .filter_map(|t| {
+                Some(ProbeThread {
+                    native_id: t.tid?,
+                    name: t.name.clone().unwrap_or_default(),
+                    stack: t.frames.iter().map(Frame::to_string).collect(),
+                    ..ProbeThread::default()
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(file: &str, func: &str, line: i32) -> Frame {
+        Frame {
+            func: func.into(),
+            file: file.into(),
+            line,
+        }
+    }
+
+    const BASE: &str = "/usr/lib/python3.12/asyncio/base_events.py";
+
+    fn asyncio_waiting() -> Vec<Frame> {
+        vec![
+            f("app.py", "<module>", 40),
+            f("/usr/lib/python3.12/asyncio/runners.py", "run", 118),
+            f(BASE, "BaseEventLoop.run_forever", 639),
+            f(BASE, "BaseEventLoop._run_once", 1936),
+            f(
+                "/usr/lib/python3.12/selectors.py",
+                "EpollSelector.select",
+                468,
+            ),
+        ]
+    }
+
+    fn asyncio_busy(func: &str, line: i32) -> Vec<Frame> {
+        let mut s = asyncio_waiting();
+        s.pop();
+        s.push(f(
+            "/usr/lib/python3.12/asyncio/events.py",
+            "Handle._run",
+            84,
+        ));
+        s.push(f("app.py", func, line));
+        s
+    }
+
+    #[test]
+    fn states_of_asyncio_and_uvloop_stacks() {
+        assert_eq!(loop_state(&asyncio_waiting()), LoopState::Waiting);
+        assert_eq!(
+            loop_state(&asyncio_busy("handler", 12)),
+            LoopState::Busy {
+                callback: "app.py in handler".into()
+            }
+        );
+        let uv_wait = vec![
+            f("app.py", "<module>", 30),
+            f(
+                "/venv/lib/python3.12/site-packages/uvloop/__init__.py",
+                "run",
+                109,
+            ),
+        ];
+        assert_eq!(loop_state(&uv_wait), LoopState::Waiting);
+        let mut uv_busy = uv_wait.clone();
+        uv_busy.push(f("app.py", "handler", 9));
+        assert!(matches!(loop_state(&uv_busy), LoopState::Busy { .. }));
+        let worker = vec![f("threading.py", "_bootstrap", 1), f("app.py", "work", 5)];
+        assert_eq!(loop_state(&worker), LoopState::NotALoop);
+    }
+
+    #[test]
+    fn a_callback_held_over_many_samples_is_one_stall_with_its_stack() {
+        let mut t = LoopTracker::new(7, 20);
+        t.observe(1_000, &asyncio_waiting());
+        for i in 1..=15 {
+            t.observe(1_000 + i * 20, &asyncio_busy("handler", 12));
+        }
+        t.observe(1_320, &asyncio_waiting());
+        let view = t.view();
+        assert_eq!(view.stalls.len(), 1, "{view:?}");
+        let stall = &view.stalls[0];
+        // Seen from 1020 to 1300: 280 ms plus the interval's uncertainty.
+        assert_eq!(stall.duration_ms, 300.0);
+        assert_eq!(stall.stack.last().unwrap(), "app.py:12 in handler");
+        assert!(view.lag.max_ms >= 280.0);
+    }
+
+    #[test]
+    fn a_callback_still_running_counts_up_to_now() {
+        let mut t = LoopTracker::new(7, 20);
+        for i in 0..10 {
+            t.observe(i * 20, &asyncio_busy("handler", 12));
+        }
+        let view = t.view();
+        assert_eq!(view.stalls.len(), 1);
+        assert_eq!(view.stalls[0].duration_ms, 200.0);
+    }
+
+    #[test]
+    fn different_callbacks_and_blinks_are_not_one_long_stall() {
+        let mut t = LoopTracker::new(7, 20);
+        for i in 0..20 {
+            let stack = if i % 2 == 0 {
+                asyncio_busy("a", 1)
+            } else {
+                asyncio_busy("b", 2)
+            };
+            t.observe(i * 20, &stack);
+        }
+        t.observe(400, &asyncio_waiting());
+        assert!(t.view().stalls.is_empty(), "{:?}", t.view().stalls);
+    }
+
+    #[test]
+    fn a_thread_in_the_same_frame_is_parked_and_a_waiting_loop_is_not() {
+        let mut w = Watch::new(20);
+        let stuck = ThreadStack {
+            tid: Some(11),
+            name: Some("worker".into()),
+            frames: vec![
+                f("/usr/lib/python3.12/threading.py", "Thread.run", 1010),
+                f("app.py", "worker", 33),
+            ],
+            gil: false,
+            idle: true,
+        };
+        let lp = ThreadStack {
+            tid: Some(10),
+            name: None,
+            frames: asyncio_waiting(),
+            gil: false,
+            idle: true,
+        };
+        for i in 0..10 {
+            w.observe(i * 1_000, vec![stuck.clone(), lp.clone()]);
+        }
+        assert_eq!(
+            w.parked(5_000),
+            vec![(11, 9_000, "app.py:33 in worker".to_string())]
+        );
+        assert!(w.parked(10_000).is_empty());
+        assert!(w.loops.contains_key(&10));
+        assert!(!w.loops.contains_key(&11));
+    }
+}
