@@ -98,9 +98,14 @@ pub struct SnapshotArgs {
     /// Include the full descriptor list with targets.
     #[arg(long)]
     pub fds: bool,
-    /// Ask the probe for every thread's stack.
+    /// Every thread's stack: from the probe, or read from outside a Python process without
+    /// one (py-spy; the GIL holder is marked).
     #[arg(long)]
     pub stacks: bool,
+    /// With --stacks and no probe: read the Python stacks without stopping the target (a
+    /// stack may be torn).
+    #[arg(long, requires = "stacks")]
+    pub nonblocking: bool,
     #[arg(short = 'T', long = "threshold", value_name = "KEY=VALUE")]
     pub thresholds: Vec<String>,
 }

@@ -61,14 +61,45 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Opens the source that reaches a target.
+/// Opens the source that reaches a target, to be sampled again and again (a PID without a
+/// probe gets the outside view's loop sampler).
 pub fn open(target: &Target) -> Result<Box<dyn Source>, SourceError> {
+    open_pid_or(target, true, false)
+}
+
+/// Opens a target for a single sample: Python stacks from outside only when asked, stopping
+/// the target for that read unless `nonblocking`.
+pub fn open_once(target: &Target, nonblocking: bool) -> Result<Box<dyn Source>, SourceError> {
+    open_pid_or(target, false, nonblocking)
+}
+
+#[cfg_attr(
+    not(all(target_os = "linux", feature = "pystacks")),
+    allow(unused_variables)
+)]
+fn open_pid_or(
+    target: &Target,
+    loop_sampler: bool,
+    nonblocking: bool,
+) -> Result<Box<dyn Source>, SourceError> {
     match target {
         #[cfg(target_os = "linux")]
-        Target::Pid(pid) => Ok(Box::new(probe::WithProbe::new(
-            procfs::ProcSource::new(*pid)?,
-            *pid,
-        ))),
+        Target::Pid(pid) => {
+            let with_probe = probe::WithProbe::new(procfs::ProcSource::new(*pid)?, *pid);
+            #[cfg(feature = "pystacks")]
+            {
+                let options = if loop_sampler {
+                    outside::Options::watching()
+                } else {
+                    outside::Options::once(!nonblocking)
+                };
+                Ok(Box::new(outside::WithOutside::new(
+                    with_probe, *pid, options,
+                )))
+            }
+            #[cfg(not(feature = "pystacks"))]
+            Ok(Box::new(with_probe))
+        }
         Target::ProbeSocket(path) => Ok(Box::new(probe::ProbeSocketSource::new(path)?)),
         #[cfg(target_os = "linux")]
         Target::Console(url) => Ok(Box::new(console::ConsoleSource::open(url)?)),
