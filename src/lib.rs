@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod findings;
 pub mod history;
+pub mod launch;
 pub mod model;
 pub mod report;
 pub mod rules;

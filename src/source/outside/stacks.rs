@@ -154,7 +154,7 @@ pub fn classify(pid: u32, error: &anyhow::Error) -> SourceError {
     }) || text.contains("Operation not permitted")
         || text.contains("Permission denied");
     if denied {
-        return SourceError::Other(ptrace_denied(pid));
+        return SourceError::Other(crate::launch::inject::ptrace_denied(pid));
     }
     // py-spy's last cause is the specific one ("Failed to find python version ..."); keep
     // it on the same line.
@@ -167,16 +167,4 @@ pub fn classify(pid: u32, error: &anyhow::Error) -> SourceError {
     SourceError::Other(format!(
         "no Python interpreter found in pid {pid} (is it CPython 3.9+?): {cause}"
     ))
-}
-
-/// The one-line error for a target whose memory we may not read or trace.
-pub fn ptrace_denied(pid: u32) -> String {
-    let scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
-        .map(|s| format!("kernel.yama.ptrace_scope is {}", s.trim()))
-        .unwrap_or_else(|_| "ptrace is restricted".to_string());
-    format!(
-        "not permitted to read the memory of pid {pid} ({scope}): run leakhound as root or as \
-         the target's user with `sysctl kernel.yama.ptrace_scope=0`, or in a container add \
-         CAP_SYS_PTRACE (docker run --cap-add SYS_PTRACE)"
-    )
 }
