@@ -106,6 +106,10 @@ pub struct SnapshotArgs {
     /// stack may be torn).
     #[arg(long, requires = "stacks")]
     pub nonblocking: bool,
+    /// Load the Python probe into the running process first (gdb on 3.9-3.13,
+    /// sys.remote_exec on 3.14+): tasks, pools and never-awaited coroutines without a restart.
+    #[arg(long)]
+    pub inject: bool,
     #[arg(short = 'T', long = "threshold", value_name = "KEY=VALUE")]
     pub thresholds: Vec<String>,
 }
@@ -120,6 +124,10 @@ pub struct WatchArgs {
     /// One JSON object per line per finding, then a summary object.
     #[arg(long)]
     pub json: bool,
+    /// Load the Python probe into the running process first (gdb on 3.9-3.13,
+    /// sys.remote_exec on 3.14+): tasks, pools and never-awaited coroutines without a restart.
+    #[arg(long)]
+    pub inject: bool,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -128,6 +136,10 @@ pub struct WatchArgs {
 pub struct AttachArgs {
     #[arg(value_parser = parse_target)]
     pub target: Target,
+    /// Load the Python probe into the running process first (gdb on 3.9-3.13,
+    /// sys.remote_exec on 3.14+): tasks, pools and never-awaited coroutines without a restart.
+    #[arg(long)]
+    pub inject: bool,
     #[command(flatten)]
     pub common: CommonArgs,
 }

@@ -10,6 +10,7 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<u8> {
     for t in &args.thresholds {
         config.set(t).map_err(anyhow::Error::msg)?;
     }
+    crate::launch::inject_if_asked(args.inject, &args.target)?;
     let mut source = crate::source::open_once(&args.target, args.nonblocking)?;
     let mut snapshot = source.sample(SampleOptions {
         fd_list: args.fds,

@@ -16,6 +16,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
     let config = args.common.config()?;
     super::interrupt::install();
     let options = SampleOptions::default();
+    crate::launch::inject_if_asked(args.inject, &args.target)?;
     let mut source = crate::source::open(&args.target)?;
     // The first sample is taken here so a bad target is an error (exit 2), not a summary.
     let first = source.sample(options)?;
