@@ -54,6 +54,8 @@ pub fn loop_state(frames: &[Frame]) -> LoopState {
 #[derive(Debug, Clone)]
 struct BusySpell {
     callback: String,
+    /// The sample before the first busy one: the spell began after it.
+    before_ms: u64,
     first_ms: u64,
     last_ms: u64,
     stack: Vec<String>,
@@ -73,6 +75,8 @@ pub struct LoopTracker {
     pub tid: u32,
     interval_ms: u64,
     busy: Option<BusySpell>,
+    /// When the previous sample was taken.
+    prev_ms: Option<u64>,
     stalls: VecDeque<Stall>,
     /// `(at_ms, lag_ms)`: how long the loop had been held at each sample (0 when waiting).
     lag: VecDeque<(u64, f64)>,
@@ -85,6 +89,7 @@ impl LoopTracker {
             tid,
             interval_ms: interval_ms.max(1),
             busy: None,
+            prev_ms: None,
             stalls: VecDeque::new(),
             lag: VecDeque::new(),
             samples: 0,
@@ -92,18 +97,23 @@ impl LoopTracker {
     }
 
     /// The length of a spell seen from `first` to `last`: it began after the sample before
-    /// `first` and ended before the one after `last`, so the middle estimate adds one interval.
-    fn spell_ms(&self, spell: &BusySpell) -> f64 {
-        (spell.last_ms - spell.first_ms + self.interval_ms) as f64
+    /// `first` and ends before the one after `last` (`after_ms`, or one interval on for a
+    /// spell still running), so the middle estimate adds half of each gap. Real gaps, not the
+    /// nominal interval: a sampler starved of CPU samples late.
+    fn spell_ms(&self, spell: &BusySpell, after_ms: Option<u64>) -> f64 {
+        let after = after_ms.unwrap_or(spell.last_ms + self.interval_ms);
+        let seen = (spell.last_ms - spell.first_ms) as f64;
+        let gaps = (spell.first_ms - spell.before_ms) + (after - spell.last_ms);
+        seen + gaps as f64 / 2.0
     }
 
-    fn close_spell(&mut self) {
+    fn close_spell(&mut self, at_ms: u64) {
         if let Some(spell) = self.busy.take() {
             // A callback seen once is a blink shorter than two intervals; not a stall.
             if spell.last_ms > spell.first_ms {
                 let stall = Stall {
                     at_ms: spell.last_ms,
-                    duration_ms: self.spell_ms(&spell),
+                    duration_ms: self.spell_ms(&spell, Some(at_ms)),
                     stack: spell.stack,
                     task: None,
                 };
@@ -119,9 +129,12 @@ impl LoopTracker {
             LoopState::Busy { callback } => {
                 let same = self.busy.as_ref().is_some_and(|b| b.callback == callback);
                 if !same {
-                    self.close_spell();
+                    self.close_spell(at_ms);
                     self.busy = Some(BusySpell {
                         callback,
+                        before_ms: self
+                            .prev_ms
+                            .unwrap_or(at_ms.saturating_sub(self.interval_ms)),
                         first_ms: at_ms,
                         last_ms: at_ms,
                         stack: Vec::new(),
@@ -134,10 +147,11 @@ impl LoopTracker {
                 self.lag.push_back((at_ms, held));
             }
             LoopState::Waiting | LoopState::NotALoop => {
-                self.close_spell();
+                self.close_spell(at_ms);
                 self.lag.push_back((at_ms, 0.0));
             }
         }
+        self.prev_ms = Some(at_ms);
         while self.lag.front().is_some_and(|(t, _)| at_ms - t > WINDOW_MS) {
             self.lag.pop_front();
         }
@@ -166,7 +180,7 @@ impl LoopTracker {
         {
             stalls.push(Stall {
                 at_ms: spell.last_ms,
-                duration_ms: self.spell_ms(spell),
+                duration_ms: self.spell_ms(spell, None),
                 stack: spell.stack.clone(),
                 task: None,
             });
@@ -372,17 +386,29 @@ mod tests {
         let view = t.view();
         assert_eq!(view.stalls.len(), 1, "{view:?}");
         let stall = &view.stalls[0];
-        // Seen from 1020 to 1300: 280 ms plus the interval's uncertainty.
+        // Seen from 1020 to 1300: 280 ms plus half of the gaps on either side.
         assert_eq!(stall.duration_ms, 300.0);
         assert_eq!(stall.stack.last().unwrap(), "app.py:12 in handler");
         assert!(view.lag.max_ms >= 280.0);
     }
 
     #[test]
+    fn late_samples_widen_the_estimate_by_their_real_gaps() {
+        let mut t = LoopTracker::new(7, 20);
+        t.observe(1_000, &asyncio_waiting());
+        // The sampler was starved: 100 ms before the first busy sample and after the last.
+        t.observe(1_100, &asyncio_busy("handler", 12));
+        t.observe(1_200, &asyncio_busy("handler", 12));
+        t.observe(1_300, &asyncio_waiting());
+        assert_eq!(t.view().stalls[0].duration_ms, 200.0);
+    }
+
+    #[test]
     fn a_callback_still_running_counts_up_to_now() {
         let mut t = LoopTracker::new(7, 20);
+        t.observe(980, &asyncio_waiting());
         for i in 0..10 {
-            t.observe(i * 20, &asyncio_busy("handler", 12));
+            t.observe(1_000 + i * 20, &asyncio_busy("handler", 12));
         }
         let view = t.view();
         assert_eq!(view.stalls.len(), 1);

@@ -73,6 +73,10 @@ pub struct PyReader {
     spy: py_spy::PythonSpy,
     blocking: bool,
     version: String,
+    /// Before 3.11 the interpreter does not store the OS thread id, and py-spy finds it only
+    /// with libunwind; we read it from glibc's/musl's thread descriptor instead (see
+    /// [`TidFinder`]).
+    tids: TidFinder,
 }
 
 impl PyReader {
@@ -97,6 +101,7 @@ impl PyReader {
             spy,
             blocking,
             version,
+            tids: TidFinder::default(),
         })
     }
 
@@ -106,16 +111,42 @@ impl PyReader {
     }
 
     pub fn sample(&mut self) -> Result<Sample, SourceError> {
+        // Before 3.11 py-spy cannot tell idle threads by tid; read their states before the
+        // read (a thread just resumed by py-spy's lock is briefly runnable).
+        let running: Vec<u32> = if self.spy.version.major == 3 && self.spy.version.minor < 11 {
+            task_ids(self.pid)
+                .into_iter()
+                .filter(|tid| is_running(self.pid, *tid))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let start = Instant::now();
         let traces = self
             .spy
             .get_stack_traces()
             .map_err(|e| classify(self.pid, &e))?;
         let took = start.elapsed();
+        if traces.iter().any(|t| t.os_thread_id.is_none()) {
+            let handles: Vec<u64> = traces.iter().map(|t| t.thread_id).collect();
+            self.tids.learn(self.pid, &handles);
+        }
         let threads = traces
             .into_iter()
-            .map(|t| ThreadStack {
-                tid: t.os_thread_id.and_then(|id| u32::try_from(id).ok()),
+            .map(|t| {
+                let tid = t.os_thread_id.and_then(|id| u32::try_from(id).ok());
+                // py-spy could only guess idleness without the tid; /proc knows.
+                let (tid, active) = match tid {
+                    Some(tid) => (Some(tid), t.active),
+                    None => match self.tids.get(t.thread_id) {
+                        Some(tid) => (Some(tid), t.active && running.contains(&tid)),
+                        None => (None, t.active),
+                    },
+                };
+                (t, tid, active)
+            })
+            .map(|(t, tid, active)| ThreadStack {
+                tid,
                 name: t.thread_name,
                 // py-spy lists the innermost frame first; the model wants it last.
                 frames: t
@@ -129,7 +160,7 @@ impl PyReader {
                     })
                     .collect(),
                 gil: t.owns_gil,
-                idle: !t.active,
+                idle: !active,
             })
             .collect();
         Ok(Sample {
@@ -167,4 +198,120 @@ pub fn classify(pid: u32, error: &anyhow::Error) -> SourceError {
     SourceError::Other(format!(
         "no Python interpreter found in pid {pid} (is it CPython 3.9+?): {cause}"
     ))
+}
+
+/// Maps a Python thread's `pthread_t` (what `threading.get_ident()` returns: the address of
+/// the C library's thread descriptor) to its OS thread id, which the descriptor holds at a
+/// fixed offset: glibc x86_64 0x2d0, musl 64-bit 0x30. The offset is checked, not assumed: it
+/// must give every Python thread a distinct tid that /proc lists; otherwise others are tried.
+#[derive(Debug, Default)]
+struct TidFinder {
+    offset: Option<u64>,
+    known: std::collections::HashMap<u64, u32>,
+}
+
+impl TidFinder {
+    const LIKELY: [u64; 2] = [0x2d0, 0x30];
+    const SCAN_END: u64 = 0x800;
+
+    fn get(&self, handle: u64) -> Option<u32> {
+        self.known.get(&handle).copied()
+    }
+
+    fn learn(&mut self, pid: u32, handles: &[u64]) {
+        let new: Vec<u64> = handles
+            .iter()
+            .copied()
+            .filter(|h| *h != 0 && !self.known.contains_key(h))
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        let tasks = task_ids(pid);
+        let try_offset = |offset: u64| -> Option<Vec<(u64, u32)>> {
+            let mut found = Vec::with_capacity(new.len());
+            for &h in &new {
+                let tid = read_i32(pid, h.checked_add(offset)?)?;
+                let tid = u32::try_from(tid).ok()?;
+                if !tasks.contains(&tid) || found.iter().any(|(_, t)| *t == tid) {
+                    return None;
+                }
+                found.push((h, tid));
+            }
+            Some(found)
+        };
+        let candidates = self
+            .offset
+            .into_iter()
+            .chain(Self::LIKELY)
+            .chain((0..Self::SCAN_END).step_by(4));
+        for offset in candidates {
+            if let Some(found) = try_offset(offset) {
+                self.offset = Some(offset);
+                self.known.extend(found);
+                return;
+            }
+        }
+    }
+}
+
+/// Whether /proc says the thread is on a CPU (`R`) now.
+fn is_running(pid: u32, tid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
+        .ok()
+        .and_then(|s| Some(s.rsplit_once(')')?.1.trim_start().starts_with('R')))
+        .unwrap_or(true)
+}
+
+fn task_ids(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Four bytes of another process's memory (the same access py-spy's reads need).
+fn read_i32(pid: u32, address: u64) -> Option<i32> {
+    let mut value = [0u8; 4];
+    let local = libc::iovec {
+        iov_base: value.as_mut_ptr().cast(),
+        iov_len: value.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: address as *mut libc::c_void,
+        iov_len: value.len(),
+    };
+    // SAFETY: the local iovec points at `value`, which outlives the call; the remote one is
+    // only read by the kernel, which checks it against the target's mappings.
+    let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    (n == 4).then(|| i32::from_ne_bytes(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn py_spy_errors_become_one_line_errors_naming_the_fix() {
+        let me = std::process::id();
+        let denied = anyhow::Error::from(std::io::Error::from_raw_os_error(libc::EPERM))
+            .context("Failed to open process - check if it is running.");
+        let text = classify(me, &denied).to_string();
+        assert!(text.contains("not permitted to trace or read"), "{text}");
+        assert!(text.contains("CAP_SYS_PTRACE"), "{text}");
+        let not_python = anyhow::anyhow!("Failed to find python version from target process");
+        let text = classify(me, &not_python).to_string();
+        assert!(text.starts_with("no Python interpreter found"), "{text}");
+        assert!(text.ends_with("Failed to find python version from target process"));
+        for e in [&denied, &not_python] {
+            assert!(!classify(me, e).to_string().contains('\n'));
+        }
+        // A pid that does not exist is named as such, whatever py-spy said.
+        assert!(matches!(
+            classify(u32::MAX - 1, &not_python),
+            SourceError::NoSuchProcess(_)
+        ));
+    }
 }
