@@ -7,6 +7,12 @@ cd "$(dirname "$0")/.."
 # Python test dependencies (the probe itself is standard library only).
 python3 -m pip install --quiet --disable-pip-version-check -e "probes/python[test]"
 
+# gdb for the --inject tests (tests/outside_e2e.rs skips them with a message where it is absent).
+if ! command -v gdb >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && apt-get install -y -qq gdb >/dev/null) \
+        || echo "gdb could not be installed: the injection tests will be skipped" >&2
+fi
+
 # One build shared by every Rust test binary and by the Python end-to-end tests.
 cargo build --workspace --all-targets --locked
 export LEAKHOUND_BIN="$PWD/target/debug/leakhound"
