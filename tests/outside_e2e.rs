@@ -38,6 +38,20 @@ fn interpreters() -> Vec<(String, String)> {
     found
 }
 
+/// An interpreter with uvloop installed ($UVLOOP_PYTHON, `python3`, then pyenv's), if any.
+fn with_uvloop() -> Option<String> {
+    let mut candidates: Vec<String> = std::env::var("UVLOOP_PYTHON").into_iter().collect();
+    candidates.push("python3".to_string());
+    candidates.extend(interpreters().into_iter().map(|(_, exe)| exe));
+    candidates.into_iter().find(|exe| {
+        Command::new(exe)
+            .args(["-c", "import uvloop"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
 struct Service {
     child: Child,
     port: u16,
@@ -45,13 +59,17 @@ struct Service {
 
 impl Service {
     fn start(python: &str, mode: &str) -> Service {
+        Self::start_with(python, &[mode])
+    }
+
+    fn start_with(python: &str, args: &[&str]) -> Service {
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/fixtures/outside_service.py"
         );
         let mut child = Command::new(python)
             .arg(script)
-            .arg(mode)
+            .args(args)
             // Started without the probe, whatever the environment of the test run says.
             .env_remove("LEAKHOUND_PROBE")
             .env_remove("PYTHONPATH")
@@ -140,6 +158,25 @@ fn a_loop_blocked_by_time_sleep_is_reported_from_outside_with_its_stack() {
         // time.sleep(0.4), estimated from samples (a sampler short of CPU sees less of it).
         assert!((200.0..=700.0).contains(&ms), "{version}: stall {ms} ms");
     }
+}
+
+#[test]
+fn a_blocked_uvloop_loop_is_reported_from_outside_too() {
+    let Some(python) = with_uvloop() else {
+        eprintln!("skipping the uvloop test: no interpreter here has uvloop (pip install uvloop)");
+        return;
+    };
+    let svc = Service::start_with(&python, &["blocked", "uvloop"]);
+    let (code, out, err) = leakhound(&["watch", &svc.pid(), "--json", "--for", "4s"]);
+    assert_eq!(code, 1, "{err}\n{out}");
+    let summary = json_lines(&out).pop().unwrap();
+    assert!(watched_from_outside(&summary), "{summary}");
+    let finding = &summary["findings"][0];
+    assert_eq!(finding["rule"], "loop-blocked", "{summary}");
+    let stack = &finding["evidence"]["stack"];
+    assert!(has_frame(stack, "in hog_the_loop"), "{stack}");
+    // No asyncio dispatch frames under uvloop: the callback sits right on the runner.
+    assert!(!has_frame(stack, "_run_once"), "{stack}");
 }
 
 #[test]
