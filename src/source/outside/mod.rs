@@ -100,6 +100,7 @@ struct SamplerState {
 impl Sampler {
     fn start(pid: u32, hz: u64) -> Result<Self, SourceError> {
         let mut reader = PyReader::open(pid, false, true)?;
+        reader.precise_idle = false;
         let version = reader.version().to_string();
         let interval = Duration::from_micros(1_000_000 / hz);
         let state = Arc::new(Mutex::new(SamplerState {

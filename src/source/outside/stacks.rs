@@ -77,6 +77,9 @@ pub struct PyReader {
     /// with libunwind; we read it from glibc's/musl's thread descriptor instead (see
     /// [`TidFinder`]).
     tids: TidFinder,
+    /// Before 3.11, read each thread's /proc state per sample to tell idle threads (one
+    /// read per thread: worth it for a one-shot view, not at tens of Hz).
+    pub precise_idle: bool,
 }
 
 impl PyReader {
@@ -102,6 +105,7 @@ impl PyReader {
             blocking,
             version,
             tids: TidFinder::default(),
+            precise_idle: true,
         })
     }
 
@@ -113,7 +117,8 @@ impl PyReader {
     pub fn sample(&mut self) -> Result<Sample, SourceError> {
         // Before 3.11 py-spy cannot tell idle threads by tid; read their states before the
         // read (a thread just resumed by py-spy's lock is briefly runnable).
-        let running: Vec<u32> = if self.spy.version.major == 3 && self.spy.version.minor < 11 {
+        let before_311 = self.spy.version.major == 3 && self.spy.version.minor < 11;
+        let running: Vec<u32> = if self.precise_idle && before_311 {
             task_ids(self.pid)
                 .into_iter()
                 .filter(|tid| is_running(self.pid, *tid))
@@ -139,7 +144,10 @@ impl PyReader {
                 let (tid, active) = match tid {
                     Some(tid) => (Some(tid), t.active),
                     None => match self.tids.get(t.thread_id) {
-                        Some(tid) => (Some(tid), t.active && running.contains(&tid)),
+                        Some(tid) if self.precise_idle => {
+                            (Some(tid), t.active && running.contains(&tid))
+                        }
+                        Some(tid) => (Some(tid), t.active),
                         None => (None, t.active),
                     },
                 };
