@@ -357,6 +357,38 @@ fn injection_keeps_the_service_answering_and_then_shows_tasks_and_never_awaited(
 }
 
 #[test]
+fn a_hung_injection_times_out_and_leaves_the_target_running() {
+    // A gdb that stops the target, as attaching does, then hangs.
+    let fake = tempfile::tempdir().unwrap();
+    let gdb = fake.path().join("gdb");
+    std::fs::write(
+        &gdb,
+        "#!/bin/sh\nfor a; do [ \"$prev\" = -p ] && kill -STOP \"$a\"; prev=\"$a\"; done\nsleep 60\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&gdb, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (_, python) = interpreters().pop().unwrap();
+    let svc = Service::start(&python, "clean");
+    let path = format!(
+        "{}:{}",
+        fake.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_leakhound"))
+        .args(["snapshot", &svc.pid(), "--inject"])
+        .env("PATH", path)
+        .env("LEAKHOUND_INJECT_TIMEOUT", "2s")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("timed out after 2s"), "{err}");
+    assert!(err.contains("resumed (SIGCONT)"), "{err}");
+    assert!(get(svc.port), "the target answers after a failed injection");
+}
+
+#[test]
 fn bad_targets_get_one_line_errors() {
     // Not Python: --stacks says so in a note, --inject fails in one line.
     let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();

@@ -18,6 +18,15 @@ use std::time::{Duration, Instant};
 /// Longest an injection may take, gdb attach to probe socket, unless told otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The injection timeout: `LEAKHOUND_INJECT_TIMEOUT` (e.g. `5s`) or [`DEFAULT_TIMEOUT`].
+pub fn timeout() -> anyhow::Result<Duration> {
+    match std::env::var("LEAKHOUND_INJECT_TIMEOUT") {
+        Ok(v) if !v.is_empty() => crate::config::parse_duration(&v)
+            .map_err(|e| anyhow::anyhow!("LEAKHOUND_INJECT_TIMEOUT={v}: {e}")),
+        _ => Ok(DEFAULT_TIMEOUT),
+    }
+}
+
 /// What an injection did.
 #[derive(Debug, Clone)]
 pub struct Injected {
@@ -197,10 +206,13 @@ fn run_with_timeout(
     cmd: &mut Command,
     timeout: Duration,
 ) -> std::io::Result<Option<(std::process::ExitStatus, String)>> {
+    use std::os::unix::process::CommandExt;
+    // Its own process group, so a timeout kills whatever it started too (and the pipes close).
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()?;
     // Read both pipes on threads so a chatty gdb never blocks on a full pipe.
     let mut readers = Vec::new();
@@ -230,7 +242,8 @@ fn run_with_timeout(
             break Some(status);
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
+            // SAFETY: killpg(2) on the group the child leads (created above); ESRCH at worst.
+            unsafe { libc::killpg(child.id() as libc::pid_t, libc::SIGKILL) };
             let _ = child.wait();
             break None;
         }
@@ -389,7 +402,7 @@ pub fn inject_target(target: &crate::source::Target) -> anyhow::Result<()> {
     let crate::source::Target::Pid(pid) = target else {
         anyhow::bail!("--inject needs a PID target (a running Python process), not '{target}'");
     };
-    let done = inject(*pid, DEFAULT_TIMEOUT)?;
+    let done = inject(*pid, timeout()?)?;
     eprintln!(
         "leakhound: probe loaded into pid {pid} by {} in {:.1} s; socket {}",
         done.method,
