@@ -34,6 +34,15 @@ fn is_selector_wait(f: &Frame) -> bool {
     f.file_ends_with("selectors.py") && matches!(f.short_func(), "select" | "poll" | "control")
 }
 
+/// A loop thread running a callback inside asyncio's `_run_once`: reading its locals tells
+/// when that iteration began.
+pub fn asyncio_busy(frames: &[Frame]) -> bool {
+    matches!(loop_state(frames), LoopState::Busy { .. })
+        && frames
+            .iter()
+            .any(|f| f.short_func() == "_run_once" && f.file_ends_with("asyncio/base_events.py"))
+}
+
 /// Classifies one stack (innermost frame last).
 pub fn loop_state(frames: &[Frame]) -> LoopState {
     let Some(entry) = frames.iter().rposition(is_loop_frame) else {
@@ -53,7 +62,10 @@ pub fn loop_state(frames: &[Frame]) -> LoopState {
 /// The callback running now and since when.
 #[derive(Debug, Clone)]
 struct BusySpell {
+    /// The callback's outermost frame, or the asyncio iteration's start when known.
     callback: String,
+    /// How long the iteration had run at the last sample, when its start was read.
+    held_ms: Option<f64>,
     /// The sample before the first busy one: the spell began after it.
     before_ms: u64,
     first_ms: u64,
@@ -77,6 +89,9 @@ pub struct LoopTracker {
     busy: Option<BusySpell>,
     /// When the previous sample was taken.
     prev_ms: Option<u64>,
+    /// CLOCK_MONOTONIC seconds when the loop was last seen free (or the process started):
+    /// no running iteration can have begun before.
+    free_mono: f64,
     stalls: VecDeque<Stall>,
     /// `(at_ms, lag_ms)`: how long the loop had been held at each sample (0 when waiting).
     lag: VecDeque<(u64, f64)>,
@@ -84,12 +99,13 @@ pub struct LoopTracker {
 }
 
 impl LoopTracker {
-    pub fn new(tid: u32, interval_ms: u64) -> Self {
+    pub fn new(tid: u32, interval_ms: u64, started_mono: f64) -> Self {
         LoopTracker {
             tid,
             interval_ms: interval_ms.max(1),
             busy: None,
             prev_ms: None,
+            free_mono: started_mono,
             stalls: VecDeque::new(),
             lag: VecDeque::new(),
             samples: 0,
@@ -102,6 +118,10 @@ impl LoopTracker {
     /// nominal interval: a sampler starved of CPU samples late.
     fn spell_ms(&self, spell: &BusySpell, after_ms: Option<u64>) -> f64 {
         let after = after_ms.unwrap_or(spell.last_ms + self.interval_ms);
+        if let Some(held) = spell.held_ms {
+            // Known exactly up to the last sample; it ended within the gap after it.
+            return held + after_ms.map_or(0, |a| a - spell.last_ms) as f64 / 2.0;
+        }
         let seen = (spell.last_ms - spell.first_ms) as f64;
         let gaps = (spell.first_ms - spell.before_ms) + (after - spell.last_ms);
         seen + gaps as f64 / 2.0
@@ -109,29 +129,45 @@ impl LoopTracker {
 
     fn close_spell(&mut self, at_ms: u64) {
         if let Some(spell) = self.busy.take() {
-            // A callback seen once is a blink shorter than two intervals; not a stall.
-            if spell.last_ms > spell.first_ms {
-                let stall = Stall {
+            // A callback seen once is a blink shorter than two intervals; not a stall (unless
+            // its iteration was timed).
+            let duration_ms = self.spell_ms(&spell, Some(at_ms));
+            let seen = spell.last_ms > spell.first_ms || spell.held_ms.is_some();
+            // Shorter than the sampling interval is below what sampling can tell.
+            if seen && duration_ms >= self.interval_ms as f64 {
+                self.stalls.push_back(Stall {
                     at_ms: spell.last_ms,
-                    duration_ms: self.spell_ms(&spell, Some(at_ms)),
+                    duration_ms,
                     stack: spell.stack,
                     task: None,
-                };
-                self.stalls.push_back(stall);
+                });
             }
         }
     }
 
-    /// Feeds one sample of the loop thread taken at `at_ms`.
-    pub fn observe(&mut self, at_ms: u64, frames: &[Frame]) {
+    /// Feeds one sample of the loop thread taken at `at_ms` (epoch) = `now_mono`
+    /// (CLOCK_MONOTONIC s). `started`: when the asyncio iteration running now began, when it
+    /// was read: then the spell is that iteration, timed exactly, not a guess from one
+    /// callback name (a loop that never idles runs the same function over and over in short
+    /// iterations). A start before the loop was last seen free, or after now, is a torn read
+    /// and is not used.
+    pub fn observe(&mut self, at_ms: u64, now_mono: f64, frames: &[Frame], started: Option<f64>) {
         self.samples += 1;
+        let iteration = started
+            .filter(|s| *s <= now_mono && *s >= self.free_mono)
+            .map(|s| (s, (now_mono - s) * 1000.0));
         match loop_state(frames) {
             LoopState::Busy { callback } => {
+                let callback = match iteration {
+                    Some((start, _)) => format!("iteration at {start}"),
+                    None => callback,
+                };
                 let same = self.busy.as_ref().is_some_and(|b| b.callback == callback);
                 if !same {
                     self.close_spell(at_ms);
                     self.busy = Some(BusySpell {
                         callback,
+                        held_ms: None,
                         before_ms: self
                             .prev_ms
                             .unwrap_or(at_ms.saturating_sub(self.interval_ms)),
@@ -142,12 +178,14 @@ impl LoopTracker {
                 }
                 let spell = self.busy.as_mut().expect("set above");
                 spell.last_ms = at_ms;
+                spell.held_ms = iteration.map(|(_, held)| held);
                 spell.stack = frames.iter().map(Frame::to_string).collect();
-                let held = (at_ms - spell.first_ms) as f64;
+                let held = spell.held_ms.unwrap_or((at_ms - spell.first_ms) as f64);
                 self.lag.push_back((at_ms, held));
             }
             LoopState::Waiting | LoopState::NotALoop => {
                 self.close_spell(at_ms);
+                self.free_mono = now_mono;
                 self.lag.push_back((at_ms, 0.0));
             }
         }
@@ -176,7 +214,8 @@ impl LoopTracker {
     pub fn view(&self) -> EventLoop {
         let mut stalls: Vec<Stall> = self.stalls.iter().cloned().collect();
         if let Some(spell) = &self.busy
-            && spell.last_ms > spell.first_ms
+            && (spell.last_ms > spell.first_ms || spell.held_ms.is_some())
+            && self.spell_ms(spell, None) >= self.interval_ms as f64
         {
             stalls.push(Stall {
                 at_ms: spell.last_ms,
@@ -225,6 +264,8 @@ struct Still {
 #[derive(Debug, Default)]
 pub struct Watch {
     interval_ms: u64,
+    /// CLOCK_MONOTONIC seconds at which the target started.
+    started_mono: f64,
     pub loops: HashMap<u32, LoopTracker>,
     still: HashMap<u32, Still>,
     /// The newest sample's threads.
@@ -233,14 +274,16 @@ pub struct Watch {
 }
 
 impl Watch {
-    pub fn new(interval_ms: u64) -> Self {
+    pub fn new(interval_ms: u64, started_mono: f64) -> Self {
         Watch {
             interval_ms,
+            started_mono,
             ..Watch::default()
         }
     }
 
-    pub fn observe(&mut self, at_ms: u64, threads: Vec<ThreadStack>) {
+    /// Feeds one sample taken at `at_ms` (epoch) = `now_mono` (CLOCK_MONOTONIC seconds).
+    pub fn observe(&mut self, at_ms: u64, now_mono: f64, threads: Vec<ThreadStack>) {
         let mut seen = Vec::with_capacity(threads.len());
         for t in &threads {
             let Some(tid) = t.tid else { continue };
@@ -248,8 +291,8 @@ impl Watch {
             if !matches!(loop_state(&t.frames), LoopState::NotALoop) {
                 self.loops
                     .entry(tid)
-                    .or_insert_with(|| LoopTracker::new(tid, self.interval_ms))
-                    .observe(at_ms, &t.frames);
+                    .or_insert_with(|| LoopTracker::new(tid, self.interval_ms, self.started_mono))
+                    .observe(at_ms, now_mono, &t.frames, t.iteration_started);
             }
             match self.still.get_mut(&tid) {
                 Some(s) if s.frames == t.frames => {}
@@ -377,12 +420,12 @@ mod tests {
 
     #[test]
     fn a_callback_held_over_many_samples_is_one_stall_with_its_stack() {
-        let mut t = LoopTracker::new(7, 20);
-        t.observe(1_000, &asyncio_waiting());
+        let mut t = LoopTracker::new(7, 20, 0.0);
+        t.observe(1_000, 0.0, &asyncio_waiting(), None);
         for i in 1..=15 {
-            t.observe(1_000 + i * 20, &asyncio_busy("handler", 12));
+            t.observe(1_000 + i * 20, 0.0, &asyncio_busy("handler", 12), None);
         }
-        t.observe(1_320, &asyncio_waiting());
+        t.observe(1_320, 0.0, &asyncio_waiting(), None);
         let view = t.view();
         assert_eq!(view.stalls.len(), 1, "{view:?}");
         let stall = &view.stalls[0];
@@ -393,22 +436,53 @@ mod tests {
     }
 
     #[test]
+    fn a_loop_that_never_idles_is_not_blocked_when_its_iterations_are_short() {
+        let mut t = LoopTracker::new(7, 20, 0.0);
+        // The same callback at every sample, each time in a new 2 ms iteration.
+        for i in 0..50u64 {
+            let start = 10.0 + i as f64 * 0.02;
+            t.observe(
+                1_000 + i * 20,
+                start + 0.002,
+                &asyncio_busy("step", 5),
+                Some(start),
+            );
+        }
+        let view = t.view();
+        assert!(view.stalls.is_empty(), "{view:?}");
+        assert!(view.lag.max_ms < 10.0);
+        // One iteration seen 300 ms in is a 300 ms stall, timed by its own start.
+        t.observe(2_000, 20.3, &asyncio_busy("step", 5), Some(20.0));
+        t.observe(2_020, 20.32, &asyncio_waiting(), None);
+        // A start before the loop was last seen free is a torn read: not used.
+        t.observe(2_040, 20.34, &asyncio_busy("step", 5), Some(0.5));
+        assert!(t.busy.as_ref().unwrap().held_ms.is_none());
+        let longest = t
+            .view()
+            .stalls
+            .iter()
+            .map(|s| s.duration_ms)
+            .fold(0.0, f64::max);
+        assert!((longest - 310.0).abs() < 1e-6, "{longest}");
+    }
+
+    #[test]
     fn late_samples_widen_the_estimate_by_their_real_gaps() {
-        let mut t = LoopTracker::new(7, 20);
-        t.observe(1_000, &asyncio_waiting());
+        let mut t = LoopTracker::new(7, 20, 0.0);
+        t.observe(1_000, 0.0, &asyncio_waiting(), None);
         // The sampler was starved: 100 ms before the first busy sample and after the last.
-        t.observe(1_100, &asyncio_busy("handler", 12));
-        t.observe(1_200, &asyncio_busy("handler", 12));
-        t.observe(1_300, &asyncio_waiting());
+        t.observe(1_100, 0.0, &asyncio_busy("handler", 12), None);
+        t.observe(1_200, 0.0, &asyncio_busy("handler", 12), None);
+        t.observe(1_300, 0.0, &asyncio_waiting(), None);
         assert_eq!(t.view().stalls[0].duration_ms, 200.0);
     }
 
     #[test]
     fn a_callback_still_running_counts_up_to_now() {
-        let mut t = LoopTracker::new(7, 20);
-        t.observe(980, &asyncio_waiting());
+        let mut t = LoopTracker::new(7, 20, 0.0);
+        t.observe(980, 0.0, &asyncio_waiting(), None);
         for i in 0..10 {
-            t.observe(1_000 + i * 20, &asyncio_busy("handler", 12));
+            t.observe(1_000 + i * 20, 0.0, &asyncio_busy("handler", 12), None);
         }
         let view = t.view();
         assert_eq!(view.stalls.len(), 1);
@@ -417,22 +491,22 @@ mod tests {
 
     #[test]
     fn different_callbacks_and_blinks_are_not_one_long_stall() {
-        let mut t = LoopTracker::new(7, 20);
+        let mut t = LoopTracker::new(7, 20, 0.0);
         for i in 0..20 {
             let stack = if i % 2 == 0 {
                 asyncio_busy("a", 1)
             } else {
                 asyncio_busy("b", 2)
             };
-            t.observe(i * 20, &stack);
+            t.observe(i * 20, 0.0, &stack, None);
         }
-        t.observe(400, &asyncio_waiting());
+        t.observe(400, 0.0, &asyncio_waiting(), None);
         assert!(t.view().stalls.is_empty(), "{:?}", t.view().stalls);
     }
 
     #[test]
     fn a_thread_in_the_same_frame_is_parked_and_a_waiting_loop_is_not() {
-        let mut w = Watch::new(20);
+        let mut w = Watch::new(20, 0.0);
         let stuck = ThreadStack {
             tid: Some(11),
             name: Some("worker".into()),
@@ -442,6 +516,7 @@ mod tests {
             ],
             gil: false,
             idle: true,
+            iteration_started: None,
         };
         let lp = ThreadStack {
             tid: Some(10),
@@ -449,9 +524,10 @@ mod tests {
             frames: asyncio_waiting(),
             gil: false,
             idle: true,
+            iteration_started: None,
         };
         for i in 0..10 {
-            w.observe(i * 1_000, vec![stuck.clone(), lp.clone()]);
+            w.observe(i * 1_000, i as f64, vec![stuck.clone(), lp.clone()]);
         }
         assert_eq!(
             w.parked(5_000),

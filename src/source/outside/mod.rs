@@ -79,6 +79,22 @@ fn looks_like_python(pid: u32) -> bool {
         .is_some_and(|n| n.contains("python"))
 }
 
+/// CLOCK_MONOTONIC seconds at which `pid` started (/proc/PID/stat field 22, in clock ticks
+/// since boot), or 0 when unreadable.
+fn started_mono(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `)` that closes the command name: state is field 3, starttime 22.
+    let ticks = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(19)?.parse::<f64>().ok());
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    match ticks {
+        Some(t) if hz > 0.0 => t / hz,
+        _ => 0.0,
+    }
+}
+
 /// The loop sampler: a thread reading the target's stacks at `hz`, feeding a [`Watch`].
 struct Sampler {
     state: Arc<Mutex<SamplerState>>,
@@ -104,7 +120,7 @@ impl Sampler {
         let version = reader.version().to_string();
         let interval = Duration::from_micros(1_000_000 / hz);
         let state = Arc::new(Mutex::new(SamplerState {
-            watch: Watch::new(interval.as_millis() as u64),
+            watch: Watch::new(interval.as_millis() as u64, started_mono(pid)),
             error: None,
             read_time: Duration::ZERO,
             reads: 0,
@@ -117,14 +133,26 @@ impl Sampler {
                 .spawn(move || {
                     let mut next = Instant::now();
                     while !stop.load(Ordering::Relaxed) {
-                        let result = reader.sample();
-                        let at = now_ms();
+                        // A busy asyncio loop is read again with locals: its iteration's start
+                        // tells one long callback from many short ones of the same function.
+                        let result = reader.sample().and_then(|sample| {
+                            let busy = sample
+                                .threads
+                                .iter()
+                                .any(|t| loop_watch::asyncio_busy(&t.frames));
+                            if busy {
+                                reader.sample_with_locals()
+                            } else {
+                                Ok(sample)
+                            }
+                        });
+                        let (at, mono) = (now_ms(), stacks::monotonic_now());
                         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
                         match result {
                             Ok(sample) => {
                                 s.read_time += sample.took;
                                 s.reads += 1;
-                                s.watch.observe(at, sample.threads);
+                                s.watch.observe(at, mono, sample.threads);
                             }
                             Err(e) => {
                                 // A torn non-blocking read fails now and then; only a gone

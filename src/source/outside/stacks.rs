@@ -46,6 +46,10 @@ pub struct ThreadStack {
     pub frames: Vec<Frame>,
     pub gil: bool,
     pub idle: bool,
+    /// asyncio only, when read with locals: `loop.time()` (CLOCK_MONOTONIC seconds) at which
+    /// the loop's current iteration began (`_run_once`'s `end_time` local, minus nothing: it
+    /// is `time() + clock_resolution`, a nanosecond off).
+    pub iteration_started: Option<f64>,
 }
 
 impl ThreadStack {
@@ -56,6 +60,34 @@ impl ThreadStack {
             idle: self.idle,
         }
     }
+}
+
+/// `_run_once`'s `end_time` local (asyncio's base_events), when py-spy read the locals.
+fn iteration_started(frame: &py_spy::Frame) -> Option<f64> {
+    let short = frame.name.rsplit('.').next().unwrap_or(&frame.name);
+    if short != "_run_once" || !frame.filename.ends_with("asyncio/base_events.py") {
+        return None;
+    }
+    frame
+        .locals
+        .as_ref()?
+        .iter()
+        .find(|l| l.name == "end_time")?
+        .repr
+        .as_deref()?
+        .parse()
+        .ok()
+}
+
+/// CLOCK_MONOTONIC now, in seconds: the clock `loop.time()` reads in every process.
+pub fn monotonic_now() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
 /// Every Python thread of the target at one instant, and what reading it cost.
@@ -80,6 +112,9 @@ pub struct PyReader {
     /// Before 3.11, read each thread's /proc state per sample to tell idle threads (one
     /// read per thread: worth it for a one-shot view, not at tens of Hz).
     pub precise_idle: bool,
+    /// A second handle that also reads frame locals (costlier), made on first use.
+    with_locals: Option<py_spy::PythonSpy>,
+    config: py_spy::Config,
 }
 
 impl PyReader {
@@ -98,6 +133,10 @@ impl PyReader {
         };
         let spy =
             py_spy::PythonSpy::new(pid as py_spy::Pid, &config).map_err(|e| classify(pid, &e))?;
+        let config = py_spy::Config {
+            dump_locals: 1,
+            ..config
+        };
         let version = spy.version.to_string();
         Ok(PyReader {
             pid,
@@ -106,6 +145,8 @@ impl PyReader {
             version,
             tids: TidFinder::default(),
             precise_idle: true,
+            with_locals: None,
+            config,
         })
     }
 
@@ -115,6 +156,16 @@ impl PyReader {
     }
 
     pub fn sample(&mut self) -> Result<Sample, SourceError> {
+        self.sample_with(false)
+    }
+
+    /// A sample that also reads frame locals, to learn when each asyncio loop's current
+    /// iteration began ([`ThreadStack::iteration_started`]).
+    pub fn sample_with_locals(&mut self) -> Result<Sample, SourceError> {
+        self.sample_with(true)
+    }
+
+    fn sample_with(&mut self, locals: bool) -> Result<Sample, SourceError> {
         // Before 3.11 py-spy cannot tell idle threads by tid; read their states before the
         // read (a thread just resumed by py-spy's lock is briefly runnable).
         let before_311 = self.spy.version.major == 3 && self.spy.version.minor < 11;
@@ -127,10 +178,18 @@ impl PyReader {
             Vec::new()
         };
         let start = Instant::now();
-        let traces = self
-            .spy
-            .get_stack_traces()
-            .map_err(|e| classify(self.pid, &e))?;
+        let spy = if locals {
+            if self.with_locals.is_none() {
+                self.with_locals = Some(
+                    py_spy::PythonSpy::new(self.pid as py_spy::Pid, &self.config)
+                        .map_err(|e| classify(self.pid, &e))?,
+                );
+            }
+            self.with_locals.as_mut().expect("set above")
+        } else {
+            &mut self.spy
+        };
+        let traces = spy.get_stack_traces().map_err(|e| classify(self.pid, &e))?;
         let took = start.elapsed();
         if traces.iter().any(|t| t.os_thread_id.is_none()) {
             let handles: Vec<u64> = traces.iter().map(|t| t.thread_id).collect();
@@ -155,6 +214,7 @@ impl PyReader {
             })
             .map(|(t, tid, active)| ThreadStack {
                 tid,
+                iteration_started: t.frames.iter().find_map(iteration_started),
                 name: t.thread_name,
                 // py-spy lists the innermost frame first; the model wants it last.
                 frames: t
