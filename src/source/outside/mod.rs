@@ -73,13 +73,21 @@ pub fn sample_hz() -> u64 {
         .unwrap_or(DEFAULT_HZ)
 }
 
-/// Whether pid's program looks like a Python interpreter (its executable's name), so a
-/// failure to find one is worth saying.
+/// Whether pid runs a Python interpreter: its executable is named `python…` or it maps a
+/// `libpython` (uwsgi and other embedders). Cheap, and checked before py-spy, which spends
+/// seconds parsing a large non-Python binary before saying it found no interpreter.
 fn looks_like_python(pid: u32) -> bool {
-    std::fs::read_link(format!("/proc/{pid}/exe"))
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .is_some_and(|n| n.contains("python"))
+        .is_some_and(|n| n.contains("python"));
+    exe || std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|maps| {
+        maps.lines().any(|l| {
+            l.rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with("libpython"))
+        })
+    })
 }
 
 /// CLOCK_MONOTONIC seconds at which `pid` started (/proc/PID/stat field 22, in clock ticks
@@ -288,8 +296,10 @@ pub struct WithOutside<S: Source> {
     pid: u32,
     options: Options,
     sampler: Option<Sampler>,
-    /// Why the outside view is not available (not Python, not permitted); tried once.
+    /// Why the outside view is not available (not permitted, no interpreter); tried once.
     unavailable: Option<SourceError>,
+    /// Whether the target looks like Python at all; checked once.
+    python: Option<bool>,
 }
 
 impl<S: Source> WithOutside<S> {
@@ -300,6 +310,7 @@ impl<S: Source> WithOutside<S> {
             options,
             sampler: None,
             unavailable: None,
+            python: None,
         }
     }
 }
@@ -319,36 +330,39 @@ impl<S: Source> Source for WithOutside<S> {
             self.sampler = None;
             return Ok(snapshot);
         }
-        if let Some(e) = &self.unavailable {
-            if looks_like_python(self.pid) {
-                snapshot
-                    .notes
-                    .push(format!("no Python stacks from outside: {e}"));
+        let python = *self
+            .python
+            .get_or_insert_with(|| looks_like_python(self.pid));
+        if !python {
+            if options.stacks {
+                snapshot.notes.push(format!(
+                    "no Python stacks: pid {} runs no Python interpreter (its executable is not \
+                     python and it maps no libpython)",
+                    self.pid
+                ));
             }
+            return Ok(snapshot);
+        }
+        if let Some(e) = &self.unavailable {
+            snapshot
+                .notes
+                .push(format!("no Python stacks from outside: {e}"));
             return Ok(snapshot);
         }
         if !self.options.loop_sampler {
             if !options.stacks {
                 return Ok(snapshot);
             }
-            return match add_stacks(&mut snapshot, self.pid, self.options.blocking) {
-                Ok(()) => Ok(snapshot),
-                Err(e) if looks_like_python(self.pid) => Err(e),
-                Err(e) => {
-                    snapshot.notes.push(format!("no Python stacks: {e}"));
-                    Ok(snapshot)
-                }
-            };
+            add_stacks(&mut snapshot, self.pid, self.options.blocking)?;
+            return Ok(snapshot);
         }
         if self.sampler.is_none() {
             match Sampler::start(self.pid, sample_hz()) {
                 Ok(s) => self.sampler = Some(s),
                 Err(e) => {
-                    if looks_like_python(self.pid) {
-                        snapshot
-                            .notes
-                            .push(format!("no Python stacks from outside: {e}"));
-                    }
+                    snapshot
+                        .notes
+                        .push(format!("no Python stacks from outside: {e}"));
                     self.unavailable = Some(e);
                     return Ok(snapshot);
                 }
