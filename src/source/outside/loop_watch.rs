@@ -156,6 +156,12 @@ impl LoopTracker {
         let iteration = started
             .filter(|s| *s <= now_mono && *s >= self.free_mono)
             .map(|s| (s, (now_mono - s) * 1000.0));
+        // An asyncio loop is judged by its iterations only: without a usable start (a torn
+        // read) this sample tells nothing, and the callback name would join short iterations
+        // of a busy loop into one false stall.
+        if started.is_some() && iteration.is_none() && asyncio_busy(frames) {
+            return;
+        }
         match loop_state(frames) {
             LoopState::Busy { callback } => {
                 let callback = match iteration {
@@ -283,7 +289,9 @@ impl Watch {
     }
 
     /// Feeds one sample taken at `at_ms` (epoch) = `now_mono` (CLOCK_MONOTONIC seconds).
-    pub fn observe(&mut self, at_ms: u64, now_mono: f64, threads: Vec<ThreadStack>) {
+    /// `timed`: it was read with locals, so a busy asyncio loop without an iteration start
+    /// is a torn read, not a loop to judge by its callback's name.
+    pub fn observe(&mut self, at_ms: u64, now_mono: f64, timed: bool, threads: Vec<ThreadStack>) {
         let mut seen = Vec::with_capacity(threads.len());
         for t in &threads {
             let Some(tid) = t.tid else { continue };
@@ -292,7 +300,16 @@ impl Watch {
                 self.loops
                     .entry(tid)
                     .or_insert_with(|| LoopTracker::new(tid, self.interval_ms, self.started_mono))
-                    .observe(at_ms, now_mono, &t.frames, t.iteration_started);
+                    .observe(
+                        at_ms,
+                        now_mono,
+                        &t.frames,
+                        match t.iteration_started {
+                            // NaN is no start: the tracker skips the sample.
+                            None if timed && asyncio_busy(&t.frames) => Some(f64::NAN),
+                            started => started,
+                        },
+                    );
             }
             match self.still.get_mut(&tid) {
                 Some(s) if s.frames == t.frames => {}
@@ -454,9 +471,9 @@ mod tests {
         // One iteration seen 300 ms in is a 300 ms stall, timed by its own start.
         t.observe(2_000, 20.3, &asyncio_busy("step", 5), Some(20.0));
         t.observe(2_020, 20.32, &asyncio_waiting(), None);
-        // A start before the loop was last seen free is a torn read: not used.
+        // A start before the loop was last seen free is a torn read: the sample is skipped.
         t.observe(2_040, 20.34, &asyncio_busy("step", 5), Some(0.5));
-        assert!(t.busy.as_ref().unwrap().held_ms.is_none());
+        assert!(t.busy.is_none());
         let longest = t
             .view()
             .stalls
@@ -527,7 +544,7 @@ mod tests {
             iteration_started: None,
         };
         for i in 0..10 {
-            w.observe(i * 1_000, i as f64, vec![stuck.clone(), lp.clone()]);
+            w.observe(i * 1_000, i as f64, false, vec![stuck.clone(), lp.clone()]);
         }
         assert_eq!(
             w.parked(5_000),

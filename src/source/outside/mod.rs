@@ -152,18 +152,18 @@ impl Sampler {
                                 .iter()
                                 .any(|t| loop_watch::asyncio_busy(&t.frames));
                             if busy {
-                                reader.sample_with_locals()
+                                reader.sample_with_locals().map(|s| (s, true))
                             } else {
-                                Ok(sample)
+                                Ok((sample, false))
                             }
                         });
                         let (at, mono) = (now_ms(), stacks::monotonic_now());
                         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
                         match result {
-                            Ok(sample) => {
+                            Ok((sample, timed)) => {
                                 s.read_time += sample.took;
                                 s.reads += 1;
-                                s.watch.observe(at, mono, sample.threads);
+                                s.watch.observe(at, mono, timed, sample.threads);
                             }
                             Err(e) => {
                                 // A torn non-blocking read fails now and then; only a gone
