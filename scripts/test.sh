@@ -6,6 +6,15 @@ cd "$(dirname "$0")/.."
 
 # Python test dependencies (the probe itself is standard library only).
 python3 -m pip install --quiet --disable-pip-version-check -e "probes/python[test]"
+# uvloop for the outside view's uvloop test (tests/outside_e2e.rs skips it when absent).
+python3 -m pip install --quiet --disable-pip-version-check uvloop \
+    || echo "uvloop could not be installed: the uvloop test will be skipped" >&2
+
+# gdb for the --inject tests (tests/outside_e2e.rs skips them with a message where it is absent).
+if ! command -v gdb >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && apt-get install -y -qq gdb >/dev/null) \
+        || echo "gdb could not be installed: the injection tests will be skipped" >&2
+fi
 
 # Imports follow the data flow: no cycle between the top-level modules of src/.
 python3 scripts/module_cycles.py

@@ -9,6 +9,7 @@ pub fn run(args: AttachArgs) -> anyhow::Result<u8> {
         return super::replay::dashboard(path, config, 1.0);
     }
     dashboard::require_terminal("attach")?;
+    crate::launch::inject_if_asked(args.inject, &args.target)?;
     let mut source = crate::source::open_tree(&args.target)?;
     // One sample up front: a bad target is a one-line error here, not a blank dashboard.
     source.sample(SampleOptions::default())?;

@@ -107,9 +107,18 @@ pub struct SnapshotArgs {
     /// Include the full descriptor list with targets.
     #[arg(long)]
     pub fds: bool,
-    /// Ask the probe for every thread's stack.
+    /// Every thread's stack: from the probe, or read from outside a Python process without
+    /// one (py-spy; the GIL holder is marked).
     #[arg(long)]
     pub stacks: bool,
+    /// With --stacks and no probe: read the Python stacks without stopping the target (a
+    /// stack may be torn).
+    #[arg(long, requires = "stacks")]
+    pub nonblocking: bool,
+    /// Load the Python probe into the running process first (gdb on 3.9-3.13,
+    /// sys.remote_exec on 3.14+): tasks, pools and never-awaited coroutines without a restart.
+    #[arg(long)]
+    pub inject: bool,
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
 }
@@ -124,6 +133,10 @@ pub struct WatchArgs {
     /// One JSON object per line per finding, then a summary object.
     #[arg(long)]
     pub json: bool,
+    /// Load the Python probe into the running process first (gdb on 3.9-3.13,
+    /// sys.remote_exec on 3.14+): tasks, pools and never-awaited coroutines without a restart.
+    #[arg(long)]
+    pub inject: bool,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -132,6 +145,10 @@ pub struct WatchArgs {
 pub struct AttachArgs {
     #[arg(value_parser = parse_target)]
     pub target: Target,
+    /// Load the Python probe into the running process first (gdb on 3.9-3.13,
+    /// sys.remote_exec on 3.14+): tasks, pools and never-awaited coroutines without a restart.
+    #[arg(long)]
+    pub inject: bool,
     #[command(flatten)]
     pub common: CommonArgs,
 }

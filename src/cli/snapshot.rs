@@ -10,7 +10,8 @@ use crate::source::SampleOptions;
 pub fn run(args: SnapshotArgs) -> anyhow::Result<u8> {
     let config: Config = args.thresholds.config(&[])?;
     // A PID stands for the process and its descendants: each worker with a probe is sampled.
-    let mut source = crate::source::open_tree(&args.target)?;
+    crate::launch::inject_if_asked(args.inject, &args.target)?;
+    let mut source = crate::source::open_tree_once(&args.target, args.nonblocking)?;
     let mut snapshot = source.sample(SampleOptions {
         fd_list: args.fds,
         stacks: args.stacks,

@@ -15,6 +15,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
     let config = args.common.config()?;
     super::interrupt::install();
     let options = SampleOptions::default();
+    crate::launch::inject_if_asked(args.inject, &args.target)?;
     let started = Instant::now();
     // A PID stands for the process and its descendants: each worker's probe is judged too.
     let source = crate::source::open_tree(&args.target)?;

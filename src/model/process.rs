@@ -85,6 +85,23 @@ pub struct Thread {
     pub daemon: Option<bool>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stack: Vec<String>,
+    /// The thread's Python stack read from outside the process (no probe needed), when asked
+    /// (`--stacks`) or while the outside loop sampler runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub py_stack: Option<PyStack>,
+}
+
+/// A Python thread's stack as read from the interpreter's memory by the outside view.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PyStack {
+    /// `file:line in func`, innermost frame last (the same form as probe stacks).
+    pub frames: Vec<String>,
+    /// This thread held the GIL when the stack was read.
+    pub gil: bool,
+    /// Waiting rather than running (the OS says so, or it sits in a known wait such as a
+    /// selector's `select` or `threading` `wait`).
+    pub idle: bool,
 }
 
 /// A descendant of the root process.

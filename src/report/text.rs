@@ -106,6 +106,9 @@ pub fn snapshot(s: &Snapshot, findings: &[Finding]) -> String {
                 duration_ms(t.cpu_time_ms),
                 t.wchan.as_deref().unwrap_or("-")
             );
+            if let Some(py) = &t.py_stack {
+                python_stack(o, py);
+            }
         }
     }
 
@@ -333,6 +336,20 @@ fn probe_section(o: &mut String, p: &crate::model::ProbeData) {
                 .unwrap_or_default();
             let _ = writeln!(o, "  {:<18} x{:<4} {}", kind, e.count, clean(&e.message));
         }
+    }
+}
+
+/// A thread's Python stack read from outside, under its /proc row: the GIL holder and idle
+/// threads marked, innermost frame last.
+fn python_stack(o: &mut String, py: &crate::model::PyStack) {
+    let _ = writeln!(
+        o,
+        "            python{}{}",
+        if py.gil { " [holds the GIL]" } else { "" },
+        if py.idle { " (idle)" } else { " (active)" }
+    );
+    for frame in &py.frames {
+        let _ = writeln!(o, "              {}", clean(frame));
     }
 }
 

@@ -47,3 +47,15 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+/// The one-line error for a target whose memory we may not read or trace.
+pub fn ptrace_denied(pid: u32) -> String {
+    let scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .map(|s| format!("kernel.yama.ptrace_scope is {}", s.trim()))
+        .unwrap_or_else(|_| "ptrace is restricted".to_string());
+    format!(
+        "not permitted to trace or read pid {pid} ({scope}): run leakhound as root or as the \
+         target's user with `sysctl kernel.yama.ptrace_scope=0`, or in a container add \
+         CAP_SYS_PTRACE (docker run --cap-add SYS_PTRACE)"
+    )
+}

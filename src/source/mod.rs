@@ -7,6 +7,8 @@ pub mod collector;
 #[cfg(target_os = "linux")]
 pub mod console;
 pub mod lines;
+#[cfg(all(target_os = "linux", feature = "pystacks"))]
+pub mod outside;
 pub mod probe;
 #[cfg(target_os = "linux")]
 pub mod procfs;
@@ -14,18 +16,49 @@ pub mod replay;
 mod target;
 #[cfg(target_os = "linux")]
 pub mod tree;
-pub use api::{SampleOptions, Source, SourceError, now_ms};
+pub use api::{SampleOptions, Source, SourceError, now_ms, ptrace_denied};
 pub use collector::{Collector, CollectorEvent};
 pub use target::Target;
 
-/// Opens the source that reaches a target.
+/// Opens the source that reaches a target, to be sampled again and again (a PID without a
+/// probe gets the outside view's loop sampler).
 pub fn open(target: &Target) -> Result<Box<dyn Source>, SourceError> {
+    open_pid_or(target, true, false)
+}
+
+/// Opens a target for a single sample: Python stacks from outside only when asked, stopping
+/// the target for that read unless `nonblocking`.
+pub fn open_once(target: &Target, nonblocking: bool) -> Result<Box<dyn Source>, SourceError> {
+    open_pid_or(target, false, nonblocking)
+}
+
+#[cfg_attr(
+    not(all(target_os = "linux", feature = "pystacks")),
+    allow(unused_variables)
+)]
+fn open_pid_or(
+    target: &Target,
+    loop_sampler: bool,
+    nonblocking: bool,
+) -> Result<Box<dyn Source>, SourceError> {
     match target {
         #[cfg(target_os = "linux")]
-        Target::Pid(pid) => Ok(Box::new(probe::WithProbe::new(
-            procfs::ProcSource::new(*pid)?,
-            *pid,
-        ))),
+        Target::Pid(pid) => {
+            let with_probe = probe::WithProbe::new(procfs::ProcSource::new(*pid)?, *pid);
+            #[cfg(feature = "pystacks")]
+            {
+                let options = if loop_sampler {
+                    outside::Options::watching()
+                } else {
+                    outside::Options::once(!nonblocking)
+                };
+                Ok(Box::new(outside::WithOutside::new(
+                    with_probe, *pid, options,
+                )))
+            }
+            #[cfg(not(feature = "pystacks"))]
+            Ok(Box::new(with_probe))
+        }
         Target::ProbeSocket(path) => Ok(Box::new(probe::ProbeSocketSource::new(path)?)),
         #[cfg(target_os = "linux")]
         Target::Console(url) => Ok(Box::new(console::ConsoleSource::open(url)?)),
@@ -46,5 +79,24 @@ pub fn open_tree(target: &Target) -> Result<Box<dyn Source>, SourceError> {
             open(&Target::Pid(pid))
         }))),
         _ => open(target),
+    }
+}
+
+/// [`open_tree`] for a single sample: every process of the tree opened as [`open_once`].
+pub fn open_tree_once(target: &Target, nonblocking: bool) -> Result<Box<dyn Source>, SourceError> {
+    match target {
+        #[cfg(target_os = "linux")]
+        Target::Pid(_) => {
+            let opener = if nonblocking {
+                (|pid| open_once(&Target::Pid(pid), true)) as tree::Opener
+            } else {
+                |pid| open_once(&Target::Pid(pid), false)
+            };
+            Ok(Box::new(tree::TreeSource::new(
+                open_once(target, nonblocking)?,
+                opener,
+            )))
+        }
+        _ => open_once(target, nonblocking),
     }
 }

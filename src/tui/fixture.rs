@@ -320,6 +320,7 @@ fn thread(
         } else {
             vec![]
         },
+        py_stack: None,
     }
 }
 

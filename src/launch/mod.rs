@@ -3,6 +3,8 @@
 //! versioned cache folder, so an installed leakhound is self-contained).
 //!
 //! Not a source: a source only observes; this is how `run` and `check` start what they watch.
+//!
+//! Also: loading the Python probe into a process that is already running (`--inject`).
 
 use crate::source::now_ms;
 use std::path::{Path, PathBuf};
@@ -11,55 +13,55 @@ use std::path::{Path, PathBuf};
 const PYTHON_PROBE_FILES: &[(&str, &str)] = &[
     (
         "leakhound_probe/__init__.py",
-        include_str!("../probes/python/src/leakhound_probe/__init__.py"),
+        include_str!("../../probes/python/src/leakhound_probe/__init__.py"),
     ),
     (
         "leakhound_probe/__main__.py",
-        include_str!("../probes/python/src/leakhound_probe/__main__.py"),
+        include_str!("../../probes/python/src/leakhound_probe/__main__.py"),
     ),
     (
         "leakhound_probe/_util.py",
-        include_str!("../probes/python/src/leakhound_probe/_util.py"),
+        include_str!("../../probes/python/src/leakhound_probe/_util.py"),
     ),
     (
         "leakhound_probe/_probe.py",
-        include_str!("../probes/python/src/leakhound_probe/_probe.py"),
+        include_str!("../../probes/python/src/leakhound_probe/_probe.py"),
     ),
     (
         "leakhound_probe/_patches.py",
-        include_str!("../probes/python/src/leakhound_probe/_patches.py"),
+        include_str!("../../probes/python/src/leakhound_probe/_patches.py"),
     ),
     (
         "leakhound_probe/_server.py",
-        include_str!("../probes/python/src/leakhound_probe/_server.py"),
+        include_str!("../../probes/python/src/leakhound_probe/_server.py"),
     ),
     (
         "leakhound_probe/_logids.py",
-        include_str!("../probes/python/src/leakhound_probe/_logids.py"),
+        include_str!("../../probes/python/src/leakhound_probe/_logids.py"),
     ),
     (
         "leakhound_probe/_runtime.py",
-        include_str!("../probes/python/src/leakhound_probe/_runtime.py"),
+        include_str!("../../probes/python/src/leakhound_probe/_runtime.py"),
     ),
     (
         "leakhound_probe/_open_at_exit.py",
-        include_str!("../probes/python/src/leakhound_probe/_open_at_exit.py"),
+        include_str!("../../probes/python/src/leakhound_probe/_open_at_exit.py"),
     ),
     (
         "leakhound_probe/_sites.py",
-        include_str!("../probes/python/src/leakhound_probe/_sites.py"),
+        include_str!("../../probes/python/src/leakhound_probe/_sites.py"),
     ),
     (
         "leakhound_probe/pytest_plugin.py",
-        include_str!("../probes/python/src/leakhound_probe/pytest_plugin.py"),
+        include_str!("../../probes/python/src/leakhound_probe/pytest_plugin.py"),
     ),
     (
         "leakhound_probe/_hook/__init__.py",
-        include_str!("../probes/python/src/leakhound_probe/_hook/__init__.py"),
+        include_str!("../../probes/python/src/leakhound_probe/_hook/__init__.py"),
     ),
     (
         "leakhound_probe/_hook/sitecustomize.py",
-        include_str!("../probes/python/src/leakhound_probe/_hook/sitecustomize.py"),
+        include_str!("../../probes/python/src/leakhound_probe/_hook/sitecustomize.py"),
     ),
 ];
 
@@ -212,4 +214,19 @@ mod tests {
         let mode = std::fs::metadata(&socket_dir).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
     }
+}
+
+/// Loading the Python probe into a running interpreter (`--inject`).
+#[cfg(target_os = "linux")]
+pub mod inject;
+
+/// `--inject` on a command line: loads the Python probe into the target PID first.
+pub fn inject_if_asked(asked: bool, target: &crate::source::Target) -> anyhow::Result<()> {
+    if !asked {
+        return Ok(());
+    }
+    #[cfg(target_os = "linux")]
+    return inject::inject_target(target);
+    #[cfg(not(target_os = "linux"))]
+    anyhow::bail!("--inject is supported on Linux only (target '{target}')");
 }

@@ -1,0 +1,557 @@
+//! Judging an event loop from its thread's stack alone: a loop thread is either waiting in its
+//! selector (or in uvloop's C loop) or running a callback. A callback seen on top of the loop
+//! for longer than the `loop-blocked` threshold is a stall, reported with its stack. Pure logic:
+//! fed with timed stacks, it never reads a process itself.
+
+use super::stacks::{Frame, ThreadStack};
+use crate::model::{EventLoop, LagStats, ProbeThread, Stall};
+use std::collections::{HashMap, VecDeque};
+
+/// What the loop thread was doing at one sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoopState {
+    /// No asyncio/uvloop frame on this thread's stack.
+    NotALoop,
+    /// Waiting for I/O or timers: in the selector, or in the loop's own code.
+    Waiting,
+    /// Running a callback; `callback` names its outermost frame (`file in func`).
+    Busy { callback: String },
+}
+
+/// The loop's own frames: entering it (`run_forever`, `asyncio.run`, uvloop's `run`) and
+/// dispatching one callback (`Handle._run`).
+fn is_loop_frame(f: &Frame) -> bool {
+    let func = f.short_func();
+    (f.file_ends_with("asyncio/base_events.py")
+        && matches!(func, "run_forever" | "_run_once" | "run_until_complete"))
+        || (f.file_ends_with("asyncio/runners.py") && matches!(func, "run" | "run_until_complete"))
+        || (f.file_ends_with("asyncio/events.py") && func == "_run")
+        || f.file.contains("/uvloop/")
+}
+
+/// The selector's wait itself (asyncio's `selectors` module).
+fn is_selector_wait(f: &Frame) -> bool {
+    f.file_ends_with("selectors.py") && matches!(f.short_func(), "select" | "poll" | "control")
+}
+
+/// A loop thread running a callback inside asyncio's `_run_once`: reading its locals tells
+/// when that iteration began.
+pub fn asyncio_busy(frames: &[Frame]) -> bool {
+    matches!(loop_state(frames), LoopState::Busy { .. })
+        && frames
+            .iter()
+            .any(|f| f.short_func() == "_run_once" && f.file_ends_with("asyncio/base_events.py"))
+}
+
+/// Classifies one stack (innermost frame last).
+pub fn loop_state(frames: &[Frame]) -> LoopState {
+    let Some(entry) = frames.iter().rposition(is_loop_frame) else {
+        return LoopState::NotALoop;
+    };
+    let above = &frames[entry + 1..];
+    // Nothing above the loop's own frames: uvloop waits (or runs C code) there, asyncio does
+    // its bookkeeping between callbacks.
+    if above.is_empty() || above.iter().all(is_selector_wait) {
+        return LoopState::Waiting;
+    }
+    LoopState::Busy {
+        callback: format!("{} in {}", above[0].file, above[0].func),
+    }
+}
+
+/// The callback running now and since when.
+#[derive(Debug, Clone)]
+struct BusySpell {
+    /// The callback's outermost frame, or the asyncio iteration's start when known.
+    callback: String,
+    /// How long the iteration had run at the last sample, when its start was read.
+    held_ms: Option<f64>,
+    /// The sample before the first busy one: the spell began after it.
+    before_ms: u64,
+    first_ms: u64,
+    last_ms: u64,
+    stack: Vec<String>,
+}
+
+/// How many stalls are kept, and for how long.
+const MAX_STALLS: usize = 64;
+const KEEP_MS: u64 = 60_000;
+/// The window the lag percentiles cover.
+pub const WINDOW_MS: u64 = 10_000;
+/// Lag samples kept for sparklines.
+const HISTORY: usize = 120;
+
+/// One loop thread followed over time.
+#[derive(Debug, Clone)]
+pub struct LoopTracker {
+    pub tid: u32,
+    interval_ms: u64,
+    busy: Option<BusySpell>,
+    /// When the previous sample was taken.
+    prev_ms: Option<u64>,
+    /// CLOCK_MONOTONIC seconds when the loop was last seen free (or the process started):
+    /// no running iteration can have begun before.
+    free_mono: f64,
+    stalls: VecDeque<Stall>,
+    /// `(at_ms, lag_ms)`: how long the loop had been held at each sample (0 when waiting).
+    lag: VecDeque<(u64, f64)>,
+    samples: u64,
+}
+
+impl LoopTracker {
+    pub fn new(tid: u32, interval_ms: u64, started_mono: f64) -> Self {
+        LoopTracker {
+            tid,
+            interval_ms: interval_ms.max(1),
+            busy: None,
+            prev_ms: None,
+            free_mono: started_mono,
+            stalls: VecDeque::new(),
+            lag: VecDeque::new(),
+            samples: 0,
+        }
+    }
+
+    /// The length of a spell seen from `first` to `last`: it began after the sample before
+    /// `first` and ends before the one after `last` (`after_ms`, or one interval on for a
+    /// spell still running), so the middle estimate adds half of each gap. Real gaps, not the
+    /// nominal interval: a sampler starved of CPU samples late.
+    fn spell_ms(&self, spell: &BusySpell, after_ms: Option<u64>) -> f64 {
+        let after = after_ms.unwrap_or(spell.last_ms + self.interval_ms);
+        if let Some(held) = spell.held_ms {
+            // Known exactly up to the last sample; it ended within the gap after it.
+            return held + after_ms.map_or(0, |a| a - spell.last_ms) as f64 / 2.0;
+        }
+        let seen = (spell.last_ms - spell.first_ms) as f64;
+        let gaps = (spell.first_ms - spell.before_ms) + (after - spell.last_ms);
+        seen + gaps as f64 / 2.0
+    }
+
+    fn close_spell(&mut self, at_ms: u64) {
+        if let Some(spell) = self.busy.take() {
+            // A callback seen once is a blink shorter than two intervals; not a stall (unless
+            // its iteration was timed).
+            let duration_ms = self.spell_ms(&spell, Some(at_ms));
+            let seen = spell.last_ms > spell.first_ms || spell.held_ms.is_some();
+            // Shorter than the sampling interval is below what sampling can tell.
+            if seen && duration_ms >= self.interval_ms as f64 {
+                self.stalls.push_back(Stall {
+                    at_ms: spell.last_ms,
+                    duration_ms,
+                    stack: spell.stack,
+                    task: None,
+                });
+            }
+        }
+    }
+
+    /// Feeds one sample of the loop thread taken at `at_ms` (epoch) = `now_mono`
+    /// (CLOCK_MONOTONIC s). `started`: when the asyncio iteration running now began, when it
+    /// was read: then the spell is that iteration, timed exactly, not a guess from one
+    /// callback name (a loop that never idles runs the same function over and over in short
+    /// iterations). A start before the loop was last seen free, or after now, is a torn read
+    /// and is not used.
+    pub fn observe(&mut self, at_ms: u64, now_mono: f64, frames: &[Frame], started: Option<f64>) {
+        self.samples += 1;
+        let iteration = started
+            .filter(|s| *s <= now_mono && *s >= self.free_mono)
+            .map(|s| (s, (now_mono - s) * 1000.0));
+        // An asyncio loop is judged by its iterations only: without a usable start (a torn
+        // read) this sample tells nothing, and the callback name would join short iterations
+        // of a busy loop into one false stall.
+        if started.is_some() && iteration.is_none() && asyncio_busy(frames) {
+            return;
+        }
+        match loop_state(frames) {
+            LoopState::Busy { callback } => {
+                let callback = match iteration {
+                    Some((start, _)) => format!("iteration at {start}"),
+                    None => callback,
+                };
+                let same = self.busy.as_ref().is_some_and(|b| b.callback == callback);
+                if !same {
+                    self.close_spell(at_ms);
+                    self.busy = Some(BusySpell {
+                        callback,
+                        held_ms: None,
+                        before_ms: self
+                            .prev_ms
+                            .unwrap_or(at_ms.saturating_sub(self.interval_ms)),
+                        first_ms: at_ms,
+                        last_ms: at_ms,
+                        stack: Vec::new(),
+                    });
+                }
+                let spell = self.busy.as_mut().expect("set above");
+                spell.last_ms = at_ms;
+                spell.held_ms = iteration.map(|(_, held)| held);
+                spell.stack = frames.iter().map(Frame::to_string).collect();
+                let held = spell.held_ms.unwrap_or((at_ms - spell.first_ms) as f64);
+                self.lag.push_back((at_ms, held));
+            }
+            LoopState::Waiting | LoopState::NotALoop => {
+                self.close_spell(at_ms);
+                self.free_mono = now_mono;
+                self.lag.push_back((at_ms, 0.0));
+            }
+        }
+        self.prev_ms = Some(at_ms);
+        while self.lag.front().is_some_and(|(t, _)| at_ms - t > WINDOW_MS) {
+            self.lag.pop_front();
+        }
+        self.stalls
+            .retain(|s| at_ms.saturating_sub(s.at_ms) <= KEEP_MS);
+        while self.stalls.len() > MAX_STALLS {
+            // The shortest goes first: the long ones are what the rule reports.
+            let shortest = self
+                .stalls
+                .iter()
+                .enumerate()
+                .min_by(|a, b| a.1.duration_ms.total_cmp(&b.1.duration_ms))
+                .map(|(i, _)| i);
+            if let Some(i) = shortest {
+                self.stalls.remove(i);
+            }
+        }
+    }
+
+    /// The loop as the model shows it; a callback still holding the loop counts as a stall
+    /// up to now.
+    pub fn view(&self) -> EventLoop {
+        let mut stalls: Vec<Stall> = self.stalls.iter().cloned().collect();
+        if let Some(spell) = &self.busy
+            && (spell.last_ms > spell.first_ms || spell.held_ms.is_some())
+            && self.spell_ms(spell, None) >= self.interval_ms as f64
+        {
+            stalls.push(Stall {
+                at_ms: spell.last_ms,
+                duration_ms: self.spell_ms(spell, None),
+                stack: spell.stack.clone(),
+                task: None,
+            });
+        }
+        let mut lags: Vec<f64> = self.lag.iter().map(|(_, l)| *l).collect();
+        let lag_history_ms = lags[lags.len().saturating_sub(HISTORY)..].to_vec();
+        lags.sort_by(f64::total_cmp);
+        let pct = |p: f64| {
+            if lags.is_empty() {
+                0.0
+            } else {
+                lags[((lags.len() - 1) as f64 * p).round() as usize]
+            }
+        };
+        EventLoop {
+            id: format!("python-outside-{}", self.tid),
+            tid: self.tid,
+            running: true,
+            lag: LagStats {
+                p50_ms: pct(0.5),
+                p99_ms: pct(0.99),
+                max_ms: lags.last().copied().unwrap_or(0.0),
+                samples: self.samples,
+                window_ms: WINDOW_MS,
+            },
+            lag_history_ms,
+            stalls,
+            runtime: None,
+        }
+    }
+}
+
+/// A thread whose stack has not changed since `since_ms`.
+#[derive(Debug, Clone)]
+struct Still {
+    frames: Vec<Frame>,
+    since_ms: u64,
+}
+
+/// Every Python thread followed over time: the loop threads, and how long each thread has sat
+/// in the same frame.
+#[derive(Debug, Default)]
+pub struct Watch {
+    interval_ms: u64,
+    /// CLOCK_MONOTONIC seconds at which the target started.
+    started_mono: f64,
+    pub loops: HashMap<u32, LoopTracker>,
+    still: HashMap<u32, Still>,
+    /// The newest sample's threads.
+    pub latest: Vec<ThreadStack>,
+    pub latest_at_ms: u64,
+}
+
+impl Watch {
+    pub fn new(interval_ms: u64, started_mono: f64) -> Self {
+        Watch {
+            interval_ms,
+            started_mono,
+            ..Watch::default()
+        }
+    }
+
+    /// Feeds one sample taken at `at_ms` (epoch) = `now_mono` (CLOCK_MONOTONIC seconds).
+    /// `timed`: it was read with locals, so a busy asyncio loop without an iteration start
+    /// is a torn read, not a loop to judge by its callback's name.
+    pub fn observe(&mut self, at_ms: u64, now_mono: f64, timed: bool, threads: Vec<ThreadStack>) {
+        let mut seen = Vec::with_capacity(threads.len());
+        for t in &threads {
+            let Some(tid) = t.tid else { continue };
+            seen.push(tid);
+            if !matches!(loop_state(&t.frames), LoopState::NotALoop) {
+                self.loops
+                    .entry(tid)
+                    .or_insert_with(|| LoopTracker::new(tid, self.interval_ms, self.started_mono))
+                    .observe(
+                        at_ms,
+                        now_mono,
+                        &t.frames,
+                        match t.iteration_started {
+                            // NaN is no start: the tracker skips the sample.
+                            None if timed && asyncio_busy(&t.frames) => Some(f64::NAN),
+                            started => started,
+                        },
+                    );
+            }
+            match self.still.get_mut(&tid) {
+                Some(s) if s.frames == t.frames => {}
+                _ => {
+                    self.still.insert(
+                        tid,
+                        Still {
+                            frames: t.frames.clone(),
+                            since_ms: at_ms,
+                        },
+                    );
+                }
+            }
+        }
+        self.still.retain(|tid, _| seen.contains(tid));
+        self.loops.retain(|tid, _| seen.contains(tid));
+        self.latest = threads;
+        self.latest_at_ms = at_ms;
+    }
+
+    /// Threads that have sat in the same frame for at least `after_ms`, with that frame, as
+    /// `(tid, parked_ms, innermost frame)`. A loop waiting in its selector is not parked.
+    pub fn parked(&self, after_ms: u64) -> Vec<(u32, u64, String)> {
+        let mut out: Vec<(u32, u64, String)> = self
+            .still
+            .iter()
+            .filter(|(_, s)| {
+                !s.frames.is_empty() && !matches!(loop_state(&s.frames), LoopState::Waiting)
+            })
+            .map(|(tid, s)| (*tid, self.latest_at_ms.saturating_sub(s.since_ms), s))
+            .filter(|(_, ms, _)| *ms >= after_ms)
+            .map(|(tid, ms, s)| {
+                let frames: Vec<String> = s.frames.iter().map(Frame::to_string).collect();
+                let shown = crate::model::own_frame(&frames)
+                    .or(frames.last().map(String::as_str))
+                    .unwrap_or_default()
+                    .to_string();
+                (tid, ms, shown)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The runtime's view of the threads (name and stack), joined to /proc by tid.
+    pub fn probe_threads(&self) -> Vec<ProbeThread> {
+        self.latest
+            .iter()
+            .filter_map(|t| {
+                Some(ProbeThread {
+                    native_id: t.tid?,
+                    name: t.name.clone().unwrap_or_default(),
+                    stack: t.frames.iter().map(Frame::to_string).collect(),
+                    ..ProbeThread::default()
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(file: &str, func: &str, line: i32) -> Frame {
+        Frame {
+            func: func.into(),
+            file: file.into(),
+            line,
+        }
+    }
+
+    const BASE: &str = "/usr/lib/python3.12/asyncio/base_events.py";
+
+    fn asyncio_waiting() -> Vec<Frame> {
+        vec![
+            f("app.py", "<module>", 40),
+            f("/usr/lib/python3.12/asyncio/runners.py", "run", 118),
+            f(BASE, "BaseEventLoop.run_forever", 639),
+            f(BASE, "BaseEventLoop._run_once", 1936),
+            f(
+                "/usr/lib/python3.12/selectors.py",
+                "EpollSelector.select",
+                468,
+            ),
+        ]
+    }
+
+    fn asyncio_busy(func: &str, line: i32) -> Vec<Frame> {
+        let mut s = asyncio_waiting();
+        s.pop();
+        s.push(f(
+            "/usr/lib/python3.12/asyncio/events.py",
+            "Handle._run",
+            84,
+        ));
+        s.push(f("app.py", func, line));
+        s
+    }
+
+    #[test]
+    fn states_of_asyncio_and_uvloop_stacks() {
+        assert_eq!(loop_state(&asyncio_waiting()), LoopState::Waiting);
+        assert_eq!(
+            loop_state(&asyncio_busy("handler", 12)),
+            LoopState::Busy {
+                callback: "app.py in handler".into()
+            }
+        );
+        let uv_wait = vec![
+            f("app.py", "<module>", 30),
+            f(
+                "/venv/lib/python3.12/site-packages/uvloop/__init__.py",
+                "run",
+                109,
+            ),
+        ];
+        assert_eq!(loop_state(&uv_wait), LoopState::Waiting);
+        let mut uv_busy = uv_wait.clone();
+        uv_busy.push(f("app.py", "handler", 9));
+        assert!(matches!(loop_state(&uv_busy), LoopState::Busy { .. }));
+        let worker = vec![f("threading.py", "_bootstrap", 1), f("app.py", "work", 5)];
+        assert_eq!(loop_state(&worker), LoopState::NotALoop);
+    }
+
+    #[test]
+    fn a_callback_held_over_many_samples_is_one_stall_with_its_stack() {
+        let mut t = LoopTracker::new(7, 20, 0.0);
+        t.observe(1_000, 0.0, &asyncio_waiting(), None);
+        for i in 1..=15 {
+            t.observe(1_000 + i * 20, 0.0, &asyncio_busy("handler", 12), None);
+        }
+        t.observe(1_320, 0.0, &asyncio_waiting(), None);
+        let view = t.view();
+        assert_eq!(view.stalls.len(), 1, "{view:?}");
+        let stall = &view.stalls[0];
+        // Seen from 1020 to 1300: 280 ms plus half of the gaps on either side.
+        assert_eq!(stall.duration_ms, 300.0);
+        assert_eq!(stall.stack.last().unwrap(), "app.py:12 in handler");
+        assert!(view.lag.max_ms >= 280.0);
+    }
+
+    #[test]
+    fn a_loop_that_never_idles_is_not_blocked_when_its_iterations_are_short() {
+        let mut t = LoopTracker::new(7, 20, 0.0);
+        // The same callback at every sample, each time in a new 2 ms iteration.
+        for i in 0..50u64 {
+            let start = 10.0 + i as f64 * 0.02;
+            t.observe(
+                1_000 + i * 20,
+                start + 0.002,
+                &asyncio_busy("step", 5),
+                Some(start),
+            );
+        }
+        let view = t.view();
+        assert!(view.stalls.is_empty(), "{view:?}");
+        assert!(view.lag.max_ms < 10.0);
+        // One iteration seen 300 ms in is a 300 ms stall, timed by its own start.
+        t.observe(2_000, 20.3, &asyncio_busy("step", 5), Some(20.0));
+        t.observe(2_020, 20.32, &asyncio_waiting(), None);
+        // A start before the loop was last seen free is a torn read: the sample is skipped.
+        t.observe(2_040, 20.34, &asyncio_busy("step", 5), Some(0.5));
+        assert!(t.busy.is_none());
+        let longest = t
+            .view()
+            .stalls
+            .iter()
+            .map(|s| s.duration_ms)
+            .fold(0.0, f64::max);
+        assert!((longest - 310.0).abs() < 1e-6, "{longest}");
+    }
+
+    #[test]
+    fn late_samples_widen_the_estimate_by_their_real_gaps() {
+        let mut t = LoopTracker::new(7, 20, 0.0);
+        t.observe(1_000, 0.0, &asyncio_waiting(), None);
+        // The sampler was starved: 100 ms before the first busy sample and after the last.
+        t.observe(1_100, 0.0, &asyncio_busy("handler", 12), None);
+        t.observe(1_200, 0.0, &asyncio_busy("handler", 12), None);
+        t.observe(1_300, 0.0, &asyncio_waiting(), None);
+        assert_eq!(t.view().stalls[0].duration_ms, 200.0);
+    }
+
+    #[test]
+    fn a_callback_still_running_counts_up_to_now() {
+        let mut t = LoopTracker::new(7, 20, 0.0);
+        t.observe(980, 0.0, &asyncio_waiting(), None);
+        for i in 0..10 {
+            t.observe(1_000 + i * 20, 0.0, &asyncio_busy("handler", 12), None);
+        }
+        let view = t.view();
+        assert_eq!(view.stalls.len(), 1);
+        assert_eq!(view.stalls[0].duration_ms, 200.0);
+    }
+
+    #[test]
+    fn different_callbacks_and_blinks_are_not_one_long_stall() {
+        let mut t = LoopTracker::new(7, 20, 0.0);
+        for i in 0..20 {
+            let stack = if i % 2 == 0 {
+                asyncio_busy("a", 1)
+            } else {
+                asyncio_busy("b", 2)
+            };
+            t.observe(i * 20, 0.0, &stack, None);
+        }
+        t.observe(400, 0.0, &asyncio_waiting(), None);
+        assert!(t.view().stalls.is_empty(), "{:?}", t.view().stalls);
+    }
+
+    #[test]
+    fn a_thread_in_the_same_frame_is_parked_and_a_waiting_loop_is_not() {
+        let mut w = Watch::new(20, 0.0);
+        let stuck = ThreadStack {
+            tid: Some(11),
+            name: Some("worker".into()),
+            frames: vec![
+                f("/usr/lib/python3.12/threading.py", "Thread.run", 1010),
+                f("app.py", "worker", 33),
+            ],
+            gil: false,
+            idle: true,
+            iteration_started: None,
+        };
+        let lp = ThreadStack {
+            tid: Some(10),
+            name: None,
+            frames: asyncio_waiting(),
+            gil: false,
+            idle: true,
+            iteration_started: None,
+        };
+        for i in 0..10 {
+            w.observe(i * 1_000, i as f64, false, vec![stuck.clone(), lp.clone()]);
+        }
+        assert_eq!(
+            w.parked(5_000),
+            vec![(11, 9_000, "app.py:33 in worker".to_string())]
+        );
+        assert!(w.parked(10_000).is_empty());
+        assert!(w.loops.contains_key(&10));
+        assert!(!w.loops.contains_key(&11));
+    }
+}

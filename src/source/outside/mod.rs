@@ -1,0 +1,381 @@
+//! The outside view of a running CPython, for a process started without the probe: every
+//! Python thread's stack read from the interpreter's memory (py-spy as a library), which
+//! thread holds the GIL, and an event-loop judge that samples the loop thread's stack at tens
+//! of Hz and reports a callback that holds the loop as a stall (`ProbeData` with runtime
+//! `python-outside`), so `loop-blocked` fires without the probe, uvloop included.
+//!
+//! Read-only: the loop sampler never stops the target (non-blocking reads); a one-shot
+//! `snapshot --stacks` stops it for one read (measured, shown in the notes) unless
+//! `--nonblocking` is given.
+
+pub mod loop_watch;
+pub mod stacks;
+
+use crate::model::{ProbeData, Snapshot};
+use crate::source::{SampleOptions, Source, SourceError, now_ms};
+use loop_watch::Watch;
+use stacks::PyReader;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The loop sampler's default rate; `LEAKHOUND_PY_SAMPLE_HZ` overrides it (1..=1000). 20 Hz
+/// is enough: an asyncio iteration seen once is timed exactly from its start, and a busy
+/// loop costs a second read (with locals) per sample; 50 Hz on an always-busy loop took 4.5%
+/// of a core in leakhound, 20 Hz 2% (benches/python_outside.py).
+pub const DEFAULT_HZ: u64 = 20;
+/// A thread whose stack has not changed for this long is shown as parked in its frame.
+pub const PARKED_AFTER_MS: u64 = 5_000;
+/// The runtime name of the outside view's `ProbeData`.
+pub const RUNTIME: &str = "python-outside";
+
+/// What only the in-process probe sees; the outside view says so in `missing[]`.
+pub const MISSING: [&str; 4] = [
+    "tasks: asyncio tasks and their await chains need the in-process probe (`leakhound attach PID --inject`, or start it with `leakhound run`)",
+    "pools: executor, semaphore and connection-pool saturation need the in-process probe",
+    "events: never-awaited coroutines, unclosed resources and threads alive at shutdown need the in-process probe",
+    "lag: read from stack samples outside the process (a callback seen on top of the loop), not measured by the probe's heartbeat",
+];
+
+/// How the PID source uses the outside view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Run the loop sampler in the background while sampling repeatedly (watch, dashboard).
+    pub loop_sampler: bool,
+    /// Stop the target while a one-shot `--stacks` read is taken (consistent stacks).
+    pub blocking: bool,
+}
+
+impl Options {
+    /// For a source sampled again and again: the loop sampler runs.
+    pub fn watching() -> Self {
+        Options {
+            loop_sampler: true,
+            blocking: false,
+        }
+    }
+
+    /// For a single snapshot: stacks only when asked, no background sampler.
+    pub fn once(blocking: bool) -> Self {
+        Options {
+            loop_sampler: false,
+            blocking,
+        }
+    }
+}
+
+/// The sampler's rate from the environment, or the default.
+pub fn sample_hz() -> u64 {
+    std::env::var("LEAKHOUND_PY_SAMPLE_HZ")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|hz| (1..=1000).contains(hz))
+        .unwrap_or(DEFAULT_HZ)
+}
+
+/// Whether pid runs a Python interpreter: its executable is named `python…` or it maps a
+/// `libpython` (uwsgi and other embedders). Cheap, and checked before py-spy, which spends
+/// seconds parsing a large non-Python binary before saying it found no interpreter.
+fn looks_like_python(pid: u32) -> bool {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .is_some_and(|n| n.contains("python"));
+    exe || std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|maps| {
+        maps.lines().any(|l| {
+            l.rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with("libpython"))
+        })
+    })
+}
+
+/// CLOCK_MONOTONIC seconds at which `pid` started (/proc/PID/stat field 22, in clock ticks
+/// since boot), or 0 when unreadable.
+fn started_mono(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `)` that closes the command name: state is field 3, starttime 22.
+    let ticks = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(19)?.parse::<f64>().ok());
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    match ticks {
+        Some(t) if hz > 0.0 => t / hz,
+        _ => 0.0,
+    }
+}
+
+/// The loop sampler: a thread reading the target's stacks at `hz`, feeding a [`Watch`].
+struct Sampler {
+    state: Arc<Mutex<SamplerState>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    version: String,
+    hz: u64,
+}
+
+struct SamplerState {
+    watch: Watch,
+    /// Why the sampler stopped, when it did.
+    error: Option<String>,
+    /// Total time spent reading, to report the sampler's own cost.
+    read_time: Duration,
+    reads: u64,
+}
+
+impl Sampler {
+    fn start(pid: u32, hz: u64) -> Result<Self, SourceError> {
+        let mut reader = PyReader::open(pid, false, true)?;
+        reader.precise_idle = false;
+        let version = reader.version().to_string();
+        let interval = Duration::from_micros(1_000_000 / hz);
+        let state = Arc::new(Mutex::new(SamplerState {
+            watch: Watch::new(interval.as_millis() as u64, started_mono(pid)),
+            error: None,
+            read_time: Duration::ZERO,
+            reads: 0,
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (state, stop) = (state.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("leakhound-pysampler".into())
+                .spawn(move || {
+                    let mut next = Instant::now();
+                    while !stop.load(Ordering::Relaxed) {
+                        // A busy asyncio loop is read again with locals: its iteration's start
+                        // tells one long callback from many short ones of the same function.
+                        let result = reader.sample().and_then(|sample| {
+                            let busy = sample
+                                .threads
+                                .iter()
+                                .any(|t| loop_watch::asyncio_busy(&t.frames));
+                            if busy {
+                                reader.sample_with_locals().map(|s| (s, true))
+                            } else {
+                                Ok((sample, false))
+                            }
+                        });
+                        let (at, mono) = (now_ms(), stacks::monotonic_now());
+                        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                        match result {
+                            Ok((sample, timed)) => {
+                                s.read_time += sample.took;
+                                s.reads += 1;
+                                s.watch.observe(at, mono, timed, sample.threads);
+                            }
+                            Err(e) => {
+                                // A torn non-blocking read fails now and then; only a gone
+                                // process ends the sampler.
+                                if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                                    s.error = Some(e.to_string());
+                                    return;
+                                }
+                            }
+                        }
+                        drop(s);
+                        next += interval;
+                        let now = Instant::now();
+                        if next > now {
+                            std::thread::sleep(next - now);
+                        } else {
+                            next = now;
+                        }
+                    }
+                })
+                .map_err(|e| SourceError::Other(format!("cannot start the stack sampler: {e}")))?
+        };
+        Ok(Sampler {
+            state,
+            stop,
+            thread: Some(thread),
+            version,
+            hz,
+        })
+    }
+
+    /// Puts what the sampler has seen into `snapshot`.
+    fn apply(&self, snapshot: &mut Snapshot) -> Result<(), String> {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = &s.error {
+            return Err(e.clone());
+        }
+        let now = now_ms();
+        let mut loops: Vec<_> = s.watch.loops.values().map(|l| l.view()).collect();
+        loops.sort_by_key(|l| l.tid);
+        let mut missing: Vec<String> = MISSING.iter().map(|m| m.to_string()).collect();
+        if s.reads > 0 {
+            missing.push(format!(
+                "cost: the loop sampler reads every Python stack {} times a second without stopping the target; a read takes {:.2} ms on average",
+                self.hz,
+                s.read_time.as_secs_f64() * 1000.0 / s.reads as f64
+            ));
+        }
+        for (tid, ms, frame) in s.watch.parked(PARKED_AFTER_MS) {
+            snapshot.notes.push(format!(
+                "thread {tid} parked {:.0} s in {frame}",
+                ms as f64 / 1000.0
+            ));
+        }
+        apply_sample(snapshot, &s.watch.latest);
+        mark_source(snapshot, &self.version);
+        snapshot.probe = Some(ProbeData {
+            runtime: RUNTIME.into(),
+            runtime_version: self.version.clone(),
+            probe_version: format!("leakhound {}", env!("CARGO_PKG_VERSION")),
+            now_ms: now,
+            loops,
+            threads: s.watch.probe_threads(),
+            missing,
+            ..ProbeData::default()
+        });
+        Ok(())
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Renames the source and replaces the "no probe found" note with what the outside view adds.
+fn mark_source(snapshot: &mut Snapshot, version: &str) {
+    snapshot.source = format!("{}+outside(python {version})", snapshot.source);
+    snapshot.notes.retain(|n| !n.starts_with("no probe found"));
+    snapshot.notes.push(format!(
+        "no probe found in pid {}: Python stacks read from outside (py-spy); tasks, pools \
+         and never-awaited/unclosed events need the probe: `leakhound attach {} --inject`",
+        snapshot.pid, snapshot.pid
+    ));
+}
+
+/// Reads every Python thread's stack of `pid` once and joins them to the snapshot's threads.
+/// Returns the one-line error when the interpreter cannot be read.
+pub fn add_stacks(snapshot: &mut Snapshot, pid: u32, blocking: bool) -> Result<(), SourceError> {
+    let opened = Instant::now();
+    let mut reader = PyReader::open(pid, blocking, true)?;
+    let open_time = opened.elapsed();
+    let sample = reader.sample()?;
+    apply_sample(snapshot, &sample.threads);
+    mark_source(snapshot, reader.version());
+    snapshot.notes.push(format!(
+        "python stacks: {} threads read in {:.2} ms after {:.1} ms finding the interpreter; {}",
+        sample.threads.len(),
+        sample.took.as_secs_f64() * 1000.0,
+        open_time.as_secs_f64() * 1000.0,
+        if sample.blocking {
+            "the target was stopped for at most the read"
+        } else {
+            "non-blocking: the target was not stopped (a stack may be torn)"
+        }
+    ));
+    Ok(())
+}
+
+/// Joins one sample's stacks to /proc threads by native id; a Python thread /proc did not list
+/// (it started after the /proc scan) is left out.
+fn apply_sample(snapshot: &mut Snapshot, threads: &[stacks::ThreadStack]) {
+    for thread in &mut snapshot.threads {
+        if let Some(t) = threads.iter().find(|t| t.tid == Some(thread.tid)) {
+            thread.py_stack = Some(t.to_model());
+            if let Some(name) = &t.name {
+                thread.runtime_name = Some(name.clone());
+            }
+        }
+    }
+}
+
+/// Wraps the PID source: when no probe answered, fills in the outside view.
+pub struct WithOutside<S: Source> {
+    inner: S,
+    pid: u32,
+    options: Options,
+    sampler: Option<Sampler>,
+    /// Why the outside view is not available (not permitted, no interpreter); tried once.
+    unavailable: Option<SourceError>,
+    /// Whether the target looks like Python at all; checked once.
+    python: Option<bool>,
+}
+
+impl<S: Source> WithOutside<S> {
+    pub fn new(inner: S, pid: u32, options: Options) -> Self {
+        WithOutside {
+            inner,
+            pid,
+            options,
+            sampler: None,
+            unavailable: None,
+            python: None,
+        }
+    }
+}
+
+impl<S: Source> Source for WithOutside<S> {
+    fn describe(&self) -> String {
+        match &self.sampler {
+            Some(s) => format!("pid {} (procfs+outside python {})", self.pid, s.version),
+            None => self.inner.describe(),
+        }
+    }
+
+    fn sample(&mut self, options: SampleOptions) -> Result<Snapshot, SourceError> {
+        let mut snapshot = self.inner.sample(options)?;
+        if snapshot.probe.is_some() {
+            // The probe sees more, from inside; the sampler would only cost the target.
+            self.sampler = None;
+            return Ok(snapshot);
+        }
+        let python = *self
+            .python
+            .get_or_insert_with(|| looks_like_python(self.pid));
+        if !python {
+            if options.stacks {
+                snapshot.notes.push(format!(
+                    "no Python stacks: pid {} runs no Python interpreter (its executable is not \
+                     python and it maps no libpython)",
+                    self.pid
+                ));
+            }
+            return Ok(snapshot);
+        }
+        if let Some(e) = &self.unavailable {
+            snapshot
+                .notes
+                .push(format!("no Python stacks from outside: {e}"));
+            return Ok(snapshot);
+        }
+        if !self.options.loop_sampler {
+            if !options.stacks {
+                return Ok(snapshot);
+            }
+            add_stacks(&mut snapshot, self.pid, self.options.blocking)?;
+            return Ok(snapshot);
+        }
+        if self.sampler.is_none() {
+            match Sampler::start(self.pid, sample_hz()) {
+                Ok(s) => self.sampler = Some(s),
+                Err(e) => {
+                    snapshot
+                        .notes
+                        .push(format!("no Python stacks from outside: {e}"));
+                    self.unavailable = Some(e);
+                    return Ok(snapshot);
+                }
+            }
+        }
+        if let Some(sampler) = &self.sampler
+            && let Err(e) = sampler.apply(&mut snapshot)
+        {
+            snapshot
+                .notes
+                .push(format!("python stack sampler stopped: {e}"));
+            self.sampler = None;
+        }
+        Ok(snapshot)
+    }
+}

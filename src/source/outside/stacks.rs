@@ -1,0 +1,385 @@
+//! Reading every Python thread's stack of a running CPython from outside, with the `py-spy`
+//! crate: its memory reads go through `process_vm_readv`, and in blocking mode it stops the
+//! target's threads with ptrace for the length of one read (then detaches, on every path: its
+//! lock is released on drop).
+
+use crate::model::PyStack;
+use crate::source::SourceError;
+use std::time::{Duration, Instant};
+
+/// One Python frame, as py-spy reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub func: String,
+    pub file: String,
+    pub line: i32,
+}
+
+impl Frame {
+    /// The function's own name without its class (`run_forever` for
+    /// `BaseEventLoop.run_forever`, which 3.11+ reports as the qualified name).
+    pub fn short_func(&self) -> &str {
+        self.func.rsplit('.').next().unwrap_or(&self.func)
+    }
+
+    /// Slash-separated path ends, so a Windows-looking path never matters here.
+    pub fn file_ends_with(&self, tail: &str) -> bool {
+        self.file.ends_with(tail)
+    }
+}
+
+impl std::fmt::Display for Frame {
+    /// `file:line in func`, the form every stack in the model has.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{} in {}", self.file, self.line, self.func)
+    }
+}
+
+/// One Python thread at one instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThreadStack {
+    /// OS thread id (what /proc shows); `None` when py-spy could not map the thread.
+    pub tid: Option<u32>,
+    /// `threading` name, when it was read.
+    pub name: Option<String>,
+    /// Innermost frame last.
+    pub frames: Vec<Frame>,
+    pub gil: bool,
+    pub idle: bool,
+    /// asyncio only, when read with locals: `loop.time()` (CLOCK_MONOTONIC seconds) at which
+    /// the loop's current iteration began (`_run_once`'s `end_time` local, minus nothing: it
+    /// is `time() + clock_resolution`, a nanosecond off).
+    pub iteration_started: Option<f64>,
+}
+
+impl ThreadStack {
+    pub fn to_model(&self) -> PyStack {
+        PyStack {
+            frames: self.frames.iter().map(Frame::to_string).collect(),
+            gil: self.gil,
+            idle: self.idle,
+        }
+    }
+}
+
+/// `_run_once`'s `end_time` local (asyncio's base_events), when py-spy read the locals.
+fn iteration_started(frame: &py_spy::Frame) -> Option<f64> {
+    let short = frame.name.rsplit('.').next().unwrap_or(&frame.name);
+    if short != "_run_once" || !frame.filename.ends_with("asyncio/base_events.py") {
+        return None;
+    }
+    frame
+        .locals
+        .as_ref()?
+        .iter()
+        .find(|l| l.name == "end_time")?
+        .repr
+        .as_deref()?
+        .parse()
+        .ok()
+}
+
+/// CLOCK_MONOTONIC now, in seconds: the clock `loop.time()` reads in every process.
+pub fn monotonic_now() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// Every Python thread of the target at one instant, and what reading it cost.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub threads: Vec<ThreadStack>,
+    /// How long the read took; in blocking mode the target was stopped for at most this long.
+    pub took: Duration,
+    pub blocking: bool,
+}
+
+/// A handle on one interpreter: symbols and layout are found once, samples are cheap.
+pub struct PyReader {
+    pid: u32,
+    spy: py_spy::PythonSpy,
+    blocking: bool,
+    version: String,
+    /// Before 3.11 the interpreter does not store the OS thread id, and py-spy finds it only
+    /// with libunwind; we read it from glibc's/musl's thread descriptor instead (see
+    /// [`TidFinder`]).
+    tids: TidFinder,
+    /// Before 3.11, read each thread's /proc state per sample to tell idle threads (one
+    /// read per thread: worth it for a one-shot view, not at tens of Hz).
+    pub precise_idle: bool,
+    /// A second handle that also reads frame locals (costlier), made on first use.
+    with_locals: Option<py_spy::PythonSpy>,
+    config: py_spy::Config,
+}
+
+impl PyReader {
+    /// Finds the interpreter in `pid`. `blocking`: stop the target's threads while a sample
+    /// is read (consistent stacks) or not (the target never stops; a stack may be torn).
+    /// `names`: read `threading` names too (one more read of the interpreter per second).
+    pub fn open(pid: u32, blocking: bool, names: bool) -> Result<Self, SourceError> {
+        let config = py_spy::Config {
+            blocking: if blocking {
+                py_spy::config::LockingStrategy::Lock
+            } else {
+                py_spy::config::LockingStrategy::NonBlocking
+            },
+            collect_thread_names: names,
+            ..py_spy::Config::default()
+        };
+        let spy =
+            py_spy::PythonSpy::new(pid as py_spy::Pid, &config).map_err(|e| classify(pid, &e))?;
+        let config = py_spy::Config {
+            dump_locals: 1,
+            ..config
+        };
+        let version = spy.version.to_string();
+        Ok(PyReader {
+            pid,
+            spy,
+            blocking,
+            version,
+            tids: TidFinder::default(),
+            precise_idle: true,
+            with_locals: None,
+            config,
+        })
+    }
+
+    /// The interpreter's version, e.g. `3.12.1`.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn sample(&mut self) -> Result<Sample, SourceError> {
+        self.sample_with(false)
+    }
+
+    /// A sample that also reads frame locals, to learn when each asyncio loop's current
+    /// iteration began ([`ThreadStack::iteration_started`]).
+    pub fn sample_with_locals(&mut self) -> Result<Sample, SourceError> {
+        self.sample_with(true)
+    }
+
+    fn sample_with(&mut self, locals: bool) -> Result<Sample, SourceError> {
+        // Before 3.11 py-spy cannot tell idle threads by tid; read their states before the
+        // read (a thread just resumed by py-spy's lock is briefly runnable).
+        let before_311 = self.spy.version.major == 3 && self.spy.version.minor < 11;
+        let running: Vec<u32> = if self.precise_idle && before_311 {
+            task_ids(self.pid)
+                .into_iter()
+                .filter(|tid| is_running(self.pid, *tid))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let start = Instant::now();
+        let spy = if locals {
+            if self.with_locals.is_none() {
+                self.with_locals = Some(
+                    py_spy::PythonSpy::new(self.pid as py_spy::Pid, &self.config)
+                        .map_err(|e| classify(self.pid, &e))?,
+                );
+            }
+            self.with_locals.as_mut().expect("set above")
+        } else {
+            &mut self.spy
+        };
+        let traces = spy.get_stack_traces().map_err(|e| classify(self.pid, &e))?;
+        let took = start.elapsed();
+        if traces.iter().any(|t| t.os_thread_id.is_none()) {
+            let handles: Vec<u64> = traces.iter().map(|t| t.thread_id).collect();
+            self.tids.learn(self.pid, &handles);
+        }
+        let threads = traces
+            .into_iter()
+            .map(|t| {
+                let tid = t.os_thread_id.and_then(|id| u32::try_from(id).ok());
+                // py-spy could only guess idleness without the tid; /proc knows.
+                let (tid, active) = match tid {
+                    Some(tid) => (Some(tid), t.active),
+                    None => match self.tids.get(t.thread_id) {
+                        Some(tid) if self.precise_idle => {
+                            (Some(tid), t.active && running.contains(&tid))
+                        }
+                        Some(tid) => (Some(tid), t.active),
+                        None => (None, t.active),
+                    },
+                };
+                (t, tid, active)
+            })
+            .map(|(t, tid, active)| ThreadStack {
+                tid,
+                iteration_started: t.frames.iter().find_map(iteration_started),
+                name: t.thread_name,
+                // py-spy lists the innermost frame first; the model wants it last.
+                frames: t
+                    .frames
+                    .into_iter()
+                    .rev()
+                    .map(|f| Frame {
+                        func: f.name,
+                        file: f.filename,
+                        line: f.line,
+                    })
+                    .collect(),
+                gil: t.owns_gil,
+                idle: !active,
+            })
+            .collect();
+        Ok(Sample {
+            threads,
+            took,
+            blocking: self.blocking,
+        })
+    }
+}
+
+/// One line naming the problem and the fix, from py-spy's error chain.
+pub fn classify(pid: u32, error: &anyhow::Error) -> SourceError {
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return SourceError::NoSuchProcess(pid);
+    }
+    let text = format!("{error:#}");
+    let denied = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            .is_some_and(|code| code == libc::EPERM || code == libc::EACCES)
+    }) || text.contains("Operation not permitted")
+        || text.contains("Permission denied");
+    if denied {
+        return SourceError::Other(crate::source::ptrace_denied(pid));
+    }
+    // py-spy's last cause is the specific one ("Failed to find python version ..."); keep
+    // it on the same line.
+    let cause = error
+        .chain()
+        .last()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let cause = cause.lines().next().unwrap_or_default();
+    SourceError::Other(format!(
+        "no Python interpreter found in pid {pid} (is it CPython 3.9+?): {cause}"
+    ))
+}
+
+/// Maps a Python thread's `pthread_t` (what `threading.get_ident()` returns: the address of
+/// the C library's thread descriptor) to its OS thread id, which the descriptor holds at a
+/// fixed offset: glibc x86_64 0x2d0, musl 64-bit 0x30. The offset is checked, not assumed: it
+/// must give every Python thread a distinct tid that /proc lists; otherwise others are tried.
+#[derive(Debug, Default)]
+struct TidFinder {
+    offset: Option<u64>,
+    known: std::collections::HashMap<u64, u32>,
+}
+
+impl TidFinder {
+    const LIKELY: [u64; 2] = [0x2d0, 0x30];
+    const SCAN_END: u64 = 0x800;
+
+    fn get(&self, handle: u64) -> Option<u32> {
+        self.known.get(&handle).copied()
+    }
+
+    fn learn(&mut self, pid: u32, handles: &[u64]) {
+        let new: Vec<u64> = handles
+            .iter()
+            .copied()
+            .filter(|h| *h != 0 && !self.known.contains_key(h))
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        let tasks = task_ids(pid);
+        let try_offset = |offset: u64| -> Option<Vec<(u64, u32)>> {
+            let mut found = Vec::with_capacity(new.len());
+            for &h in &new {
+                let tid = read_i32(pid, h.checked_add(offset)?)?;
+                let tid = u32::try_from(tid).ok()?;
+                if !tasks.contains(&tid) || found.iter().any(|(_, t)| *t == tid) {
+                    return None;
+                }
+                found.push((h, tid));
+            }
+            Some(found)
+        };
+        let candidates = self
+            .offset
+            .into_iter()
+            .chain(Self::LIKELY)
+            .chain((0..Self::SCAN_END).step_by(4));
+        for offset in candidates {
+            if let Some(found) = try_offset(offset) {
+                self.offset = Some(offset);
+                self.known.extend(found);
+                return;
+            }
+        }
+    }
+}
+
+/// Whether /proc says the thread is on a CPU (`R`) now.
+fn is_running(pid: u32, tid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
+        .ok()
+        .and_then(|s| Some(s.rsplit_once(')')?.1.trim_start().starts_with('R')))
+        .unwrap_or(true)
+}
+
+fn task_ids(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Four bytes of another process's memory (the same access py-spy's reads need).
+fn read_i32(pid: u32, address: u64) -> Option<i32> {
+    let mut value = [0u8; 4];
+    let local = libc::iovec {
+        iov_base: value.as_mut_ptr().cast(),
+        iov_len: value.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: address as *mut libc::c_void,
+        iov_len: value.len(),
+    };
+    // SAFETY: the local iovec points at `value`, which outlives the call; the remote one is
+    // only read by the kernel, which checks it against the target's mappings.
+    let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    (n == 4).then(|| i32::from_ne_bytes(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn py_spy_errors_become_one_line_errors_naming_the_fix() {
+        let me = std::process::id();
+        let denied = anyhow::Error::from(std::io::Error::from_raw_os_error(libc::EPERM))
+            .context("Failed to open process - check if it is running.");
+        let text = classify(me, &denied).to_string();
+        assert!(text.contains("not permitted to trace or read"), "{text}");
+        assert!(text.contains("CAP_SYS_PTRACE"), "{text}");
+        let not_python = anyhow::anyhow!("Failed to find python version from target process");
+        let text = classify(me, &not_python).to_string();
+        assert!(text.starts_with("no Python interpreter found"), "{text}");
+        assert!(text.ends_with("Failed to find python version from target process"));
+        for e in [&denied, &not_python] {
+            assert!(!classify(me, e).to_string().contains('\n'));
+        }
+        // A pid that does not exist is named as such, whatever py-spy said.
+        assert!(matches!(
+            classify(u32::MAX - 1, &not_python),
+            SourceError::NoSuchProcess(_)
+        ));
+    }
+}
