@@ -254,7 +254,7 @@ fn a_thread_stuck_on_a_lock_is_shown_with_its_frame_and_the_gil_holder_marked() 
     for (version, python) in interpreters() {
         let svc = Service::start(&python, "lock");
         let (code, out, err) = leakhound(&["snapshot", &svc.pid(), "--json", "--stacks"]);
-        assert_eq!(code, 0, "{version}: {err}");
+        assert!(matches!(code, 0 | 1), "{version}: {err}");
         let doc: Value = serde_json::from_str(&out).unwrap();
         let threads = doc["threads"].as_array().unwrap();
         let stuck = threads
@@ -350,8 +350,9 @@ fn injection_keeps_the_service_answering_and_then_shows_tasks_and_never_awaited(
                 failed
             })
         };
+        // 0 clean or 1 findings (snapshot exits 1 when a rule fires); 2 would be an error.
         let (code, out, err) = leakhound(&["snapshot", &svc.pid(), "--inject", "--json"]);
-        assert_eq!(code, 0, "{version}: {err}");
+        assert!(matches!(code, 0 | 1), "{version}: {err}");
         assert!(err.contains("probe loaded into pid"), "{version}: {err}");
         let during = answered.load(Ordering::Relaxed);
         // Requests made after the probe is in leave never-awaited coroutines it sees.
@@ -367,7 +368,7 @@ fn injection_keeps_the_service_answering_and_then_shows_tasks_and_never_awaited(
         assert!(get(port), "{version}: still serving after injection");
         let _ = out;
         let (code, out, err) = leakhound(&["snapshot", &svc.pid(), "--json"]);
-        assert_eq!(code, 0, "{version}: {err}");
+        assert!(matches!(code, 0 | 1), "{version}: {err}");
         let doc: Value = serde_json::from_str(&out).unwrap();
         let probe = &doc["probe"];
         assert_eq!(probe["runtime"], "python", "{version}: {out}");
@@ -387,7 +388,7 @@ fn injection_keeps_the_service_answering_and_then_shows_tasks_and_never_awaited(
         );
         // A second --inject finds the probe already there.
         let (code, _, err) = leakhound(&["snapshot", &svc.pid(), "--inject"]);
-        assert_eq!(code, 0);
+        assert!(matches!(code, 0 | 1), "exit {code}: 0 clean or 1 findings");
         assert!(err.contains("already loaded"), "{err}");
     }
 }
@@ -430,7 +431,7 @@ fn bad_targets_get_one_line_errors() {
     let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
     let pid = sleeper.id().to_string();
     let (code, out, _) = leakhound(&["snapshot", &pid, "--stacks"]);
-    assert_eq!(code, 0);
+    assert!(matches!(code, 0 | 1), "exit {code}: 0 clean or 1 findings");
     assert!(out.contains("no Python stacks"), "{out}");
     if Command::new("gdb").arg("--version").output().is_ok() {
         let (code, _, err) = leakhound(&["snapshot", &pid, "--inject"]);
