@@ -38,6 +38,8 @@ struct File {
     thresholds: BTreeMap<String, toml::Value>,
     #[serde(default)]
     ignore: IgnoreSection,
+    #[serde(default)]
+    agent: crate::agent::settings::AgentSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -77,6 +79,8 @@ pub struct Settings {
     /// `KEY=VALUE` assignments, applied to a [`Config`] before the command line's.
     pub thresholds: Vec<String>,
     pub ignores: Vec<Ignore>,
+    /// The `[agent]` table, for `leakhound agent`.
+    pub agent: crate::agent::settings::AgentSection,
 }
 
 impl Settings {
@@ -170,6 +174,7 @@ impl Settings {
             keep_orphans: file.check.keep_orphans,
             thresholds,
             ignores,
+            agent: file.agent,
         })
     }
 }

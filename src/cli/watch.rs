@@ -36,9 +36,27 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
             out::println(&format!("note: {note}"));
         }
     }
-    let report = |snapshot: crate::model::Snapshot, judge: &mut Judge| {
+    let mut export = match args.listen {
+        Some(addr) => {
+            let (export, bound) = crate::agent::SingleExport::serve(addr, &first)?;
+            if !args.json {
+                out::println(&format!("serving metrics on http://{bound}/metrics"));
+            }
+            Some(export)
+        }
+        None => None,
+    };
+    let mut report = |snapshot: crate::model::Snapshot, judge: &mut Judge| {
         let at = snapshot.taken_at_ms;
-        for f in judge.observe(snapshot).new {
+        let judged = match export.as_mut() {
+            Some(export) => {
+                let judged = judge.observe(snapshot.clone());
+                export.observe(&snapshot, &judged);
+                judged
+            }
+            None => judge.observe(snapshot),
+        };
+        for f in judged.new {
             let line = if args.json {
                 crate::report::json::finding_line(&f, at)
             } else {
