@@ -61,6 +61,12 @@ struct Watched {
     judge: Judge,
     view: TargetView,
     failed_once: bool,
+    started: Instant,
+    /// The latest good sample (or the start): a pid of the same service that appeared since
+    /// then replaced this one, when this one turns out gone.
+    last_ok: Instant,
+    /// Already counted as the restart of another pid.
+    is_restart: bool,
 }
 
 /// The running agent: targets, their judges and what is exported.
@@ -165,6 +171,7 @@ impl Agent {
                 return;
             }
         };
+        let mut is_restart = false;
         if !c.explicit {
             let key = (c.service.clone(), c.unit.clone());
             if let Some(n) = self.awaiting_restart.get_mut(&key) {
@@ -172,8 +179,8 @@ impl Agent {
                 if *n == 0 {
                     self.awaiting_restart.remove(&key);
                 }
-                let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-                *shared.agent.restarts.entry(key).or_default() += 1;
+                self.count_restart(key);
+                is_restart = true;
             }
         }
         let share = self.options.memory_budget / self.options.max_targets.max(1);
@@ -190,6 +197,9 @@ impl Agent {
                 judge: Judge::with_history_budget(self.options.config.clone(), share),
                 view: TargetView::default(),
                 failed_once: false,
+                started: Instant::now(),
+                last_ok: Instant::now(),
+                is_restart,
             },
         );
     }
@@ -204,6 +214,7 @@ impl Agent {
             loop {
                 match t.events.try_recv() {
                     Ok(CollectorEvent::Snapshot(s)) => {
+                        t.last_ok = Instant::now();
                         t.view.update(&s);
                         let judged = t.judge.observe(*s);
                         t.view.judged(&judged.current, &judged.new);
@@ -236,13 +247,7 @@ impl Agent {
         for (pid, why) in exited {
             if let Some(t) = self.targets.remove(&pid) {
                 if !t.explicit {
-                    let key = (t.labels.service.clone(), t.labels.unit.clone());
-                    // Bounded: one entry per service name that lost a pid, at most the cap.
-                    if self.awaiting_restart.len() < self.options.max_targets * 4
-                        || self.awaiting_restart.contains_key(&key)
-                    {
-                        *self.awaiting_restart.entry(key).or_default() += 1;
-                    }
+                    self.lost(&t);
                 }
                 log(Event::Exited(t.labels.clone(), why));
                 t.collector.stop();
@@ -257,6 +262,36 @@ impl Agent {
                 .sample_errors += errors;
         }
         changed
+    }
+
+    /// A followed pid of a service went away: either a pid of the same service that appeared
+    /// since this one's last good sample replaced it (the next scan found the new one before
+    /// the old one's exit was seen), or the service is expected back.
+    fn lost(&mut self, t: &Watched) {
+        let key = (t.labels.service.clone(), t.labels.unit.clone());
+        let replacement = self.targets.values_mut().find(|o| {
+            !o.explicit
+                && !o.is_restart
+                && o.started >= t.last_ok
+                && o.labels.service == t.labels.service
+                && o.labels.unit == t.labels.unit
+        });
+        if let Some(new) = replacement {
+            new.is_restart = true;
+            self.count_restart(key);
+            return;
+        }
+        // Bounded: one entry per service name that lost a pid, at most 4× the target cap.
+        if self.awaiting_restart.len() < self.options.max_targets * 4
+            || self.awaiting_restart.contains_key(&key)
+        {
+            *self.awaiting_restart.entry(key).or_default() += 1;
+        }
+    }
+
+    fn count_restart(&self, key: (String, String)) {
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        *shared.agent.restarts.entry(key).or_default() += 1;
     }
 
     fn publish(&self, dropped: u64) {
@@ -349,6 +384,7 @@ pub fn parse_bytes(text: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::{Path, PathBuf};
 
     #[test]
     fn byte_sizes() {
@@ -375,15 +411,86 @@ mod tests {
 
     /// A real child process that sleeps until killed, once it has become `sleep` (exec'd).
     fn sleeper() -> std::process::Child {
-        let child = std::process::Command::new("sleep")
+        sleeper_named(Path::new("sleep"))
+    }
+
+    /// `sleep` started through `exe` (a symlink names the process: its `comm`).
+    fn sleeper_named(exe: &Path) -> std::process::Child {
+        let child = std::process::Command::new(exe)
             .arg("60")
             .spawn()
             .expect("sleep runs");
+        let want = exe.file_name().unwrap().to_str().unwrap();
         let comm = format!("/proc/{}/comm", child.id());
-        while std::fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep" {
+        while std::fs::read_to_string(&comm).unwrap_or_default().trim() != want {
             std::thread::yield_now();
         }
         child
+    }
+
+    fn stop(mut child: std::process::Child) {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Drains until `done` holds (the collectors report an exit on their next sample).
+    fn drain_until(agent: &mut Agent, done: impl Fn(&Agent) -> bool) {
+        for _ in 0..100 {
+            agent.drain(&mut |_| {});
+            if done(agent) {
+                return;
+            }
+            std::thread::sleep(POLL);
+        }
+        panic!("not within 10 s: {:?}", agent.targets());
+    }
+
+    fn restarts(agent: &Agent, service: &str) -> u64 {
+        let e = snapshot_of(&agent.exposition());
+        e.agent
+            .restarts
+            .get(&(service.to_string(), String::new()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_restarted_service_is_followed_whichever_is_seen_first() {
+        let dir = tempfile::tempdir().unwrap();
+        // A name no other process on the host has (comm keeps 15 bytes).
+        let name = format!("lhr{}", std::process::id());
+        let exe = dir.path().join(&name);
+        let sleep = which("sleep");
+        std::os::unix::fs::symlink(sleep, &exe).unwrap();
+        let mut agent = Agent::new(options(vec![Selector::pattern(&name).unwrap()], 8));
+        let a = sleeper_named(&exe);
+        agent.scan(&mut |_| {});
+        assert_eq!(agent.targets().len(), 1);
+        // The new pid is found before the old one's exit is seen.
+        stop(a);
+        let b = sleeper_named(&exe);
+        agent.scan(&mut |_| {});
+        drain_until(&mut agent, |a| a.targets().len() == 1);
+        assert_eq!(agent.targets()[0].pid, b.id());
+        assert_eq!(restarts(&agent, &name), 1);
+        // The old one's exit is seen before the new pid appears.
+        let b_pid = b.id();
+        stop(b);
+        drain_until(&mut agent, |a| a.targets().is_empty());
+        assert_eq!(restarts(&agent, &name), 1, "gone, not yet back");
+        let c = sleeper_named(&exe);
+        agent.scan(&mut |_| {});
+        assert_eq!(agent.targets().len(), 1);
+        assert_ne!(agent.targets()[0].pid, b_pid);
+        assert_eq!(restarts(&agent, &name), 2);
+        stop(c);
+    }
+
+    fn which(name: &str) -> PathBuf {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap())
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+            .expect("on PATH")
     }
 
     #[test]

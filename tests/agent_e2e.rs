@@ -1,0 +1,399 @@
+//! `leakhound agent` scraped by a real Prometheus (Debian's `prometheus` package; scripts/test.sh
+//! installs it): a descriptor leak, a CLOSE_WAIT pile-up and a clean process, each a real Python
+//! process named by a symlink to the interpreter (so `comm`, the `service` label, tells them
+//! apart). Prometheus' HTTP API must show the leak series rising, `leakhound_finding_active`
+//! for the leaking two only, the alerting rules of contrib/ firing for them, and the clean one
+//! followed across a restart.
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/proc_fixture.py"
+);
+const ALERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/prometheus/alerts.yml");
+
+/// Kills and reaps a child when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Running {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The real interpreter behind `python3` (pyenv shims are shell scripts: a symlink to one
+/// would name the shell, not our process).
+fn real_python() -> PathBuf {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 runs");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// Starts the fixture in `mode` under the name `name` and waits for its READY line.
+fn start(dir: &Path, name: &str, args: &[&str]) -> Running {
+    let exe = dir.join(name);
+    if !exe.exists() {
+        std::os::unix::fs::symlink(real_python(), &exe).unwrap();
+    }
+    let mut child = Command::new(&exe)
+        .arg(FIXTURE)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("the fixture starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("READY"), "{name}: {line:?}");
+    Running(child)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.0 GET on 127.0.0.1; returns (status, body).
+fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_string()))
+}
+
+fn encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The result vector of an instant query.
+fn query(port: u16, promql: &str) -> Vec<Value> {
+    let (status, body) = http_get(port, &format!("/api/v1/query?query={}", encode(promql)))
+        .unwrap_or_else(|e| panic!("querying Prometheus: {e}"));
+    assert_eq!(status, 200, "{promql}: {body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["data"]["result"].as_array().cloned().unwrap_or_default()
+}
+
+fn value(sample: &Value) -> f64 {
+    sample["value"][1].as_str().unwrap().parse().unwrap()
+}
+
+fn label<'a>(sample: &'a Value, name: &str) -> &'a str {
+    sample["metric"][name].as_str().unwrap_or("")
+}
+
+/// Polls until `check` returns Some, at most `limit`; panics with `what` and the last state.
+fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(last) if start.elapsed() > limit => panic!("{what}: not within {limit:?}: {last}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+fn services(samples: &[Value]) -> BTreeSet<String> {
+    samples
+        .iter()
+        .map(|s| label(s, "service").to_string())
+        .collect()
+}
+
+#[test]
+fn prometheus_scrapes_the_agent_and_alerts_on_the_leaking_processes_only() {
+    let (Some(prometheus), Some(promtool)) = (on_path("prometheus"), on_path("promtool")) else {
+        eprintln!(
+            "SKIPPED: prometheus/promtool not installed (scripts/test.sh installs them: apt-get install prometheus)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+
+    // The rules as shipped must load.
+    let check = Command::new(&promtool)
+        .args(["check", "rules", ALERTS])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
+
+    let fdleak = start(dir.path(), "lh-fdleak", &["fdleak", "4096", "20"]);
+    let closewait = start(dir.path(), "lh-closewait", &["closewait", "5"]);
+    let clean = start(dir.path(), "lh-clean", &["quiet", "120"]);
+
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_leakhound"))
+        .args([
+            "agent",
+            "--match",
+            "lh-*",
+            "--listen",
+            "127.0.0.1:0",
+            "--interval",
+            "500ms",
+            "--for",
+            "100s",
+        ])
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("the agent starts");
+    let mut agent_out = BufReader::new(agent.stdout.take().unwrap());
+    let agent = Running(agent);
+    let mut first = String::new();
+    agent_out.read_line(&mut first).unwrap();
+    let agent_port: u16 = first
+        .trim()
+        .strip_prefix("serving metrics on http://127.0.0.1:")
+        .and_then(|r| r.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("first line: {first:?}"))
+        .parse()
+        .unwrap();
+    // Keep reading the agent's log so it never blocks on a full pipe.
+    let log = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = agent_out.read_to_string(&mut rest);
+        rest
+    });
+
+    // The test's rules: the shipped ones with every `for:` cut to 1 s.
+    let rules = std::fs::read_to_string(ALERTS).unwrap();
+    let short: String = rules
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("for:") {
+                let indent = &l[..l.len() - l.trim_start().len()];
+                format!("{indent}for: 1s\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(dir.path().join("alerts.yml"), short).unwrap();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [alerts.yml]\n\
+         scrape_configs:\n  - job_name: leakhound\n    static_configs:\n      - targets: ['127.0.0.1:{agent_port}']\n"
+    );
+    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+    let prom_port = free_port();
+    let prom = Running(
+        Command::new(&prometheus)
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus starts"),
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "prometheus ready",
+        || match http_get(prom_port, "/-/ready") {
+            Ok((200, _)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+
+    // promtool accepts the exposition itself.
+    let (status, exposition) = http_get(agent_port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    let mut lint = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    lint.stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let lint = lint.wait_with_output().unwrap();
+    assert!(
+        lint.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+
+    // Every target is scraped, under its own name and pid.
+    wait_for(
+        Duration::from_secs(20),
+        "three targets in Prometheus",
+        || {
+            let up = query(prom_port, "leakhound_target_up == 1");
+            let pids: BTreeSet<String> = up.iter().map(|s| label(s, "pid").to_string()).collect();
+            let want: BTreeSet<String> = [&fdleak, &closewait, &clean]
+                .iter()
+                .map(|r| r.pid().to_string())
+                .collect();
+            if pids == want {
+                Ok(())
+            } else {
+                Err(format!("{up:?}"))
+            }
+        },
+    );
+
+    // The leak series rise.
+    let fds_at_first = value(&query(prom_port, r#"leakhound_fds_open{service="lh-fdleak"}"#)[0]);
+    wait_for(
+        Duration::from_secs(20),
+        "the descriptor count rises",
+        || {
+            let now = query(
+                prom_port,
+                r#"max_over_time(leakhound_fds_open{service="lh-fdleak"}[1m])"#,
+            );
+            match now.first().map(value) {
+                Some(v) if v >= fds_at_first + 40.0 => Ok(()),
+                other => Err(format!("first {fds_at_first}, now {other:?}")),
+            }
+        },
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "CLOSE_WAIT sockets pile up",
+        || {
+            let q = query(
+                prom_port,
+                r#"leakhound_sockets{service="lh-closewait",state="CLOSE_WAIT"}"#,
+            );
+            match q.first().map(value) {
+                Some(v) if v >= 10.0 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
+
+    // Findings and alerts for the leaking two, never the clean one.
+    let leaking: BTreeSet<String> = ["lh-closewait".to_string(), "lh-fdleak".to_string()].into();
+    wait_for(
+        Duration::from_secs(30),
+        "findings active for the leaks",
+        || {
+            let active = query(prom_port, "leakhound_finding_active == 1");
+            if services(&active) == leaking {
+                Ok(())
+            } else {
+                Err(format!("{active:?}"))
+            }
+        },
+    );
+    let alerts = wait_for(Duration::from_secs(20), "alerts firing", || {
+        let firing = query(prom_port, r#"ALERTS{alertstate="firing"}"#);
+        let names: BTreeSet<(String, String)> = firing
+            .iter()
+            .map(|s| {
+                (
+                    label(s, "alertname").to_string(),
+                    label(s, "service").to_string(),
+                )
+            })
+            .collect();
+        let want = [
+            ("LeakhoundFindingActive", "lh-fdleak"),
+            ("LeakhoundFindingActive", "lh-closewait"),
+            ("LeakhoundCloseWaitPileup", "lh-closewait"),
+        ];
+        if want
+            .iter()
+            .all(|(a, s)| names.contains(&(a.to_string(), s.to_string())))
+        {
+            Ok(firing)
+        } else {
+            Err(format!("{names:?}"))
+        }
+    });
+    assert!(
+        !services(&alerts).contains("lh-clean"),
+        "no alert for the clean process: {alerts:?}"
+    );
+    let clean_active = query(
+        prom_port,
+        r#"leakhound_findings_active{service="lh-clean"}"#,
+    );
+    assert_eq!(clean_active.len(), 1, "{clean_active:?}");
+    assert_eq!(value(&clean_active[0]), 0.0);
+
+    // A restart is followed: the clean service comes back under a new pid.
+    let old_pid = clean.pid();
+    drop(clean);
+    let clean = start(dir.path(), "lh-clean", &["quiet", "120"]);
+    wait_for(Duration::from_secs(20), "the restarted service", || {
+        let up = query(prom_port, r#"leakhound_target_up{service="lh-clean"} == 1"#);
+        let restarts = query(
+            prom_port,
+            r#"leakhound_target_restarts_total{service="lh-clean"}"#,
+        );
+        let pids: Vec<&str> = up.iter().map(|s| label(s, "pid")).collect();
+        if pids == [clean.pid().to_string().as_str()] && restarts.first().map(value) == Some(1.0) {
+            Ok(())
+        } else {
+            Err(format!(
+                "pids {pids:?} (old {old_pid}), restarts {restarts:?}"
+            ))
+        }
+    });
+
+    drop(prom);
+    drop(agent);
+    let log = log.join().unwrap();
+    assert!(
+        log.contains(&format!("lh-clean[{old_pid}] ended")),
+        "the agent says the old pid ended:\n{log}"
+    );
+    assert!(log.contains("fd-exhaustion"), "{log}");
+}
