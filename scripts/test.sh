@@ -4,6 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Prometheus and promtool for tests/agent_e2e.rs (Debian's package). The test runs its own
+# instance on a free port; a service the package may have started is stopped.
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends prometheus
+    if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+        $SUDO systemctl stop prometheus
+    elif command -v service >/dev/null; then
+        $SUDO service prometheus stop >/dev/null 2>&1 || true
+    fi
+fi
+
 # Python test dependencies (the probe itself is standard library only).
 python3 -m pip install --quiet --disable-pip-version-check -e "probes/python[test]"
 

@@ -17,6 +17,10 @@ const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/proc_fixture.py"
 );
+const DASHBOARD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/contrib/grafana/leakhound.json"
+);
 const ALERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/prometheus/alerts.yml");
 
 /// Kills and reaps a child when dropped.
@@ -286,6 +290,38 @@ fn prometheus_scrapes_the_agent_and_alerts_on_the_leaking_processes_only() {
             }
         },
     );
+
+    // The dashboard's and the rules' queries parse, on metrics the agent has.
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(DASHBOARD).unwrap()).unwrap();
+    let mut exprs: Vec<String> = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            exprs.push(t["expr"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    for expr in &exprs {
+        query(
+            prom_port,
+            &expr.replace("$service", ".*").replace("$instance", ".*"),
+        );
+    }
+    let known: BTreeSet<String> = leakhound::agent::prometheus::GAUGES
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .chain(
+            leakhound::agent::prometheus::COUNTERS
+                .iter()
+                .map(|(n, _)| format!("{n}_total")),
+        )
+        .collect();
+    let used = format!("{} {}", exprs.join(" "), rules);
+    for name in used.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if name.starts_with("leakhound_") {
+            assert!(known.contains(name), "{name} is not a metric of the agent");
+        }
+    }
 
     // The leak series rise.
     let fds_at_first = value(&query(prom_port, r#"leakhound_fds_open{service="lh-fdleak"}"#)[0]);

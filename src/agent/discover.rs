@@ -245,7 +245,12 @@ fn socket_pids(dir: &Path) -> Vec<u32> {
         .filter_map(|e| {
             let name = e.ok()?.file_name();
             let pid: u32 = name.to_str()?.strip_suffix(".sock")?.parse().ok()?;
-            Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+            // Only where the probe source looks for that pid's socket: a `7.sock` written from
+            // another pid namespace (a pod) is not node pid 7's probe.
+            crate::source::probe::socket_dirs(pid)
+                .iter()
+                .any(|d| d == dir)
+                .then_some(pid)
         })
         .collect()
 }
@@ -319,14 +324,26 @@ mod tests {
     }
 
     #[test]
-    fn probe_sockets_name_live_pids_only() {
-        let dir = tempfile::tempdir().unwrap();
+    fn probe_sockets_pair_with_live_pids_that_would_look_there() {
         let me = std::process::id();
-        std::fs::write(dir.path().join(format!("{me}.sock")), "").unwrap();
-        std::fs::write(dir.path().join("4294967295.sock"), "").unwrap();
-        std::fs::write(dir.path().join("notes.txt"), "").unwrap();
-        assert_eq!(socket_pids(dir.path()), vec![me]);
-        let found = discover(&[Selector::Probes(vec![dir.path().into()])], 0);
-        assert!(found.iter().any(|c| c.pid == me));
+        // Where the probe source looks for our socket: /tmp/leakhound-<our uid>.
+        let ours = PathBuf::from(format!(
+            "/tmp/leakhound-{}",
+            rustix::process::getuid().as_raw()
+        ));
+        std::fs::create_dir_all(&ours).unwrap();
+        let sock = ours.join(format!("{me}.sock"));
+        std::fs::write(&sock, "").unwrap();
+        let found = socket_pids(&ours);
+        let by_probes = discover(&[Selector::Probes(Vec::new())], 0);
+        std::fs::remove_file(&sock).unwrap();
+        assert!(found.contains(&me), "{found:?}");
+        assert!(by_probes.iter().any(|c| c.pid == me));
+        // A folder our process does not use: its `<pid>.sock` is some other namespace's.
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(elsewhere.path().join(format!("{me}.sock")), "").unwrap();
+        std::fs::write(elsewhere.path().join("4294967295.sock"), "").unwrap();
+        std::fs::write(elsewhere.path().join("notes.txt"), "").unwrap();
+        assert!(socket_pids(elsewhere.path()).is_empty());
     }
 }

@@ -224,7 +224,8 @@ struct Families {
 }
 
 /// Every metric: name, help. Counters are named without `_total` (the encoder adds it).
-const GAUGES: &[(&str, &str)] = &[
+/// docs/AGENT.md, contrib/prometheus/alerts.yml and contrib/grafana/leakhound.json use these.
+pub const GAUGES: &[(&str, &str)] = &[
     (
         "leakhound_target_up",
         "1 when the target's latest sample succeeded",
@@ -273,7 +274,7 @@ const GAUGES: &[(&str, &str)] = &[
     ),
 ];
 
-const COUNTERS: &[(&str, &str)] = &[
+pub const COUNTERS: &[(&str, &str)] = &[
     (
         "leakhound_findings_fired",
         "Findings fired (a finding that resolves and fires again counts twice)",
