@@ -433,3 +433,132 @@ fn prometheus_scrapes_the_agent_and_alerts_on_the_leaking_processes_only() {
     );
     assert!(log.contains("fd-exhaustion"), "{log}");
 }
+
+/// Runs leakhound to completion: (status, stdout, stderr).
+fn leakhound(args: &[&str], cwd: &Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_leakhound"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("leakhound runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn agent_mistakes_are_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("bad.toml");
+    std::fs::write(&toml, "[agent]\nmax_targets = 3\n").unwrap();
+    let toml_arg = toml.display().to_string();
+    for (args, expect) in [
+        (vec!["agent"], "nothing to watch"),
+        (
+            vec!["agent", "--pid", "1", "--max-targets", "0"],
+            "--max-targets",
+        ),
+        (vec!["agent", "--pid", "1", "--memory", "lots"], "64MiB"),
+        (vec!["agent", "--match", "["], "--match"),
+        (vec!["agent", "--unit", "a/b"], "--unit"),
+        (
+            vec!["agent", "--pid", "1", "--otlp", "http://127.0.0.1:4318"],
+            "--otlp",
+        ),
+        (
+            vec!["agent", "--pid", "1", "--config", &toml_arg],
+            "unknown field",
+        ),
+        (
+            vec!["agent", "--pid", "1", "--listen", "nowhere"],
+            "--listen",
+        ),
+    ] {
+        let (code, out, err) = leakhound(&args, dir.path());
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn agent_reads_its_table_from_leakhound_toml_and_watch_serves_one_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = start(dir.path(), "lh-tomlcase", &["quiet", "60"]);
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("leakhound.toml"),
+        format!(
+            "[agent]\npid = [{}]\nlisten = \"127.0.0.1:{port}\"\ninterval = \"200ms\"\n",
+            target.pid()
+        ),
+    )
+    .unwrap();
+    let agent = Running(
+        Command::new(env!("CARGO_BIN_EXE_leakhound"))
+            .args(["agent", "--for", "20s"])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let want = format!(
+        r#"leakhound_fds_open{{service="lh-tomlcase",pid="{}""#,
+        target.pid()
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "the agent from leakhound.toml",
+        || match http_get(port, "/metrics") {
+            Ok((200, body)) if body.contains(&want) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    drop(agent);
+
+    // `watch --listen`: the same metrics for the one target it follows.
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_leakhound"))
+        .args([
+            "watch",
+            &target.pid().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+            "--for",
+            "20s",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(watch.stdout.take().unwrap());
+    let watch = Running(watch);
+    let mut port = None;
+    for _ in 0..3 {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        if let Some(rest) = line
+            .trim()
+            .strip_prefix("serving metrics on http://127.0.0.1:")
+        {
+            port = rest
+                .strip_suffix("/metrics")
+                .and_then(|p| p.parse::<u16>().ok());
+            break;
+        }
+    }
+    let port = port.expect("watch says where it serves");
+    wait_for(
+        Duration::from_secs(10),
+        "watch's metrics",
+        || match http_get(port, "/metrics") {
+            Ok((200, body))
+                if body.contains(&want) && body.contains("leakhound_agent_targets 1") =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        },
+    );
+    drop(watch);
+}
