@@ -74,7 +74,8 @@ pub struct Agent {
     options: AgentOptions,
     shared: Shared,
     targets: BTreeMap<u32, Watched>,
-    /// Pids that could not be opened; not retried while they live.
+    /// Pids that could not be opened or have ended (a zombie is still listed); not retried
+    /// while /proc lists them.
     unopenable: BTreeSet<u32>,
     /// Services (name, unit) that lost a pid and are expected back.
     awaiting_restart: BTreeMap<(String, String), u64>,
@@ -118,15 +119,19 @@ impl Agent {
         let mut next_scan = started;
         let mut dropped = 0;
         while !stop() && self.options.duration.is_none_or(|d| started.elapsed() < d) {
+            let mut changed = false;
             if Instant::now() >= next_scan {
                 next_scan = Instant::now() + self.options.interval;
                 let now_dropped = self.scan(&mut log);
-                if now_dropped != dropped && now_dropped > 0 {
-                    log(Event::Dropped(now_dropped));
+                if now_dropped != dropped {
+                    if now_dropped > 0 {
+                        log(Event::Dropped(now_dropped));
+                    }
+                    changed = true;
                 }
                 dropped = now_dropped;
             }
-            let changed = self.drain(&mut log);
+            changed |= self.drain(&mut log);
             if changed {
                 self.publish(dropped);
             }
@@ -246,6 +251,7 @@ impl Agent {
         }
         for (pid, why) in exited {
             if let Some(t) = self.targets.remove(&pid) {
+                self.unopenable.insert(pid);
                 if !t.explicit {
                     self.lost(&t);
                 }
@@ -484,6 +490,20 @@ mod tests {
         assert_ne!(agent.targets()[0].pid, b_pid);
         assert_eq!(restarts(&agent, &name), 2);
         stop(c);
+    }
+
+    #[test]
+    fn an_ended_process_still_listed_as_a_zombie_is_not_watched_again() {
+        let mut child = sleeper();
+        let mut agent = Agent::new(options(vec![Selector::Pid(child.id())], 8));
+        agent.scan(&mut |_| {});
+        child.kill().unwrap(); // not reaped yet: a zombie, still in /proc
+        drain_until(&mut agent, |a| a.targets().is_empty());
+        let mut events = Vec::new();
+        agent.scan(&mut |e| events.push(e));
+        assert!(agent.targets().is_empty(), "{events:?}");
+        assert!(events.is_empty(), "{events:?}");
+        child.wait().unwrap();
     }
 
     fn which(name: &str) -> PathBuf {
