@@ -562,3 +562,47 @@ fn agent_reads_its_table_from_leakhound_toml_and_watch_serves_one_target() {
     );
     drop(watch);
 }
+
+/// The DaemonSet's `args:` list, read line by line (no YAML parser for one list).
+fn daemonset_args() -> Vec<String> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/k8s/daemonset.yaml"
+    ))
+    .unwrap();
+    text.lines()
+        .skip_while(|l| l.trim() != "args:")
+        .skip(1)
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .take_while(|l| l.starts_with("- "))
+        .map(|l| l[2..].trim().to_string())
+        .collect()
+}
+
+#[test]
+fn the_daemonset_uses_the_agents_real_flags() {
+    let args = daemonset_args();
+    assert_eq!(args.first().map(String::as_str), Some("agent"), "{args:?}");
+    assert!(args.len() > 4, "{args:?}");
+    // The same flags, run here: loopback on a free port instead of 0.0.0.0:9464, and briefly.
+    let mut run: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if a.starts_with("--listen=") {
+                "--listen=127.0.0.1:0".to_string()
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    run.push("--for=1s".into());
+    let dir = tempfile::tempdir().unwrap();
+    let run: Vec<&str> = run.iter().map(String::as_str).collect();
+    let (code, out, err) = leakhound(&run, dir.path());
+    assert_eq!(code, 0, "{run:?}: {out}{err}");
+    assert!(
+        out.starts_with("serving metrics on http://127.0.0.1:"),
+        "{out}"
+    );
+}
