@@ -28,3 +28,6 @@ cargo test --workspace --locked
 # The probe's own suite runs under `leakhound check` (dogfood): it passes only when the tests
 # pass and leakhound finds nothing left behind by them, so a false positive fails CI too.
 "$LEAKHOUND_BIN" check -- python3 -m pytest -q probes/python/tests
+
+# `leakhound agent --otlp` is behind the cargo feature `otlp` (off by default): its test too.
+cargo test --locked --features otlp --test agent_e2e otlp

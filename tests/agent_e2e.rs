@@ -463,8 +463,9 @@ fn agent_mistakes_are_one_line_and_exit_2() {
         (vec!["agent", "--pid", "1", "--memory", "lots"], "64MiB"),
         (vec!["agent", "--match", "["], "--match"),
         (vec!["agent", "--unit", "a/b"], "--unit"),
+        // Refused with or without the `otlp` feature (not a URL; not in the build).
         (
-            vec!["agent", "--pid", "1", "--otlp", "http://127.0.0.1:4318"],
+            vec!["agent", "--pid", "1", "--otlp", "collector:4318"],
             "--otlp",
         ),
         (
@@ -605,4 +606,93 @@ fn the_daemonset_uses_the_agents_real_flags() {
         out.starts_with("serving metrics on http://127.0.0.1:"),
         "{out}"
     );
+}
+
+/// What the stand-in collector received: (path, body) per request.
+#[cfg(feature = "otlp")]
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A stand-in OTLP/HTTP collector: answers 200 to every POST and keeps (path, body).
+#[cfg(feature = "otlp")]
+fn otlp_receiver() -> (u16, Received) {
+    use std::sync::Arc;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got: Received = Arc::default();
+    let keep = Arc::clone(&got);
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let keep = Arc::clone(&keep);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                // Keep-alive: requests one after another on the same connection.
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                    let mut length = 0;
+                    loop {
+                        let mut h = String::new();
+                        reader.read_line(&mut h).unwrap();
+                        if h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            length = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    keep.lock().unwrap().push((path, body));
+                    conn.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n",
+                    )
+                    .unwrap();
+                }
+            });
+        }
+    });
+    (port, got)
+}
+
+#[cfg(feature = "otlp")]
+#[test]
+fn otlp_sends_findings_as_log_records_and_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let leak = start(dir.path(), "lh-otlpleak", &["fdleak", "4096", "20"]);
+    let (port, got) = otlp_receiver();
+    let (code, out, err) = leakhound(
+        &[
+            "agent",
+            "--pid",
+            &leak.pid().to_string(),
+            "--otlp",
+            &format!("http://127.0.0.1:{port}"),
+            "--interval",
+            "500ms",
+            "--for",
+            "8s",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("fd-exhaustion"), "the finding fired: {out}");
+    let got = got.lock().unwrap();
+    let has = |path: &str, needle: &[u8]| {
+        got.iter()
+            .any(|(p, b)| p == path && b.windows(needle.len()).any(|w| w == needle))
+    };
+    assert!(
+        has("/v1/logs", b"fd-exhaustion"),
+        "paths: {:?}",
+        got.iter().map(|g| &g.0).collect::<Vec<_>>()
+    );
+    assert!(has("/v1/logs", b"lh-otlpleak"));
+    assert!(has("/v1/metrics", b"leakhound_fds_open"));
+    assert!(has("/v1/metrics", leak.pid().to_string().as_bytes()));
 }

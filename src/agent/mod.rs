@@ -8,6 +8,8 @@
 //! [`prometheus::Exposition`] that the `/metrics` server renders on each scrape.
 
 pub mod discover;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod prometheus;
 pub mod settings;
 
@@ -21,6 +23,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
+
+/// Said when `--otlp` is asked of a build without it.
+pub const OTLP_MISSING: &str = "--otlp is not in this build: rebuild with `cargo build --release --features otlp`, or scrape /metrics with --listen (an OpenTelemetry collector's prometheus receiver reads it)";
 
 /// How often the loop drains the collectors and looks at the clock.
 const POLL: Duration = Duration::from_millis(100);
@@ -36,6 +41,8 @@ pub struct AgentOptions {
     /// Bytes of snapshot history for all targets together.
     pub memory_budget: usize,
     pub listen: Option<SocketAddr>,
+    /// OTLP/HTTP endpoint for findings and metrics (feature `otlp`).
+    pub otlp: Option<String>,
     /// Stop after this long (tests, benchmarks); `None` runs until stopped.
     pub duration: Option<Duration>,
 }
@@ -111,6 +118,26 @@ impl Agent {
         stop: impl Fn() -> bool,
         mut log: impl FnMut(Event),
     ) -> anyhow::Result<()> {
+        #[cfg(feature = "otlp")]
+        let otlp = match &self.options.otlp {
+            Some(endpoint) => Some(otlp::Otlp::start(
+                endpoint,
+                self.exposition(),
+                self.options.interval,
+            )?),
+            None => None,
+        };
+        #[cfg(not(feature = "otlp"))]
+        if self.options.otlp.is_some() {
+            anyhow::bail!(OTLP_MISSING);
+        }
+        let mut log = |event: Event| {
+            #[cfg(feature = "otlp")]
+            if let (Some(o), Event::Finding(who, f)) = (&otlp, &event) {
+                o.finding(who, f);
+            }
+            log(event);
+        };
         if let Some(addr) = self.options.listen {
             let bound = prometheus::serve(addr, self.exposition())?;
             log(Event::Listening(bound));
@@ -139,6 +166,10 @@ impl Agent {
         }
         for (_, t) in std::mem::take(&mut self.targets) {
             t.collector.stop();
+        }
+        #[cfg(feature = "otlp")]
+        if let Some(o) = otlp {
+            o.shutdown();
         }
         Ok(())
     }
@@ -411,6 +442,7 @@ mod tests {
             max_targets,
             memory_budget: 1 << 20,
             listen: None,
+            otlp: None,
             duration: None,
         }
     }

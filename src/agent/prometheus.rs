@@ -331,9 +331,41 @@ fn with(mut labels: Labels, more: &[(&'static str, &str)]) -> Labels {
     labels
 }
 
-/// The Prometheus text exposition (format 0.0.4) of `e`.
-pub fn render(e: &Exposition) -> String {
-    let f = Families::new();
+/// One sample of a metric: a gauge value or a counter's total.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: &'static str,
+    pub labels: Vec<(&'static str, String)>,
+    pub value: f64,
+    pub counter: bool,
+}
+
+#[derive(Default)]
+struct Samples(Vec<Sample>);
+
+impl Samples {
+    fn set(&mut self, name: &'static str, labels: Labels, value: f64) {
+        self.0.push(Sample {
+            name,
+            labels,
+            value,
+            counter: false,
+        });
+    }
+
+    fn add(&mut self, name: &'static str, labels: Labels, value: u64) {
+        self.0.push(Sample {
+            name,
+            labels,
+            value: value as f64,
+            counter: true,
+        });
+    }
+}
+
+/// Every sample `e` exports (what `/metrics` shows and OTLP sends).
+pub fn samples(e: &Exposition) -> Vec<Sample> {
+    let mut f = Samples::default();
     for (who, t) in &e.targets {
         let l = who.pairs();
         f.set("leakhound_target_up", l.clone(), f64::from(u8::from(t.up)));
@@ -410,6 +442,19 @@ pub fn render(e: &Exposition) -> String {
     for ((service, unit), n) in &e.agent.restarts {
         let labels = vec![("service", service.clone()), ("unit", unit.clone())];
         f.add("leakhound_target_restarts", labels, *n);
+    }
+    f.0
+}
+
+/// The Prometheus text exposition (format 0.0.4) of `e`.
+pub fn render(e: &Exposition) -> String {
+    let f = Families::new();
+    for s in samples(e) {
+        if s.counter {
+            f.add(s.name, s.labels, s.value as u64);
+        } else {
+            f.set(s.name, s.labels, s.value);
+        }
     }
     let registry = f.register();
     let mut out = String::new();

@@ -129,10 +129,9 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
         })?),
         (None, None) => None,
     };
-    if args.otlp.is_some() || file.otlp.is_some() {
-        anyhow::bail!(
-            "--otlp is not in this build: OpenTelemetry export is not implemented yet; scrape /metrics with --listen (an OpenTelemetry collector's prometheus receiver can read it)"
-        );
+    let otlp = args.otlp.clone().or_else(|| file.otlp.clone());
+    if otlp.is_some() && !cfg!(feature = "otlp") {
+        anyhow::bail!(crate::agent::OTLP_MISSING);
     }
     Ok(AgentOptions {
         selectors,
@@ -141,6 +140,7 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
         max_targets,
         memory_budget,
         listen,
+        otlp,
         duration: args.duration,
     })
 }

@@ -153,7 +153,8 @@ pub struct AgentArgs {
     /// Serve metrics for Prometheus at http://ADDR/metrics, e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
-    /// Send findings and metrics to an OpenTelemetry collector (not in this build).
+    /// Send findings (log records) and metrics to an OpenTelemetry collector over OTLP/HTTP,
+    /// e.g. http://127.0.0.1:4318 (builds with the cargo feature `otlp`).
     #[arg(long, value_name = "ENDPOINT")]
     pub otlp: Option<String>,
     /// Time between samples of each target, and between looks for new targets [default: 1s].
