@@ -4,6 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Prometheus and promtool for tests/agent_e2e.rs (Debian's package). The test runs its own
+# instance on a free port; a service the package may have started is stopped.
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends prometheus
+    if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+        $SUDO systemctl stop prometheus
+    elif command -v service >/dev/null; then
+        $SUDO service prometheus stop >/dev/null 2>&1 || true
+    fi
+fi
+
 # Python test dependencies (the probe itself is standard library only).
 python3 -m pip install --quiet --disable-pip-version-check -e "probes/python[test]"
 # uvloop for the outside view's uvloop test (tests/outside_e2e.rs skips it when absent).
@@ -27,3 +40,6 @@ cargo test --workspace --locked
 # The probe's own suite runs under `leakhound check` (dogfood): it passes only when the tests
 # pass and leakhound finds nothing left behind by them, so a false positive fails CI too.
 "$LEAKHOUND_BIN" check -- python3 -m pytest -q probes/python/tests
+
+# `leakhound agent --otlp` is behind the cargo feature `otlp` (off by default): its test too.
+cargo test --locked --features otlp --test agent_e2e otlp

@@ -3,6 +3,7 @@
 //! Data flows one way: `source` → `model::Snapshot` → `judge` (`history` → `rules` →
 //! `findings`) → (`tui` | `report` | verdict). See `docs/ARCHITECTURE.md`.
 
+pub mod agent;
 pub mod check;
 pub mod cli;
 pub mod config;

@@ -39,6 +39,8 @@ struct File {
     thresholds: BTreeMap<String, toml::Value>,
     #[serde(default)]
     ignore: IgnoreSection,
+    #[serde(default)]
+    agent: crate::agent::settings::AgentSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +83,8 @@ pub struct Settings {
     /// `KEY=VALUE` assignments, applied to a [`Config`] before the command line's.
     pub thresholds: Vec<String>,
     pub ignores: Vec<Ignore>,
+    /// The `[agent]` table, for `leakhound agent`.
+    pub agent: crate::agent::settings::AgentSection,
 }
 
 impl Settings {
@@ -177,6 +181,7 @@ impl Settings {
             daemon_threads,
             thresholds,
             ignores,
+            agent: file.agent,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! subcommand runs in its own module. Exit codes: 0 clean, 1 findings, 2 leakhound's own error
 //! (`check` passes a failing command's own status through).
 
+mod agent;
 mod attach;
 mod check;
 mod dashboard;
@@ -59,6 +60,8 @@ pub enum Command {
     DemoWorker(DemoWorkerArgs),
     /// List the rules and the threshold keys.
     Rules,
+    /// Watch many processes on this host and serve their metrics to Prometheus.
+    Agent(AgentArgs),
 }
 
 /// Flags shared by every command that samples.
@@ -137,8 +140,63 @@ pub struct WatchArgs {
     /// sys.remote_exec on 3.14+): tasks, pools and never-awaited coroutines without a restart.
     #[arg(long)]
     pub inject: bool,
+    /// Also serve this target's metrics for Prometheus at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Targets are followed across restarts when chosen by --match, --probes, --cgroup or --unit \
+(a new pid for the same name and unit); an explicit --pid is watched until it exits. See docs/AGENT.md."
+)]
+pub struct AgentArgs {
+    /// Watch this process (repeatable).
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// Watch every process whose name or command line matches this glob; without a wildcard,
+    /// a substring (repeatable).
+    #[arg(long = "match", value_name = "PATTERN")]
+    pub patterns: Vec<String>,
+    /// Watch every process with a probe socket in the known folders.
+    #[arg(long)]
+    pub probes: bool,
+    /// Another folder of probe sockets (repeatable; implies --probes).
+    #[arg(long, value_name = "DIR")]
+    pub probe_dir: Vec<PathBuf>,
+    /// Watch the members of this cgroup and those below it, e.g. /system.slice (repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Vec<String>,
+    /// Watch the members of this systemd unit, e.g. nginx or nginx.service (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub unit: Vec<String>,
+    /// Serve metrics for Prometheus at http://ADDR/metrics, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Send findings (log records) and metrics to an OpenTelemetry collector over OTLP/HTTP,
+    /// e.g. http://127.0.0.1:4318 (builds with the cargo feature `otlp`).
+    #[arg(long, value_name = "ENDPOINT")]
+    pub otlp: Option<String>,
+    /// Time between samples of each target, and between looks for new targets [default: 1s].
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub interval: Option<Duration>,
+    /// Most targets watched at once [default: 64].
+    #[arg(long)]
+    pub max_targets: Option<usize>,
+    /// Snapshot history kept for all targets together, shared equally [default: 64MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Stop after this long (default: until Ctrl-C).
+    #[arg(long = "for", value_parser = parse_duration_arg)]
+    pub duration: Option<Duration>,
+    /// Config file with an [agent] table (default: ./leakhound.toml when present).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Set a rule threshold, e.g. -T stuck-task.after=30s (repeatable; `leakhound rules` lists keys).
+    #[arg(short = 'T', long = "threshold", value_name = "KEY=VALUE")]
+    pub thresholds: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -292,6 +350,7 @@ fn dispatch(command: Command) -> anyhow::Result<u8> {
         Command::Replay(args) => replay::run(args),
         Command::Demo(args) => demo::run(args),
         Command::DemoWorker(args) => demo::worker(args),
+        Command::Agent(args) => agent::run(args),
     }
 }
 

@@ -70,9 +70,27 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
             ));
         }
     }
-    let report = |snapshot: crate::model::Snapshot, judges: &mut Judges| {
+    let mut export = match args.listen {
+        Some(addr) => {
+            let (export, bound) = crate::agent::SingleExport::serve(addr, &first)?;
+            if !args.json {
+                out::println(&format!("serving metrics on http://{bound}/metrics"));
+            }
+            Some(export)
+        }
+        None => None,
+    };
+    let mut report = |snapshot: crate::model::Snapshot, judges: &mut Judges| {
         let at = snapshot.taken_at_ms;
-        for f in judges.observe_tree(snapshot).new {
+        let judged = match export.as_mut() {
+            Some(export) => {
+                let judged = judges.observe_tree(snapshot.clone());
+                export.observe(&snapshot, &judged);
+                judged
+            }
+            None => judges.observe_tree(snapshot),
+        };
+        for f in judged.new {
             let line = if args.json {
                 crate::report::json::finding_line(&f, at)
             } else {

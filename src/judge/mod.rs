@@ -57,6 +57,14 @@ impl Judge {
         }
     }
 
+    /// Every rule, a history bounded to `bytes` (an agent shares one budget among targets).
+    pub fn with_history_budget(config: Config, bytes: usize) -> Self {
+        Judge {
+            history: History::bounded(bytes),
+            ..Judge::new(config)
+        }
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }
