@@ -68,11 +68,14 @@ class Program:
         would take one of the probe's few collector slots from the test."""
         if not self.socket.exists():
             return False
+        # The probe binds `.<pid>.sock.new` and renames it once it listens; the kernel's table
+        # keeps the name it was bound with.
+        bound = {str(self.socket), str(self.socket_dir / (".%d.sock.new" % self.pid))}
         try:
             with open("/proc/%d/net/unix" % self.pid) as table:
                 for line in table:
                     parts = line.split()
-                    if len(parts) >= 8 and parts[7] == str(self.socket):
+                    if len(parts) >= 8 and parts[7] in bound:
                         return bool(int(parts[3], 16) & 0x10000)
         except (OSError, ValueError):
             return True  # no /proc: the file's existence is all there is

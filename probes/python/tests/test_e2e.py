@@ -52,7 +52,9 @@ def test_task_collected_while_pending_is_stuck_for_good(program):
 
         async def main():
             asyncio.create_task(wait_for_order(asyncio.Event()), name="order-7")
-            await asyncio.sleep(1.5)  # the probe's progress look sees it first
+            # The probe's progress look (once a second) sees it first: two looks' time, so a
+            # loaded machine that delays one still leaves the other.
+            await asyncio.sleep(2.5)
             gc.collect()  # any collection would do; this one comes at a known time
             for _ in range(100):
                 await asyncio.sleep(0.05)
@@ -60,8 +62,8 @@ def test_task_collected_while_pending_is_stuck_for_good(program):
         asyncio.run(main())
         """
     )
-    summary = watch(app.pid, 3, *FAST)
-    # (It may also have been found stuck while alive: it waited 1.5 s, past the threshold.)
+    summary = watch(app.pid, 4, *FAST)
+    # (It may also have been found stuck while alive: it waited 2.5 s, past the threshold.)
     gone = [f for f in findings_of(summary, "stuck-task")
             if f["evidence"].get("destroyed_pending")]
     assert len(gone) == 1, summary

@@ -875,15 +875,24 @@ FRAMEWORK_MODULES = (
 )
 
 
+# An ASGI lifespan task runs the program's own lifespan handler, which waits for the server's
+# shutdown message by design for the life of the server: the program's frames in it are no sign
+# of a stuck task.
+LIFESPAN_MODULES = ("uvicorn.lifespan.", "hypercorn.asyncio.lifespan.", "hypercorn.trio.lifespan.")
+
+
 def framework_task(coro):
     """Whether a task's coroutine is a known framework's serving machinery (by the module of
-    its outermost frame), with no frame of the program's own anywhere down its await chain."""
+    its outermost frame), with no frame of the program's own anywhere down its await chain
+    (an ASGI lifespan task whatever it awaits)."""
     frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
     if frame is None:
         return False
     module = frame.f_globals.get("__name__") or ""
     if not (module + ".").startswith(FRAMEWORK_MODULES):
         return False
+    if (module + ".").startswith(LIFESPAN_MODULES):
+        return True
     for _ in range(64):
         if frame is None:
             break
