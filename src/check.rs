@@ -249,6 +249,12 @@ pub fn run(options: &CheckOptions) -> anyhow::Result<CheckReport> {
         .prefix("leakhound-check-")
         .tempdir()
         .map_err(|e| anyhow::anyhow!("cannot create a temporary folder: {e}: check TMPDIR"))?;
+    // Probes listen only in a private folder (tempfile makes it 0755): private from the start,
+    // not only when inject() gets to it.
+    std::fs::set_permissions(
+        socket_dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )?;
     let socket_dir_str = socket_dir.path().display().to_string();
 
     let mut cmd = std::process::Command::new(program);

@@ -56,9 +56,11 @@ struct State {
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
 
-/// `LEAKHOUND_TASKDUMP=0` turns dumps off at run time.
-static DISABLED: std::sync::LazyLock<bool> =
-    std::sync::LazyLock::new(|| std::env::var("LEAKHOUND_TASKDUMP").is_ok_and(|v| v == "0"));
+/// Dumps are opt-in (`LEAKHOUND_TASKDUMP=1`): a dump pauses every worker, and one taken in our
+/// own test suite was seen to leave a current-thread test runtime waiting forever, so a host
+/// gets them only when it asks.
+pub(crate) static DISABLED: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var("LEAKHOUND_TASKDUMP").map_or(true, |v| v != "1"));
 
 /// When the last dump was requested and when it ended ([`registry::now_ns`]).
 static DUMP_STARTED_NS: AtomicU64 = AtomicU64::new(0);

@@ -119,6 +119,10 @@ pub(crate) fn missing() -> Vec<String> {
         m.push(
             "await points: stuck tasks' await chains need leakhound-probe's default feature \"taskdump\" and RUSTFLAGS=\"--cfg tokio_unstable\" (Linux)".into(),
         );
+    } else if *crate::dump::DISABLED {
+        m.push(
+            "await points: stuck tasks' await chains come from tokio task dumps, off unless LEAKHOUND_TASKDUMP=1 (each dump pauses every worker)".into(),
+        );
     }
     m.push(
         "task names: tokio::task::Builder names reach only tracing (console-subscriber); tasks are shown by id and spawn location".into(),
