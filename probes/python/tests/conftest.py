@@ -25,6 +25,15 @@ def leakhound_bin():
     return path
 
 
+def plain_env(**extra):
+    """This process's environment without what an outer `leakhound check` (which runs this very
+    suite) put there to load its probe: a program started with it is not the outer check's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEAKHOUND_")}
+    env.pop("PYTHONPATH", None)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
 def probe_env(socket_dir, **extra):
     """The environment that loads this checkout's probe at startup (no code change)."""
     env = dict(os.environ)

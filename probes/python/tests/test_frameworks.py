@@ -242,8 +242,8 @@ def test_healthy_uvicorn_and_aiohttp_services_under_load_fire_nothing(program):
         # of this 20 s watch. What is judged here is the rest.
         results[name] = watch(pid, 20, "loop-blocked.lag=400ms", "leak-growth.min-window=60s")
 
-    watchers = [threading.Thread(target=judge, args=("uvicorn", fast.pid)),
-                threading.Thread(target=judge, args=("aiohttp", aio.pid))]
+    watchers = [threading.Thread(target=judge, args=("uvicorn", fast.pid), daemon=True),
+                threading.Thread(target=judge, args=("aiohttp", aio.pid), daemon=True)]
     with loads[0], loads[1]:
         # Judged once the clients are connected: a start-up ramp of 20 connections is for
         # the trend rules to tell from a leak (the lead's part of issue 11), not for this test.
@@ -297,8 +297,8 @@ def test_gunicorn_uvicorn_workers_each_see_their_uvloop_blocked(program):
     with Load(port, ["/slow"], clients=8, limit=40) as load:
         load.thread.join(60)
     assert load.done >= 40 and not load.errors, load.errors[:5]
-    workers = [int(p) for p in open("/proc/%d/task/%d/children" % (master.pid, master.pid))
-               .read().split()]
+    with open("/proc/%d/task/%d/children" % (master.pid, master.pid)) as children:
+        workers = [int(p) for p in children.read().split()]
     assert len(workers) == 2, workers
     line = master.site("time.sleep(0.3)") + " in slow"
     for pid in workers:

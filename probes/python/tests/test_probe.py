@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import HOOK, SRC, Client, probe_env, snapshot_of
+from conftest import HOOK, SRC, Client, plain_env, probe_env, snapshot_of
 
 
 def probe_module(name):
@@ -31,7 +31,7 @@ def run_python(tmp_path, source, env=None, args=(), timeout=30):
 
 
 def test_install_by_hand_is_idempotent_and_close_removes_the_socket(tmp_path):
-    env = dict(os.environ, PYTHONPATH=SRC)
+    env = plain_env(PYTHONPATH=SRC)
     done = run_python(tmp_path, """
         import os, leakhound_probe
         a = leakhound_probe.install(socket_dir=%r)
@@ -297,7 +297,8 @@ def test_resource_warnings_the_programs_own_filters_hide_stay_hidden(tmp_path):
         """
     (tmp_path / "prog.py").write_text(textwrap.dedent(source))
     plain = subprocess.run([sys.executable, "-W", "default::ResourceWarning", "prog.py"],
-                           capture_output=True, text=True, cwd=str(tmp_path), timeout=30)
+                           capture_output=True, text=True, cwd=str(tmp_path), timeout=30,
+                           env=plain_env())
     probed = subprocess.run([sys.executable, "-W", "default::ResourceWarning", "prog.py"],
                             capture_output=True, text=True, cwd=str(tmp_path), timeout=30,
                             env=probe_env(tmp_path / "s"))
@@ -422,7 +423,7 @@ def test_final_grace_keeps_answering_until_a_collector_looked(tmp_path):
 
 
 def test_event_ring_is_bounded_and_counts_drops(tmp_path):
-    env = dict(os.environ, PYTHONPATH=SRC)
+    env = plain_env(PYTHONPATH=SRC)
     done = run_python(tmp_path, """
         import json, warnings, leakhound_probe
         warnings.simplefilter("ignore")
@@ -440,7 +441,7 @@ def test_event_ring_is_bounded_and_counts_drops(tmp_path):
 
 
 def test_install_from_inside_a_running_loop_adopts_it(tmp_path):
-    env = dict(os.environ, PYTHONPATH=SRC)
+    env = plain_env(PYTHONPATH=SRC)
     done = run_python(tmp_path, """
         import asyncio, json, time, leakhound_probe
 
@@ -465,7 +466,7 @@ def test_uvloop_imported_before_the_probe_is_found_through_its_tasks(tmp_path):
     after that is not told when its loop starts; the watchdog finds it through its tasks,
     and its stalls carry the program's line."""
     pytest.importorskip("uvloop")
-    env = dict(os.environ, PYTHONPATH=SRC)
+    env = plain_env(PYTHONPATH=SRC)
     done = run_python(tmp_path, """
         import asyncio, json, time, uvloop, leakhound_probe
 
@@ -487,7 +488,7 @@ def test_uvloop_imported_before_the_probe_is_found_through_its_tasks(tmp_path):
 
 
 def test_an_earlier_never_awaited_hook_still_runs(tmp_path):
-    env = dict(os.environ, PYTHONPATH=SRC)
+    env = plain_env(PYTHONPATH=SRC)
     done = run_python(tmp_path, """
         import warnings
         seen = []
@@ -539,7 +540,7 @@ def test_what_is_still_open_at_exit_is_reported_with_its_owner(tmp_path):
     could show them: the probe's exit hook reports them. Installed by hand after logging was
     imported, so logging's own exit hook (which closes its handlers' files) runs after ours."""
     sockets = tmp_path / "s"
-    env = dict(os.environ, PYTHONPATH=SRC)
+    env = plain_env(PYTHONPATH=SRC)
     done = run_python(tmp_path, """
         import asyncio, logging, os, socket, sys
         handler = logging.FileHandler(os.path.join(sys.argv[1], "app.log"))
