@@ -39,7 +39,9 @@ export LEAKHOUND_BIN="$PWD/target/debug/leakhound"
 cargo test --workspace --locked
 # The probe's own suite runs under `leakhound check` (dogfood): it passes only when the tests
 # pass and leakhound finds nothing left behind by them, so a false positive fails CI too.
-"$LEAKHOUND_BIN" check -- python3 -m pytest -q probes/python/tests
+# The suite's own HTTP load generators run asyncio loops in the pytest process beside real
+# servers on 2 cores: their lag under that load is not a bug of the suite, hence 300 ms.
+"$LEAKHOUND_BIN" check -T loop-blocked.lag=300ms -- python3 -m pytest -q probes/python/tests
 
 # `leakhound agent --otlp` is behind the cargo feature `otlp` (off by default): its test too.
 cargo test --locked --features otlp --test agent_e2e otlp

@@ -65,11 +65,12 @@ impl Rule for ThreadLeak {
             .collect();
 
         // Growth: threads that were not there at the start of the window and all still live.
-        // The window starts at the first view the probe answered (it may load after the
-        // first /proc sample).
-        let (Some(oldest), Some(latest)) =
-            (history.iter().find(|s| s.probe.is_some()), history.latest())
-        else {
+        // The window starts at the first view in which the probe listed threads (it may load
+        // after the first /proc sample, and a first answer can list none: then every thread,
+        // the main one included, would read as new).
+        let listed =
+            |s: &&crate::model::Snapshot| s.probe.as_ref().is_some_and(|p| !p.threads.is_empty());
+        let (Some(oldest), Some(latest)) = (history.iter().find(listed), history.latest()) else {
             return out;
         };
         let span = latest.taken_at_ms.saturating_sub(oldest.taken_at_ms);
@@ -388,6 +389,18 @@ mod tests {
         let f = ThreadLeak.check(&h, &Config::default());
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].evidence["window_s"], 11.0);
+    }
+
+    #[test]
+    fn a_first_answer_listing_no_threads_does_not_start_the_window() {
+        // The probe's first answer listed no threads; later ones list the same 5 throughout.
+        let mut views = vec![(0u64, ProbeData::default())];
+        views.extend((1..14u64).map(|i| (i * 1_000, threads(5, false))));
+        assert!(
+            ThreadLeak
+                .check(&history(views), &Config::default())
+                .is_empty()
+        );
     }
 
     #[test]

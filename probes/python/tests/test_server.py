@@ -390,7 +390,7 @@ def test_slow_and_silent_collectors_do_not_lock_others_out(program):
         except OSError:
             closed_after.append(time.monotonic() - started)
 
-    threads = [threading.Thread(target=drip, args=(c,)) for c in drippers]
+    threads = [threading.Thread(target=drip, args=(c,), daemon=True) for c in drippers]
     for t in threads:
         t.start()
     try:
