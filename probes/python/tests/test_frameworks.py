@@ -301,11 +301,17 @@ def test_gunicorn_uvicorn_workers_each_see_their_uvloop_blocked(program):
         workers = [int(p) for p in children.read().split()]
     assert len(workers) == 2, workers
     line = master.site("time.sleep(0.3)") + " in slow"
+    # Every worker's (uvloop) loop is seen; which worker accepts which connection is the
+    # kernel's choice, so one of them may have served no /slow at all: the stall at the app's
+    # line must be seen, in the workers that took those requests.
+    blocked = []
     for pid in workers:
         view = snapshot_of(master.socket_dir / ("%d.sock" % pid))
         assert view["loops"], view["missing"]
         stacks = [s["stack"][-1] for s in view["loops"][0]["stalls"] if s["stack"]]
-        assert line in stacks, (pid, view["loops"])
+        if line in stacks:
+            blocked.append(pid)
+    assert blocked, (line, workers)
 
 
 def test_aiohttp_keep_alive_handler_waiting_for_the_next_request_is_the_frameworks(program):
