@@ -15,12 +15,10 @@ pub fn descendants(root: u32) -> Vec<Leftover> {
     for proc in procs.flatten() {
         // A process can vanish between listing and reading: skip it, it is not left over.
         let Ok(stat) = proc.stat() else { continue };
-        let cmd = proc
-            .cmdline()
-            .ok()
-            .filter(|c| !c.is_empty())
-            .map(|c| c.join(" "))
-            .unwrap_or_else(|| format!("[{}]", stat.comm));
+        let cmd = crate::source::procfs::parse::shown_cmd(
+            proc.cmdline().map(|c| c.join(" ")).unwrap_or_default(),
+            &stat.comm,
+        );
         all.push(Leftover {
             pid: stat.pid as u32,
             ppid: stat.ppid as u32,

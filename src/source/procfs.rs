@@ -210,11 +210,7 @@ impl ProcSource {
             pid: self.pid,
             ppid: stat.ppid,
             name: stat.comm.clone(),
-            cmd: if cmd.is_empty() {
-                format!("[{}]", stat.comm)
-            } else {
-                cmd
-            },
+            cmd: parse::shown_cmd(cmd, &stat.comm),
             state: stat.state,
             start_time_ms: self.boot_epoch_ms + self.ticks_to_ms(stat.start_ticks),
             rss_bytes: stat.rss_pages.saturating_mul(self.page_size),
@@ -336,11 +332,7 @@ impl ProcSource {
                     pid: kid.pid,
                     ppid: kid.ppid,
                     state: kid.state,
-                    cmd: if cmd.is_empty() {
-                        format!("[{}]", kid.comm)
-                    } else {
-                        cmd
-                    },
+                    cmd: parse::shown_cmd(cmd, &kid.comm),
                     age_ms: 0,
                     depth: depth + 1,
                     has_probe: false,

@@ -267,12 +267,10 @@ fn live_descendants(root: u32, now_ms: u64) -> Option<Vec<Child>> {
                 continue;
             };
             let Ok(stat) = proc.stat() else { continue };
-            let cmd = proc
-                .cmdline()
-                .ok()
-                .filter(|c| !c.is_empty())
-                .map(|c| c.join(" "))
-                .unwrap_or_else(|| format!("[{}]", stat.comm));
+            let cmd = crate::source::procfs::parse::shown_cmd(
+                proc.cmdline().map(|c| c.join(" ")).unwrap_or_default(),
+                &stat.comm,
+            );
             let started_ms = boot_ms + stat.starttime * 1000 / ticks;
             out.push(Child {
                 pid,

@@ -112,6 +112,16 @@ pub fn parse_wchan(bytes: &[u8]) -> Option<String> {
     }
 }
 
+/// The command a person is shown for a process: its command line, or `[comm]` when that is
+/// empty (a kernel thread, a zombie, a process that cleared it), as `ps` shows them.
+pub fn shown_cmd(cmdline: String, comm: &str) -> String {
+    if cmdline.is_empty() {
+        format!("[{comm}]")
+    } else {
+        cmdline
+    }
+}
+
 /// The command line from `/proc/PID/cmdline`: NUL-separated arguments joined by spaces.
 pub fn parse_cmdline(bytes: &[u8]) -> String {
     let trimmed = bytes.strip_suffix(b"\0").unwrap_or(bytes);
