@@ -17,11 +17,9 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
     fi
 fi
 
-# Python test dependencies (the probe itself is standard library only).
+# Python test dependencies (the probe itself is standard library only); uvicorn[standard]
+# among them brings uvloop, which the outside view's uvloop test also uses.
 python3 -m pip install --quiet --disable-pip-version-check -e "probes/python[test]"
-# uvloop for the outside view's uvloop test (tests/outside_e2e.rs skips it when absent).
-python3 -m pip install --quiet --disable-pip-version-check uvloop \
-    || echo "uvloop could not be installed: the uvloop test will be skipped" >&2
 
 # gdb for the --inject tests (tests/outside_e2e.rs skips them with a message where it is absent).
 if ! command -v gdb >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
