@@ -10,6 +10,7 @@ const SHOWN_EVIDENCE: &[&str] = &[
     "cmd",
     "target",
     "example",
+    "examples",
     "thread_name",
     "coroutine",
     "spawn_location",

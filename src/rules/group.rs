@@ -3,13 +3,15 @@
 //! examples, instead of once each. A lone instance keeps its own finding as it was.
 
 use crate::findings::Finding;
+use crate::model::{Proto, Socket, SocketState};
 
 /// How many instances a grouped finding names as examples.
 pub const EXAMPLES: usize = 5;
 
 /// Groups `(key, finding)` pairs by key, in the order keys are first seen. A key seen once
 /// yields its finding unchanged; a key seen `n >= 2` times yields `merge(key, members)`, to
-/// which `count` (n) and `examples` (the first [`EXAMPLES`] members' subjects) are added.
+/// which `count` (n) and `examples` (the first [`EXAMPLES`] members' subjects) are added,
+/// unless `merge` put its own there.
 pub fn collapse(
     instances: impl IntoIterator<Item = (String, Finding)>,
     merge: impl Fn(&str, &[Finding]) -> Finding,
@@ -40,15 +42,44 @@ pub fn collapse(
                 .map(|f| f.subject.clone())
                 .collect();
             let severity = members.iter().map(|f| f.severity).max();
-            let mut merged = merge(&key, &members)
-                .with("count", members.len())
-                .with("examples", examples);
+            let mut merged = merge(&key, &members);
+            for (k, v) in [
+                ("count", members.len().into()),
+                ("examples", examples.into()),
+            ] {
+                merged.evidence.entry(k.to_string()).or_insert(v);
+            }
             if let Some(severity) = severity {
                 merged.severity = merged.severity.max(severity);
             }
             merged
         })
         .collect()
+}
+
+/// The endpoint the sockets of one bug share, the varying port left out: `tcp inbound to
+/// 0.0.0.0:8080` (a server's accepted connections: one local address, a port per client, known
+/// by the listening socket on that port among `all`), `tcp to 10.0.0.5:5432` (a client's: one
+/// peer, an ephemeral local port each), `tcp 127.0.0.1:9000` (no peer), `unix /run/x.sock`.
+pub fn socket_pattern(s: &Socket, all: &[Socket]) -> String {
+    if s.proto == Proto::Unix {
+        return match s.local.as_str() {
+            "" => "unix (unnamed)".to_string(),
+            path => format!("unix {path}"),
+        };
+    }
+    let proto = format!("{:?}", s.proto).to_lowercase();
+    let port = |addr: &str| addr.rsplit_once(':').map(|(_, p)| p.to_string());
+    let listening = all.iter().any(|l| {
+        l.state == SocketState::Listen && l.proto != Proto::Unix && port(&l.local) == port(&s.local)
+    });
+    if s.remote.is_empty() || s.remote.ends_with(":0") {
+        format!("{proto} {}", s.local)
+    } else if listening {
+        format!("{proto} inbound to {}", s.local)
+    } else {
+        format!("{proto} to {}", s.remote)
+    }
 }
 
 /// `1392` as `1,392`: counts people read at a glance.
@@ -115,6 +146,38 @@ mod tests {
         assert_eq!(
             out[0].evidence["examples"].as_array().unwrap().len(),
             EXAMPLES
+        );
+    }
+
+    fn tcp(local: &str, remote: &str, state: &str) -> Socket {
+        Socket {
+            proto: Proto::Tcp,
+            local: local.into(),
+            remote: remote.into(),
+            state: state.into(),
+            inode: 1,
+            fd: None,
+            rx_queue: 0,
+            tx_queue: 0,
+        }
+    }
+
+    #[test]
+    fn sockets_of_one_server_or_one_peer_share_a_pattern() {
+        let listen = tcp("0.0.0.0:8080", "0.0.0.0:0", "LISTEN");
+        let accepted = tcp("127.0.0.1:8080", "127.0.0.1:51234", "CLOSE_WAIT");
+        let all = vec![listen.clone(), accepted.clone()];
+        assert_eq!(
+            socket_pattern(&accepted, &all),
+            "tcp inbound to 127.0.0.1:8080"
+        );
+        let outbound = tcp("127.0.0.1:51234", "10.0.0.5:5432", "CLOSE_WAIT");
+        assert_eq!(socket_pattern(&outbound, &all), "tcp to 10.0.0.5:5432");
+        assert_eq!(socket_pattern(&listen, &all), "tcp 0.0.0.0:8080");
+        // Without the listening socket in view, an accepted one reads as its peer.
+        assert_eq!(
+            socket_pattern(&accepted, std::slice::from_ref(&accepted)),
+            "tcp to 127.0.0.1:51234"
         );
     }
 

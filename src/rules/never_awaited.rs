@@ -2,7 +2,8 @@
 //! without being awaited (with its creation site). Rust: a spawned task never polled.
 
 use super::Rule;
-use super::probe_common::{events_of, innermost, latest_probe, secs};
+use super::group;
+use super::probe_common::{events_by_site, innermost, latest_probe, secs};
 use crate::config::Config;
 use crate::findings::{Finding, Severity};
 use crate::history::History;
@@ -23,7 +24,7 @@ impl Rule for NeverAwaited {
     }
 
     fn check(&self, history: &History, config: &Config) -> Vec<Finding> {
-        let mut out: Vec<Finding> = events_of(history, ProbeEventKind::NeverAwaited)
+        let mut out: Vec<Finding> = events_by_site(history, ProbeEventKind::NeverAwaited)
             .into_iter()
             .map(|e| {
                 let site = innermost(&e.site);
@@ -46,29 +47,54 @@ impl Rule for NeverAwaited {
             return out;
         };
         let after = config.never_polled_after.as_millis() as u64;
-        for t in &probe.tasks {
-            if t.polls == Some(0) && t.state != TaskState::Done && t.age_ms >= after {
+        // Tasks of one bug are spawned at one place: one finding per spawn site.
+        let never_polled = probe
+            .tasks
+            .iter()
+            .filter(|t| t.polls == Some(0) && t.state != TaskState::Done && t.age_ms >= after)
+            .map(|t| {
                 let site = t.spawn_location.as_deref().unwrap_or("unknown spawn site");
-                out.push(
-                    Finding::new(
-                        ID,
-                        Severity::Warning,
-                        format!("task:{}", t.id),
-                        format!(
-                            "task {} was spawned at {site} {:.0}s ago and never polled",
-                            t.id,
-                            t.age_ms as f64 / 1000.0
-                        ),
-                    )
-                    .with("task", t.id.clone())
-                    .with("kind", t.kind.clone())
-                    .with("spawn_location", t.spawn_location.clone())
-                    .with("age_s", secs(t.age_ms)),
-                );
-            }
-        }
+                let finding = Finding::new(
+                    ID,
+                    Severity::Warning,
+                    format!("task:{}", t.id),
+                    format!(
+                        "task {} was spawned at {site} {:.0}s ago and never polled",
+                        t.id,
+                        t.age_ms as f64 / 1000.0
+                    ),
+                )
+                .with("task", t.id.clone())
+                .with("kind", t.kind.clone())
+                .with("spawn_location", t.spawn_location.clone())
+                .with("age_s", secs(t.age_ms));
+                (site.to_string(), finding)
+            });
+        out.extend(group::collapse(never_polled, merge_never_polled));
         out
     }
+}
+
+/// Many tasks spawned at one place and never polled: one finding, `40 tasks spawned at
+/// src/main.rs:40:5 were never polled (the youngest 11s ago)`, whose subject is the place.
+fn merge_never_polled(site: &str, members: &[Finding]) -> Finding {
+    let first = &members[0];
+    let youngest_s = members
+        .iter()
+        .filter_map(|f| f.evidence["age_s"].as_f64())
+        .fold(f64::INFINITY, f64::min);
+    Finding::new(
+        ID,
+        first.severity,
+        format!("tasks:spawned at {site}"),
+        format!(
+            "{} tasks spawned at {site} were never polled (the youngest {youngest_s:.0}s ago)",
+            group::thousands(members.len())
+        ),
+    )
+    .with("kind", first.evidence["kind"].clone())
+    .with("spawn_location", first.evidence["spawn_location"].clone())
+    .with("age_s", youngest_s)
 }
 
 #[cfg(test)]
@@ -99,6 +125,22 @@ mod tests {
         assert_eq!(f[0].subject, "coroutine:send_email at app.py:9 in handler");
         assert_eq!(f[0].evidence["created_at"], "app.py:9 in handler");
         assert_eq!(f[0].evidence["count"], 3);
+    }
+
+    #[test]
+    fn one_line_reached_from_several_callers_is_one_finding_with_the_counts_summed() {
+        let from = |caller: &str, count| ProbeEvent {
+            site: vec![caller.into(), "app.py:9 in handler".into()],
+            ..unawaited(count)
+        };
+        let data = ProbeData {
+            events: vec![from("app.py:20 in main", 3), from("app.py:31 in cron", 4)],
+            ..ProbeData::default()
+        };
+        let f = NeverAwaited.check(&history(vec![(0, data)]), &Config::default());
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(f[0].evidence["count"], 7);
+        assert!(f[0].message.contains("(7x)"), "{}", f[0].message);
     }
 
     #[test]
@@ -172,5 +214,28 @@ mod tokio_shapes {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].subject, "task:7");
         assert_eq!(f[0].evidence["spawn_location"], "src/main.rs:10:5");
+    }
+
+    #[test]
+    fn tasks_never_polled_at_one_spawn_site_are_one_finding_with_a_count() {
+        let mut tasks: Vec<_> = (0..40)
+            .map(|i| tokio_task(&format!("{}", 100 + i), 0, 11_000 + i * 100, 11_000))
+            .collect();
+        let mut elsewhere = tokio_task("7", 0, 20_000, 20_000);
+        elsewhere.spawn_location = Some("src/jobs.rs:3:9".into());
+        tasks.push(elsewhere);
+        let h = history(vec![(0, tokio(tasks, vec![], vec![]))]);
+        let f = NeverAwaited.check(&h, &Config::default());
+        assert_eq!(f.len(), 2, "{f:#?}");
+        assert_eq!(f[0].subject, "tasks:spawned at src/main.rs:10:5");
+        assert_eq!(f[0].evidence["count"], 40);
+        assert_eq!(
+            f[0].message,
+            "40 tasks spawned at src/main.rs:10:5 were never polled (the youngest 11s ago)"
+        );
+        assert_eq!(f[0].evidence["examples"][0], "task:100");
+        assert_eq!(f[0].evidence["examples"].as_array().unwrap().len(), 5);
+        // A lone task elsewhere keeps its own finding.
+        assert_eq!(f[1].subject, "task:7");
     }
 }

@@ -17,6 +17,23 @@ pub fn events_of(history: &History, kind: ProbeEventKind) -> Vec<&ProbeEvent> {
         .unwrap_or_default()
 }
 
+/// Events of one kind as findings name them: one per subject and innermost site frame. A probe
+/// coalesces repeats of the exact (subject, whole site); one line reached from several callers
+/// is still one bug, so those are merged here, counts summed, the first one's site kept.
+pub fn events_by_site(history: &History, kind: ProbeEventKind) -> Vec<ProbeEvent> {
+    let mut out: Vec<ProbeEvent> = Vec::new();
+    for e in events_of(history, kind) {
+        match out
+            .iter_mut()
+            .find(|o| o.subject == e.subject && innermost(&o.site) == innermost(&e.site))
+        {
+            Some(same) => same.count += e.count,
+            None => out.push(e.clone()),
+        }
+    }
+    out
+}
+
 /// Seconds with one decimal, for evidence.
 pub fn secs(ms: u64) -> f64 {
     (ms as f64 / 100.0).round() / 10.0

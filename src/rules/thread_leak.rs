@@ -48,7 +48,9 @@ impl Rule for ThreadLeak {
     }
 
     fn check(&self, history: &History, config: &Config) -> Vec<Finding> {
-        let mut out: Vec<Finding> = events_of(history, ProbeEventKind::AliveAtShutdown)
+        // Threads of one name are one thing left running (a pool's workers, one thread
+        // started per job): one finding per subject, with a count, as at exit.
+        let alive = events_of(history, ProbeEventKind::AliveAtShutdown)
             .into_iter()
             .map(|e| {
                 // "thread NAME" → thread:NAME, as `check` names the threads it finds itself.
@@ -56,13 +58,32 @@ impl Rule for ThreadLeak {
                     Some((kind, name)) => format!("{kind}:{name}"),
                     None => format!("thread:{}", e.subject),
                 };
-                Finding::new(ID, Severity::Warning, subject, e.message.clone())
-                    .with("what", e.subject.clone())
-                    .with("stack", e.site.clone())
-                    .with("at", e.site.last().cloned())
-                    .seen_by(Seen::Probe)
-            })
-            .collect();
+                let finding =
+                    Finding::new(ID, Severity::Warning, subject.clone(), e.message.clone())
+                        .with("what", e.subject.clone())
+                        .with("stack", e.site.clone())
+                        .with("at", e.site.last().cloned())
+                        .seen_by(Seen::Probe);
+                (subject, finding)
+            });
+        let mut out = super::group::collapse(alive, |subject, members| {
+            let first = &members[0];
+            let mut merged = first.clone();
+            merged.subject = subject.to_string();
+            merged.message = format!(
+                "{} × {}; the first: {}",
+                super::group::thousands(members.len()),
+                first.evidence["what"].as_str().unwrap_or(subject),
+                first.message
+            );
+            // Their subjects are all one; where each was is what tells them apart.
+            let at: Vec<serde_json::Value> = members
+                .iter()
+                .take(super::group::EXAMPLES)
+                .map(|f| f.evidence["at"].clone())
+                .collect();
+            merged.with("examples", at)
+        });
 
         // Growth: threads that were not there at the start of the window and all still live.
         // The window starts at the first view in which the probe listed threads (it may load
@@ -354,6 +375,32 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].subject, "thread:poller");
         assert_eq!(f[0].evidence["at"], "app.py:4 in poll");
+    }
+
+    #[test]
+    fn threads_of_one_name_alive_at_shutdown_are_one_finding_with_a_count() {
+        let alive = |i: u64| ProbeEvent {
+            seq: i,
+            kind: ProbeEventKind::AliveAtShutdown,
+            subject: "thread poller".into(),
+            message: "non-daemon thread 'poller' still running".into(),
+            site: vec![format!("app.py:{} in poll", 4 + i)],
+            count: 1,
+            ..ProbeEvent::default()
+        };
+        let data = ProbeData {
+            events: (0..12).map(alive).collect(),
+            ..ProbeData::default()
+        };
+        let f = ThreadLeak.check(&history(vec![(0, data)]), &Config::default());
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(f[0].subject, "thread:poller");
+        assert_eq!(f[0].evidence["count"], 12);
+        assert_eq!(f[0].evidence["examples"][1], "app.py:5 in poll");
+        assert_eq!(
+            f[0].message,
+            "12 × thread poller; the first: non-daemon thread 'poller' still running"
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Under `check`, also judged at exit: descriptors opened during the run and never closed.
 
 use super::at_exit::{Exit, Held};
-use super::probe_common::{events_of, innermost};
+use super::group;
+use super::probe_common::{events_by_site, innermost};
 use super::{ExitRule, Rule};
 use crate::config::Config;
 use crate::findings::{Finding, Seen, Severity};
@@ -31,7 +32,7 @@ impl Rule for UnclosedResource {
     }
 
     fn check(&self, history: &History, _config: &Config) -> Vec<Finding> {
-        events_of(history, ProbeEventKind::UnclosedResource)
+        events_by_site(history, ProbeEventKind::UnclosedResource)
             .into_iter()
             .map(|e| {
                 let site = innermost(&e.site);
@@ -146,15 +147,50 @@ fn left_open(held: &Held) -> Vec<Finding> {
         .with("kind", fd.kind.as_str())
         .with("target", fd.target.clone())
         .seen_by(Seen::Procfs);
+        // Descriptors of one bug share what they are: one file, one peer, pipes.
+        let like = match (fd.kind, socket) {
+            (FdKind::Socket, Some(s)) => {
+                format!("{} ({})", group::socket_pattern(s, &last.sockets), s.state)
+            }
+            (FdKind::File, _) => format!("file {}", fd.target),
+            (kind, _) => kind.as_str().to_string(),
+        };
         if let Some(s) = socket {
             finding = finding
                 .with("local", s.local.clone())
                 .with("remote", s.remote.clone())
                 .with("state", s.state.as_str());
         }
-        out.push(finding);
+        out.push((like, finding));
     }
-    out
+    group::collapse(out, |like, members| {
+        let fds: Vec<i64> = members
+            .iter()
+            .filter_map(|f| f.evidence["fd"].as_i64())
+            .collect();
+        let shown: Vec<String> = fds
+            .iter()
+            .take(group::EXAMPLES)
+            .map(i64::to_string)
+            .collect();
+        let more = if fds.len() > shown.len() { ", …" } else { "" };
+        let first = &members[0];
+        Finding::new(
+            ID,
+            first.severity,
+            format!("fds:{like}"),
+            format!(
+                "{} descriptors ({like}) were opened during the run and never closed: fds {}{more}",
+                group::thousands(fds.len()),
+                shown.join(", ")
+            ),
+        )
+        .with("kind", first.evidence["kind"].clone())
+        .with("target", first.evidence["target"].clone())
+        .with("pattern", like)
+        .with("fds", fds)
+        .seen_by(Seen::Procfs)
+    })
 }
 
 /// A connected, unnamed Unix socket whose twin (the other end of the same `socketpair()`, whose
@@ -241,6 +277,69 @@ mod tests {
         assert_eq!(f[0].subject, "resource:socket at app.py:5");
         assert_eq!(f[0].evidence["count"], 4);
         assert!(f[0].evidence["example"].as_str().unwrap().contains("fd=7"));
+    }
+
+    fn fds(list: &[(i32, FdKind, String)], sockets: Vec<Socket>) -> Snapshot {
+        Snapshot {
+            pid: 100,
+            fd_list: Some(
+                list.iter()
+                    .map(|(fd, kind, target)| crate::model::Fd {
+                        fd: *fd,
+                        kind: *kind,
+                        target: target.clone(),
+                    })
+                    .collect(),
+            ),
+            sockets,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn descriptors_left_open_alike_are_one_finding_with_a_count() {
+        // 50 pipes, 30 connections to one peer, one file: three findings, not 81.
+        let mut list: Vec<(i32, FdKind, String)> = (0..50)
+            .map(|i| (10 + i, FdKind::Pipe, format!("pipe:[{}]", 9000 + i)))
+            .collect();
+        let mut sockets = Vec::new();
+        for i in 0..30 {
+            list.push((100 + i, FdKind::Socket, format!("socket:[{}]", 500 + i)));
+            sockets.push(Socket {
+                proto: Proto::Tcp,
+                local: format!("127.0.0.1:{}", 40000 + i),
+                remote: "127.0.0.1:5432".into(),
+                state: "ESTABLISHED".into(),
+                inode: 500 + i as u64,
+                fd: Some(100 + i),
+                rx_queue: 0,
+                tx_queue: 0,
+            });
+        }
+        list.push((200, FdKind::File, "/tmp/report.txt".into()));
+        let first = fds(&[(0, FdKind::File, "/dev/null".into())], vec![]);
+        let exit = fds(&list, sockets);
+        let mut f = crate::rules::left_open(&[&first, &exit], Some(&exit), "/tmp/lh", false);
+        f.sort_by(|a, b| a.subject.cmp(&b.subject));
+        let subjects: Vec<&str> = f.iter().map(|f| f.subject.as_str()).collect();
+        assert_eq!(
+            subjects,
+            [
+                "fd:200",
+                "fds:pipe",
+                "fds:tcp to 127.0.0.1:5432 (ESTABLISHED)"
+            ]
+        );
+        assert_eq!(f[1].evidence["count"], 50);
+        assert_eq!(
+            f[1].message,
+            "50 descriptors (pipe) were opened during the run and never closed: fds 10, 11, 12, \
+             13, 14, …"
+        );
+        assert_eq!(f[1].evidence["examples"][0], "fd:10");
+        assert_eq!(f[2].evidence["count"], 30);
+        assert_eq!(f[2].evidence["fds"].as_array().unwrap().len(), 30);
+        assert!(f[0].message.contains("/tmp/report.txt"), "{}", f[0].message);
     }
 
     #[test]

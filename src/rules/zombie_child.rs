@@ -2,7 +2,7 @@
 //! while it runs (for long enough) and, under `check`, at exit: every child left unreaped.
 
 use super::at_exit::Exit;
-use super::{ExitRule, Rule};
+use super::{ExitRule, Rule, group};
 use crate::config::Config;
 use crate::findings::{Finding, Severity};
 use crate::history::History;
@@ -52,8 +52,7 @@ impl Rule for ZombieChild {
             if (zombie_ms as u128) < config.zombie_after.as_millis() {
                 continue;
             }
-            out.push(
-                Finding::new(
+            let finding = Finding::new(
                     ID,
                     Severity::Warning,
                     format!("pid:{}", zombie.pid),
@@ -68,10 +67,22 @@ impl Rule for ZombieChild {
                 .about_pid(zombie.pid)
                 .with("ppid", zombie.ppid)
                 .with("cmd", zombie.cmd.clone())
-                .with("zombie_s", (zombie_ms as f64 / 100.0).round() / 10.0),
-            );
+                .with("zombie_s", (zombie_ms as f64 / 100.0).round() / 10.0);
+            out.push((same_parent(zombie.ppid, &zombie.cmd), finding));
         }
-        out
+        group::collapse(out, |_, members| {
+            let shortest = members
+                .iter()
+                .filter_map(|f| f.evidence["zombie_s"].as_f64())
+                .fold(f64::INFINITY, f64::min);
+            grouped(members, |count, ppid, cmd| {
+                format!(
+                    "{count} children ({cmd}) exited and pid {ppid} has not reaped them for \
+                     {shortest:.0}s or more: the parent never waits for them"
+                )
+            })
+            .with("zombie_s", shortest)
+        })
     }
 }
 
@@ -89,23 +100,59 @@ impl ExitRule for ZombieChild {
         let Some(left) = exit.leftovers else {
             return Vec::new();
         };
-        left.zombies
-            .iter()
-            .map(|p| {
-                Finding::new(
-                    ID,
-                    Severity::Warning,
-                    format!("pid:{}", p.pid),
-                    format!(
-                        "`{}` (pid {}) exited but was never reaped (wait()ed for) by its parent",
-                        p.cmd, p.pid
-                    ),
+        let each = left.zombies.iter().map(|p| {
+            let finding = Finding::new(
+                ID,
+                Severity::Warning,
+                format!("pid:{}", p.pid),
+                format!(
+                    "`{}` (pid {}) exited but was never reaped (wait()ed for) by its parent",
+                    p.cmd, p.pid
+                ),
+            )
+            .about_pid(p.pid)
+            .with("ppid", p.ppid)
+            .with("cmd", p.cmd.clone());
+            (same_parent(p.ppid, &p.cmd), finding)
+        });
+        group::collapse(each, |_, members| {
+            grouped(members, |count, ppid, cmd| {
+                format!(
+                    "{count} children `{cmd}` of pid {ppid} exited but were never reaped (wait()ed for)"
                 )
-                .about_pid(p.pid)
-                .with("cmd", p.cmd.clone())
             })
-            .collect()
+        })
     }
+}
+
+/// Zombies of one parent and command as one finding, subject `zombies:PPID:CMD`; its message
+/// is `says(count, ppid, cmd)`.
+fn grouped(
+    members: &[Finding],
+    says: impl Fn(&str, &serde_json::Value, &str) -> String,
+) -> Finding {
+    let first = &members[0];
+    let (ppid, cmd) = (&first.evidence["ppid"], plain(&first.evidence["cmd"]));
+    let message = says(&group::thousands(members.len()), ppid, &cmd);
+    Finding::new(ID, first.severity, format!("zombies:{ppid}:{cmd}"), message)
+        .with("ppid", ppid.clone())
+        .with("cmd", cmd)
+        .with("pids", pids(members))
+}
+
+/// Zombies of one bug: one parent that never waits, for children of one command.
+fn same_parent(ppid: u32, cmd: &str) -> String {
+    format!("{ppid}|{cmd}")
+}
+
+/// The pids of grouped findings about single processes.
+pub(super) fn pids(members: &[Finding]) -> Vec<u32> {
+    members.iter().filter_map(|f| f.pid).collect()
+}
+
+/// A string evidence value as written (no quotes).
+pub(super) fn plain(v: &serde_json::Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
 }
 
 #[cfg(test)]
@@ -171,5 +218,74 @@ mod tests {
         assert!(ZombieChild.check(&history(&samples), &c).is_empty());
         let live = vec![vec![child(80, ProcState::Sleeping, 90_000)]; 10];
         assert!(ZombieChild.check(&history(&live), &c).is_empty());
+    }
+
+    #[test]
+    fn zombies_of_one_parent_and_command_are_one_finding_with_a_count() {
+        let mut zombies: Vec<Child> = (0..120)
+            .map(|i| Child {
+                ppid: 7,
+                ..child(1000 + i, ProcState::Zombie, 30_000)
+            })
+            .collect();
+        // Another parent's zombie of the same command is another bug.
+        zombies.push(Child {
+            ppid: 8,
+            ..child(2000, ProcState::Zombie, 30_000)
+        });
+        let f = ZombieChild.check(&history(&[zombies]), &Config::default());
+        assert_eq!(f.len(), 2, "{f:#?}");
+        assert_eq!(f[0].subject, "zombies:7:[worker]");
+        assert_eq!(f[0].evidence["count"], 120);
+        assert_eq!(f[0].evidence["pids"].as_array().unwrap().len(), 120);
+        assert_eq!(f[0].evidence["examples"][4], "pid:1004");
+        assert_eq!(
+            f[0].message,
+            "120 children ([worker]) exited and pid 7 has not reaped them for 30s or more: the \
+             parent never waits for them"
+        );
+        assert_eq!(f[1].subject, "pid:2000");
+    }
+
+    #[test]
+    fn zombies_and_orphans_left_at_exit_are_grouped_by_command() {
+        use crate::rules::at_exit::{Leftover, Leftovers};
+        let left = |pid, state, cmd: &str| Leftover {
+            pid,
+            ppid: 1,
+            state,
+            cmd: cmd.into(),
+        };
+        let leftovers = Leftovers {
+            zombies: (0..4)
+                .map(|i| left(10 + i, ProcState::Zombie, "[sh]"))
+                .collect(),
+            alive: (0..6)
+                .map(|i| left(20 + i, ProcState::Sleeping, "sleep 300"))
+                .chain([left(30, ProcState::Sleeping, "tail -f log")])
+                .collect(),
+            killed: true,
+            settle: std::time::Duration::from_secs(2),
+        };
+        let f = crate::rules::judge_leftovers(&leftovers);
+        let subjects: Vec<&str> = f.iter().map(|f| f.subject.as_str()).collect();
+        assert_eq!(subjects, ["orphans:sleep 300", "pid:30", "zombies:1:[sh]"]);
+        assert_eq!(f[0].evidence["count"], 6);
+        assert_eq!(
+            f[0].evidence["pids"],
+            serde_json::json!([20, 21, 22, 23, 24, 25])
+        );
+        assert!(
+            f[0].message
+                .starts_with("6 processes `sleep 300` were still running 2.0 s after"),
+            "{}",
+            f[0].message
+        );
+        assert_eq!(f[2].evidence["count"], 4);
+        assert!(
+            f[2].message.starts_with("4 children `[sh]` of pid 1"),
+            "{}",
+            f[2].message
+        );
     }
 }
