@@ -66,6 +66,8 @@ thresholds! {
         "sockets in CLOSE_WAIT that count as a pile-up";
     close_wait_for: duration, "close-wait.for", "3s",
         "how long the pile-up must last";
+    close_wait_pile: count, "close-wait.pile", "100",
+        "sockets in CLOSE_WAIT that prove a pile-up in one view (snapshot)";
     thread_leak_min_growth: count, "thread-leak.min-growth", "5",
         "new non-daemon threads, none ended, across the window";
     zombie_after: duration, "zombie-child.after", "5s",

@@ -162,6 +162,39 @@ fn snapshot_findings_fire_on_the_fixture_with_short_thresholds() {
     );
 }
 
+/// A server whose clients hung up and which never closed its end: one snapshot (one view, no
+/// history) judges the pile by `close-wait.pile`, and names the server's port as the place.
+#[test]
+fn one_snapshot_judges_a_close_wait_pile_over_the_threshold() {
+    let fx = Fixture::start(&["shape", "0", "0", "30", "25"]);
+    let pid = fx.pid().to_string();
+    let port = fx.report["port"].as_u64().unwrap();
+    // The fixture's zombie child is not what this test is about, however slow the machine.
+    let calm = ["-T", "zombie-child.after=10m"];
+    let (code, out, err) =
+        leakhound(&[&["snapshot", &pid, "-T", "close-wait.pile=20"], &calm[..]].concat());
+    assert_eq!(code, 1, "{err}\n{out}");
+    let findings = out
+        .split("\nFINDINGS (")
+        .nth(1)
+        .expect("a FINDINGS section");
+    assert!(findings.starts_with("1)"), "{out}");
+    let line = findings
+        .lines()
+        .find(|l| l.contains("close-wait"))
+        .unwrap_or_else(|| panic!("no close-wait in:\n{out}"));
+    assert!(
+        line.contains(&format!(
+            "25 sockets in CLOSE_WAIT at once (close-wait.pile is 20), all tcp inbound to \
+             127.0.0.1:{port}"
+        )),
+        "{line}"
+    );
+    // Under the threshold (the default, 100) one view proves nothing.
+    let (code, out, err) = leakhound(&[&["snapshot", &pid, "--json"], &calm[..]].concat());
+    assert_eq!(code, 0, "{err}\n{out}");
+}
+
 #[test]
 fn snapshot_text_shows_the_tables() {
     let fx = Fixture::start(&["shape", "2", "1", "2", "1"]);
