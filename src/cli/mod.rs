@@ -212,7 +212,22 @@ pub struct AttachArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status, headless: the program's own non-zero status when it failed on its \
+own (128 + N when signal N killed it); otherwise 1 when a finding fired, else 0; 2 when leakhound \
+itself could not run. With the dashboard: 0."
+)]
 pub struct RunArgs {
+    /// No dashboard: print findings as `watch` does (the default when standard input or output
+    /// is not a terminal). The program's output goes to standard error.
+    #[arg(long, alias = "no-tui")]
+    pub headless: bool,
+    /// Headless: one JSON object per line per finding, then a summary object.
+    #[arg(long)]
+    pub json: bool,
+    /// Headless: stop the program after this long (default: until it exits or Ctrl-C).
+    #[arg(long = "for", value_parser = parse_duration_arg)]
+    pub duration: Option<Duration>,
     #[command(flatten)]
     pub common: CommonArgs,
     /// The program and its arguments.
