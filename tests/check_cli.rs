@@ -566,3 +566,55 @@ fn ctrl_c_at_a_terminal_reaches_the_command_once() {
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
     assert_eq!(report["interrupted"], "SIGINT", "{report}");
 }
+
+/// A program that climbs to its descriptor limit, hits EMFILE, closes what it held (as Python's
+/// teardown does) and fails: `check` reports the peak it saw, not the few left at the end.
+#[test]
+fn fd_exhaustion_reports_the_peak_not_what_the_teardown_left() {
+    const CLIMB: &str = "\
+import errno, os, resource, sys, time
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))
+held = []
+try:
+    while True:
+        held.append(os.open('/dev/null', os.O_RDONLY))
+        time.sleep(0.1)
+except OSError as e:
+    assert e.errno == errno.EMFILE, e
+for fd in held:
+    os.close(fd)
+time.sleep(2)
+sys.exit(1)
+";
+    let dir = tempfile::tempdir().unwrap();
+    let o = check(
+        &[
+            "--interval",
+            "250ms",
+            "--format",
+            "json",
+            "--",
+            "python3",
+            "-c",
+            CLIMB,
+        ],
+        dir.path(),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{}\n{err}", stdout(&o));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let fd = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "fd-exhaustion")
+        .unwrap_or_else(|| panic!("no fd-exhaustion in {report:#}"));
+    let message = fd["message"].as_str().unwrap();
+    assert!(message.contains("EMFILE"), "{message}");
+    let seen = |key: &str| fd["evidence"][key].as_u64().unwrap_or(0);
+    assert!(
+        seen("open").max(seen("peak")) >= 102,
+        "the peak (at least 80% of 128) is what it reports: {fd:#}"
+    );
+}

@@ -5,7 +5,8 @@ use crate::findings::{Finding, Seen};
 use crate::rules::{never_awaited, unclosed_resource};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Keeps one finding per (pid, rule, subject): the latest version of each. Findings about a
+/// Keeps one finding per (pid, rule, subject): the latest version of each, unless an earlier one
+/// was more severe. Findings about a
 /// descendant (not the command's own process) carry its `pid` in the evidence.
 #[derive(Debug, Default)]
 pub struct Collected {
@@ -56,8 +57,17 @@ impl Collected {
             }
             // The pytest plugin's findings are per test: the same subject in two tests is two.
             let test = f.test.clone().unwrap_or_default();
-            self.map
-                .insert((pid, f.rule.clone(), f.subject.clone(), test), f);
+            let key = (pid, f.rule.clone(), f.subject.clone(), test);
+            // The worst seen while it ran is the verdict's: a process at 95% of its descriptor
+            // limit whose teardown then closed them is judged at 95%, not at what was left.
+            if self
+                .map
+                .get(&key)
+                .is_some_and(|old| old.severity > f.severity)
+            {
+                continue;
+            }
+            self.map.insert(key, f);
         }
     }
 
@@ -132,5 +142,23 @@ mod tests {
                 (Some(11), "fd:4".to_string(), Some(Seen::Probe)),
             ]
         );
+    }
+
+    #[test]
+    fn a_later_milder_version_does_not_replace_the_worst_seen() {
+        let mut c = Collected::default();
+        let fd =
+            |severity, message: &str| Finding::new("fd-exhaustion", severity, "pid:10", message);
+        c.add(10, [fd(Severity::Warning, "grow: 60 open now")]);
+        c.add(10, [fd(Severity::Error, "120 of 128 descriptors open")]);
+        // After the teardown closed them: the same finding, milder. The peak stays.
+        c.add(10, [fd(Severity::Warning, "grow: 5 open now")]);
+        let kept = c.into_findings();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].message, "120 of 128 descriptors open");
+        // As severe: the latest version, with the newest count, is kept.
+        let mut c = Collected::default();
+        c.add(10, [fd(Severity::Warning, "a"), fd(Severity::Warning, "b")]);
+        assert_eq!(c.into_findings()[0].message, "b");
     }
 }

@@ -63,15 +63,36 @@ impl Rule for FdExhaustion {
             return Vec::new();
         }
 
+        // The most seen at once: after a program hit the limit and its teardown closed what it
+        // held (what `check` sees last), "5 open now" alone would hide it.
+        let peak = history
+            .iter()
+            .map(|s| s.fds.open)
+            .max()
+            .unwrap_or(open)
+            .max(open);
+        let at_limit = peak >= soft;
+        let slope_text = format!("{:.1}/min", slope_per_ms.unwrap_or(0.0) * 60_000.0);
         let message = if over_ratio {
             format!(
                 "{open} of {soft} descriptors open ({:.0}% of the soft limit): the next open may fail with EMFILE",
                 ratio * 100.0
             )
+        } else if at_limit {
+            format!(
+                "descriptors grew by {slope_text} to the soft limit: {peak} of {soft} open at the \
+                 peak, so opens failed with EMFILE; {open} open now"
+            )
+        } else if peak > open {
+            format!(
+                "descriptors grow by {slope_text}: {peak} of {soft} open at the peak ({:.0}% of \
+                 the soft limit), {open} open now; the limit is reached in ~{:.0}s",
+                peak as f64 * 100.0 / soft as f64,
+                eta_ms.unwrap_or(0.0) / 1000.0
+            )
         } else {
             format!(
-                "descriptors grow by {:.1}/min: {open} open now, the soft limit {soft} is reached in ~{:.0}s",
-                slope_per_ms.unwrap_or(0.0) * 60_000.0,
+                "descriptors grow by {slope_text}: {open} open now, the soft limit {soft} is reached in ~{:.0}s",
                 eta_ms.unwrap_or(0.0) / 1000.0
             )
         };
@@ -98,6 +119,8 @@ impl Rule for FdExhaustion {
                 .with("soft", soft)
                 .with("hard", json!(latest.fds.hard_limit))
                 .with("ratio", (ratio * 1000.0).round() / 1000.0)
+                .with("peak", peak)
+                .with("at_limit", at_limit)
                 .with(
                     "slope_per_min",
                     json!(slope_per_ms.map(|s| (s * 60_000.0 * 10.0).round() / 10.0)),
@@ -151,6 +174,37 @@ mod tests {
         assert_eq!(f[0].evidence["slope_per_min"], 600.0);
         assert_eq!(f[0].evidence["eta_s"], 88.0);
         assert_eq!(f[0].evidence["grew"]["file"], 110);
+    }
+
+    #[test]
+    fn after_the_peak_the_message_says_the_peak_and_whether_it_was_the_limit() {
+        // Climbed 10/s to 120 of 1000, then a sample after most were closed again.
+        let mut counts: Vec<u64> = (0..12).map(|i| 10 + i * 10).collect();
+        counts.push(5);
+        let f = FdExhaustion.check(&history(&counts, 1000), &Config::default());
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].evidence["peak"], 120);
+        assert_eq!(f[0].evidence["at_limit"], false);
+        assert!(
+            f[0].message
+                .contains("120 of 1000 open at the peak (12% of the soft limit), 5 open now"),
+            "{}",
+            f[0].message
+        );
+        // The same climb to the limit itself (EMFILE), then Python's teardown closed them.
+        let mut counts: Vec<u64> = (0..12).map(|i| 10 + i * 10).collect();
+        counts.push(5);
+        let f = FdExhaustion.check(&history(&counts, 120), &Config::default());
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].evidence["at_limit"], true);
+        assert!(
+            f[0].message.contains(
+                "to the soft limit: 120 of 120 open at the peak, so opens failed with EMFILE; \
+                 5 open now"
+            ),
+            "{}",
+            f[0].message
+        );
     }
 
     #[test]
