@@ -618,3 +618,70 @@ sys.exit(1)
         "the peak (at least 80% of 128) is what it reports: {fd:#}"
     );
 }
+
+/// One bug, one finding, in every report: six `sleep 30` left running by one loop are one
+/// orphan-child finding with a count and every pid, killed all the same.
+#[test]
+fn many_orphans_of_one_command_are_one_finding_in_every_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = check(
+        &[
+            &REPORTS[..],
+            &[
+                "--settle",
+                "300ms",
+                "--",
+                "sh",
+                "-c",
+                "for i in 1 2 3 4 5 6; do sleep 30 & done; true",
+            ],
+        ]
+        .concat(),
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let read = |name: &str| std::fs::read_to_string(dir.path().join("out").join(name)).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&read("r.json")).unwrap();
+    let orphans: Vec<&serde_json::Value> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["rule"] == "orphan-child")
+        .collect();
+    assert_eq!(orphans.len(), 1, "{report:#}");
+    let orphan = orphans[0];
+    assert_eq!(orphan["subject"], "orphans:sleep 30");
+    assert_eq!(orphan["evidence"]["count"], 6);
+    let pids: Vec<u32> = orphan["evidence"]["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(pids.len(), 6, "{orphan:#}");
+    for pid in pids {
+        assert!(!pid_alive(pid), "orphan {pid} should have been killed");
+    }
+    let message = orphan["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("6 processes `sleep 30` were still running"),
+        "{message}"
+    );
+    // The text verdict, JUnit and SARIF say the same one finding, count and examples.
+    let text = read("r.txt");
+    assert_eq!(text.matches("orphan-child").count(), 1, "{text}");
+    assert!(text.contains(message), "{text}");
+    assert!(text.contains("examples:"), "{text}");
+    let junit = read("r.xml");
+    assert!(junit.contains("6 processes `sleep 30`"), "{junit}");
+    assert!(junit.contains("count: 6"), "{junit}");
+    let sarif: serde_json::Value = serde_json::from_str(&read("r.sarif")).unwrap();
+    let results: Vec<&serde_json::Value> = sarif["runs"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["ruleId"] == "orphan-child")
+        .collect();
+    assert_eq!(results.len(), 1, "{sarif:#}");
+    assert_eq!(results[0]["properties"]["evidence"]["count"], 6);
+}
