@@ -175,7 +175,7 @@ async fn serve(args: Args, max_blocking: usize) {
     // The backfill: more blocking jobs than the pool has threads, started one per poll (a
     // poll that spawned them all would hold its worker while the pool starts its threads).
     // `problems` fires them all off, hour-long; `clean` runs its short ones one at a time.
-    tokio::spawn(async move {
+    let backfill = tokio::spawn(async move {
         let job = match variant {
             Variant::Problems => Duration::from_secs(3600),
             Variant::Clean => Duration::from_millis(20),
@@ -195,6 +195,10 @@ async fn serve(args: Args, max_blocking: usize) {
             }
         }
     });
+    if variant == Variant::Problems {
+        // Serve once every job is handed to the pool, so each request meets the full pool.
+        let _ = backfill.await;
+    }
     if args.console.is_some() {
         // A future that keeps no waker: once it returns Pending nothing can wake it again.
         let lost = tokio::task::Builder::new()
