@@ -6,117 +6,17 @@
 
 mod rust_support;
 
-use rust_support::{Fixture, example, leakhound, until, watch_lines};
-use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use rust_support::{Service, field, fired, until};
 use std::time::Duration;
-
-struct Problem {
-    app: Fixture,
-    _dir: tempfile::TempDir,
-    /// Log lines as they come.
-    lines: mpsc::Receiver<String>,
-}
 
 const RUNTIMES: [&str; 3] = ["hand", "attribute", "tokio-main"];
 
-fn start(mode: &str) -> Problem {
+fn start(mode: &str) -> Service {
     start_on(mode, "hand")
 }
 
-fn start_on(mode: &str, runtime: &str) -> Problem {
-    let dir = tempfile::tempdir().unwrap();
-    // tempfile makes it 0755; the probe listens only in a private (0700) folder.
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )
-    .unwrap();
-    let mut child = Command::new(example("leakhound-probe", "problems"))
-        .args([mode, "--runtime", runtime])
-        .env("LEAKHOUND_SOCKET_DIR", dir.path())
-        // Task dumps are opt-in; these services are where their await chains are checked.
-        .env("LEAKHOUND_TASKDUMP", "1")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start problems");
-    let out = child.stdout.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let sock = dir.path().join(format!("{}.sock", child.id()));
-    let app = Fixture(child);
-    until(Duration::from_secs(10), || sock.exists().then_some(())).expect("probe socket");
-    Problem {
-        app,
-        _dir: dir,
-        lines,
-    }
-}
-
-impl Problem {
-    fn pid(&self) -> String {
-        self.app.0.id().to_string()
-    }
-
-    fn line_containing(&self, text: &str) -> String {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(10))
-                .unwrap_or_else(|_| panic!("no log line with {text:?}"));
-            if line.contains(text) {
-                return line;
-            }
-        }
-    }
-
-    /// The findings `watch` fires over a few seconds with short thresholds.
-    fn findings(&self) -> Vec<Value> {
-        let out = leakhound(&[
-            "watch",
-            &self.pid(),
-            "--json",
-            "--for",
-            "3500ms",
-            "--interval",
-            "250ms",
-            "-T",
-            "stuck-task.after=1s",
-            "-T",
-            "never-awaited.unpolled-after=1s",
-            "-T",
-            "pool-starvation.saturated-for=500ms",
-        ]);
-        let lines = watch_lines(&out.stdout);
-        let summary = lines.last().expect("summary");
-        assert_eq!(summary["type"], "summary", "{summary}");
-        assert_eq!(summary["errors"], 0, "{summary}");
-        lines
-            .into_iter()
-            .filter(|l| l["type"] == "finding")
-            .collect()
-    }
-}
-
-/// `task=N` from a log line.
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key))
-        .unwrap_or_else(|| panic!("no {key} in {line}"))
-}
-
-fn fired<'a>(findings: &'a [Value], rule: &str) -> Vec<&'a Value> {
-    findings.iter().filter(|f| f["rule"] == rule).collect()
+fn start_on(mode: &str, runtime: &str) -> Service {
+    Service::start("problems", &[mode, "--runtime", runtime], &[])
 }
 
 #[test]
@@ -126,18 +26,6 @@ fn clean_run_fires_nothing_on_any_runtime() {
         let findings = p.findings();
         assert!(findings.is_empty(), "{runtime}: {findings:#?}");
     }
-}
-
-/// `leakhound snapshot PID --json`.
-fn snapshot(p: &Problem) -> Value {
-    let out = leakhound(&["snapshot", &p.pid(), "--json"]);
-    // 0 clean or 1 findings (what was stuck may have fired by now); 2 is an error.
-    assert!(
-        matches!(out.status.code(), Some(0 | 1)),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
@@ -165,7 +53,7 @@ fn tokio_main_with_init_sees_the_blocked_worker_and_the_starved_pool() {
         "{findings:#?}"
     );
     // The worker that logged the line and then slept in the same poll is named by its tid.
-    let probe = &snapshot(&p)["probe"];
+    let probe = &p.snapshot()["probe"];
     let stalls = probe["loops"][0]["stalls"].as_array().unwrap();
     assert!(
         stalls
@@ -191,7 +79,7 @@ fn the_attribute_alone_sees_the_stuck_task_the_blocking_task_and_the_starved_poo
     // A task dump is taken once the task has been idle about a second: its await chain is in
     // the snapshot's task list soon after.
     let chain = until(Duration::from_secs(10), || {
-        let snap = snapshot(&p);
+        let snap = p.snapshot();
         let t = snap["probe"]["tasks"]
             .as_array()?
             .iter()
@@ -341,7 +229,7 @@ fn log_ids_match_the_snapshot() {
     let p = start("stuck");
     let line = p.line_containing("stuck task");
     let (tid, task) = (field(&line, "tid="), field(&line, "task="));
-    let snap = snapshot(&p);
+    let snap = p.snapshot();
     let probe = &snap["probe"];
     assert_eq!(probe["runtime"], "tokio", "{}", snap["notes"]);
     let t = probe["tasks"]

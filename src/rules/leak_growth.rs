@@ -11,7 +11,7 @@ use super::trend::steady_growth;
 use crate::config::Config;
 use crate::findings::{Finding, Severity};
 use crate::history::History;
-use crate::model::Snapshot;
+use crate::model::{Snapshot, TaskState};
 
 pub struct LeakGrowth;
 
@@ -58,7 +58,12 @@ impl Rule for LeakGrowth {
                 .map(|s| {
                     (
                         s.taken_at_ms.saturating_sub(start) as f64,
-                        s.tasks().len() as f64,
+                        // Live ones: a probe also lists recently finished tasks (the Rust
+                        // probe keeps the last 64), a ring that fills under steady traffic.
+                        s.tasks()
+                            .iter()
+                            .filter(|t| t.state != TaskState::Done)
+                            .count() as f64,
                     )
                 })
                 .collect();
@@ -167,22 +172,43 @@ mod tests {
         );
     }
 
-    #[test]
-    fn tasks_count_when_a_probe_reports_them() {
+    /// 15 samples a second apart, sample `i` listing `live(i)` live tasks and `done(i)`
+    /// finished ones.
+    fn history_of_tasks(live: impl Fn(usize) -> usize, done: impl Fn(usize) -> usize) -> History {
         let mut h = History::default();
-        for i in 0..15u64 {
+        for i in 0..15 {
+            let mut tasks = vec![Task::default(); live(i)];
+            let finished = Task {
+                state: TaskState::Done,
+                ..Default::default()
+            };
+            tasks.extend(std::iter::repeat_n(finished, done(i)));
             h.push(Snapshot {
-                taken_at_ms: i * 1000,
+                taken_at_ms: i as u64 * 1000,
                 pid: 3,
                 probe: Some(ProbeData {
-                    tasks: vec![Task::default(); 5 + 3 * i as usize],
+                    tasks,
                     ..Default::default()
                 }),
                 ..Default::default()
             });
         }
+        h
+    }
+
+    #[test]
+    fn tasks_count_when_a_probe_reports_them() {
+        let h = history_of_tasks(|i| 5 + 3 * i, |_| 0);
         let f = LeakGrowth.check(&h, &Config::default());
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].subject, "pid:3/tasks");
+    }
+
+    #[test]
+    fn finished_tasks_filling_the_probe_ring_are_not_growth() {
+        // A served request a second: the ring of finished tasks fills, the live count stays.
+        let h = history_of_tasks(|_| 4, |i| 4 * i);
+        let f = LeakGrowth.check(&h, &Config::default());
+        assert!(f.is_empty(), "{f:?}");
     }
 }
