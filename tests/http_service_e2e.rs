@@ -57,26 +57,6 @@ fn report_ids(s: &Service, key: &str) -> BTreeSet<String> {
     ids
 }
 
-/// Waits until the probe's snapshot shows the await chain of `task` (a task dump is taken
-/// once it has been idle about a second) and returns it.
-fn await_chain(s: &Service, task: &str) -> Vec<String> {
-    until(Duration::from_secs(10), || {
-        let snap = s.snapshot();
-        let t = snap["probe"]["tasks"]
-            .as_array()?
-            .iter()
-            .find(|t| t["id"] == task)?
-            .clone();
-        let chain: Vec<String> = t["await_chain"]
-            .as_array()?
-            .iter()
-            .filter_map(|f| f.as_str().map(str::to_string))
-            .collect();
-        (!chain.is_empty()).then_some(chain)
-    })
-    .unwrap_or_else(|| panic!("task {task}'s await chain in the snapshot"))
-}
-
 fn served(load: HttpLoad, path: &str) -> Served {
     load.stop()
         .into_iter()
@@ -141,7 +121,7 @@ fn tokio_main_with_init_sees_the_blocked_worker_and_the_starved_pool() {
 fn all_three(runtime: &str) {
     let (s, load) = start(&["problems", "--runtime", runtime]);
     let stuck = cache_refresh(&s);
-    let chain = await_chain(&s, &stuck);
+    let chain = s.await_chain(&stuck);
     assert!(
         chain.iter().any(|f| f.contains("http_service.rs:")),
         "{chain:?}"
@@ -284,7 +264,7 @@ fn console_and_probe_on_one_app() {
             .then_some(())
     })
     .expect("the console endpoint lists the stuck task");
-    await_chain(&s, &stuck);
+    s.await_chain(&stuck);
     // The same 4 s, watched both ways at once.
     let console = {
         let url = url.clone();

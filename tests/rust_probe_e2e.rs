@@ -6,8 +6,7 @@
 
 mod rust_support;
 
-use rust_support::{Service, field, fired, until};
-use std::time::Duration;
+use rust_support::{Service, field, fired};
 
 const RUNTIMES: [&str; 3] = ["hand", "attribute", "tokio-main"];
 
@@ -78,23 +77,9 @@ fn the_attribute_alone_sees_the_stuck_task_the_blocking_task_and_the_starved_poo
     let blocking = field(&p.line_containing("blocking task"), "task=").to_string();
     // A task dump is taken once the task has been idle about a second: its await chain is in
     // the snapshot's task list soon after.
-    let chain = until(Duration::from_secs(10), || {
-        let snap = p.snapshot();
-        let t = snap["probe"]["tasks"]
-            .as_array()?
-            .iter()
-            .find(|t| t["id"] == stuck.as_str())?
-            .clone();
-        t["await_chain"]
-            .as_array()
-            .filter(|c| !c.is_empty())
-            .cloned()
-    })
-    .expect("the stuck task's await chain in the snapshot");
+    let chain = p.await_chain(&stuck);
     assert!(
-        chain
-            .iter()
-            .any(|f| f.as_str().unwrap().contains("problems.rs:")),
+        chain.iter().any(|f| f.contains("problems.rs:")),
         "{chain:?}"
     );
     let findings = p.findings();

@@ -207,6 +207,26 @@ impl Service {
         watch_findings(&self.pid(), "3500ms", &[])
     }
 
+    /// Waits until the probe's snapshot shows the await chain of `task` (a task dump is
+    /// taken once it has been idle about a second) and returns it.
+    pub fn await_chain(&self, task: &str) -> Vec<String> {
+        until(Duration::from_secs(10), || {
+            let snap = self.snapshot();
+            let t = snap["probe"]["tasks"]
+                .as_array()?
+                .iter()
+                .find(|t| t["id"] == task)?
+                .clone();
+            let chain: Vec<String> = t["await_chain"]
+                .as_array()?
+                .iter()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect();
+            (!chain.is_empty()).then_some(chain)
+        })
+        .unwrap_or_else(|| panic!("task {task}'s await chain in the snapshot"))
+    }
+
     /// `leakhound snapshot PID --json`.
     pub fn snapshot(&self) -> serde_json::Value {
         let out = leakhound(&["snapshot", &self.pid(), "--json"]);
