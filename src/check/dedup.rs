@@ -16,7 +16,7 @@ pub struct Collected {
 
 impl Collected {
     /// Drops this process's own findings that the pytest plugin reports per test: the same
-    /// (rule, subject), and every warning-based one (never-awaited, unclosed-resource from the
+    /// (rule, subject) (or, for descriptors grouped as one, every one of them), and every warning-based one (never-awaited, unclosed-resource from the
     /// probe, tasks collected while pending), since the plugin saw the same signals and knows
     /// which test made them.
     pub fn prefer_tests(&mut self, pid: u32, per_test: &[Finding]) {
@@ -31,7 +31,19 @@ impl Collected {
             let from_warning = ((rule == never_awaited::ID || rule == unclosed_resource::ID)
                 && f.source != Some(Seen::Procfs))
                 || f.destroyed_pending == Some(true);
-            !from_warning && !same.contains(&(rule.as_str(), subject.as_str()))
+            // Descriptors left open alike are one finding (`fds:PATTERN`, their numbers in
+            // `fds`): the plugin's `fd:N` per test say it better when they name every one.
+            let all_per_test = f
+                .evidence
+                .get("fds")
+                .and_then(|v| v.as_array())
+                .is_some_and(|fds| {
+                    !fds.is_empty()
+                        && fds
+                            .iter()
+                            .all(|n| same.contains(&(rule.as_str(), format!("fd:{n}").as_str())))
+                });
+            !from_warning && !all_per_test && !same.contains(&(rule.as_str(), subject.as_str()))
         });
     }
 
@@ -160,5 +172,29 @@ mod tests {
         let mut c = Collected::default();
         c.add(10, [fd(Severity::Warning, "a"), fd(Severity::Warning, "b")]);
         assert_eq!(c.into_findings()[0].message, "b");
+    }
+
+    #[test]
+    fn grouped_descriptors_the_plugin_names_per_test_give_way_to_it() {
+        let mut c = Collected::default();
+        let group =
+            |subject: &str, fds: &[i32]| unclosed(subject, Seen::Procfs).with("fds", fds.to_vec());
+        c.add(
+            10,
+            [
+                group("fds:pipe", &[5, 6]),
+                group("fds:file /tmp/x", &[8, 9]),
+            ],
+        );
+        let per_test = |fd: i32| {
+            let mut f = unclosed(&format!("fd:{fd}"), Seen::Probe);
+            f.test = Some("test_a.py::test_one".into());
+            f
+        };
+        // The plugin named both pipes, one of the two files: the pipes' group gives way.
+        let tests = [per_test(5), per_test(6), per_test(8)];
+        c.prefer_tests(10, &tests);
+        let subjects: Vec<String> = c.into_findings().into_iter().map(|f| f.subject).collect();
+        assert_eq!(subjects, ["fds:file /tmp/x"]);
     }
 }
