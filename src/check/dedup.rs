@@ -16,7 +16,7 @@ pub struct Collected {
 
 impl Collected {
     /// Drops this process's own findings that the pytest plugin reports per test: the same
-    /// (rule, subject), and every warning-based one (never-awaited, unclosed-resource from the
+    /// (rule, subject) (or, for descriptors grouped as one, every one of them), and every warning-based one (never-awaited, unclosed-resource from the
     /// probe, tasks collected while pending), since the plugin saw the same signals and knows
     /// which test made them.
     pub fn prefer_tests(&mut self, pid: u32, per_test: &[Finding]) {
@@ -31,7 +31,19 @@ impl Collected {
             let from_warning = ((rule == never_awaited::ID || rule == unclosed_resource::ID)
                 && f.source != Some(Seen::Procfs))
                 || f.destroyed_pending == Some(true);
-            !from_warning && !same.contains(&(rule.as_str(), subject.as_str()))
+            // Descriptors left open alike are one finding (`fds:PATTERN`, their numbers in
+            // `fds`): the plugin's `fd:N` per test say it better when they name every one.
+            let all_per_test = f
+                .evidence
+                .get("fds")
+                .and_then(|v| v.as_array())
+                .is_some_and(|fds| {
+                    !fds.is_empty()
+                        && fds
+                            .iter()
+                            .all(|n| same.contains(&(rule.as_str(), format!("fd:{n}").as_str())))
+                });
+            !from_warning && !all_per_test && !same.contains(&(rule.as_str(), subject.as_str()))
         });
     }
 
@@ -71,10 +83,53 @@ impl Collected {
         }
     }
 
-    /// Every finding kept, one per (pid, rule, subject, test).
+    /// Every finding kept, one per (pid, rule, subject, test). An instance that fired alone
+    /// while the command ran and later joined a group (the first zombie, then a hundred) is
+    /// the group's: only the group is kept.
     pub fn into_findings(self) -> Vec<Finding> {
-        self.map.into_values().collect()
+        let grouped: BTreeSet<(u32, String, String)> = self
+            .map
+            .iter()
+            .flat_map(|((pid, rule, _, _), f)| {
+                members(f)
+                    .into_iter()
+                    .map(move |subject| (*pid, rule.clone(), subject))
+            })
+            .collect();
+        self.map
+            .into_iter()
+            // The pytest plugin's per-test findings are never absorbed: they name the test.
+            .filter(|((pid, rule, subject, test), _)| {
+                !test.is_empty() || !grouped.contains(&(*pid, rule.clone(), subject.clone()))
+            })
+            .map(|(_, f)| f)
+            .collect()
     }
+}
+
+/// The subjects a grouped finding (one with `count` and `examples`, see `rules::group`) stands
+/// for: its examples, and every `pid:N` / `fd:N` it lists in `pids` / `fds`.
+fn members(f: &Finding) -> Vec<String> {
+    let (Some(_), Some(examples)) = (f.evidence.get("count"), f.evidence.get("examples")) else {
+        return Vec::new();
+    };
+    let listed = |key: &str, kind: &str| -> Vec<String> {
+        f.evidence
+            .get(key)
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .map(|n| format!("{kind}:{n}"))
+            .collect()
+    };
+    examples
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_str().map(str::to_string))
+        .chain(listed("pids", "pid"))
+        .chain(listed("fds", "fd"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -160,5 +215,64 @@ mod tests {
         let mut c = Collected::default();
         c.add(10, [fd(Severity::Warning, "a"), fd(Severity::Warning, "b")]);
         assert_eq!(c.into_findings()[0].message, "b");
+    }
+
+    #[test]
+    fn grouped_descriptors_the_plugin_names_per_test_give_way_to_it() {
+        let mut c = Collected::default();
+        let group =
+            |subject: &str, fds: &[i32]| unclosed(subject, Seen::Procfs).with("fds", fds.to_vec());
+        c.add(
+            10,
+            [
+                group("fds:pipe", &[5, 6]),
+                group("fds:file /tmp/x", &[8, 9]),
+            ],
+        );
+        let per_test = |fd: i32| {
+            let mut f = unclosed(&format!("fd:{fd}"), Seen::Probe);
+            f.test = Some("test_a.py::test_one".into());
+            f
+        };
+        // The plugin named both pipes, one of the two files: the pipes' group gives way.
+        let tests = [per_test(5), per_test(6), per_test(8)];
+        c.prefer_tests(10, &tests);
+        let subjects: Vec<String> = c.into_findings().into_iter().map(|f| f.subject).collect();
+        assert_eq!(subjects, ["fds:file /tmp/x"]);
+    }
+
+    #[test]
+    fn an_instance_that_fired_alone_before_its_group_formed_is_the_groups() {
+        let mut c = Collected::default();
+        let zombie = |subject: &str| Finding::new("zombie-child", Severity::Warning, subject, "m");
+        // While it ran: one zombie past the threshold, then three of the same parent.
+        c.add(10, [zombie("pid:100")]);
+        c.add(
+            10,
+            [zombie("zombies:10:[sh]")
+                .with("count", 3)
+                .with("examples", vec!["pid:100", "pid:101", "pid:102"])
+                .with("pids", vec![100, 101, 102])],
+        );
+        // Another parent's lone zombie, and the same subject in another process, stay.
+        c.add(10, [zombie("pid:200")]);
+        c.add(11, [zombie("pid:100")]);
+        let mut per_test = zombie("pid:101");
+        per_test.test = Some("test_a.py::test_one".into());
+        c.add(10, [per_test]);
+        let kept: Vec<(Option<u32>, String)> = c
+            .into_findings()
+            .into_iter()
+            .map(|f| (f.pid, f.subject))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (None, "pid:101".to_string()),
+                (None, "pid:200".to_string()),
+                (None, "zombies:10:[sh]".to_string()),
+                (Some(11), "pid:100".to_string()),
+            ]
+        );
     }
 }
