@@ -37,7 +37,8 @@ fn start_on(mode: &str, runtime: &str) -> Problem {
     let mut child = Command::new(example("leakhound-probe", "problems"))
         .args([mode, "--runtime", runtime])
         .env("LEAKHOUND_SOCKET_DIR", dir.path())
-        // Task dumps are opt-in; these services are where their await chains are checked.
+        // Task dumps are on by default; said here so an outer LEAKHOUND_TASKDUMP=0 cannot
+        // turn off what these services check.
         .env("LEAKHOUND_TASKDUMP", "1")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())

@@ -9,8 +9,8 @@
 //!
 //! Setups: `bare` (plain runtime), `hooks` (four empty task hooks: the floor of any
 //! hook-based task registry), `probe` (leakhound_probe::runtime() + init()), `attribute`
-//! (`#[leakhound_probe::main]`, as it comes: hooks, probe, its log subscriber), `dumps`
-//! (the attribute with task dumps turned on, `LEAKHOUND_TASKDUMP=1`), `named` (the attribute,
+//! (`#[leakhound_probe::main]`: hooks, probe, its log subscriber; task dumps off,
+//! `LEAKHOUND_TASKDUMP=0`), `dumps` (the attribute as it comes, task dumps on), `named` (the attribute,
 //! every task spawned with `leakhound_probe::spawn_named`: names and counted wakers),
 //! `console` (console-subscriber layer, default retention, runtime built after it).
 //! Task dumps (the probe's default `taskdump` feature) are compiled in; compare with
@@ -152,11 +152,8 @@ fn parent(quick: bool, rounds: Option<usize>) {
                 cmd.args(["--child", w, s]);
                 // Where the attribute's probe puts its socket.
                 cmd.env("LEAKHOUND_SOCKET_DIR", attribute_socket_dir());
-                if s == "dumps" {
-                    cmd.env("LEAKHOUND_TASKDUMP", "1");
-                } else {
-                    cmd.env_remove("LEAKHOUND_TASKDUMP");
-                }
+                // Dumps are on by default: every setup but `dumps` runs without them.
+                cmd.env("LEAKHOUND_TASKDUMP", if s == "dumps" { "1" } else { "0" });
                 if quick {
                     cmd.arg("--quick");
                 }

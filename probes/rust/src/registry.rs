@@ -244,9 +244,10 @@ pub(crate) static DUMPING: AtomicBool = AtomicBool::new(false);
 
 /// A task dump re-polls every task once in tracing mode, then wakes each so tokio polls it
 /// once more for real: neither poll is progress. Puts back the poll count and last poll end
-/// of task `id` as they were before the dump, when at most those two polls happened since.
-pub(crate) fn undo_dump_poll(id: u64, polls: u64, last_poll_end_ns: u64) {
-    let undo = |now: u64| now > polls && now <= polls + 2;
+/// of task `id` as they were before the dump, when at most those two polls per dump
+/// (`dumps` of them back to back) happened since.
+pub(crate) fn undo_dump_poll(id: u64, polls: u64, last_poll_end_ns: u64, dumps: u64) {
+    let undo = |now: u64| now > polls && now <= polls + 2 * dumps;
     let s = slot(id);
     if s.id.load(Ordering::Acquire) == id {
         if undo(s.polls.load(Ordering::Relaxed)) {

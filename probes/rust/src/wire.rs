@@ -37,8 +37,10 @@ pub(crate) fn tasks() -> (Vec<Task>, u64) {
     let (live, finished) = registry::collect();
     let extras = crate::spawn::of(live.iter().filter(|(_, e)| e.extra).map(|(id, _)| *id));
     let lost = lost_wakers(&live, &running, &extras);
+    let shown = crate::dump::progress_view();
     let mut out = Vec::with_capacity(live.len() + finished.len());
-    for (id, e) in live {
+    for (id, mut e) in live {
+        (e.polls, e.last_poll_end_ns) = shown(id, e.polls, e.last_poll_end_ns);
         let polling = running.contains_key(&id);
         let waiting = if polling {
             None
@@ -156,7 +158,7 @@ pub(crate) fn missing() -> Vec<String> {
         );
     } else if *crate::dump::DISABLED {
         m.push(
-            "await points: stuck tasks' await chains come from tokio task dumps, off unless LEAKHOUND_TASKDUMP=1 (each dump pauses every worker)".into(),
+            "await points: stuck tasks' await chains come from tokio task dumps, turned off here by LEAKHOUND_TASKDUMP=0".into(),
         );
     }
     m.push(
