@@ -426,6 +426,11 @@ fn read_trace(trace: &tokio::runtime::dump::Trace) -> Waiting {
         let symbols: Vec<_> = bt
             .frames()
             .flat_map(|f| f.symbols())
+            // The probe's own waker-counting wrapper (leakhound_probe::spawn) is no await point.
+            .filter(|s| {
+                !s.filename()
+                    .is_some_and(|f| f.ends_with(crate::spawn::SOURCE_FILE))
+            })
             .map(|s| {
                 (
                     s.name_demangled().unwrap_or("?").to_string(),

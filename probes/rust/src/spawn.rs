@@ -16,6 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
+/// This file, whose frames (the wrapper's poll) await chains leave out.
+pub(crate) const SOURCE_FILE: &str = file!();
+
 /// What the probe holds for a task spawned through this module.
 #[derive(Clone)]
 pub(crate) struct Extra {
