@@ -88,6 +88,7 @@ fn the_attribute_alone_sees_the_stuck_task_the_blocking_task_and_the_starved_poo
         fired(&findings, "stuck-task")
             .iter()
             .any(|f| f["subject"] == format!("task:{stuck}")
+                && f["evidence"]["name"] == "waits-for-config"
                 && f["evidence"]["own_frame"].as_str().is_some_and(|s| {
                     s.contains("problems.rs:")
                         && s.contains("awaits tokio::sync::oneshot::Receiver")
@@ -147,6 +148,43 @@ fn stuck_task_is_named_by_the_id_in_its_log_line() {
         "task {task} from `{line}` in {findings:#?}"
     );
     assert!(fired(&findings, "loop-blocked").is_empty(), "{findings:#?}");
+}
+
+#[test]
+fn a_task_that_keeps_no_waker_is_a_lost_waker_with_its_name() {
+    let p = start("lost-waker");
+    let task = field(&p.line_containing("lost-waker task"), "task=").to_string();
+    let snap = p.snapshot();
+    let t = snap["probe"]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == task.as_str())
+        .unwrap_or_else(|| panic!("task {task} in {snap}"))
+        .clone();
+    assert_eq!(t["name"], "drops-its-waker", "{t}");
+    assert_eq!(t["lost_waker"], true, "{t}");
+    let findings = p.findings();
+    assert!(
+        fired(&findings, "stuck-task")
+            .iter()
+            .any(|f| f["subject"] == format!("task:{task}")
+                && f["severity"] == "error"
+                && f["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("(drops-its-waker) lost its waker"))),
+        "task {task}: {findings:#?}"
+    );
+    // The healthy workers (plain tokio::spawn) and the stuck-free rest are not lost.
+    assert!(
+        snap["probe"]["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["lost_waker"] == true)
+            .all(|t| t["id"] == task.as_str()),
+        "{snap}"
+    );
 }
 
 #[test]

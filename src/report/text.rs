@@ -285,7 +285,7 @@ fn probe_section(o: &mut String, p: &crate::model::ProbeData) {
                 format!("{:?}", t.state).to_lowercase(),
                 duration_ms(t.age_ms),
                 duration_ms(t.since_progress_ms),
-                clean(&t.kind),
+                clean(t.label()),
                 clean(at)
             );
         }

@@ -55,7 +55,8 @@ impl Rule for StuckTask {
                         Severity::Error,
                         format!(
                             "task {} ({}) lost its waker: nothing can wake it again; last at {shown}",
-                            t.id, t.kind
+                            t.id,
+                            t.label()
                         ),
                     )
                 } else {
@@ -64,7 +65,7 @@ impl Rule for StuckTask {
                         format!(
                             "task {} ({}) has made no progress for {:.0}s, waiting at {shown}",
                             t.id,
-                            t.kind,
+                            t.label(),
                             t.since_progress_ms as f64 / 1000.0
                         ),
                     )
@@ -393,5 +394,35 @@ mod tokio_shapes {
         assert_eq!(subjects, ["task:41", "task:42"]);
         assert_eq!(f[0].severity, Severity::Error);
         assert_eq!(f[0].evidence["spawn_location"], "src/main.rs:10:5");
+    }
+
+    #[test]
+    fn a_named_tokio_task_is_called_by_its_name() {
+        let mut named = tokio_task("41", 3, 12_000, 12_000);
+        named.name = "db-writer".into();
+        named.spawn_location = Some("src/db.rs:7:9".into());
+        let mut lost = tokio_task("42", 3, 200, 200);
+        lost.name = "drops-its-waker".into();
+        lost.lost_waker = true;
+        let unnamed = tokio_task("43", 1, 12_000, 12_000);
+        let h = history(vec![(0, tokio(vec![named, lost, unnamed], vec![], vec![]))]);
+        let f = StuckTask.check(&h, &Config::default());
+        let message = |subject: &str| {
+            let f = f.iter().find(|f| f.subject == subject).expect(subject);
+            (f.message.clone(), f.evidence["name"].clone())
+        };
+        let (m, name) = message("task:41");
+        assert!(
+            m.starts_with("task 41 (db-writer) has made no progress"),
+            "{m}"
+        );
+        assert_eq!(name, "db-writer");
+        let (m, _) = message("task:42");
+        assert!(
+            m.starts_with("task 42 (drops-its-waker) lost its waker"),
+            "{m}"
+        );
+        let (m, _) = message("task:43");
+        assert!(m.starts_with("task 43 (task) has made no progress"), "{m}");
     }
 }

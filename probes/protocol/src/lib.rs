@@ -205,6 +205,18 @@ pub struct Task {
     pub parked: Option<String>,
 }
 
+impl Task {
+    /// What to call it: its given name (`tokio::task::Builder::name`, `create_task(name=…)`)
+    /// when it has one that is not just its id, else its kind.
+    pub fn label(&self) -> &str {
+        if self.name.is_empty() || self.name == self.id {
+            &self.kind
+        } else {
+            &self.name
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(default)]

@@ -1,45 +1,64 @@
 //! What leakhound-probe costs a tokio program, beside console-subscriber, in one run.
 //!
-//! `cargo bench -p leakhound-probe --bench overhead` (add `-- --quick` for a short run).
-//! Two workloads, each under five setups, each setup in its own process (console-subscriber
+//! `cargo bench -p leakhound-probe --bench overhead` (add `-- --quick` for a short run,
+//! `-- --rounds N` for N runs per setup instead of 7).
+//! Two workloads, each under seven setups, each setup in its own process (console-subscriber
 //! installs a global subscriber; task hooks are per runtime):
 //! - `spawn`: a million short tasks (1,000 batches of 1,000 spawned and awaited, from a task);
 //! - `echo`: a TCP echo server on loopback, 64 clients × 1,000 round trips of 128 bytes.
 //!
 //! Setups: `bare` (plain runtime), `hooks` (four empty task hooks: the floor of any
 //! hook-based task registry), `probe` (leakhound_probe::runtime() + init()), `attribute`
-//! (`#[leakhound_probe::main]`, as it comes: hooks, probe, its log subscriber),
+//! (`#[leakhound_probe::main]`: hooks, probe, its log subscriber; task dumps off,
+//! `LEAKHOUND_TASKDUMP=0`), `dumps` (the attribute as it comes, task dumps on), `named` (the attribute,
+//! every task spawned with `leakhound_probe::spawn_named`: names and counted wakers),
 //! `console` (console-subscriber layer, default retention, runtime built after it).
 //! Task dumps (the probe's default `taskdump` feature) are compiled in; compare with
 //! `--no-default-features` for the probe without them.
 //!
-//! Each (workload, setup) runs 7 times, interleaved; the best wall and CPU times (other load
-//! only adds time) are reported with the ratio to bare, the median wall time beside them,
-//! and the RSS of the process after the workload (for `spawn` also after the first tenth:
-//! flat memory means the two agree). A setup passing 4 GiB RSS is stopped and its time
+//! Each (workload, setup) runs 7 times, interleaved; the median and best wall and CPU times
+//! are reported with the ratio of medians to bare (the machine this runs on is shared: the
+//! median is the steadier figure under load, the best the one on a quiet machine), the RSS
+//! of the process after the first tenth of `spawn` and after the workload (flat memory means
+//! the two agree) and its peak (VmHWM). A setup passing 2 GiB RSS is stopped and its time
 //! scaled from its rate so far.
 
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// A setup whose RSS passes this is stopped (console-subscriber keeps every finished task
 /// for an hour: a million tasks would need tens of GiB). Its rate so far is reported.
-const RSS_LIMIT_KB: u64 = 4 << 20;
+const RSS_LIMIT_KB: u64 = 2 << 20;
 static DONE: AtomicUsize = AtomicUsize::new(0);
+/// The `named` setup: the workloads spawn through `leakhound_probe::spawn_named`.
+static NAMED: AtomicBool = AtomicBool::new(false);
 
-const SETUPS: [&str; 5] = ["bare", "hooks", "probe", "attribute", "console"];
+const SETUPS: [&str; 7] = [
+    "bare",
+    "hooks",
+    "probe",
+    "attribute",
+    "dumps",
+    "named",
+    "console",
+];
 const WORKLOADS: [&str; 2] = ["spawn", "echo"];
 
-fn rss_kb() -> u64 {
+/// A `/proc/self/status` size in KiB (`VmRSS`, `VmHWM`).
+fn status_kb(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+fn rss_kb() -> u64 {
+    status_kb("VmRSS:")
 }
 
 /// User + system CPU time of this process, seconds: steadier than wall time on a busy host.
@@ -61,7 +80,11 @@ fn main() {
         );
         return;
     }
-    parent(args.iter().any(|a| a == "--quick"));
+    let rounds = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1)?.parse().ok());
+    parent(args.iter().any(|a| a == "--quick"), rounds);
 }
 
 /// One (workload, setup): wall and CPU seconds per run, RSS of the last run.
@@ -72,6 +95,9 @@ struct Row {
     cpu: Vec<f64>,
     rss_mid_kb: u64,
     rss_end_kb: u64,
+    rss_peak_kb: u64,
+    /// Runs in which the probe took a task dump.
+    dumps: usize,
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -97,9 +123,9 @@ fn attribute_socket_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("lh-bench-attr-{}", std::process::id()))
 }
 
-fn parent(quick: bool) {
+fn parent(quick: bool, rounds: Option<usize>) {
     let exe = std::env::current_exe().expect("own path");
-    let rounds = if quick { 1 } else { 7 };
+    let rounds = rounds.unwrap_or(if quick { 1 } else { 7 }).max(1);
     let total = if quick { 100_000 } else { 1_000_000 };
     let mut rows: Vec<Row> = Vec::new();
     for workload in WORKLOADS {
@@ -111,6 +137,8 @@ fn parent(quick: bool) {
                 cpu: Vec::new(),
                 rss_mid_kb: 0,
                 rss_end_kb: 0,
+                rss_peak_kb: 0,
+                dumps: 0,
             });
         }
     }
@@ -124,6 +152,8 @@ fn parent(quick: bool) {
                 cmd.args(["--child", w, s]);
                 // Where the attribute's probe puts its socket.
                 cmd.env("LEAKHOUND_SOCKET_DIR", attribute_socket_dir());
+                // Dumps are on by default: every setup but `dumps` runs without them.
+                cmd.env("LEAKHOUND_TASKDUMP", if s == "dumps" { "1" } else { "0" });
                 if quick {
                     cmd.arg("--quick");
                 }
@@ -141,6 +171,7 @@ fn parent(quick: bool) {
                     .map(|x| x.parse().unwrap())
                     .collect();
                 let (mut wall, mut cpu, mid, end, done) = (f[0], f[1], f[2], f[3], f[4]);
+                let (peak, dumped) = (f[5], f[6]);
                 // Stopped at the RSS limit: scale to the whole workload by its rate so far.
                 if w == "spawn" && done > 0.0 && (done as usize) < total {
                     notes.push(format!(
@@ -158,6 +189,8 @@ fn parent(quick: bool) {
                 r.cpu.push(cpu);
                 r.rss_mid_kb = mid as u64;
                 r.rss_end_kb = end as u64;
+                r.rss_peak_kb = r.rss_peak_kb.max(peak as u64);
+                r.dumps += usize::from(dumped > 0.0);
             }
         }
     }
@@ -169,6 +202,7 @@ fn parent(quick: bool) {
         let out = Command::new(&exe)
             .args(["--child", "dump", &n.to_string()])
             .env("LEAKHOUND_SOCKET_DIR", attribute_socket_dir())
+            .env("LEAKHOUND_TASKDUMP", "1")
             .output()
             .expect("run child");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -184,60 +218,59 @@ fn parent(quick: bool) {
         load_average()
     );
     println!(
-        "{:<8} {:<8} {:>10} {:>8} {:>10} {:>10} {:>8} {:>9} {:>9}",
+        "{:<8} {:<9} {:>9} {:>9} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9}",
         "workload",
         "setup",
-        "best wall",
+        "wall med",
+        "best",
         "vs bare",
-        "median",
-        "best CPU",
+        "CPU med",
+        "best",
         "vs bare",
         "RSS mid",
-        "RSS end"
+        "RSS end",
+        "RSS peak"
     );
+    let mib = |kb: u64| kb as f64 / 1024.0;
     for w in WORKLOADS {
         let get = |s: &str| {
             rows.iter()
                 .find(|r| r.workload == w && r.setup == s)
                 .unwrap()
         };
-        let (bw, bc) = (best(&get("bare").wall), best(&get("bare").cpu));
+        let bare = get("bare");
+        let (bw, bc) = (median(&bare.wall), median(&bare.cpu));
         for s in SETUPS {
             let r = get(s);
-            let (wall, cpu) = (best(&r.wall), best(&r.cpu));
             println!(
-                "{:<8} {:<8} {:>9.3}s {:>7.3}x {:>9.3}s {:>9.3}s {:>7.3}x {:>5.1} MiB {:>5.1} MiB",
+                "{:<8} {:<9} {:>8.3}s {:>8.3}s {:>7.3}x {:>8.3}s {:>8.3}s {:>7.3}x {:>5.1} MiB {:>5.1} MiB {:>5.1} MiB",
                 w,
                 s,
-                wall,
-                wall / bw,
                 median(&r.wall),
-                cpu,
-                cpu / bc,
-                r.rss_mid_kb as f64 / 1024.0,
-                r.rss_end_kb as f64 / 1024.0
+                best(&r.wall),
+                median(&r.wall) / bw,
+                median(&r.cpu),
+                best(&r.cpu),
+                median(&r.cpu) / bc,
+                mib(r.rss_mid_kb),
+                mib(r.rss_end_kb),
+                mib(r.rss_peak_kb)
             );
         }
-        for (what, base, pick) in [
-            (
-                "wall",
-                bw,
-                &(|r: &Row| best(&r.wall)) as &dyn Fn(&Row) -> f64,
-            ),
-            ("CPU", bc, &|r: &Row| best(&r.cpu)),
-        ] {
-            let p = pick(get("probe")) / base - 1.0;
-            let a = pick(get("attribute")) / base - 1.0;
-            let c = pick(get("console")) / base - 1.0;
+        let pct = |v: f64, base: f64| format!("{:+.1}%", (v / base - 1.0) * 100.0);
+        for s in ["attribute", "dumps", "named", "console"] {
+            let r = get(s);
             println!(
-                "{w} ({what}, best of {rounds}): probe {:+.1}%, attribute {:+.1}%, console-subscriber {:+.1}%, probe/console cost {}",
-                p * 100.0,
-                a * 100.0,
-                c * 100.0,
-                if c > 0.0 {
-                    format!("{:.3}", p / c)
+                "{w}: {s} vs bare, medians of {rounds}: wall {}, CPU {}; best: wall {}, CPU {}; peak RSS {:+.1} MiB{}",
+                pct(median(&r.wall), bw),
+                pct(median(&r.cpu), bc),
+                pct(best(&r.wall), best(&bare.wall)),
+                pct(best(&r.cpu), best(&bare.cpu)),
+                mib(r.rss_peak_kb) - mib(bare.rss_peak_kb),
+                if s == "dumps" {
+                    format!(" ({} of {rounds} runs took a task dump)", r.dumps)
                 } else {
-                    "n/a".into()
+                    String::new()
                 }
             );
         }
@@ -294,7 +327,10 @@ fn child(workload: &str, setup: &str, quick: bool) {
         return;
     }
     watch_rss();
-    if setup == "attribute" {
+    if setup == "named" {
+        NAMED.store(true, Ordering::Relaxed);
+    }
+    if matches!(setup, "attribute" | "dumps" | "named") {
         let cpu_start = cpu_secs();
         let (secs, mid, end) = under_attribute(workload.to_string(), quick);
         report(secs, cpu_start, mid, end);
@@ -357,9 +393,11 @@ fn child(workload: &str, setup: &str, quick: bool) {
 /// threads).
 fn report(secs: f64, cpu_start: f64, mid: u64, end: u64) -> ! {
     println!(
-        "RESULT {secs:.4} {:.4} {mid} {end} {}",
+        "RESULT {secs:.4} {:.4} {mid} {end} {} {} {}",
         cpu_secs() - cpu_start,
-        DONE.load(Ordering::Relaxed)
+        DONE.load(Ordering::Relaxed),
+        status_kb("VmHWM:"),
+        u8::from(leakhound_probe::last_dump_cost().is_some())
     );
     std::process::exit(0);
 }
@@ -375,14 +413,29 @@ fn watch_rss() {
             if rss > RSS_LIMIT_KB {
                 let done = DONE.load(Ordering::Relaxed);
                 println!(
-                    "RESULT {:.4} {:.4} {rss} {rss} {done}",
+                    "RESULT {:.4} {:.4} {rss} {rss} {done} {} 0",
                     started.elapsed().as_secs_f64(),
-                    cpu_secs() - cpu0
+                    cpu_secs() - cpu0,
+                    status_kb("VmHWM:")
                 );
                 std::process::exit(0);
             }
         }
     });
+}
+
+/// `tokio::spawn`, or in the `named` setup `leakhound_probe::spawn_named` (the one branch is
+/// paid by every setup alike).
+fn spawn<F>(name: &str, future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    if NAMED.load(Ordering::Relaxed) {
+        leakhound_probe::spawn_named(name, future)
+    } else {
+        tokio::spawn(future)
+    }
 }
 
 async fn spawn_many(total: usize) -> (f64, u64, u64) {
@@ -391,7 +444,12 @@ async fn spawn_many(total: usize) -> (f64, u64, u64) {
     let batches = total / 1_000;
     for b in 0..batches {
         let handles: Vec<_> = (0..1_000u64)
-            .map(|i| tokio::spawn(async move { std::hint::black_box(i.wrapping_mul(31)) }))
+            .map(|i| {
+                spawn(
+                    "short",
+                    async move { std::hint::black_box(i.wrapping_mul(31)) },
+                )
+            })
             .collect();
         for h in handles {
             std::hint::black_box(h.await.unwrap());
@@ -413,7 +471,7 @@ async fn echo(clients: usize, round_trips: usize) -> (f64, u64, u64) {
             let Ok((mut sock, _)) = listener.accept().await else {
                 return;
             };
-            tokio::spawn(async move {
+            spawn("echo-conn", async move {
                 let mut buf = [0u8; 128];
                 while let Ok(n) = sock.read(&mut buf).await {
                     if n == 0 || sock.write_all(&buf[..n]).await.is_err() {
@@ -426,7 +484,7 @@ async fn echo(clients: usize, round_trips: usize) -> (f64, u64, u64) {
     let start = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
-            tokio::spawn(async move {
+            spawn("echo-client", async move {
                 let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
                 s.set_nodelay(true).unwrap();
                 let msg = [7u8; 128];

@@ -2,7 +2,8 @@
 //!
 //! `problems MODE [--runtime HOW]` runs until killed; MODE is one of
 //! - `clean`: workers fed by a producer every 100 ms; nothing wrong;
-//! - `stuck`: a task awaits a channel nobody ever sends on;
+//! - `stuck`: a task (named `waits-for-config`) awaits a channel nobody ever sends on;
+//! - `lost-waker`: a task (named `drops-its-waker`) is pending and keeps no waker;
 //! - `never-polled`: a task spawned on a runtime nobody drives, so it is never polled;
 //! - `blocking`: a task calls `std::thread::sleep` (a blocking call inside async code);
 //! - `pool`: four more `spawn_blocking` jobs than the blocking pool has threads;
@@ -23,9 +24,10 @@
 use std::time::Duration;
 use tracing_subscriber::prelude::*;
 
-const MODES: [&str; 7] = [
+const MODES: [&str; 8] = [
     "clean",
     "stuck",
+    "lost-waker",
     "never-polled",
     "blocking",
     "pool",
@@ -104,10 +106,22 @@ async fn serve(mode: String, max_blocking: usize) {
     if mode == "stuck" || all {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         keep.push(Box::new(tx));
-        tokio::spawn(async move {
+        // Named the way the probe can see: spawn_named is Builder::name plus telling the probe.
+        leakhound_probe::spawn_named("waits-for-config", async move {
             tracing::info!("stuck task: waiting for a message that never comes");
             let _ = rx.await;
         });
+    }
+    if mode == "lost-waker" {
+        // Pending and keeps no waker: nothing can ever wake it. The probe counts the wakers
+        // of tasks spawned through leakhound_probe::spawn / spawn_named.
+        leakhound_probe::spawn_named(
+            "drops-its-waker",
+            std::future::poll_fn(|_cx| {
+                tracing::info!("lost-waker task: pending without keeping its waker");
+                std::task::Poll::<()>::Pending
+            }),
+        );
     }
     if mode == "never-polled" {
         // A runtime built and spawned onto but never driven (no block_on, no worker).

@@ -30,6 +30,16 @@ const REPOLL_GRACE: Duration = Duration::from_millis(100);
 /// leaves its dump request flag set when the `dump()` future is dropped midway, and the next
 /// request then spins a worker forever.)
 const DUMP_PAUSE_MAX: Duration = Duration::from_secs(2);
+/// tokio 1.54's multi-thread dump gathers the workers at a barrier, each waiting at most this
+/// long; a dump that took longer may have left a worker stuck (see [`request`]).
+const BARRIER_TIMEOUT: Duration = Duration::from_millis(250);
+/// Dumps taken back to back at most to free a worker a dump left stuck.
+const MAX_HEALS: u64 = 3;
+/// How long a worker's counts must stay still after a dump for it to count as stuck: a busy
+/// worker publishes them every 61 polls, so this allows polls of up to ~16 ms.
+const STUCK_WINDOW: Duration = Duration::from_millis(1000);
+/// While a dump is pending, the runtime is nudged this often (see [`request`]).
+const NUDGE_EVERY: Duration = Duration::from_millis(20);
 /// Frames kept per chain, innermost ones.
 const MAX_FRAMES: usize = 24;
 
@@ -56,11 +66,30 @@ struct State {
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
 
-/// Dumps are opt-in (`LEAKHOUND_TASKDUMP=1`): a dump pauses every worker, and one taken in our
-/// own test suite was seen to leave a current-thread test runtime waiting forever, so a host
-/// gets them only when it asks.
+/// Dumps are on unless `LEAKHOUND_TASKDUMP=0`. (They were opt-in while a dump could leave a
+/// worker stuck forever; [`request`] says why that happened and how the probe now frees it.)
 pub(crate) static DISABLED: std::sync::LazyLock<bool> =
-    std::sync::LazyLock::new(|| std::env::var("LEAKHOUND_TASKDUMP").map_or(true, |v| v != "1"));
+    std::sync::LazyLock::new(|| std::env::var("LEAKHOUND_TASKDUMP").is_ok_and(|v| v == "0"));
+
+/// Every idle task's (polls, last poll end) before the dump in flight, until its polls are
+/// undone: what a snapshot shows meanwhile.
+type Progress = HashMap<u64, (u64, u64)>;
+static BEFORE: Mutex<Option<std::sync::Arc<Progress>>> = Mutex::new(None);
+
+fn set_before(before: Option<std::sync::Arc<Progress>>) {
+    *BEFORE.lock().unwrap_or_else(|e| e.into_inner()) = before;
+}
+
+/// How a snapshot should read live tasks' progress: `shown(id, polls, last_poll_end)`. While a
+/// dump is in flight or its polls are not yet undone, a task it polled (two polls per dump, a
+/// few dumps at most) shows its progress from before the dump: those polls are not progress.
+pub(crate) fn progress_view() -> impl Fn(u64, u64, u64) -> (u64, u64) {
+    let before = BEFORE.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    move |id, polls, last_end| match before.as_ref().and_then(|b| b.get(&id)) {
+        Some(&(p, l)) if polls > p && polls <= p + 2 * (MAX_HEALS + 1) => (p, l),
+        _ => (polls, last_end),
+    }
+}
 
 /// When the last dump was requested and when it ended ([`registry::now_ns`]).
 static DUMP_STARTED_NS: AtomicU64 = AtomicU64::new(0);
@@ -179,25 +208,30 @@ fn take(
     before: &HashMap<u64, (u64, u64)>,
     candidates: &HashSet<u64>,
 ) -> Option<Found> {
-    let (tx, rx) = std::sync::mpsc::channel();
     let t0 = Instant::now();
-    // Spawned, not block_on: a current-thread runtime can only be dumped from inside.
-    let h = handle.clone();
-    DUMP_STARTED_NS.store(registry::now_ns(), Relaxed);
-    registry::DUMPING.store(true, Relaxed);
-    // The dump task is the probe's own: the registry hides what this file spawns.
+    set_before(Some(std::sync::Arc::new(before.clone())));
+    // The dump task and the nudges are the probe's own: the registry hides what this file
+    // spawns.
     registry::hide_spawns_from(file!());
-    handle.spawn(async move {
-        let dump = h.dump().await;
-        registry::DUMPING.store(false, Relaxed);
-        DUMP_ENDED_NS.store(registry::now_ns(), Relaxed);
-        let _ = tx.send(dump);
-    });
-    // Err: the runtime shut down and dropped the dump task.
-    let dump = rx.recv().ok();
-    registry::DUMPING.store(false, Relaxed);
-    let dump = dump?;
-    let took = t0.elapsed();
+    let mut dumps: u64 = 1;
+    let Some(mut dump) = request(handle) else {
+        set_before(None);
+        return None;
+    };
+    let mut took = t0.elapsed();
+    // The pauses alone: not the looks for a stuck worker between them.
+    let mut paused = took;
+    // A dump over the barrier's timeout may have left a worker waiting at tokio's second
+    // barrier for a worker that gave up at the first: the next dump frees it.
+    while took > BARRIER_TIMEOUT && dumps <= MAX_HEALS && worker_stuck(handle) {
+        dumps += 1;
+        let t = Instant::now();
+        let Some(d) = request(handle) else { break };
+        dump = d;
+        took = t.elapsed();
+        paused += took;
+    }
+    let took = paused;
     let t1 = Instant::now();
     let mut found = Vec::new();
     let mut dumped = Vec::new();
@@ -216,9 +250,86 @@ fn take(
     // deferred to then), are undone once both have surely happened.
     std::thread::sleep(REPOLL_GRACE);
     for (id, polls, last_end) in dumped {
-        registry::undo_dump_poll(id, polls, last_end);
+        registry::undo_dump_poll(id, polls, last_end, dumps);
     }
+    set_before(None);
     Some((found, (took, resolved)))
+}
+
+/// Whether some worker of a multi-thread runtime is active (not parked) but has neither
+/// parked nor polled while the runtime was nudged for a while: the state [`request`] describes
+/// (or a poll that has run all that time, which a dump waits out anyway).
+#[cfg(all(tokio_unstable, feature = "taskdump"))]
+fn worker_stuck(handle: &tokio::runtime::Handle) -> bool {
+    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return false;
+    }
+    let m = handle.metrics();
+    let read = || {
+        (0..m.num_workers())
+            .map(|i| (m.worker_park_unpark_count(i), m.worker_poll_count(i)))
+            .collect::<Vec<_>>()
+    };
+    let before = read();
+    // A busy worker publishes its counts every 61 polls (or when it parks): give it time.
+    for _ in 0..STUCK_WINDOW.as_millis() / NUDGE_EVERY.as_millis() {
+        handle.spawn(async {});
+        std::thread::sleep(NUDGE_EVERY);
+    }
+    let after = read();
+    before
+        .iter()
+        .zip(&after)
+        .any(|(b, a)| b == a && b.0 % 2 == 0)
+}
+
+/// One task dump, waited for as long as it takes (a dump is never cancelled), or None when
+/// the runtime shut down under it.
+///
+/// tokio 1.54.1's multi-thread dump has every worker meet at a `trace_start` barrier with a
+/// 250 ms timeout, the last to arrive tracing, then all meet again at a `trace_end` barrier
+/// with no timeout. A worker that gives up at the first (its own run of short polls kept it
+/// from looking for over 250 ms: it looks every 61 polls) leaves its count in the barrier
+/// (`Barrier::wait_timeout` does not take it back), so the next worker to arrive completes it
+/// alone, traces, and waits at `trace_end` forever for the one that gave up — the dump
+/// returns, the flag clears, and that worker never runs again, with whatever its core holds
+/// (`examples/taskdump_barrier.rs` shows it). A second dump frees it: the worker that gave up
+/// comes back to `trace_start`, completes it with its own leftover count, traces and meets
+/// the stuck one at `trace_end`. But it comes back only once it wakes, and tokio wakes the
+/// parked workers once per dump: so while a dump is pending the runtime is nudged with an
+/// empty task every [`NUDGE_EVERY`].
+#[cfg(all(tokio_unstable, feature = "taskdump"))]
+fn request(handle: &tokio::runtime::Handle) -> Option<tokio::runtime::Dump> {
+    DUMP_STARTED_NS.store(registry::now_ns(), Relaxed);
+    registry::DUMPING.store(true, Relaxed);
+    let dump = request_inner(handle);
+    registry::DUMPING.store(false, Relaxed);
+    DUMP_ENDED_NS.store(registry::now_ns(), Relaxed);
+    dump
+}
+
+#[cfg(all(tokio_unstable, feature = "taskdump"))]
+fn request_inner(handle: &tokio::runtime::Handle) -> Option<tokio::runtime::Dump> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Spawned, not block_on: a current-thread runtime can only be dumped from inside.
+    let h = handle.clone();
+    handle.spawn(async move {
+        let dump = h.dump().await;
+        // Ended here: the runtime runs again from now, whenever this thread learns it.
+        DUMP_ENDED_NS.store(registry::now_ns(), Relaxed);
+        registry::DUMPING.store(false, Relaxed);
+        let _ = tx.send(dump);
+    });
+    loop {
+        match rx.recv_timeout(NUDGE_EVERY) {
+            Ok(dump) => return Some(dump),
+            // The runtime shut down and dropped the dump task.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                handle.spawn(async {});
+            }
+        }
+    }
 }
 
 #[cfg(not(all(tokio_unstable, feature = "taskdump")))]
@@ -315,6 +426,11 @@ fn read_trace(trace: &tokio::runtime::dump::Trace) -> Waiting {
         let symbols: Vec<_> = bt
             .frames()
             .flat_map(|f| f.symbols())
+            // The probe's own waker-counting wrapper (leakhound_probe::spawn) is no await point.
+            .filter(|s| {
+                !s.filename()
+                    .is_some_and(|f| f.ends_with(crate::spawn::SOURCE_FILE))
+            })
             .map(|s| {
                 (
                     s.name_demangled().unwrap_or("?").to_string(),

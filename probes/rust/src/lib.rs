@@ -68,6 +68,7 @@ mod leakguard;
 mod registry;
 mod semaphore;
 mod server;
+mod spawn;
 mod wire;
 
 pub use dump::last_cost as last_dump_cost;
@@ -77,6 +78,7 @@ pub use leakhound_probe_macros::{main, test};
 pub use registry::hooks;
 pub use semaphore::{TrackedPermit, TrackedSemaphore};
 pub use server::socket_dir;
+pub use spawn::{spawn, spawn_named};
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -72,6 +72,8 @@ pub(crate) struct Entry {
     pub last_poll_end_ns: u64,
     /// Which hooked runtime spawned it (the tag [`hooks_tagged`] handed out).
     pub runtime: u64,
+    /// Spawned by [`crate::spawn_named`] / [`crate::spawn`]: it has a [`crate::spawn::Extra`].
+    pub extra: bool,
 }
 
 impl Entry {
@@ -107,6 +109,7 @@ pub(crate) struct Finished {
     pub id: u64,
     pub entry: Entry,
     pub ended_ns: u64,
+    pub name: Option<Arc<str>>,
 }
 
 // The hot structure: a table of slots indexed by `id % SLOTS`. Task ids are handed out in
@@ -129,6 +132,7 @@ struct Slot {
     busy_ns: AtomicU64,
     last_poll_end_ns: AtomicU64,
     runtime: AtomicU64,
+    extra: AtomicBool,
 }
 
 static TABLE: LazyLock<Box<[Slot]>> =
@@ -193,6 +197,7 @@ pub(crate) fn polls_now() -> Vec<(u64, u64, u64)> {
 
 pub(crate) fn on_spawn(id: u64, location: &'static Location<'static>, runtime: u64) {
     let now = now_ns();
+    let extra = crate::spawn::claim(id);
     let s = slot(id);
     if s.id
         .compare_exchange(0, FILLING, Ordering::Acquire, Ordering::Relaxed)
@@ -207,6 +212,7 @@ pub(crate) fn on_spawn(id: u64, location: &'static Location<'static>, runtime: u
         s.busy_ns.store(0, Ordering::Relaxed);
         s.last_poll_end_ns.store(0, Ordering::Relaxed);
         s.runtime.store(runtime, Ordering::Relaxed);
+        s.extra.store(extra, Ordering::Relaxed);
         s.id.store(id, Ordering::Release);
     } else {
         overflow().insert(
@@ -218,6 +224,7 @@ pub(crate) fn on_spawn(id: u64, location: &'static Location<'static>, runtime: u
                 busy_ns: 0,
                 last_poll_end_ns: 0,
                 runtime,
+                extra,
             },
         );
     }
@@ -237,9 +244,10 @@ pub(crate) static DUMPING: AtomicBool = AtomicBool::new(false);
 
 /// A task dump re-polls every task once in tracing mode, then wakes each so tokio polls it
 /// once more for real: neither poll is progress. Puts back the poll count and last poll end
-/// of task `id` as they were before the dump, when at most those two polls happened since.
-pub(crate) fn undo_dump_poll(id: u64, polls: u64, last_poll_end_ns: u64) {
-    let undo = |now: u64| now > polls && now <= polls + 2;
+/// of task `id` as they were before the dump, when at most those two polls per dump
+/// (`dumps` of them back to back) happened since.
+pub(crate) fn undo_dump_poll(id: u64, polls: u64, last_poll_end_ns: u64, dumps: u64) {
+    let undo = |now: u64| now > polls && now <= polls + 2 * dumps;
     let s = slot(id);
     if s.id.load(Ordering::Acquire) == id {
         if undo(s.polls.load(Ordering::Relaxed)) {
@@ -256,7 +264,6 @@ pub(crate) fn undo_dump_poll(id: u64, polls: u64, last_poll_end_ns: u64) {
 }
 
 /// (polls, last poll end) of live task `id`, internal ones included.
-#[cfg(test)]
 pub(crate) fn progress_of(id: u64) -> Option<(u64, u64)> {
     let s = slot(id);
     if s.id.load(Ordering::Acquire) == id {
@@ -268,10 +275,7 @@ pub(crate) fn progress_of(id: u64) -> Option<(u64, u64)> {
 pub(crate) fn on_after_poll(id: u64) {
     let now = now_ns();
     let started = SLOT
-        .try_with(|s| {
-            s.task.store(0, Ordering::Release);
-            s.since_ns.load(Ordering::Relaxed)
-        })
+        .try_with(|s| s.since_ns.load(Ordering::Relaxed))
         .unwrap_or(now);
     let took = now.saturating_sub(started);
     let s = slot(id);
@@ -287,6 +291,8 @@ pub(crate) fn on_after_poll(id: u64) {
         e.busy_ns += took;
         e.last_poll_end_ns = now;
     }
+    // Last: whoever sees the poll over sees its count (the lost-waker check relies on it).
+    let _ = SLOT.try_with(|s| s.task.store(0, Ordering::Release));
 }
 
 /// Tasks that lived shorter than this are not remembered as finished: the ring is for
@@ -305,6 +311,11 @@ pub(crate) fn on_terminate(id: u64) {
         overflow().remove(&id)
     };
     let Some(entry) = entry else { return };
+    let name = if entry.extra {
+        crate::spawn::release(id).and_then(|x| x.name)
+    } else {
+        None
+    };
     if entry.internal() || now.saturating_sub(entry.spawned_ns) < FINISHED_MIN_AGE_NS {
         return;
     }
@@ -322,6 +333,7 @@ pub(crate) fn on_terminate(id: u64) {
                 id,
                 entry,
                 ended_ns: now,
+                name,
             });
         }
     });
@@ -341,6 +353,7 @@ fn read_slot(s: &Slot) -> Option<Entry> {
         busy_ns: s.busy_ns.load(Ordering::Relaxed),
         last_poll_end_ns: s.last_poll_end_ns.load(Ordering::Relaxed),
         runtime: s.runtime.load(Ordering::Relaxed),
+        extra: s.extra.load(Ordering::Relaxed),
     })
 }
 

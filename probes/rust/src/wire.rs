@@ -35,8 +35,12 @@ pub(crate) fn tasks() -> (Vec<Task>, u64) {
         .map(|(id, since, _)| (id, since))
         .collect();
     let (live, finished) = registry::collect();
+    let extras = crate::spawn::of(live.iter().filter(|(_, e)| e.extra).map(|(id, _)| *id));
+    let lost = lost_wakers(&live, &running, &extras);
+    let shown = crate::dump::progress_view();
     let mut out = Vec::with_capacity(live.len() + finished.len());
-    for (id, e) in live {
+    for (id, mut e) in live {
+        (e.polls, e.last_poll_end_ns) = shown(id, e.polls, e.last_poll_end_ns);
         let polling = running.contains_key(&id);
         let waiting = if polling {
             None
@@ -51,7 +55,11 @@ pub(crate) fn tasks() -> (Vec<Task>, u64) {
         };
         out.push(Task {
             id: id.to_string(),
-            name: String::new(),
+            name: extras
+                .get(&id)
+                .and_then(|x| x.name.as_deref())
+                .unwrap_or_default()
+                .to_string(),
             state: if polling {
                 TaskState::Running
             } else {
@@ -68,7 +76,7 @@ pub(crate) fn tasks() -> (Vec<Task>, u64) {
             },
             polls: Some(e.polls),
             busy_ms: Some(ns_to_ms(e.busy_ns)),
-            lost_waker: false,
+            lost_waker: lost.contains(&id),
             loop_id: Some(LOOP_ID.into()),
             await_chain: waiting.chain,
             parked: waiting.parked.map(String::from),
@@ -78,7 +86,7 @@ pub(crate) fn tasks() -> (Vec<Task>, u64) {
     for f in finished {
         out.push(Task {
             id: f.id.to_string(),
-            name: String::new(),
+            name: f.name.as_deref().unwrap_or_default().to_string(),
             state: TaskState::Done,
             kind: "task".into(),
             spawn_location: Some(loc(f.entry.location)),
@@ -94,6 +102,35 @@ pub(crate) fn tasks() -> (Vec<Task>, u64) {
     let dropped = out.len().saturating_sub(MAX_TASKS) as u64;
     out.truncate(MAX_TASKS);
     (out, dropped)
+}
+
+/// Tasks spawned through [`crate::spawn`] that are pending with no waker left and were not
+/// woken. A task seen that way between its poll's start and the hook's mark would look lost
+/// for an instant, so each is checked again: still not polling, no poll since.
+fn lost_wakers(
+    live: &[(u64, registry::Entry)],
+    running: &std::collections::HashMap<u64, u64>,
+    extras: &std::collections::HashMap<u64, crate::spawn::Extra>,
+) -> std::collections::HashSet<u64> {
+    let seen: Vec<(u64, u64)> = live
+        .iter()
+        .filter(|(id, _)| !running.contains_key(id))
+        .filter(|(id, _)| extras.get(id).is_some_and(|x| x.lost_waker()))
+        .map(|(id, e)| (*id, e.polls))
+        .collect();
+    if seen.is_empty() {
+        return Default::default();
+    }
+    let running_now: std::collections::HashSet<u64> =
+        registry::polls_now().into_iter().map(|p| p.0).collect();
+    seen.into_iter()
+        .filter(|(id, polls)| {
+            !running_now.contains(id)
+                && registry::progress_of(*id).is_some_and(|(p, _)| p == *polls)
+                && extras[id].lost_waker()
+        })
+        .map(|(id, _)| id)
+        .collect()
 }
 
 /// What this build cannot see, each with how to turn it on.
@@ -112,7 +149,7 @@ pub(crate) fn missing() -> Vec<String> {
         );
     }
     m.push(
-        "lost-waker: tokio's task hooks do not track wakers; attach to a console-subscriber endpoint (http://HOST:PORT) for waker counts".into(),
+        "lost-waker: seen only for tasks spawned with leakhound_probe::spawn / spawn_named (tokio's task hooks do not track wakers); for the rest attach to a console-subscriber endpoint (http://HOST:PORT)".into(),
     );
     m.push("stacks: native thread stacks are not collected by the Rust probe".into());
     if !cfg!(all(tokio_unstable, feature = "taskdump")) {
@@ -121,11 +158,11 @@ pub(crate) fn missing() -> Vec<String> {
         );
     } else if *crate::dump::DISABLED {
         m.push(
-            "await points: stuck tasks' await chains come from tokio task dumps, off unless LEAKHOUND_TASKDUMP=1 (each dump pauses every worker)".into(),
+            "await points: stuck tasks' await chains come from tokio task dumps, turned off here by LEAKHOUND_TASKDUMP=0".into(),
         );
     }
     m.push(
-        "task names: tokio::task::Builder names reach only tracing (console-subscriber); tasks are shown by id and spawn location".into(),
+        "task names: tokio's hooks do not pass tokio::task::Builder names on; spawn with leakhound_probe::spawn_named(name, fut) (a Builder::name spawn the probe sees) to have them; other tasks are shown by id and spawn location".into(),
     );
     m.extend(crate::fmt::missing());
     m

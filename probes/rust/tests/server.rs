@@ -516,3 +516,98 @@ fn a_snapshot_flood_is_rate_limited() {
         );
     });
 }
+
+#[test]
+fn spawn_named_gives_names_and_the_probe_sees_a_lost_waker() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = leakhound_probe::runtime()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    // A spawn_named on a runtime without the probe's hooks: nobody takes its name, and it
+    // must not stick to the next task spawned on this thread.
+    let plain = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    plain
+        .block_on(async { leakhound_probe::spawn_named("on-a-plain-runtime", async {}).await })
+        .unwrap();
+    // Outside any runtime tokio panics, as tokio::spawn does; nothing is left behind either.
+    assert!(
+        std::panic::catch_unwind(|| leakhound_probe::spawn_named("nowhere", async {})).is_err()
+    );
+    rt.block_on(async {
+        let probe = leakhound_probe::builder()
+            .socket_dir(dir.path().join("socks"))
+            .start();
+        let path = probe.socket_path().unwrap().to_path_buf();
+        let unnamed = tokio::spawn(std::future::pending::<()>());
+        // Waits on a channel: its waker is held by the channel.
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let waiting = leakhound_probe::spawn_named("db-writer", async move {
+            let _ = rx.await;
+        });
+        // Pending, and drops the waker it was given: nothing can wake it again.
+        let lost = leakhound_probe::spawn_named(
+            "drops-its-waker",
+            std::future::poll_fn(|_cx| std::task::Poll::<()>::Pending),
+        );
+        // Woken by its timer again and again.
+        let ticking = leakhound_probe::spawn(async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        });
+        let short = leakhound_probe::spawn_named("short-lived", async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        });
+        let short_id = short.id().to_string();
+        short.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        let snapshots = tokio::task::spawn_blocking(move || {
+            let (mut c, _) = Client::connect(&path);
+            (0..5)
+                .map(|_| {
+                    std::thread::sleep(Duration::from_millis(20));
+                    c.request("snapshot")["data"].clone()
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap();
+        for data in &snapshots {
+            let get = |h: &tokio::task::JoinHandle<()>| task(data, &h.id().to_string()).clone();
+            let (w, l, t, u) = (get(&waiting), get(&lost), get(&ticking), get(&unnamed));
+            assert_eq!(w["name"], "db-writer", "{w}");
+            assert_eq!(l["name"], "drops-its-waker", "{l}");
+            assert_eq!(t["name"], "", "{t}");
+            assert_eq!(u["name"], "", "{u}");
+            // Named spawns keep the caller's location, not the helper's.
+            assert!(
+                l["spawn_location"]
+                    .as_str()
+                    .unwrap()
+                    .contains("tests/server.rs"),
+                "{l}"
+            );
+            assert_eq!(l["lost_waker"], true, "{l}");
+            assert_eq!(w["lost_waker"], false, "{w}");
+            assert_eq!(t["lost_waker"], false, "{t}");
+            // A plain tokio::spawn is not tracked: never reported lost.
+            assert_eq!(u["lost_waker"], false, "{u}");
+            let s = task(data, &short_id);
+            assert_eq!(
+                (s["state"].as_str(), s["name"].as_str()),
+                (Some("done"), Some("short-lived"))
+            );
+        }
+        // Once its sender goes, the waiting task finishes and leaves the list.
+        drop(tx);
+        waiting.await.unwrap();
+        for h in [lost, ticking, unnamed] {
+            h.abort();
+        }
+        drop(probe);
+    });
+}

@@ -179,11 +179,7 @@ fn task_row(task: &Task, depth: usize, theme: Theme) -> Row<'static> {
         name.push_str(&"  ".repeat(depth.min(8) - 1));
         name.push_str("└ ");
     }
-    name.push_str(if task.name.is_empty() {
-        &task.kind
-    } else {
-        &task.name
-    });
+    name.push_str(task.label());
     let since = Cell::from(style::duration(task.since_progress_ms));
     let since = if task.since_progress_ms >= 10_000 {
         since.style(theme.warn())
@@ -212,7 +208,7 @@ fn task_row(task: &Task, depth: usize, theme: Theme) -> Row<'static> {
 fn detail(task: &Task, theme: Theme) -> Paragraph<'static> {
     let mut lines = vec![Line::from(vec![
         Span::styled(format!("task {} ", task.id), theme.accent()),
-        Span::raw(format!("{} ({})", task.name, task.kind)),
+        Span::raw(format!("{} ({})", task.label(), task.kind)),
     ])];
     let mut facts = Vec::new();
     if let Some(p) = &task.parent {
