@@ -146,10 +146,8 @@ fn all_three(runtime: &str) {
             .is_some_and(|s| s.contains("http_service.rs:")),
         "{runtime}: {f:#}"
     );
-    // Named with tokio::task::Builder::name: when the probe reports names, it is this one.
-    if let Some(name) = ev["name"].as_str().filter(|n| !n.is_empty()) {
-        assert_eq!(name, "cache-refresh", "{runtime}: {f:#}");
-    }
+    // Spawned with leakhound_probe::spawn_named: the probe knows its name.
+    assert_eq!(ev["name"], "cache-refresh", "{runtime}: {f:#}");
     assert!(
         fired(&findings, "loop-blocked")
             .iter()

@@ -151,20 +151,19 @@ async fn serve(args: Args, max_blocking: usize) {
     // The cache refresher waits until the service says it is ready. The bug in `problems`:
     // the sender is kept (in `ready`, below) but nothing ever sends on it.
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::task::Builder::new()
-        .name("cache-refresh")
-        .spawn(async move {
-            tracing::info!("cache-refresh: waiting for the service to be ready");
-            if ready_rx.await.is_err() {
-                return;
-            }
-            tracing::info!("cache-refresh: running");
-            let mut every = tokio::time::interval(Duration::from_millis(100));
-            loop {
-                every.tick().await;
-            }
-        })
-        .expect("spawn cache-refresh");
+    // spawn_named: the name reaches the probe's task list (tokio's Builder::name alone reaches
+    // only tracing, hence console-subscriber, which still sees it: spawn_named goes through it).
+    leakhound_probe::spawn_named("cache-refresh", async move {
+        tracing::info!("cache-refresh: waiting for the service to be ready");
+        if ready_rx.await.is_err() {
+            return;
+        }
+        tracing::info!("cache-refresh: running");
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            every.tick().await;
+        }
+    });
     let ready = match variant {
         Variant::Problems => Some(ready_tx),
         Variant::Clean => {
