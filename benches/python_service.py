@@ -14,7 +14,9 @@ that many connections and request tasks alive.
 Modes, interleaved round by round (A B C A B C ...) so machine noise hits them alike:
   plain          no probe;
   probe          the probe loaded through the environment, as `leakhound run` loads it;
-  probe+watch    the same, with `leakhound watch PID --interval 1s` running throughout.
+  probe+watch    the same, with `leakhound watch PID --interval 1s` running throughout;
+  baseline, baseline+watch   the same with another probe (--baseline-hook).
+With --load-held N, N more requests wait throughout (a long poll each: tasks and sockets alive).
 
 Per run: throughput (requests / wall seconds of the load), the server's CPU per request
 (utime + stime from /proc/PID/stat over the same window, / requests), and the CPU of the
@@ -25,7 +27,9 @@ what one `watch` sample costs the server.
 Then the snapshot cost: the service under the same load plus `--held` requests that wait (a
 long poll: a task and a socket alive for each), sampled like `watch` (one snapshot a second on
 one connection); the CPU of the probe's connection thread around each snapshot (it builds the
-snapshot and its JSON), median of `--samples`, and the reply's size; beside another probe
+snapshot and its JSON), the mean of `--samples` (a costly snapshot is sent again for a while
+instead of being rebuilt: the mean is what 1 Hz sampling costs), and the reply's size; beside
+another probe
 (`--baseline-hook`, e.g. an older checkout's) when given.
 
 Usage: python benches/python_service.py [--rounds 5] [--seconds 8] [--clients 20]
@@ -180,7 +184,7 @@ def env_for(mode, socket_dir, hook=HOOK):
     env = dict(os.environ)
     for key in [k for k in env if k.startswith("LEAKHOUND_")] + ["PYTHONASYNCIODEBUG"]:
         env.pop(key, None)
-    if mode.startswith("probe"):
+    if mode.startswith(("probe", "baseline")):
         env.update(LEAKHOUND_PROBE="1", LEAKHOUND_SOCKET_DIR=socket_dir,
                    PYTHONPATH=os.pathsep.join(p for p in [hook, env.get("PYTHONPATH")] if p))
     return env
@@ -188,10 +192,11 @@ def env_for(mode, socket_dir, hook=HOOK):
 
 def one_run(service, mode, folder, args, binary):
     socket_dir = os.path.join(folder, "sockets")
-    server, port = start_server(service, folder, env_for(mode, socket_dir))
+    hook = args.baseline_hook if mode.startswith("baseline") else HOOK
+    server, port = start_server(service, folder, env_for(mode, socket_dir, hook))
     watcher = client = None
     try:
-        if mode == "probe+watch":
+        if mode.endswith("+watch"):
             sock = os.path.join(socket_dir, "%d.sock" % server.pid)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and not os.path.exists(sock):
@@ -203,8 +208,8 @@ def one_run(service, mode, folder, args, binary):
                 env=env_for("plain", socket_dir))
         client = subprocess.Popen(
             [sys.executable, os.path.join(folder, "client.py"), port, str(args.clients), "1",
-             str(args.seconds)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            env=env_for("plain", socket_dir))
+             str(args.seconds), str(args.load_held)], stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True, env=env_for("plain", socket_dir))
         if client.stdout.readline().strip() != "go":
             raise RuntimeError("the client did not start")
         before, threads_before = cpu_ticks(server.pid), thread_cpu_ms(server.pid)
@@ -288,7 +293,7 @@ def snapshot_cost(service, hook, held, folder, args):
         if client.stdout.readline().strip() != "go":
             raise RuntimeError("the client did not start")
         path = os.path.join(socket_dir, "%d.sock" % server.pid)
-        costs, sizes, tasks = [], [], 0
+        costs, sizes, tasks, taken = [], [], 0, set()
         with socket.socket(socket.AF_UNIX) as conn:
             conn.settimeout(10)
             before = set(thread_cpu_ms(server.pid))
@@ -306,8 +311,13 @@ def snapshot_cost(service, hook, held, folder, args):
                 line = replies.readline()
                 costs.append(thread_cpu_ms(server.pid)[mine[0]] - cpu)
                 sizes.append(len(line))
-                tasks = len(json.loads(line)["data"]["tasks"])
-        return statistics.median(costs), statistics.median(sizes), tasks
+                data = json.loads(line)["data"]
+                tasks = len(data["tasks"])
+                taken.add(data["now_ms"])
+        # The mean, not the median: a snapshot that took long is sent again for a while
+        # (_server.SNAPSHOT_DUTY), so at 1 Hz some replies cost nothing; the mean is what
+        # sampling at 1 Hz costs the service per sample.
+        return statistics.mean(costs), statistics.median(sizes), tasks, len(taken)
     finally:
         if client is not None and client.poll() is None:
             client.kill()
@@ -323,6 +333,8 @@ def main():
     parser.add_argument("--services", default="fastapi,aiohttp")
     parser.add_argument("--modes", default="plain,probe,probe+watch")
     parser.add_argument("--leakhound", default=None, help="the leakhound binary to watch with")
+    parser.add_argument("--load-held", type=int, default=0,
+                        help="requests held waiting during the load runs too")
     parser.add_argument("--held", default="0,1000",
                         help="snapshot cost: requests held waiting, comma-separated ('' skips)")
     parser.add_argument("--samples", type=int, default=7, help="snapshot cost: snapshots each")
@@ -358,8 +370,8 @@ def main():
                 for name, hook in hooks:
                     costs[(service, count, name)] = snapshot_cost(service, hook, count, folder,
                                                                   args)
-                    sys.stderr.write("%s held %d %s: %.2f ms, %d bytes, %d tasks\n" % (
-                        service, count, name, *costs[(service, count, name)]))
+                    sys.stderr.write("%s held %d %s: %.2f ms, %d bytes, %d tasks, %d built\n"
+                                     % (service, count, name, *costs[(service, count, name)]))
     load = os.getloadavg()
     print("python %s, %d rounds of %gs, %d clients, leakhound %s, load average %.1f %.1f %.1f"
           % (sys.version.split()[0], args.rounds, args.seconds, args.clients, binary, *load))
@@ -376,15 +388,18 @@ def main():
             mode, rps, rps / plain[0], cpu, cpu / plain[1])
             for mode, (rps, cpu, _, _) in med.items()]
         print("%-8s %s" % (service, " | ".join(cells)))
-        if "probe" in med and "probe+watch" in med:
-            probe, watched = med["probe"], med["probe+watch"]
-            print("%-8s watch at 1 Hz vs probe alone: %+.1f%% CPU per request; the probe's "
-                  "threads %.2f ms/s alone, %.2f ms/s watched (%+.2f ms per sample)" % (
-                      service, 100.0 * (watched[1] / probe[1] - 1), probe[2], watched[2],
-                      watched[2] - probe[2]))
-    for (service, count, name), (cost, size, tasks) in sorted(costs.items()):
-        print("snapshot cost %-8s %5d held, %-10s %6.2f ms CPU  %8d bytes  %5d tasks" % (
-            service, count, name, cost, size, tasks))
+        for alone in ("probe", "baseline"):
+            if alone not in med or alone + "+watch" not in med:
+                continue
+            probe, watched = med[alone], med[alone + "+watch"]
+            print("%-8s %s: watch at 1 Hz vs the probe alone: %+.1f%% CPU per request; the "
+                  "probe's threads %.2f ms/s alone, %.2f ms/s watched (%+.2f ms per sample)" % (
+                      service, alone, 100.0 * (watched[1] / probe[1] - 1), probe[2],
+                      watched[2], watched[2] - probe[2]))
+    for (service, count, name), (cost, size, tasks, built) in sorted(costs.items()):
+        print("snapshot cost %-8s %5d held, %-10s %6.2f ms CPU a sample  %8d bytes  %5d tasks  "
+              "(%d of %d built afresh, the others sent again)" % (
+                  service, count, name, cost, size, tasks, built, args.samples))
     print(json.dumps({"%s/%s" % k: v for k, v in results.items()}))
 
 
