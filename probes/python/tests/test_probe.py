@@ -645,3 +645,95 @@ def test_the_exit_scan_walks_the_heap_only_when_something_of_the_programs_is_ope
     with open(tmp_path / "opened-since.txt", "w"):
         _open_at_exit.scan(str(tmp_path), at_start)
     assert walked == [1]
+
+
+def test_only_the_longest_still_tasks_carry_their_whole_await_chain(tmp_path):
+    """A snapshot walks each task's chain once; tasks that moved lately are sent with the two
+    frames rules and views use (the program's innermost own frame, the innermost frame); the
+    FULL_CHAINS longest-still ones, past FULL_CHAIN_AFTER_MS, with the whole chain; and every
+    chain is whole when stacks are asked for."""
+    done = run_python(tmp_path, """
+        import asyncio, json, leakhound_probe
+        from leakhound_probe import _probe
+
+        _probe.FULL_CHAINS = 3
+
+        async def inner(event):
+            await event.wait()
+
+        async def middle(event):
+            await inner(event)
+
+        async def outer(event):
+            await middle(event)
+
+        async def main():
+            handle = leakhound_probe.install(socket_dir=%r)
+            event = asyncio.Event()
+            tasks = [asyncio.create_task(outer(event), name="t%%d" %% i) for i in range(5)]
+            await asyncio.sleep(0.05)
+            _probe.FULL_CHAIN_AFTER_MS = 10 ** 9  # none has been still long enough
+            fresh = {t["id"]: t["await_chain"] for t in handle.snapshot()["tasks"]}
+            _probe.FULL_CHAIN_AFTER_MS = 0  # all have
+            still = {t["id"]: t["await_chain"] for t in handle.snapshot()["tasks"]}
+            whole = {t["id"]: t["await_chain"] for t in handle.snapshot(stacks=True)["tasks"]}
+            event.set()
+            await asyncio.gather(*tasks)
+            handle.close()
+            print(json.dumps([fresh, still, whole]))
+
+        asyncio.run(main())
+        """ % str(tmp_path / "s"), env=plain_env(PYTHONPATH=SRC))
+    assert done.returncode == 0, done.stderr
+    fresh, still, whole = json.loads(done.stdout)
+    names = ["t%d" % i for i in range(5)]
+
+    def functions(chain):  # (qualified names from 3.11 on: `Event.wait`; before, `wait`)
+        return [line.rsplit(" in ", 1)[1].rsplit(".", 1)[-1] for line in chain]
+
+    for name in names:
+        # The program's innermost own frame (inner), then the innermost (Event.wait).
+        assert functions(fresh[name]) == ["inner", "wait"]
+        assert functions(whole[name]) == ["outer", "middle", "inner", "wait"]
+    assert sorted(len(still[name]) for name in names) == [2, 2, 4, 4, 4]
+
+
+def test_a_task_that_moved_on_is_walked_again_and_a_still_one_keeps_its_place(tmp_path):
+    """A task still waiting on the future it waited on at the last look keeps the chain walked
+    then (it has not run since); one that moved on is walked again."""
+    done = run_python(tmp_path, """
+        import asyncio, json, leakhound_probe
+
+        async def two_steps(first, second):
+            await first.wait()  # step one
+            await second.wait()  # step two
+
+        async def main():
+            handle = leakhound_probe.install(socket_dir=%r)
+            first, second = asyncio.Event(), asyncio.Event()
+            mover = asyncio.create_task(two_steps(first, second), name="mover")
+            still = asyncio.create_task(two_steps(asyncio.Event(), second), name="still")
+            await asyncio.sleep(0.05)
+            seen = []
+            for _ in range(2):
+                seen.append({t["id"]: t["await_chain"][0] for t in handle.snapshot()["tasks"]
+                             if t["id"] in ("mover", "still")})
+                first.set()
+                await asyncio.sleep(0.05)
+            still.cancel()
+            second.set()
+            await mover
+            handle.close()
+            print(json.dumps(seen))
+
+        asyncio.run(main())
+        """ % str(tmp_path / "s"), env=plain_env(PYTHONPATH=SRC))
+    assert done.returncode == 0, done.stderr
+    before, after = json.loads(done.stdout)
+    source = (tmp_path / "prog.py").read_text().splitlines()
+    line = {text: n for n, l in enumerate(source, 1) for text in ("step one", "step two")
+            if text in l}
+    assert before == {"mover": "%s:%d in two_steps" % (tmp_path / "prog.py", line["step one"]),
+                      "still": "%s:%d in two_steps" % (tmp_path / "prog.py", line["step one"])}
+    assert after == {"mover": "%s:%d in two_steps" % (tmp_path / "prog.py", line["step two"]),
+                     "still": before["still"]}

@@ -449,12 +449,15 @@ def test_a_snapshot_flood_is_rate_limited(program):
 
 
 def test_snapshots_cost_the_host_a_bounded_share_of_its_time(monkeypatch):
-    """Taken anew only once the last one is older than its own cost / SNAPSHOT_DUTY (and
-    SNAPSHOT_REUSE); sent again until then, to any collector. On a fake clock."""
+    """Taken anew only once the last one is older than its own CPU cost / SNAPSHOT_DUTY (and
+    SNAPSHOT_REUSE), not its wall time (stretched by waiting for the GIL behind a busy loop);
+    sent again until then, to any collector. On fake clocks."""
     from leakhound_probe import _server
 
     clock = [100.0]
+    cpu = [5.0]
     monkeypatch.setattr(_server, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(_server, "thread_time", lambda: cpu[0])
 
     class FakeProbe:
         pid = 1
@@ -463,7 +466,8 @@ def test_snapshots_cost_the_host_a_bounded_share_of_its_time(monkeypatch):
 
         def snapshot(self, stacks=False):
             self.taken += 1
-            clock[0] += 0.15  # what a 2,000-task snapshot costs
+            clock[0] += 0.6  # a 2,000-task snapshot beside a busy loop: 0.6 s of wall time,
+            cpu[0] += 0.15  # 0.15 s of it on the CPU
             return {"n": self.taken}
 
     probe = FakeProbe()

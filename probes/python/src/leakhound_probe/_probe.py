@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import threading
+import types
 import weakref
 
 from . import _util
@@ -385,7 +386,9 @@ class Probe:
         self.executors = weakref.WeakSet()
         self.semaphores = weakref.WeakSet()
         self.task_sites = weakref.WeakKeyDictionary()  # task -> (site, created monotonic)
-        self.progress = {}  # id(task) -> [task ref, waiter ref, point, changed_at, first_seen]
+        # id(task) -> [task ref, waiter ref, point, changed_at, first_seen, walk_of() result]
+        self.progress = {}
+        self.progress_at = float("-inf")  # when track_progress last ran
         self.events = EventRing(options.max_events)
         self.started_at = monotonic()
         # Inherited (or, in a forked child, the parent's): not this process's to close.
@@ -435,7 +438,9 @@ class Probe:
                     next_track = now + 1.0
                     if self.discover:
                         self.discover_loops()
-                    self.track_progress()
+                    # A collector's snapshot looks too: no second look within half a second.
+                    if now - self.progress_at >= 0.5:
+                        self.track_progress()
                     self.semaphore_tick(now)
                     self.forget_dead_loops()
             except Exception:
@@ -491,46 +496,59 @@ class Probe:
         _patches.loop_started(self, loop, entry)
 
     def track_progress(self):
-        """Notes, per task, whether its await point changed since the last look."""
+        """Notes, per task, whether its await point changed since the last look. Returns
+        what it saw, for a snapshot to build on: [(LoopState, [(task, walk_of() result)])]."""
         now = monotonic()
+        self.progress_at = now
         seen = set()
+        walked = []
         for state in list(self.loops.values()):
+            rows = []
+            walked.append((state, rows))
             for task in self.loop_tasks(state):
                 key = id(task)
                 seen.add(key)
                 waiter = getattr(task, "_fut_waiter", None)
-                point = innermost_point(task)
                 record = self.progress.get(key)
-                if record is None or record[0]() is not task:
-                    self.progress[key] = [weakref.ref(task), weak_or_none(waiter), point, now, now]
+                if record is not None and record[0]() is not task:
+                    record = None
+                if (record is not None and waiter is not None and record[1] is not None
+                        and record[1]() is waiter):
+                    # Still waiting on the very future it waited on at the last look: it has
+                    # not run since (a future that woke a task is done and is never waited on
+                    # again), so its chain is the one walked then. Most tasks of a service
+                    # that holds many (long polls, stuck requests) are walked once.
+                    rows.append((task, record[5]))
                     continue
-                same = (
-                    waiter is not None
-                    and record[1] is not None
-                    and record[1]() is waiter
-                    and record[2] == point
-                )
-                if not same:
-                    record[1] = weak_or_none(waiter)
-                    record[2] = point
-                    record[3] = now
+                walk = walk_of(task.get_coro())
+                rows.append((task, walk))
+                point = point_of(walk[0])
+                if record is None:
+                    self.progress[key] = [weakref.ref(task), weak_or_none(waiter), point, now,
+                                          now, walk]
+                    continue
+                record[1] = weak_or_none(waiter)
+                record[2] = point
+                record[3] = now
+                record[5] = walk
         # The watchdog and a collector's thread may both get here: pop, never del.
         for key in list(self.progress):
             if key not in seen:
                 self.progress.pop(key, None)
+        return walked
 
     def last_seen_chain(self, task):
         """Where the last progress look saw this task (its frames may be gone by now)."""
         record = self.progress.get(id(task))
         return point_lines(record[2]) if record is not None else []
 
-    def task_report(self, state, now):
+    def task_report(self, state, walked, now):
         loop = state.loop_ref()
         running_name = current_task_name(loop)
         rows = {}
-        for task in self.loop_tasks(state):
+        for task, walk in walked:
             try:
-                rows[task] = self.one_task(task, state, now, running_name)
+                rows[task] = self.one_task(task, walk, state, now, running_name)
             except Exception:
                 self.count_error()
         # A task awaiting other tasks makes progress when they do (gather, await task).
@@ -553,7 +571,7 @@ class Probe:
             row.pop("_waits", None)
         return list(rows.values())
 
-    def one_task(self, task, state, now, running_name):
+    def one_task(self, task, walk, state, now, running_name):
         name = task.get_name()
         coro = task.get_coro()
         waiter = getattr(task, "_fut_waiter", None)
@@ -574,20 +592,21 @@ class Probe:
         if site is not None:
             first_seen = min(first_seen, site[1])
         waits = awaited_tasks(waiter)
-        chain = await_chain(coro)
+        since_progress = 0 if status != "idle" else int((now - changed) * 1000)
         row = {
             "id": name,
             "name": name,
             "state": status,
             "kind": getattr(coro, "__qualname__", type(coro).__name__),
-            "await_chain": chain,
+            "await_chain": short_chain(walk[0]),  # the whole chain for some: see full_chains
             "spawn_location": site[0] if site is not None else None,
             "age_ms": int((now - first_seen) * 1000),
-            "since_progress_ms": 0 if status != "idle" else int((now - changed) * 1000),
+            "since_progress_ms": since_progress,
             "loop_id": state.id,
             "waiting_on": ", ".join(waits) if waits else None,
-            "parked": parked_reason(coro) if status == "idle" else None,
+            "parked": parked_reason(walk) if status == "idle" else None,
             "_waits": waits,
+            "_points": walk[0],
         }
         return row
 
@@ -623,15 +642,16 @@ class Probe:
 
     def _loops_and_tasks(self, data, now, stacks):
         try:
-            self.track_progress()
+            walked = self.track_progress()
         except Exception:
             self.count_error()
+            walked = []
         tasks = []
-        for state in list(self.loops.values()):
+        for state, rows in walked:
             if state.loop_ref() is None:
                 continue
             data["loops"].append(state.report(now))
-            tasks.extend(self.task_report(state, now))
+            tasks.extend(self.task_report(state, rows, now))
         if not self.loops and _LOOP_MODULE not in sys.modules:
             data["missing"].append("loops, tasks: this process has not imported asyncio")
         elif not self.loops and self.late_uvloop:
@@ -645,6 +665,7 @@ class Probe:
             tasks.sort(key=lambda row: row["since_progress_ms"], reverse=True)
             data["dropped"]["tasks"] = len(tasks) - cap
             tasks = tasks[:cap]
+        full_chains(tasks, everyone=stacks)
         data["tasks"] = tasks
 
     def _threads(self, data, now, stacks):
@@ -832,28 +853,111 @@ def weak_or_none(obj):
         return None
 
 
-def innermost_point(task):
+_CORO_TYPE = types.CoroutineType
+_GEN_TYPE = types.GeneratorType
+CHAIN_LIMIT = 32  # frames of an await chain sent, outermost first
+# Which tasks are sent with their whole await chain (see full_chains).
+FULL_CHAIN_AFTER_MS = 1000
+FULL_CHAINS = 64
+
+
+def coro_frames(coro, limit=64):
+    """The frames down a coroutine's await chain (coroutines, generators, async generators),
+    outermost first: the one walk a snapshot makes per task."""
+    frames = []
+    while coro is not None and len(frames) < limit:
+        kind = type(coro)
+        if kind is _CORO_TYPE:
+            frame, coro = coro.cr_frame, coro.cr_await
+        elif kind is _GEN_TYPE:
+            frame, coro = coro.gi_frame, coro.gi_yieldfrom
+        else:
+            frame = (getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+                     or getattr(coro, "ag_frame", None))
+            coro = (getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+                    or getattr(coro, "ag_await", None))
+        if frame is None:
+            break
+        frames.append(frame)
+    return frames
+
+
+def full_chains(rows, everyone=False):
+    """Gives the whole await chain to the tasks still longest (at least FULL_CHAIN_AFTER_MS
+    without progress, at most FULL_CHAINS of them); the others keep short_chain's two frames.
+    Under load most tasks are requests in flight: they moved within the last second, and no
+    rule or view looks at them beyond where they are (the program's innermost own frame, the
+    innermost one), while a 20-deep framework chain per request made most of a snapshot's
+    cost and size on a loaded service. A thousand tasks stuck at one place are one finding
+    with a few examples: the longest-still FULL_CHAINS are plenty. A snapshot asked for with
+    stacks (`snapshot --stacks`) has every chain whole."""
+    if everyone:
+        still = rows
+    else:
+        still = [row for row in rows if row["since_progress_ms"] >= FULL_CHAIN_AFTER_MS]
+    if len(still) > FULL_CHAINS and not everyone:
+        still.sort(key=lambda row: row["since_progress_ms"], reverse=True)
+        del still[FULL_CHAINS:]
+    for row in still:
+        row["await_chain"] = [code_line(code, line) for code, line in row["_points"][:CHAIN_LIMIT]]
+    for row in rows:
+        row.pop("_points", None)
+
+
+def walk_of(coro):
+    """One walk down a task's await chain, kept as plain data (no frame is held): the
+    (code, line) of each frame, outermost first, and the module of the outermost frame."""
+    frames = coro_frames(coro)
+    if not frames:
+        return (), ""
+    return (tuple([(frame.f_code, frame.f_lineno) for frame in frames]),
+            frames[0].f_globals.get("__name__") or "")
+
+
+def point_of(points):
     """((code, line) of the task's own coroutine, (code, line) of the innermost await), or
     None: compared between looks to tell progress, and kept to say where a task was when it
     is destroyed (by then its frames are gone)."""
-    coro = task.get_coro()
-    outer = inner = None
-    for _ in range(64):
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-        if frame is None:
-            break
-        inner = (frame.f_code, frame.f_lineno)
-        outer = outer or inner
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-    return (outer, inner) if inner is not None else None
+    return (points[0], points[-1]) if points else None
+
+
+_lines = {}  # (code, line) -> "file:line in func": most tasks wait at a few places
+
+
+def code_line(code, line):
+    key = (code, line)
+    text = _lines.get(key)
+    if text is None:
+        text = "%s:%d in %s" % (code.co_filename, line or 0, getattr(code, "co_qualname",
+                                                                     code.co_name))
+        if len(_lines) >= 20000:
+            _lines.clear()
+        _lines[key] = text
+    return text
+
+
+def frame_text(frame):
+    return code_line(frame.f_code, frame.f_lineno)
+
+
+def short_chain(points):
+    """The program's innermost own frame (if any) and the innermost frame, outermost first."""
+    if not points:
+        return []
+    is_library = _util.is_library_file
+    for index in range(len(points) - 1, -1, -1):
+        if not is_library(points[index][0].co_filename):
+            if index == len(points) - 1:
+                break
+            return [code_line(*points[index]), code_line(*points[-1])]
+    return [code_line(*points[-1])]
 
 
 def point_lines(point):
-    """innermost_point's answer as await-chain lines, outermost first."""
+    """point_of's answer as await-chain lines, outermost first."""
     lines = []
     for code, line in point or ():
-        text = "%s:%d in %s" % (code.co_filename, line or 0, getattr(code, "co_qualname",
-                                                                      code.co_name))
+        text = code_line(code, line)
         if text not in lines:
             lines.append(text)
     return lines
@@ -881,32 +985,26 @@ FRAMEWORK_MODULES = (
 LIFESPAN_MODULES = ("uvicorn.lifespan.", "hypercorn.asyncio.lifespan.", "hypercorn.trio.lifespan.")
 
 
-def framework_task(coro):
-    """Whether a task's coroutine is a known framework's serving machinery (by the module of
-    its outermost frame), with no frame of the program's own anywhere down its await chain
-    (an ASGI lifespan task whatever it awaits)."""
-    frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-    if frame is None:
+def framework_task(walk):
+    """Whether a task's chain (walk_of) is a known framework's serving machinery (by the module
+    of its outermost frame), with no frame of the program's own anywhere down it (an ASGI
+    lifespan task whatever it awaits)."""
+    points, module = walk
+    if not points:
         return False
-    module = frame.f_globals.get("__name__") or ""
     if not (module + ".").startswith(FRAMEWORK_MODULES):
         return False
     if (module + ".").startswith(LIFESPAN_MODULES):
         return True
-    for _ in range(64):
-        if frame is None:
-            break
-        if not _util.is_library_file(frame.f_code.co_filename):
-            return False
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-    return True
+    is_library = _util.is_library_file
+    # From the inside out: the program's own frame, when there is one, is near the bottom.
+    return all(is_library(code.co_filename) for code, _ in reversed(points))
 
 
-def parked_reason(coro):
+def parked_reason(walk):
     """`timer` when the innermost await is asyncio.sleep (a wake-up is scheduled), `server`
     when it is a server's serve_forever, `framework` for a framework's own serving task (see
-    framework_task): long waits by design, not stuck tasks."""
+    framework_task): long waits by design, not stuck tasks. `walk`: walk_of()."""
     global _PARKED_CODES
     if _PARKED_CODES is None:
         codes = {}
@@ -919,40 +1017,16 @@ def parked_reason(coro):
         except Exception:
             pass
         _PARKED_CODES = codes
-    outer = coro
-    innermost = None
-    for _ in range(64):
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-        if frame is None:
-            break
-        innermost = frame.f_code
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-    reason = _PARKED_CODES.get(innermost)
-    if reason is None and framework_task(outer):
+    points = walk[0]
+    reason = _PARKED_CODES.get(points[-1][0]) if points else None
+    if reason is None and framework_task(walk):
         reason = "framework"
     return reason
 
 
-def await_chain(coro, limit=32):
+def await_chain(coro, limit=CHAIN_LIMIT):
     """`file:line in func` down the await chain, outermost first, innermost last."""
-    out = []
-    for _ in range(limit):
-        if coro is None:
-            break
-        frame = (
-            getattr(coro, "cr_frame", None)
-            or getattr(coro, "gi_frame", None)
-            or getattr(coro, "ag_frame", None)
-        )
-        if frame is None:
-            break
-        out.append(_util.frame_line(frame))
-        coro = (
-            getattr(coro, "cr_await", None)
-            or getattr(coro, "gi_yieldfrom", None)
-            or getattr(coro, "ag_await", None)
-        )
-    return out
+    return [frame_text(frame) for frame in coro_frames(coro, limit)]
 
 
 def awaited_tasks(waiter):
