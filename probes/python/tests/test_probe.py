@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import HOOK, SRC, Client, plain_env, probe_env, snapshot_of
+from conftest import HOOK, RUN_ONCE, SRC, Client, plain_env, probe_env, snapshot_of
 
 
 def probe_module(name):
@@ -326,14 +326,15 @@ def test_a_task_created_before_the_loop_runs_is_listed_through_the_socket(progra
     prog = program("""
         import asyncio
 
-        async def wait_forever(event):
-            await event.wait()
+        async def wait_forever():
+            # Made in the task: before 3.10 an Event made outside binds the policy's loop.
+            await asyncio.Event().wait()
 
         async def work():
             await asyncio.sleep(30)
 
         loop = asyncio.new_event_loop()
-        loop.create_task(wait_forever(asyncio.Event()), name="waits-forever")
+        loop.create_task(wait_forever(), name="waits-forever")
         loop.run_until_complete(work())
         """)
     names = []
@@ -372,7 +373,7 @@ def test_task_creation_sites_and_stacks_on_request(program):
     assert all(t["stack"] == [] for t in plain["threads"])
     main = [t for t in snapshot_of(app.socket, stacks=True)["threads"] if t["name"] == "MainThread"]
     assert main[0]["native_id"] == app.pid
-    assert any("in BaseEventLoop._run_once" in frame for frame in main[0]["stack"])
+    assert any(frame.endswith(RUN_ONCE) for frame in main[0]["stack"]), main
 
 
 def test_process_pool_is_reported(program):

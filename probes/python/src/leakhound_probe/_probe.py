@@ -946,7 +946,7 @@ def await_chain(coro, limit=32):
         )
         if frame is None:
             break
-        out.append(_util.frame_line(frame))
+        out.append(_util.frame_line(frame, getattr(coro, "__qualname__", None)))
         coro = (
             getattr(coro, "cr_await", None)
             or getattr(coro, "gi_yieldfrom", None)
