@@ -597,6 +597,23 @@ def test_a_huge_heap_is_not_listed_at_exit_but_module_globals_still_are(tmp_path
         unowned[0].close()
 
 
+def test_the_exit_scan_survives_types_that_crash_abc_checks(tmp_path):
+    """On Python 3.9 issubclass(unicodedata.UCD, io.IOBase) is a segmentation fault: the exit
+    scan of module globals (a program that imported unicodedata, as idna does) crashed the
+    exiting program. Run in a process of its own, so a crash fails this test alone."""
+    done = run_python(tmp_path, """
+        import json, sys, unicodedata
+        from leakhound_probe import _open_at_exit
+
+        _open_at_exit.MAX_BLOCKS_FOR_GC_SCAN = 0  # module globals: unicodedata.ucd_3_2_0
+        held = open("held.txt", "w")
+        found = _open_at_exit.scan(%r)
+        print(json.dumps([site[-1] for _, _, site in found]))
+        """ % str(tmp_path), env=plain_env(PYTHONPATH=SRC))
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert "module global __main__.held (still open at exit)" in json.loads(done.stdout), done.stdout
+
+
 def test_descriptors_inherited_or_from_before_a_fork_are_not_reported_at_exit(tmp_path):
     """A descriptor the process was given (or, in a forked child, its parent's global) is not
     the process's to close: only what it opened itself is reported."""
