@@ -81,7 +81,7 @@ other_pythons() {
     done
 }
 for python in $(other_pythons); do
-    venv="target/py$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-venv"
+    venv="target/venv-$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
     [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "probes/python[test]"
     echo "probe suite on $("$venv/bin/python" --version)"
