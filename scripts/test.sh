@@ -44,7 +44,7 @@ cargo test --workspace --locked
 # The probe's own suite again on the oldest and the newest Python that pyenv has (of those the
 # probe supports: pyproject's requires-python), each in a venv of its own under target/. To keep
 # CI time down, these two runs leave out the frameworks-heavy tests (test_frameworks.py and
-# test_service_tree.py: real uvicorn, aiohttp and gunicorn services under HTTP load, about half
+# test_service_tree.py: real uvicorn, aiohttp and gunicorn services under HTTP load, ~40% of
 # the suite's time), which are about those frameworks rather than the interpreter and run on
 # the default python3 above; everything else (the probe, its server, the pytest plugin, the
 # end-to-end tests against the leakhound binary) runs on each.
