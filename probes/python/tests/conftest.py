@@ -18,6 +18,11 @@ HOOK = os.path.join(SRC, "leakhound_probe", "_hook")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(TESTS)))
 
 
+# How a thread's stack names the loop's iteration: frames are named by their code object, which
+# carries the qualified name only from Python 3.11.
+RUN_ONCE = "in BaseEventLoop._run_once" if sys.version_info >= (3, 11) else "in _run_once"
+
+
 def leakhound_bin():
     path = os.environ.get("LEAKHOUND_BIN") or os.path.join(REPO, "target", "debug", "leakhound")
     if not os.path.exists(path):

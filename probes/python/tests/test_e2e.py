@@ -5,7 +5,7 @@ rule with the right evidence; the clean program fires nothing."""
 import json
 import os
 
-from conftest import findings_of, snapshot_of, watch
+from conftest import RUN_ONCE, findings_of, snapshot_of, watch
 
 # Short thresholds so each test takes a few seconds, not the production defaults.
 FAST = ("stuck-task.after=1s", "pool-starvation.saturated-for=500ms",
@@ -328,7 +328,7 @@ def test_snapshot_merges_probe_into_proc_view(program, tmp_path):
     snap = snap.get("snapshot", snap)
     main = [t for t in snap["threads"] if t["tid"] == app.pid][0]
     assert main["runtime_name"] == "MainThread" and main["daemon"] is False
-    assert any("in BaseEventLoop._run_once" in frame for frame in main["stack"]), main
+    assert any(frame.endswith(RUN_ONCE) for frame in main["stack"]), main
     # Without a probe, the note says what is still visible and how to load one.
     plain = subprocess.Popen(["sleep", "30"])
     try:

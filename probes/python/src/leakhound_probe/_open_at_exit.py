@@ -7,8 +7,8 @@ looks once, from its own atexit hook (registered first, so it runs after the pro
 the objects still alive and open.
 """
 
+import _io
 import gc
-import io
 import socket
 import sys
 
@@ -110,12 +110,15 @@ _SOCKET_OR_TEXT, _BUFFERED, _RAW, _LOOP, _OTHER = range(5)
 
 
 def _kind_of(cls, loop_type):
+    # io's concrete C bases, not its ABCs: every io object derives from them, and an ABC's
+    # __subclasscheck__ crashes Python 3.9 on some types (issubclass(unicodedata.UCD,
+    # io.IOBase) is a segmentation fault there), which took the exiting program down.
     if issubclass(cls, socket.socket):
         return _SOCKET_OR_TEXT
-    if issubclass(cls, io.IOBase):
-        if issubclass(cls, io.TextIOBase):
+    if issubclass(cls, _io._IOBase):
+        if issubclass(cls, _io._TextIOBase):
             return _SOCKET_OR_TEXT
-        return _BUFFERED if issubclass(cls, io.BufferedIOBase) else _RAW
+        return _BUFFERED if issubclass(cls, _io._BufferedIOBase) else _RAW
     if loop_type is not None and issubclass(cls, loop_type):
         return _LOOP
     return _OTHER

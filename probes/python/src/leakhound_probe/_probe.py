@@ -867,6 +867,7 @@ def coro_frames(coro, limit=64):
     frames = []
     while coro is not None and len(frames) < limit:
         kind = type(coro)
+        outer = coro
         if kind is _CORO_TYPE:
             frame, coro = coro.cr_frame, coro.cr_await
         elif kind is _GEN_TYPE:
@@ -878,8 +879,24 @@ def coro_frames(coro, limit=64):
                     or getattr(coro, "ag_await", None))
         if frame is None:
             break
+        if _NO_CO_QUALNAME and frame.f_code not in _qualnames:
+            _remember_qualname(frame.f_code, outer)
         frames.append(frame)
     return frames
+
+
+# Before 3.11 code objects have no co_qualname: a coroutine's __qualname__ ("Event.wait", not
+# "wait") is learnt from the coroutines walked, once per code object.
+_NO_CO_QUALNAME = not hasattr(coro_frames.__code__, "co_qualname")
+_qualnames = {}
+
+
+def _remember_qualname(code, coro):
+    name = getattr(coro, "__qualname__", None)
+    if name:
+        if len(_qualnames) >= 20000:
+            _qualnames.clear()
+        _qualnames[code] = name
 
 
 def full_chains(rows, everyone=False):
@@ -928,8 +945,8 @@ def code_line(code, line):
     key = (code, line)
     text = _lines.get(key)
     if text is None:
-        text = "%s:%d in %s" % (code.co_filename, line or 0, getattr(code, "co_qualname",
-                                                                     code.co_name))
+        name = getattr(code, "co_qualname", None) or _qualnames.get(code) or code.co_name
+        text = "%s:%d in %s" % (code.co_filename, line or 0, name)
         if len(_lines) >= 20000:
             _lines.clear()
         _lines[key] = text

@@ -63,9 +63,11 @@ def env_flag(name, default):
     return value.strip().lower() not in ("0", "false", "no", "off")
 
 
-def frame_line(frame):
+def frame_line(frame, name=None):
+    """`file:line in func`; `name` when the caller knows better (a coroutine's __qualname__,
+    which Python before 3.11 has where its code objects have no co_qualname)."""
     code = frame.f_code
-    name = getattr(code, "co_qualname", code.co_name)
+    name = name or getattr(code, "co_qualname", code.co_name)
     return "%s:%d in %s" % (code.co_filename, frame.f_lineno or 0, name)
 
 

@@ -66,6 +66,8 @@ SITE_DEPTH = 8
 # no deeper by default (`leakhound_origin_depth` raises it).
 ORIGIN_DEPTH = 2
 _HERE = os.path.dirname(os.path.abspath(__file__))
+# Modules with a `_cancel_all_tasks(loop)` that runners call as their loop closes.
+RUNNER_MODULES = ("asyncio.runners", "backports.asyncio.runner.runner", "uvloop")
 # pytest's public package and its implementation (`_pytest`), side by side.
 _PYTEST_DIRS = tuple(
     os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(pytest.__file__))), name) + os.sep
@@ -402,6 +404,8 @@ class Checker:
         self.scoped = {"threads": set(), "fds": set(), "children": set()}
         # (owner label, threads, {fd: target}, child pids) made by broader-scoped fixtures.
         self.fixture_made = []
+        # Loops made by pytest-asyncio or asyncio's policy, not by test code: {loop: {fd: target}}.
+        self.machinery_loops = weakref.WeakKeyDictionary()
         self.leaks = []  # every Leak, in order
         self.reported = set()
         self.late = []  # leaks blamed on tests that had already finished
@@ -533,7 +537,40 @@ class Checker:
 
             return create
 
-        patch(asyncio.BaseEventLoop, "create_task", create_task)
+        def patch_create_task(cls):
+            """On the loop's own class: uvloop's Loop (and any loop not built on BaseEventLoop)
+            has its own create_task, so patching BaseEventLoop alone missed every task made on
+            a uvloop loop."""
+            current = getattr(cls, "create_task", None)
+            if current is not None and not getattr(current, "_leakhound", False):
+                wrapper = create_task(current)
+                wrapper._leakhound = True
+                try:
+                    setattr(cls, "create_task", wrapper)
+                except (TypeError, AttributeError):
+                    return  # a class implemented in C without a Python subclass
+                self._restore.append((cls, "create_task", current))
+
+        patch_create_task(asyncio.BaseEventLoop)
+
+        # Every loop class, as it starts running: asyncio tells itself which loop runs on a
+        # thread through events._set_running_loop, and uvloop reads that function from asyncio
+        # when it is imported (after this plugin, when a test module imports it).
+        def running_loop(original):
+            @functools.wraps(original)
+            def _set_running_loop(loop):
+                if loop is not None:
+                    checker._guard(lambda: (patch_create_task(type(loop)), patch_runners()))
+                return original(loop)
+
+            return _set_running_loop
+
+        events = sys.modules.get("asyncio.events")
+        if events is not None and hasattr(events, "_set_running_loop"):
+            before = events._set_running_loop
+            patch(events, "_set_running_loop", running_loop)
+            if getattr(asyncio, "_set_running_loop", None) is before:
+                patch(asyncio, "_set_running_loop", lambda _o: events._set_running_loop)
 
         def exception_handler(original):
             @functools.wraps(original)
@@ -550,17 +587,43 @@ class Checker:
 
         # asyncio.run() and asyncio.Runner (which pytest-asyncio uses) cancel every task still
         # pending when their loop closes, which hides task leaks; note which ones they were.
-        runners = sys.modules.get("asyncio.runners")
-        if runners is not None and hasattr(runners, "_cancel_all_tasks"):
-            def cancel_all(original):
+        # Before 3.11 pytest-asyncio runs the backported Runner and uvloop.run its own copy.
+        def cancel_all(original):
+            @functools.wraps(original)
+            def _cancel_all_tasks(loop):
+                checker._guard(lambda: checker.note_swept(loop))
+                return original(loop)
+
+            _cancel_all_tasks._leakhound = True
+            return _cancel_all_tasks
+
+        def patch_runners():
+            for name in RUNNER_MODULES:
+                current = getattr(sys.modules.get(name), "_cancel_all_tasks", None)
+                if current is not None and not getattr(current, "_leakhound", False):
+                    patch(sys.modules[name], "_cancel_all_tasks", cancel_all)
+
+        patch_runners()
+
+        # A loop pytest-asyncio (or asyncio's policy, asked for the current loop) makes with no
+        # test code on the stack is theirs while it lives: before 3.10 asyncio.get_event_loop()
+        # makes one the first time and nothing closes it.
+        selector_events = sys.modules.get("asyncio.selector_events")
+        loop_class = getattr(selector_events, "BaseSelectorEventLoop", None)
+        if loop_class is not None:
+            def loop_init(original):
                 @functools.wraps(original)
-                def _cancel_all_tasks(loop):
-                    checker._guard(lambda: checker.note_swept(loop))
-                    return original(loop)
+                def __init__(loop, *a, **kw):
+                    if _user_site():
+                        return original(loop, *a, **kw)
+                    before = _fd_table()
+                    original(loop, *a, **kw)
+                    checker._guard(lambda: checker.machinery_loops.__setitem__(loop, {
+                        fd: t for fd, t in _fd_table().items() if before.get(fd) != t}))
 
-                return _cancel_all_tasks
+                return __init__
 
-            patch(runners, "_cancel_all_tasks", cancel_all)
+            patch(loop_class, "__init__", loop_init)
 
         # Never-awaited coroutines: CPython calls warnings._warn_unawaited_coroutine(coro)
         # when one is finalised, whatever the warning filters say.
@@ -859,6 +922,12 @@ class Checker:
             if fds and any(t.startswith("socket:") for t in fds.values()):
                 ours = _probe_sockets()
                 fds = {fd: t for fd, t in fds.items() if t not in ours}
+            if fds and self.machinery_loops:
+                theirs = {}
+                for loop, made in list(self.machinery_loops.items()):
+                    if not loop.is_closed():
+                        theirs.update(made)
+                fds = {fd: t for fd, t in fds.items() if theirs.get(fd) != t}
             children = {
                 pid: v for pid, v in _child_states(self.spawned).items()
                 if pid not in self.scoped["children"] and pid not in helper_pids
