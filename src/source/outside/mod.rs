@@ -73,6 +73,18 @@ pub fn sample_hz() -> u64 {
         .unwrap_or(DEFAULT_HZ)
 }
 
+/// A descendant without a probe that a watched tree samples from outside: any Python
+/// process (a gunicorn or `uvicorn --workers` worker), its loop judged like the root's.
+pub fn watched_worker(child: &crate::model::Child, _: SampleOptions) -> bool {
+    looks_like_python(child.pid)
+}
+
+/// A descendant without a probe that a one-shot snapshot reads: a Python process, when its
+/// stacks are asked for (`snapshot MASTER --stacks`).
+pub fn worker_with_stacks(child: &crate::model::Child, options: SampleOptions) -> bool {
+    options.stacks && looks_like_python(child.pid)
+}
+
 /// Whether pid runs a Python interpreter: its executable is named `python…` or it maps a
 /// `libpython` (uwsgi and other embedders). Cheap, and checked before py-spy, which spends
 /// seconds parsing a large non-Python binary before saying it found no interpreter.
