@@ -73,9 +73,15 @@ pub fn sample_hz() -> u64 {
 }
 
 /// A descendant without a probe that a watched tree samples from outside: any Python
-/// process (a gunicorn or `uvicorn --workers` worker), its loop judged like the root's.
+/// process (a gunicorn or `uvicorn --workers` worker), its loop judged like the root's. Not
+/// the child of a process with a probe: it inherited the probe's environment or fork hook, so
+/// it is a worker whose own probe is starting (sampling its start-up from outside would
+/// judge it twice, and cost a search for its interpreter).
 pub fn watched_worker(child: &crate::model::Child, _: SampleOptions) -> bool {
     looks_like_python(child.pid)
+        && crate::source::probe::find_socket(child.ppid)
+            .socket
+            .is_none()
 }
 
 /// A descendant without a probe that a one-shot snapshot reads: a Python process, when its
