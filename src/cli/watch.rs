@@ -64,7 +64,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
         if !first.workers.is_empty() {
             let pids: Vec<String> = first.workers.iter().map(|w| w.pid.to_string()).collect();
             out::println(&format!(
-                "and its {} worker(s) with a probe: pid {} (new ones are picked up as they start)",
+                "and its {} worker(s) with a probe or read from outside: pid {} (new ones are picked up as they start)",
                 pids.len(),
                 pids.join(", ")
             ));

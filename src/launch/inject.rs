@@ -385,19 +385,66 @@ fn remote_exec(pid: u32, script_path: &Path, timeout: Duration) -> Result<(), So
 }
 
 /// `--inject` on a command line: loads the probe when the target is a PID, says what it did
-/// on standard error, and refuses other targets.
+/// on standard error, and refuses other targets. A PID stands for its process tree, as
+/// everywhere: the probe goes into the root and every Python descendant (each gunicorn or
+/// `uvicorn --workers` worker), one after the other; a worker that could not be injected is
+/// named with why, in one line.
 pub fn inject_target(target: &crate::source::Target) -> anyhow::Result<()> {
     let crate::source::Target::Pid(pid) = target else {
         anyhow::bail!("--inject needs a PID target (a running Python process), not '{target}'");
     };
-    let done = inject(*pid, timeout()?)?;
-    eprintln!(
-        "leakhound: probe loaded into pid {pid} by {} in {:.1} s; socket {}",
-        done.method,
-        done.took.as_secs_f64(),
-        done.socket.display()
-    );
-    Ok(())
+    let pids = tree_pythons(*pid);
+    let timeout = timeout()?;
+    let mut failed = Vec::new();
+    for &p in &pids {
+        match inject(p, timeout) {
+            Ok(done) => eprintln!(
+                "leakhound: probe loaded into pid {p} by {} in {:.1} s; socket {}",
+                done.method,
+                done.took.as_secs_f64(),
+                done.socket.display()
+            ),
+            // A worker that ended meanwhile (recycled) is not a failure of the service's.
+            Err(SourceError::NoSuchProcess(_)) if p != *pid => {}
+            Err(e) => failed.push((p, e)),
+        }
+    }
+    match failed.as_slice() {
+        [] => Ok(()),
+        [(_, e)] if pids.len() == 1 => Err(anyhow::anyhow!("{e}")),
+        _ => {
+            let why: Vec<String> = failed
+                .iter()
+                .map(|(p, e)| format!("pid {p}: {e}"))
+                .collect();
+            anyhow::bail!(
+                "the probe was not loaded into {} of the {} Python processes of pid {pid} ({}); \
+                 the others have it. Retry, or start the service with `leakhound run`",
+                failed.len(),
+                pids.len(),
+                why.join("; ")
+            )
+        }
+    }
+}
+
+/// The Python processes of `root`'s tree, root first (when it is Python), then its
+/// descendants parents first; just `root` when none is Python (its injection says why).
+fn tree_pythons(root: u32) -> Vec<u32> {
+    let descendants = crate::source::tree::live_descendants(root, crate::source::now_ms())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.state != crate::model::ProcState::Zombie)
+        .map(|c| c.pid);
+    let pythons: Vec<u32> = std::iter::once(root)
+        .chain(descendants)
+        .filter(|&p| python_version(p).is_some())
+        .collect();
+    if pythons.is_empty() {
+        vec![root]
+    } else {
+        pythons
+    }
 }
 
 #[cfg(test)]

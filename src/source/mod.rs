@@ -75,9 +75,13 @@ fn open_pid_or(
 pub fn open_tree(target: &Target) -> Result<Box<dyn Source>, SourceError> {
     match target {
         #[cfg(target_os = "linux")]
-        Target::Pid(_) => Ok(Box::new(tree::TreeSource::new(open(target)?, |pid| {
-            open(&Target::Pid(pid))
-        }))),
+        Target::Pid(_) => {
+            let tree = tree::TreeSource::new(open(target)?, |pid| open(&Target::Pid(pid)));
+            // Python workers started without the probe: their loops sampled from outside.
+            #[cfg(feature = "pystacks")]
+            let tree = tree.sampling_without_probe(outside::watched_worker);
+            Ok(Box::new(tree))
+        }
         _ => open(target),
     }
 }
@@ -92,10 +96,11 @@ pub fn open_tree_once(target: &Target, nonblocking: bool) -> Result<Box<dyn Sour
             } else {
                 |pid| open_once(&Target::Pid(pid), false)
             };
-            Ok(Box::new(tree::TreeSource::new(
-                open_once(target, nonblocking)?,
-                opener,
-            )))
+            let tree = tree::TreeSource::new(open_once(target, nonblocking)?, opener);
+            // Python workers started without the probe: their stacks when asked (`--stacks`).
+            #[cfg(feature = "pystacks")]
+            let tree = tree.sampling_without_probe(outside::worker_with_stacks);
+            Ok(Box::new(tree))
         }
         _ => open_once(target, nonblocking),
     }

@@ -27,6 +27,10 @@ const STATUS_WAIT_MS: u64 = 1_000;
 /// Opens the source of one process (the root, or a worker).
 pub type Opener = fn(u32) -> Result<Box<dyn Source>, SourceError>;
 
+/// Which descendants without a probe are sampled too, for these options (the outside view
+/// of a Python worker started without the probe).
+pub type Without = fn(&Child, SampleOptions) -> bool;
+
 /// What is remembered of a descendant seen alive.
 #[derive(Debug, Clone)]
 struct Known {
@@ -39,6 +43,8 @@ struct Known {
 pub struct TreeSource {
     root: Box<dyn Source>,
     open: Opener,
+    /// Descendants without a probe that are sampled all the same.
+    without: Option<Without>,
     workers: BTreeMap<u32, Box<dyn Source>>,
     known: BTreeMap<u32, Known>,
     /// Ended, waiting for a status or a replacement.
@@ -57,6 +63,7 @@ impl TreeSource {
         TreeSource {
             root,
             open,
+            without: None,
             workers: BTreeMap::new(),
             known: BTreeMap::new(),
             pending: Vec::new(),
@@ -65,6 +72,12 @@ impl TreeSource {
             listen_for_exits: true,
             live_children: std::path::Path::new("/proc/thread-self/children").exists(),
         }
+    }
+
+    /// Samples the descendants without a probe that `without` accepts too.
+    pub fn sampling_without_probe(mut self, without: Without) -> Self {
+        self.without = Some(without);
+        self
     }
 
     /// Puts the live tree into `snapshot.children`: the root's /proc walk is paced (redone
@@ -78,12 +91,15 @@ impl TreeSource {
         }
     }
 
-    /// Samples every descendant with a probe into `snapshot.workers`.
+    /// Samples every descendant with a probe (and those `without` accepts) into
+    /// `snapshot.workers`.
     fn sample_workers(&mut self, snapshot: &mut Snapshot, options: SampleOptions) {
+        let without = self.without;
         let alive: Vec<u32> = snapshot
             .children
             .iter()
-            .filter(|c| c.has_probe && c.state != ProcState::Zombie)
+            .filter(|c| c.state != ProcState::Zombie)
+            .filter(|c| c.has_probe || without.is_some_and(|w| w(c, options)))
             .map(|c| c.pid)
             .collect();
         self.workers.retain(|pid, _| alive.contains(pid));
@@ -255,7 +271,7 @@ pub fn abnormal(e: &Ended) -> bool {
 
 /// The descendants of `root` now, parents before children, read from each thread's
 /// `children` file: a few small reads per process instead of a walk of every process.
-fn live_descendants(root: u32, now_ms: u64) -> Option<Vec<Child>> {
+pub fn live_descendants(root: u32, now_ms: u64) -> Option<Vec<Child>> {
     let boot_ms = procfs::boot_time_secs().ok()? * 1000;
     let ticks = procfs::ticks_per_second().max(1);
     let mut out = Vec::new();

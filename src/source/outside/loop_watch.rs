@@ -265,6 +265,10 @@ struct Still {
     since_ms: u64,
 }
 
+/// A thread's outermost frame stays the same while it lives; a read that shows another one a
+/// few times running is believed (a new thread with a reused id).
+const ROOT_CHANGE_AFTER: u8 = 3;
+
 /// Every Python thread followed over time: the loop threads, and how long each thread has sat
 /// in the same frame.
 #[derive(Debug, Default)]
@@ -274,6 +278,10 @@ pub struct Watch {
     started_mono: f64,
     pub loops: HashMap<u32, LoopTracker>,
     still: HashMap<u32, Still>,
+    /// Each thread's outermost frame, and how many reads in a row showed another function.
+    roots: HashMap<u32, (Frame, u8)>,
+    /// Samples refused by [`Watch::consistent`].
+    pub torn: u64,
     /// The newest sample's threads.
     pub latest: Vec<ThreadStack>,
     pub latest_at_ms: u64,
@@ -288,14 +296,71 @@ impl Watch {
         }
     }
 
+    /// The threads of a sample read without stopping the target whose stacks do not hold
+    /// together: a stack read while the target changed it can be torn (frames of two moments,
+    /// or a half-written one). Every frame must name its function and file, and a thread's
+    /// outermost frame must be the one it had before (a thread's entry never changes while it
+    /// lives). Each one is counted in `torn`.
+    fn torn_threads(&mut self, threads: &[ThreadStack]) -> Vec<u32> {
+        let mut torn = Vec::new();
+        for t in threads {
+            let (Some(tid), Some(root)) = (t.tid, t.frames.first()) else {
+                continue;
+            };
+            let half_written = t
+                .frames
+                .iter()
+                .any(|f| f.func.is_empty() || f.file.is_empty());
+            let moved = match self.roots.get_mut(&tid) {
+                // The function, not its line: `<module>` moves on from one statement to the
+                // next.
+                Some((known, misses)) if (&known.func, &known.file) != (&root.func, &root.file) => {
+                    *misses += 1;
+                    if *misses >= ROOT_CHANGE_AFTER {
+                        *known = root.clone();
+                        *misses = 0;
+                    }
+                    *misses > 0
+                }
+                Some((_, misses)) => {
+                    *misses = 0;
+                    false
+                }
+                None => {
+                    self.roots.insert(tid, (root.clone(), 0));
+                    false
+                }
+            };
+            if half_written || moved {
+                torn.push(tid);
+            }
+        }
+        self.torn += torn.len() as u64;
+        torn
+    }
+
     /// Feeds one sample taken at `at_ms` (epoch) = `now_mono` (CLOCK_MONOTONIC seconds).
     /// `timed`: it was read with locals, so a busy asyncio loop without an iteration start
-    /// is a torn read, not a loop to judge by its callback's name.
-    pub fn observe(&mut self, at_ms: u64, now_mono: f64, timed: bool, threads: Vec<ThreadStack>) {
+    /// is a torn read, not a loop to judge by its callback's name. A torn thread
+    /// ([`Watch::torn_threads`]) is left out of this sample; returns whether one was a loop
+    /// thread (worth reading again at once).
+    pub fn observe(
+        &mut self,
+        at_ms: u64,
+        now_mono: f64,
+        timed: bool,
+        threads: Vec<ThreadStack>,
+    ) -> bool {
+        let torn = self.torn_threads(&threads);
         let mut seen = Vec::with_capacity(threads.len());
+        let mut loop_torn = false;
         for t in &threads {
             let Some(tid) = t.tid else { continue };
             seen.push(tid);
+            if torn.contains(&tid) {
+                loop_torn |= self.loops.contains_key(&tid);
+                continue;
+            }
             if !matches!(loop_state(&t.frames), LoopState::NotALoop) {
                 self.loops
                     .entry(tid)
@@ -326,8 +391,10 @@ impl Watch {
         }
         self.still.retain(|tid, _| seen.contains(tid));
         self.loops.retain(|tid, _| seen.contains(tid));
+        self.roots.retain(|tid, _| seen.contains(tid));
         self.latest = threads;
         self.latest_at_ms = at_ms;
+        loop_torn
     }
 
     /// Threads that have sat in the same frame for at least `after_ms`, with that frame, as
@@ -519,6 +586,49 @@ mod tests {
         }
         t.observe(400, 0.0, &asyncio_waiting(), None);
         assert!(t.view().stalls.is_empty(), "{:?}", t.view().stalls);
+    }
+
+    fn thread(tid: u32, frames: Vec<Frame>) -> ThreadStack {
+        ThreadStack {
+            tid: Some(tid),
+            name: None,
+            frames,
+            gil: false,
+            idle: true,
+            iteration_started: None,
+        }
+    }
+
+    #[test]
+    fn torn_reads_are_left_out_and_a_new_thread_on_an_old_id_is_believed() {
+        let mut w = Watch::new(20, 0.0);
+        let busy = |at: u64, frames: Vec<Frame>| (at, vec![thread(10, frames)]);
+        let feed = |w: &mut Watch, (at, threads): (u64, Vec<ThreadStack>)| {
+            w.observe(at, 0.0, false, threads)
+        };
+        assert!(!feed(&mut w, busy(1_000, asyncio_waiting())));
+        assert!(!feed(&mut w, busy(1_020, asyncio_busy("handler", 12))));
+        // A frame read half-written (no function name): left out, the loop's spell goes on.
+        let mut half = asyncio_busy("other", 3);
+        half[4].func.clear();
+        assert!(feed(&mut w, busy(1_040, half)), "a loop thread was torn");
+        // Frames of another moment below the loop: its entry is not `<module>` any more.
+        let mut moved = asyncio_busy("other", 3);
+        moved.remove(0);
+        assert!(feed(&mut w, busy(1_060, moved.clone())));
+        assert_eq!(w.torn, 2);
+        assert!(!feed(&mut w, busy(1_080, asyncio_busy("handler", 12))));
+        assert!(!feed(&mut w, busy(1_100, asyncio_waiting())));
+        // One stall from 1020 to 1080: the torn reads neither split nor renamed it.
+        let stalls = w.loops[&10].view().stalls;
+        assert_eq!(stalls.len(), 1, "{stalls:?}");
+        assert_eq!(stalls[0].stack.last().unwrap(), "app.py:12 in handler");
+        // The same other entry read again and again: a new thread that got the id.
+        let verdicts: Vec<bool> = (0..4)
+            .map(|i| feed(&mut w, busy(1_200 + i * 20, moved.clone())))
+            .collect();
+        assert_eq!(verdicts, [true, true, false, false]);
+        assert_eq!(w.torn, 4);
     }
 
     #[test]

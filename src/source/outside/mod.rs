@@ -20,9 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The loop sampler's default rate; `LEAKHOUND_PY_SAMPLE_HZ` overrides it (1..=1000). 20 Hz
-/// is enough: an asyncio iteration seen once is timed exactly from its start, and a busy
-/// loop costs a second read (with locals) per sample; 50 Hz on an always-busy loop took 4.5%
-/// of a core in leakhound, 20 Hz 2% (benches/python_outside.py).
+/// is enough: an asyncio iteration seen once is timed exactly from its start (a busy loop is
+/// read with locals for it). Its cost is measured in benches/python_outside.md.
 pub const DEFAULT_HZ: u64 = 20;
 /// A thread whose stack has not changed for this long is shown as parked in its frame.
 pub const PARKED_AFTER_MS: u64 = 5_000;
@@ -73,6 +72,24 @@ pub fn sample_hz() -> u64 {
         .unwrap_or(DEFAULT_HZ)
 }
 
+/// A descendant without a probe that a watched tree samples from outside: any Python
+/// process (a gunicorn or `uvicorn --workers` worker), its loop judged like the root's. Not
+/// the child of a process with a probe: it inherited the probe's environment or fork hook, so
+/// it is a worker whose own probe is starting (sampling its start-up from outside would
+/// judge it twice, and cost a search for its interpreter).
+pub fn watched_worker(child: &crate::model::Child, _: SampleOptions) -> bool {
+    looks_like_python(child.pid)
+        && crate::source::probe::find_socket(child.ppid)
+            .socket
+            .is_none()
+}
+
+/// A descendant without a probe that a one-shot snapshot reads: a Python process, when its
+/// stacks are asked for (`snapshot MASTER --stacks`).
+pub fn worker_with_stacks(child: &crate::model::Child, options: SampleOptions) -> bool {
+    options.stacks && looks_like_python(child.pid)
+}
+
 /// Whether pid runs a Python interpreter: its executable is named `python…` or it maps a
 /// `libpython` (uwsgi and other embedders). Cheap, and checked before py-spy, which spends
 /// seconds parsing a large non-Python binary before saying it found no interpreter.
@@ -106,6 +123,34 @@ fn started_mono(pid: u32) -> f64 {
     }
 }
 
+/// One read for the loop sampler, and whether it was read with locals. A busy asyncio loop
+/// is read with locals, since its iteration's start tells one long callback from many short
+/// ones of the same function: straight away when the last read found it busy (a loop that
+/// never idles costs one read a sample, not two), else again after a plain read found it so.
+fn read_for_loops(
+    reader: &mut PyReader,
+    was_busy: &mut bool,
+) -> Result<(stacks::Sample, bool), SourceError> {
+    let busy = |sample: &stacks::Sample| {
+        sample
+            .threads
+            .iter()
+            .any(|t| loop_watch::asyncio_busy(&t.frames))
+    };
+    if *was_busy {
+        let sample = reader.sample_with_locals()?;
+        *was_busy = busy(&sample);
+        return Ok((sample, true));
+    }
+    let sample = reader.sample()?;
+    if busy(&sample) {
+        *was_busy = true;
+        reader.sample_with_locals().map(|s| (s, true))
+    } else {
+        Ok((sample, false))
+    }
+}
+
 /// The loop sampler: a thread reading the target's stacks at `hz`, feeding a [`Watch`].
 struct Sampler {
     state: Arc<Mutex<SamplerState>>,
@@ -122,6 +167,8 @@ struct SamplerState {
     /// Total time spent reading, to report the sampler's own cost.
     read_time: Duration,
     reads: u64,
+    /// Reads that failed (a pointer read while the target freed it).
+    failed: u64,
 }
 
 impl Sampler {
@@ -135,6 +182,7 @@ impl Sampler {
             error: None,
             read_time: Duration::ZERO,
             reads: 0,
+            failed: 0,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -143,38 +191,32 @@ impl Sampler {
                 .name("leakhound-pysampler".into())
                 .spawn(move || {
                     let mut next = Instant::now();
+                    let mut was_busy = false;
                     while !stop.load(Ordering::Relaxed) {
-                        // A busy asyncio loop is read again with locals: its iteration's start
-                        // tells one long callback from many short ones of the same function.
-                        let result = reader.sample().and_then(|sample| {
-                            let busy = sample
-                                .threads
-                                .iter()
-                                .any(|t| loop_watch::asyncio_busy(&t.frames));
-                            if busy {
-                                reader.sample_with_locals().map(|s| (s, true))
-                            } else {
-                                Ok((sample, false))
-                            }
-                        });
-                        let (at, mono) = (now_ms(), stacks::monotonic_now());
-                        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-                        match result {
-                            Ok((sample, timed)) => {
-                                s.read_time += sample.took;
-                                s.reads += 1;
-                                s.watch.observe(at, mono, timed, sample.threads);
-                            }
-                            Err(e) => {
-                                // A torn non-blocking read fails now and then; only a gone
-                                // process ends the sampler.
-                                if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                        // A read that failed or tore a loop thread's stack (the target changed
+                        // it meanwhile) is made again at once, once.
+                        for _ in 0..2 {
+                            let result = read_for_loops(&mut reader, &mut was_busy);
+                            let (at, mono) = (now_ms(), stacks::monotonic_now());
+                            let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                            match result {
+                                Ok((sample, timed)) => {
+                                    s.read_time += sample.took;
+                                    s.reads += 1;
+                                    if !s.watch.observe(at, mono, timed, sample.threads) {
+                                        break;
+                                    }
+                                }
+                                // Only a gone process ends the sampler.
+                                Err(e)
+                                    if !std::path::Path::new(&format!("/proc/{pid}")).exists() =>
+                                {
                                     s.error = Some(e.to_string());
                                     return;
                                 }
+                                Err(_) => s.failed += 1,
                             }
                         }
-                        drop(s);
                         next += interval;
                         let now = Instant::now();
                         if next > now {
@@ -207,9 +249,12 @@ impl Sampler {
         let mut missing: Vec<String> = MISSING.iter().map(|m| m.to_string()).collect();
         if s.reads > 0 {
             missing.push(format!(
-                "cost: the loop sampler reads every Python stack {} times a second without stopping the target; a read takes {:.2} ms on average",
+                "cost: the loop sampler reads every Python stack {} times a second without stopping the target; a read takes {:.2} ms on average; {} of {} reads failed and {} thread stacks were torn (left out, read again)",
                 self.hz,
-                s.read_time.as_secs_f64() * 1000.0 / s.reads as f64
+                s.read_time.as_secs_f64() * 1000.0 / s.reads as f64,
+                s.failed,
+                s.reads + s.failed,
+                s.watch.torn
             ));
         }
         for (tid, ms, frame) in s.watch.parked(PARKED_AFTER_MS) {
