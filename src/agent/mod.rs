@@ -16,6 +16,7 @@ pub mod settings;
 use crate::config::Config;
 use crate::findings::Finding;
 use crate::judge::Judge;
+use crate::source::procfs::host::HostView;
 use crate::source::{Collector, CollectorEvent, SampleOptions, Target};
 use discover::{Candidate, Selector};
 use prometheus::{Exposition, Shared, TargetLabels, TargetView};
@@ -87,6 +88,8 @@ pub struct Agent {
     /// Services (name, unit) that lost a pid and are expected back.
     awaiting_restart: BTreeMap<(String, String), u64>,
     own_pid: u32,
+    /// The host's process and socket tables, read once per interval for all targets.
+    host: std::sync::Arc<HostView>,
 }
 
 impl Agent {
@@ -98,12 +101,13 @@ impl Agent {
             .agent
             .memory_budget_bytes = options.memory_budget as u64;
         Agent {
-            options,
             shared,
             targets: BTreeMap::new(),
             unopenable: BTreeSet::new(),
             awaiting_restart: BTreeMap::new(),
             own_pid: std::process::id(),
+            host: HostView::timed(options.interval),
+            options,
         }
     }
 
@@ -199,7 +203,7 @@ impl Agent {
             pid: c.pid,
             unit: c.unit.clone(),
         };
-        let source = match crate::source::open(&Target::Pid(c.pid)) {
+        let source = match crate::source::open_shared(&Target::Pid(c.pid), &self.host) {
             Ok(s) => s,
             Err(e) => {
                 self.unopenable.insert(c.pid);
