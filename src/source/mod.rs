@@ -26,16 +26,6 @@ pub fn open(target: &Target) -> Result<Box<dyn Source>, SourceError> {
     open_pid_or(target, true, false, None)
 }
 
-/// As [`open`], a PID's /proc reads of the whole host (process table, socket tables) shared
-/// with every source opened with `host` (`leakhound agent`: many targets, one read a tick).
-#[cfg(target_os = "linux")]
-pub fn open_shared(
-    target: &Target,
-    host: &std::sync::Arc<procfs::host::HostView>,
-) -> Result<Box<dyn Source>, SourceError> {
-    open_pid_or(target, true, false, Some(host))
-}
-
 /// Opens a target for a single sample: Python stacks from outside only when asked, stopping
 /// the target for that read unless `nonblocking`.
 pub fn open_once(target: &Target, nonblocking: bool) -> Result<Box<dyn Source>, SourceError> {
