@@ -445,15 +445,25 @@ impl ProcSource {
 
     /// Every socket table, read ahead while the descriptor scan runs on another thread (which
     /// socket inodes to look for is known only after it). Reading a table costs mostly the
-    /// kernel's walk of its hash buckets, whatever rows it holds.
-    fn prefetch_socket_tables(&self) -> Vec<std::io::Result<Vec<u8>>> {
-        SOCKET_TABLES
+    /// kernel's walk of its hash buckets, whatever rows it holds. Shared tables are read ahead
+    /// into the host view (this tick's copy, for every source), and `None` is returned.
+    fn prefetch_socket_tables(&self) -> Option<Vec<std::io::Result<Vec<u8>>>> {
+        if let Some(host) = &self.host {
+            if let Some(netns) = self.netns() {
+                for which in 0..SOCKET_TABLES.len() {
+                    host.socket_table(netns, which, self.dir.as_fd(), None);
+                }
+            }
+            return None;
+        }
+        let tables = SOCKET_TABLES
             .iter()
             .map(|(path, _)| {
                 let mut buf = Vec::new();
                 read_file(self.dir.as_fd(), path, &mut buf).map(|()| buf)
             })
-            .collect()
+            .collect();
+        Some(tables)
     }
 
     /// The rows of the target's own network namespace tables that its descriptors hold.
@@ -725,8 +735,7 @@ impl Source for ProcSource {
                 let scan = scope.spawn(move || job.run());
                 let threads = self.read_threads(stat.num_threads, &mut notes);
                 let children = self.read_descendants(taken_at_ms, &mut notes);
-                // Shared tables are read once a tick for everyone, not ahead for one source.
-                let tables = self.host.is_none().then(|| self.prefetch_socket_tables());
+                let tables = self.prefetch_socket_tables();
                 let scan = scan
                     .join()
                     .unwrap_or_else(|_| Err(std::io::Error::other("the descriptor scan panicked")));
