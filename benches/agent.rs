@@ -58,24 +58,27 @@ fn status_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU seconds by thread name (`leakhound-collector`, `leakhound-pysampler`, …).
+/// CPU seconds by thread name (`leakhound-collector`, `leakhound-pysampler`, …), from each
+/// thread's `schedstat` (nanoseconds: the per-thread `stat` counts whole clock ticks, and fifty
+/// collectors using a few milliseconds each would all read as zero).
 fn cpu_by_thread(pid: u32) -> std::collections::BTreeMap<String, f64> {
-    let tck = rustix::param::clock_ticks_per_second() as f64;
     let mut by = std::collections::BTreeMap::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .flatten()
     {
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+        let (Ok(comm), Ok(sched)) = (
+            std::fs::read_to_string(task.path().join("comm")),
+            std::fs::read_to_string(task.path().join("schedstat")),
+        ) else {
             continue;
         };
-        let (Some(open), Some((name_end, after))) = (stat.find('('), stat.rsplit_once(')')) else {
-            continue;
-        };
-        let name = name_end[open + 1..].to_string();
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        *by.entry(name).or_insert(0.0) += ticks as f64 / tck;
+        let ns: u64 = sched
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        *by.entry(comm.trim().to_string()).or_insert(0.0) += ns as f64 / 1e9;
     }
     by
 }

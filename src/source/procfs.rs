@@ -14,6 +14,10 @@
 //!
 //! A one-shot snapshot of a big process is latency someone waits for: see [`FdJob::run`] for
 //! the descriptor scan and `sample` for what runs side by side.
+//!
+//! The /proc walk and the socket tables cost what the host holds, not what the target holds:
+//! sources sampled side by side (the agent's targets, a tree's members) share one read of them
+//! per tick through a [`host::HostView`] (`ProcSource::with_host`).
 
 pub mod host;
 pub mod parse;
