@@ -103,6 +103,9 @@ pub struct ProcSource {
     /// Socket inodes of ours that a shared table read after our descriptor scan did not list
     /// (netlink, packet, …): not a reason to read the tables again.
     unlisted: HashSet<u64>,
+    /// What `sockets` was found in from shared tables: the descriptor scan and each table's
+    /// read time. The same again gives the same rows, so they are not formatted again.
+    shared_key: (Option<Instant>, Vec<(usize, Instant)>),
 }
 
 /// Result of the last readlink scan of `/proc/PID/fd`.
@@ -161,6 +164,7 @@ impl ProcSource {
             descendant_pace: Pace::default(),
             host,
             unlisted: HashSet::new(),
+            shared_key: (None, Vec::new()),
         };
         source.boot_epoch_ms = source.read_boot_epoch_ms();
         Ok(source)
@@ -562,10 +566,20 @@ impl ProcSource {
         };
         let wanted = &fds.socket_fds;
         let scanned_at = self.fd_pace.last;
+        if let Some(rows) = &self.sockets
+            && self.shared_key.0 == scanned_at
+            && self.shared_key.1.iter().all(|&(which, at)| {
+                host.socket_table(netns, which, self.dir.as_fd(), None)
+                    .read_at
+                    == at
+            })
+        {
+            return rows.clone();
+        }
         let mut needs_after = None;
         loop {
             let mut sockets = Vec::new();
-            let mut oldest: Option<Instant> = None;
+            let mut used = Vec::new();
             for which in 0..SOCKET_TABLES.len() {
                 // Every socket accounted for: the remaining tables cannot add any.
                 if sockets.len() >= wanted.len() {
@@ -575,16 +589,15 @@ impl ProcSource {
                 if let Some(e) = &table.error {
                     notes.push(format!("{e} (read through /proc/{})", self.pid));
                 }
-                oldest = Some(oldest.map_or(table.read_at, |o| o.min(table.read_at)));
+                used.push((which, table.read_at));
                 table.lookup(wanted, &mut sockets);
             }
+            let oldest = used.iter().map(|&(_, at)| at).min();
             let found: HashSet<u64> = sockets.iter().map(|s| s.inode).collect();
             let missing = wanted.keys().filter(|i| !found.contains(i));
             let predates = matches!((oldest, scanned_at), (Some(o), Some(s)) if o < s);
-            if needs_after.is_none()
-                && predates
-                && missing.clone().any(|i| !self.unlisted.contains(i))
-            {
+            let incomplete = predates && missing.clone().any(|i| !self.unlisted.contains(i));
+            if needs_after.is_none() && incomplete {
                 needs_after = scanned_at;
                 continue;
             }
@@ -592,6 +605,9 @@ impl ProcSource {
                 self.unlisted = missing.copied().collect();
             }
             sockets.sort_by_key(|s| (s.fd, s.inode));
+            // Rows still waiting for a newer table are not kept: the next tick reads one.
+            self.sockets = (!incomplete).then(|| sockets.clone());
+            self.shared_key = (scanned_at, used);
             return sockets;
         }
     }

@@ -421,4 +421,28 @@ mod tests {
         );
         assert!(host.reads().socket_tables > read);
     }
+
+    #[test]
+    fn a_source_keeps_no_rows_that_wait_for_a_newer_table() {
+        let me = std::process::id();
+        let host = HostView::per_call();
+        let mut source = ProcSource::with_host(me, Arc::clone(&host)).unwrap();
+        sample(&mut source).unwrap();
+        let new = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = new.local_addr().unwrap().port();
+        // Asking for the descriptor list makes this sample scan the descriptors again.
+        let with_list = SampleOptions {
+            fd_list: true,
+            stacks: false,
+        };
+        let snap = source.sample(with_list).unwrap();
+        assert!(
+            row(&snap, port).is_none(),
+            "same tick: the tables predate it"
+        );
+        host.begin_tick();
+        let snap = sample(&mut source).unwrap();
+        let found = row(&snap, port).expect("not the rows of the tick before");
+        assert_eq!(found.fd, Some(new.as_raw_fd()));
+    }
 }
