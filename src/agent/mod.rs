@@ -16,7 +16,10 @@ pub mod settings;
 use crate::config::Config;
 use crate::findings::Finding;
 use crate::judge::Judge;
-use crate::source::{Collector, CollectorEvent, SampleOptions, Target};
+use crate::source::probe::WithProbe;
+use crate::source::procfs::ProcSource;
+use crate::source::procfs::host::HostView;
+use crate::source::{Collector, CollectorEvent, SampleOptions, SourceError};
 use discover::{Candidate, Selector};
 use prometheus::{Exposition, Shared, TargetLabels, TargetView};
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,6 +32,9 @@ pub const OTLP_MISSING: &str = "--otlp is not in this build: rebuild with `cargo
 
 /// How often the loop drains the collectors and looks at the clock.
 const POLL: Duration = Duration::from_millis(100);
+/// How often a target without a probe is looked at again for one (each look reads its
+/// environment, descriptors, the unix socket table and lists the socket folders).
+const PROBE_RELOOK: Duration = Duration::from_secs(10);
 
 /// What the agent watches and how.
 #[derive(Debug, Clone)]
@@ -45,6 +51,8 @@ pub struct AgentOptions {
     pub otlp: Option<String>,
     /// Stop after this long (tests, benchmarks); `None` runs until stopped.
     pub duration: Option<Duration>,
+    /// Python targets without a probe get the outside view's 20 Hz stack sampler.
+    pub python_stacks: bool,
 }
 
 /// Something worth a log line.
@@ -87,6 +95,8 @@ pub struct Agent {
     /// Services (name, unit) that lost a pid and are expected back.
     awaiting_restart: BTreeMap<(String, String), u64>,
     own_pid: u32,
+    /// The host's process and socket tables, read once per interval for all targets.
+    host: std::sync::Arc<HostView>,
 }
 
 impl Agent {
@@ -98,12 +108,13 @@ impl Agent {
             .agent
             .memory_budget_bytes = options.memory_budget as u64;
         Agent {
-            options,
             shared,
             targets: BTreeMap::new(),
             unopenable: BTreeSet::new(),
             awaiting_restart: BTreeMap::new(),
             own_pid: std::process::id(),
+            host: HostView::timed(options.interval),
+            options,
         }
     }
 
@@ -199,7 +210,7 @@ impl Agent {
             pid: c.pid,
             unit: c.unit.clone(),
         };
-        let source = match crate::source::open(&Target::Pid(c.pid)) {
+        let source = match self.open(c.pid) {
             Ok(s) => s,
             Err(e) => {
                 self.unopenable.insert(c.pid);
@@ -238,6 +249,25 @@ impl Agent {
                 is_restart,
             },
         );
+    }
+
+    /// The source of one target: /proc through the shared host view, the probe when one
+    /// answers (looked for again every [`PROBE_RELOOK`] while there is none), and, when asked,
+    /// Python stacks from outside. `watch` looks for a probe every sample and runs the stack
+    /// sampler for any Python target; for a host's worth of targets either would cost more
+    /// than the rest of the agent together (docs/AGENT.md, "Cost").
+    fn open(&self, pid: u32) -> Result<Box<dyn crate::source::Source>, SourceError> {
+        let proc = ProcSource::with_host(pid, std::sync::Arc::clone(&self.host))?;
+        let probed = WithProbe::new(proc, pid).relooking_every(PROBE_RELOOK);
+        #[cfg(feature = "pystacks")]
+        if self.options.python_stacks {
+            return Ok(Box::new(crate::source::outside::WithOutside::new(
+                probed,
+                pid,
+                crate::source::outside::Options::watching(),
+            )));
+        }
+        Ok(Box::new(probed))
     }
 
     /// Judges what the collectors sent; drops the targets that exited. True when anything
@@ -444,6 +474,7 @@ mod tests {
             listen: None,
             otlp: None,
             duration: None,
+            python_stacks: false,
         }
     }
 

@@ -13,6 +13,7 @@
 //! interval = "1s"
 //! max-targets = 64
 //! memory = "64MiB"
+//! python-stacks = false
 //! ```
 //!
 //! Flags add to the lists and win over the single values.
@@ -39,6 +40,7 @@ pub struct AgentSection {
     pub max_targets: Option<usize>,
     pub memory: Option<String>,
     pub otlp: Option<String>,
+    pub python_stacks: Option<bool>,
 }
 
 #[cfg(test)]
@@ -65,12 +67,14 @@ listen = "127.0.0.1:9464"
 interval = "2s"
 max-targets = 10
 memory = "32MiB"
+python-stacks = true
 "#,
         )
         .unwrap();
         assert_eq!(f.agent.pid, vec![12]);
         assert_eq!(f.agent.patterns, vec!["gunicorn*"]);
         assert_eq!(f.agent.max_targets, Some(10));
+        assert_eq!(f.agent.python_stacks, Some(true));
         assert_eq!(f.agent.probe_dir, vec![PathBuf::from("/run/leakhound")]);
         let err = toml::from_str::<File>("[agent]\nmax_targets = 3\n").unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");

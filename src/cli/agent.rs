@@ -142,5 +142,6 @@ pub fn options(args: &AgentArgs) -> anyhow::Result<AgentOptions> {
         listen,
         otlp,
         duration: args.duration,
+        python_stacks: args.python_stacks || file.python_stacks.unwrap_or(false),
     })
 }

@@ -191,6 +191,10 @@ pub struct AgentArgs {
     /// Stop after this long (default: until Ctrl-C).
     #[arg(long = "for", value_parser = parse_duration_arg)]
     pub duration: Option<Duration>,
+    /// Read the stacks of Python targets without a probe from outside at 20 Hz (loop-blocked
+    /// without a probe; costs about 0.5-2% of a core per Python target: off by default).
+    #[arg(long)]
+    pub python_stacks: bool,
     /// Config file with an [agent] table (default: ./leakhound.toml when present).
     #[arg(long)]
     pub config: Option<PathBuf>,

@@ -23,14 +23,19 @@ pub use target::Target;
 /// Opens the source that reaches a target, to be sampled again and again (a PID without a
 /// probe gets the outside view's loop sampler).
 pub fn open(target: &Target) -> Result<Box<dyn Source>, SourceError> {
-    open_pid_or(target, true, false)
+    open_pid_or(target, true, false, None)
 }
 
 /// Opens a target for a single sample: Python stacks from outside only when asked, stopping
 /// the target for that read unless `nonblocking`.
 pub fn open_once(target: &Target, nonblocking: bool) -> Result<Box<dyn Source>, SourceError> {
-    open_pid_or(target, false, nonblocking)
+    open_pid_or(target, false, nonblocking, None)
 }
+
+#[cfg(target_os = "linux")]
+type Host<'a> = Option<&'a std::sync::Arc<procfs::host::HostView>>;
+#[cfg(not(target_os = "linux"))]
+type Host<'a> = Option<&'a ()>;
 
 #[cfg_attr(
     not(all(target_os = "linux", feature = "pystacks")),
@@ -40,11 +45,16 @@ fn open_pid_or(
     target: &Target,
     loop_sampler: bool,
     nonblocking: bool,
+    host: Host<'_>,
 ) -> Result<Box<dyn Source>, SourceError> {
     match target {
         #[cfg(target_os = "linux")]
         Target::Pid(pid) => {
-            let with_probe = probe::WithProbe::new(procfs::ProcSource::new(*pid)?, *pid);
+            let proc = match host {
+                Some(host) => procfs::ProcSource::with_host(*pid, std::sync::Arc::clone(host))?,
+                None => procfs::ProcSource::new(*pid)?,
+            };
+            let with_probe = probe::WithProbe::new(proc, *pid);
             #[cfg(feature = "pystacks")]
             {
                 let options = if loop_sampler {
@@ -71,12 +81,15 @@ fn open_pid_or(
 }
 
 /// Opens a target as a service: a PID stands for itself and its descendants (each one with a
-/// probe sampled too, see [`tree`]); any other target is [`open`]'s.
+/// probe sampled too, see [`tree`]; the members share one read of the host's tables per
+/// sample); any other target is [`open`]'s.
 pub fn open_tree(target: &Target) -> Result<Box<dyn Source>, SourceError> {
     match target {
         #[cfg(target_os = "linux")]
-        Target::Pid(_) => {
-            let tree = tree::TreeSource::new(open(target)?, |pid| open(&Target::Pid(pid)));
+        Target::Pid(pid) => {
+            let tree = tree::TreeSource::open(*pid, |pid, host| {
+                open_pid_or(&Target::Pid(pid), true, false, Some(host))
+            })?;
             // Python workers started without the probe: their loops sampled from outside.
             #[cfg(feature = "pystacks")]
             let tree = tree.sampling_without_probe(outside::watched_worker);
@@ -90,13 +103,13 @@ pub fn open_tree(target: &Target) -> Result<Box<dyn Source>, SourceError> {
 pub fn open_tree_once(target: &Target, nonblocking: bool) -> Result<Box<dyn Source>, SourceError> {
     match target {
         #[cfg(target_os = "linux")]
-        Target::Pid(_) => {
-            let opener = if nonblocking {
-                (|pid| open_once(&Target::Pid(pid), true)) as tree::Opener
+        Target::Pid(pid) => {
+            let opener: tree::Opener = if nonblocking {
+                |pid, host| open_pid_or(&Target::Pid(pid), false, true, Some(host))
             } else {
-                |pid| open_once(&Target::Pid(pid), false)
+                |pid, host| open_pid_or(&Target::Pid(pid), false, false, Some(host))
             };
-            let tree = tree::TreeSource::new(open_once(target, nonblocking)?, opener);
+            let tree = tree::TreeSource::open(*pid, opener)?;
             // Python workers started without the probe: their stacks when asked (`--stacks`).
             #[cfg(feature = "pystacks")]
             let tree = tree.sampling_without_probe(outside::worker_with_stacks);

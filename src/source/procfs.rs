@@ -14,18 +14,25 @@
 //!
 //! A one-shot snapshot of a big process is latency someone waits for: see [`FdJob::run`] for
 //! the descriptor scan and `sample` for what runs side by side.
+//!
+//! The /proc walk and the socket tables cost what the host holds, not what the target holds:
+//! sources sampled side by side (the agent's targets, a tree's members) share one read of them
+//! per tick through a [`host::HostView`] (`ProcSource::with_host`).
 
+pub mod host;
 pub mod parse;
 
 use super::api::{SampleOptions, Source, SourceError, now_ms};
 use crate::model::{
     Child, Fd, FdKind, FdSummary, ProcState, Process, Proto, Snapshot, Socket, Thread,
 };
+use host::HostView;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};
 use rustix::io::Errno;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Redo the readlink scan at least this often even when the count is unchanged.
@@ -91,6 +98,14 @@ pub struct ProcSource {
     /// Descendants with their start time (epoch ms), so ages stay right between walks.
     descendants: Vec<(Child, u64)>,
     descendant_pace: Pace,
+    /// The process and socket tables shared with other sources, when opened with one.
+    host: Option<Arc<HostView>>,
+    /// Socket inodes of ours that a shared table read after our descriptor scan did not list
+    /// (netlink, packet, …): not a reason to read the tables again.
+    unlisted: HashSet<u64>,
+    /// What `sockets` was found in from shared tables: the descriptor scan and each table's
+    /// read time. The same again gives the same rows, so they are not formatted again.
+    shared_key: (Option<Instant>, Vec<(usize, Instant)>),
 }
 
 /// Result of the last readlink scan of `/proc/PID/fd`.
@@ -107,6 +122,16 @@ impl ProcSource {
     /// Opens `/proc/PID`. Fails with [`SourceError::NoSuchProcess`] when there is no such
     /// process and [`SourceError::PermissionDenied`] when /proc hides it (hidepid).
     pub fn new(pid: u32) -> Result<Self, SourceError> {
+        Self::open(pid, None)
+    }
+
+    /// As [`new`](Self::new), sharing the host-wide reads (process table, socket tables) with
+    /// every other source opened with `host`: for many targets sampled side by side.
+    pub fn with_host(pid: u32, host: Arc<HostView>) -> Result<Self, SourceError> {
+        Self::open(pid, Some(host))
+    }
+
+    fn open(pid: u32, host: Option<Arc<HostView>>) -> Result<Self, SourceError> {
         let dir = rustix::fs::openat(
             CWD,
             format!("/proc/{pid}"),
@@ -137,6 +162,9 @@ impl ProcSource {
             thread_pace: Pace::default(),
             descendants: Vec::new(),
             descendant_pace: Pace::default(),
+            host,
+            unlisted: HashSet::new(),
+            shared_key: (None, Vec::new()),
         };
         source.boot_epoch_ms = source.read_boot_epoch_ms();
         Ok(source)
@@ -286,59 +314,42 @@ impl ProcSource {
             .collect()
     }
 
-    /// Walks /proc once: every process's parent, then the tree under the root.
+    /// The tree under the root, from the shared process table or one walk of /proc.
     fn walk_descendants(&mut self, notes: &mut Vec<String>) -> Vec<(Child, u64)> {
-        let pids = match list_numeric_dir(CWD, "/proc") {
-            Ok(p) => p,
+        let table = match &self.host {
+            Some(host) => host.processes(),
+            None => host::ProcTable::read(Some(self.pid)).map(Arc::new),
+        };
+        let table = match table {
+            Ok(t) => t,
             Err(e) => {
                 notes.push(format!("process list unreadable (/proc): {e}"));
                 return Vec::new();
             }
         };
-        let mut by_parent: HashMap<u32, Vec<parse::StatLine>> = HashMap::new();
-        for pid in pids {
-            if pid == self.pid {
-                continue;
-            }
-            set_path(&mut self.path, format_args!("/proc/{pid}/stat"));
-            // Processes come and go during the walk; one that vanished is simply not listed.
-            if let Some(stat) = read_file(CWD, &self.path, &mut self.buf)
-                .ok()
-                .and_then(|_| parse::parse_stat(&self.buf))
-            {
-                by_parent.entry(stat.ppid).or_default().push(stat);
-            }
-        }
         let mut children = Vec::new();
-        let mut queue = vec![(self.pid, 0u32)];
-        while let Some((parent, depth)) = queue.pop() {
-            let Some(mut kids) = by_parent.remove(&parent) else {
-                continue;
+        for (kid, depth) in table.descendants(self.pid) {
+            set_path(&mut self.path, format_args!("/proc/{}/cmdline", kid.pid));
+            let cmd = match read_file(CWD, &self.path, &mut self.buf) {
+                Ok(()) => parse::parse_cmdline(&self.buf),
+                // Listed by a walk earlier in the tick, gone since: said, not an error.
+                Err(e) if is_gone(&e) => {
+                    notes.push(format!("child {} exited during the scan", kid.pid));
+                    continue;
+                }
+                Err(_) => String::new(),
             };
-            kids.sort_by_key(|k| k.pid);
-            for kid in kids {
-                queue.push((kid.pid, depth + 1));
-                set_path(&mut self.path, format_args!("/proc/{}/cmdline", kid.pid));
-                let cmd = match read_file(CWD, &self.path, &mut self.buf) {
-                    Ok(()) => parse::parse_cmdline(&self.buf),
-                    Err(e) if is_gone(&e) => {
-                        notes.push(format!("child {} exited during the scan", kid.pid));
-                        continue;
-                    }
-                    Err(_) => String::new(),
-                };
-                let started = self.boot_epoch_ms + self.ticks_to_ms(kid.start_ticks);
-                let child = Child {
-                    pid: kid.pid,
-                    ppid: kid.ppid,
-                    state: kid.state,
-                    cmd: parse::shown_cmd(cmd, &kid.comm),
-                    age_ms: 0,
-                    depth: depth + 1,
-                    has_probe: false,
-                };
-                children.push((child, started));
-            }
+            let started = self.boot_epoch_ms + self.ticks_to_ms(kid.start_ticks);
+            let child = Child {
+                pid: kid.pid,
+                ppid: kid.ppid,
+                state: kid.state,
+                cmd: parse::shown_cmd(cmd, &kid.comm),
+                age_ms: 0,
+                depth,
+                has_probe: false,
+            };
+            children.push((child, started));
         }
         children.sort_by_key(|(c, _)| (c.depth, c.pid));
         children
@@ -442,15 +453,25 @@ impl ProcSource {
 
     /// Every socket table, read ahead while the descriptor scan runs on another thread (which
     /// socket inodes to look for is known only after it). Reading a table costs mostly the
-    /// kernel's walk of its hash buckets, whatever rows it holds.
-    fn prefetch_socket_tables(&self) -> Vec<std::io::Result<Vec<u8>>> {
-        SOCKET_TABLES
+    /// kernel's walk of its hash buckets, whatever rows it holds. Shared tables are read ahead
+    /// into the host view (this tick's copy, for every source), and `None` is returned.
+    fn prefetch_socket_tables(&self) -> Option<Vec<std::io::Result<Vec<u8>>>> {
+        if let Some(host) = &self.host {
+            if let Some(netns) = self.netns() {
+                for which in 0..SOCKET_TABLES.len() {
+                    host.socket_table(netns, which, self.dir.as_fd(), None);
+                }
+            }
+            return None;
+        }
+        let tables = SOCKET_TABLES
             .iter()
             .map(|(path, _)| {
                 let mut buf = Vec::new();
                 read_file(self.dir.as_fd(), path, &mut buf).map(|()| buf)
             })
-            .collect()
+            .collect();
+        Some(tables)
     }
 
     /// The rows of the target's own network namespace tables that its descriptors hold.
@@ -460,6 +481,11 @@ impl ProcSource {
         notes: &mut Vec<String>,
         mut prefetched: Option<Vec<std::io::Result<Vec<u8>>>>,
     ) -> Vec<Socket> {
+        if let Some(host) = self.host.clone()
+            && let Some(netns) = self.netns()
+        {
+            return self.shared_sockets(&host, netns, notes);
+        }
         let Some(fds) = self.fds.as_ref() else {
             return Vec::new();
         };
@@ -502,16 +528,8 @@ impl ProcSource {
                     }
                 };
                 let push = |e: parse::NetEntry| {
-                    sockets.push(Socket {
-                        proto: e.proto,
-                        local: e.local,
-                        remote: e.remote,
-                        state: e.state,
-                        inode: e.inode,
-                        fd: wanted.get(&e.inode).copied(),
-                        rx_queue: e.rx_queue,
-                        tx_queue: e.tx_queue,
-                    })
+                    let fd = wanted.get(&e.inode).copied();
+                    sockets.push(socket_of(e, fd))
                 };
                 let is_wanted = |inode: u64| wanted.contains_key(&inode);
                 match proto {
@@ -524,6 +542,88 @@ impl ProcSource {
         self.sockets = Some(sockets.clone());
         self.socket_pace.done(started);
         sockets
+    }
+
+    /// The network namespace the target is in (the inode of `/proc/PID/ns/net`), which says
+    /// whose socket tables it shares; `None` when not allowed to look.
+    fn netns(&self) -> Option<u64> {
+        let link = rustix::fs::readlinkat(&self.dir, "ns/net", Vec::new()).ok()?;
+        parse::parse_netns_link(link.as_bytes())
+    }
+
+    /// Our sockets' rows from the tables shared through `host`. A table read before our last
+    /// descriptor scan that misses sockets we hold (opened since) is read again, at most once
+    /// a tick; a socket no table lists even then (netlink, packet) is remembered, so it does
+    /// not bring every later sample back to the tables.
+    fn shared_sockets(
+        &mut self,
+        host: &HostView,
+        netns: u64,
+        notes: &mut Vec<String>,
+    ) -> Vec<Socket> {
+        let Some(fds) = self.fds.as_ref() else {
+            return Vec::new();
+        };
+        let wanted = &fds.socket_fds;
+        let scanned_at = self.fd_pace.last;
+        if let Some(rows) = &self.sockets
+            && self.shared_key.0 == scanned_at
+            && self.shared_key.1.iter().all(|&(which, at)| {
+                host.socket_table(netns, which, self.dir.as_fd(), None)
+                    .read_at
+                    == at
+            })
+        {
+            return rows.clone();
+        }
+        let mut needs_after = None;
+        loop {
+            let mut sockets = Vec::new();
+            let mut used = Vec::new();
+            for which in 0..SOCKET_TABLES.len() {
+                // Every socket accounted for: the remaining tables cannot add any.
+                if sockets.len() >= wanted.len() {
+                    break;
+                }
+                let table = host.socket_table(netns, which, self.dir.as_fd(), needs_after);
+                if let Some(e) = &table.error {
+                    notes.push(format!("{e} (read through /proc/{})", self.pid));
+                }
+                used.push((which, table.read_at));
+                table.lookup(wanted, &mut sockets);
+            }
+            let oldest = used.iter().map(|&(_, at)| at).min();
+            let found: HashSet<u64> = sockets.iter().map(|s| s.inode).collect();
+            let missing = wanted.keys().filter(|i| !found.contains(i));
+            let predates = matches!((oldest, scanned_at), (Some(o), Some(s)) if o < s);
+            let incomplete = predates && missing.clone().any(|i| !self.unlisted.contains(i));
+            if needs_after.is_none() && incomplete {
+                needs_after = scanned_at;
+                continue;
+            }
+            if !predates {
+                self.unlisted = missing.copied().collect();
+            }
+            sockets.sort_by_key(|s| (s.fd, s.inode));
+            // Rows still waiting for a newer table are not kept: the next tick reads one.
+            self.sockets = (!incomplete).then(|| sockets.clone());
+            self.shared_key = (scanned_at, used);
+            return sockets;
+        }
+    }
+}
+
+/// A socket table's row as a socket, held by descriptor `fd` when one was found.
+fn socket_of(e: parse::NetEntry, fd: Option<i32>) -> Socket {
+    Socket {
+        proto: e.proto,
+        local: e.local,
+        remote: e.remote,
+        state: e.state,
+        inode: e.inode,
+        fd,
+        rx_queue: e.rx_queue,
+        tx_queue: e.tx_queue,
     }
 }
 
@@ -655,7 +755,7 @@ impl Source for ProcSource {
                 let scan = scope.spawn(move || job.run());
                 let threads = self.read_threads(stat.num_threads, &mut notes);
                 let children = self.read_descendants(taken_at_ms, &mut notes);
-                let tables = Some(self.prefetch_socket_tables());
+                let tables = self.prefetch_socket_tables();
                 let scan = scan
                     .join()
                     .unwrap_or_else(|_| Err(std::io::Error::other("the descriptor scan panicked")));

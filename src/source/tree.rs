@@ -12,8 +12,10 @@ mod exits;
 
 use crate::model::{Child, Ended, ProcState, Snapshot};
 use crate::source::api::{SampleOptions, Source, SourceError};
+use crate::source::procfs::host::HostView;
 use exits::{ExitWatch, Status};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 pub use exits::zombie_status;
 
@@ -24,8 +26,9 @@ pub const REPLACEMENT_WAIT_MS: u64 = 5_000;
 /// How long an ended worker waits for its status from the exit listener.
 const STATUS_WAIT_MS: u64 = 1_000;
 
-/// Opens the source of one process (the root, or a worker).
-pub type Opener = fn(u32) -> Result<Box<dyn Source>, SourceError>;
+/// Opens the source of one process (the root, or a worker), its /proc reads of the whole
+/// host shared through the view it is given.
+pub type Opener = fn(u32, &Arc<HostView>) -> Result<Box<dyn Source>, SourceError>;
 
 /// Which descendants without a probe are sampled too, for these options (the outside view
 /// of a Python worker started without the probe).
@@ -56,11 +59,26 @@ pub struct TreeSource {
     listen_for_exits: bool,
     /// The kernel lists each thread's children (`/proc/PID/task/TID/children`).
     live_children: bool,
+    /// The process and socket tables, read once per sample for the root and every worker (a
+    /// loaded pre-fork server's workers each hold thousands of sockets in one big table).
+    host: Arc<HostView>,
 }
 
 impl TreeSource {
+    /// The tree under `pid`: its root and workers opened by `open`, sharing one host view.
+    pub fn open(pid: u32, open: Opener) -> Result<Self, SourceError> {
+        let host = HostView::per_call();
+        let root = open(pid, &host)?;
+        Ok(Self::with_host(root, open, host))
+    }
+
     pub fn new(root: Box<dyn Source>, open: Opener) -> Self {
+        Self::with_host(root, open, HostView::per_call())
+    }
+
+    fn with_host(root: Box<dyn Source>, open: Opener, host: Arc<HostView>) -> Self {
         TreeSource {
+            host,
             root,
             open,
             without: None,
@@ -106,7 +124,8 @@ impl TreeSource {
         for pid in alive {
             let source = match self.workers.entry(pid) {
                 std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::btree_map::Entry::Vacant(v) => match (self.open)(pid) {
+                std::collections::btree_map::Entry::Vacant(v) => match (self.open)(pid, &self.host)
+                {
                     Ok(s) => v.insert(s),
                     // Gone between the /proc walk and now: its end is seen next sample.
                     Err(_) => continue,
@@ -248,6 +267,8 @@ impl Source for TreeSource {
     }
 
     fn sample(&mut self, options: SampleOptions) -> Result<Snapshot, SourceError> {
+        // One read of the host's tables for the root and all its workers.
+        self.host.begin_tick();
         let mut snapshot = self.root.sample(options)?;
         self.refresh_children(&mut snapshot);
         self.sample_workers(&mut snapshot, options);
@@ -408,7 +429,7 @@ mod tests {
         }
     }
 
-    fn no_source(pid: u32) -> Result<Box<dyn Source>, SourceError> {
+    fn no_source(pid: u32, _: &Arc<HostView>) -> Result<Box<dyn Source>, SourceError> {
         Err(SourceError::NoSuchProcess(pid))
     }
 

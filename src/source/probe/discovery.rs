@@ -70,7 +70,10 @@ pub fn find_socket(pid: u32) -> Found {
         .into_iter()
         .map(|d| d.join(format!("{pid}.sock")));
     let mut seen = std::collections::HashSet::new();
-    for path in guessed.chain(fallback_sockets(pid, target_uid)) {
+    // The fallback reads every descriptor's link (thousands in a loaded worker): only when
+    // no guessed path holds a trusted socket.
+    let fallback = std::iter::once_with(|| fallback_sockets(pid, target_uid)).flatten();
+    for path in guessed.chain(fallback) {
         if !seen.insert(path.clone()) || !is_socket(&path) {
             continue;
         }

@@ -6,6 +6,7 @@ use super::discovery::{check_peer, check_socket, find_socket, is_socket, socket_
 use crate::model::{ProbeData, Snapshot};
 use crate::source::api::{SampleOptions, Source, SourceError};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 /// Wraps an OS-view source of a PID (ProcSource) and merges the PID's probe into each
 /// snapshot: runtime thread names, daemon flags and stacks joined by native id, `has_probe`
@@ -16,6 +17,10 @@ pub struct WithProbe<S: Source> {
     client: Option<ProbeClient>,
     /// The socket we last used, so a vanished one is noticed.
     path: Option<PathBuf>,
+    /// Look for a probe that was not there at most this often (zero: every sample).
+    relook: Duration,
+    /// When the last look found none, and why.
+    no_probe: Option<(Instant, Vec<String>)>,
 }
 
 impl<S: Source> WithProbe<S> {
@@ -25,7 +30,16 @@ impl<S: Source> WithProbe<S> {
             pid,
             client: None,
             path: None,
+            relook: Duration::ZERO,
+            no_probe: None,
         }
+    }
+
+    /// Looks again for a probe that was not there only after `relook` (`leakhound agent`: a
+    /// look reads the target's environment and descriptors and lists the socket folders).
+    pub fn relooking_every(mut self, relook: Duration) -> Self {
+        self.relook = relook;
+        self
     }
 
     /// The probe's data, or `None` with the notes that say why there is none (no socket, an
@@ -34,12 +48,19 @@ impl<S: Source> WithProbe<S> {
         &mut self,
         stacks: bool,
     ) -> Result<Result<(Hello, ProbeData), Vec<String>>, SourceError> {
+        if let Some((at, why)) = &self.no_probe
+            && at.elapsed() < self.relook
+        {
+            return Ok(Err(why.clone()));
+        }
         let found = find_socket(self.pid);
         let Some(path) = found.socket else {
             self.client = None;
             self.path = None;
+            self.no_probe = Some((Instant::now(), found.ignored.clone()));
             return Ok(Err(found.ignored));
         };
+        self.no_probe = None;
         if self.path.as_ref() != Some(&path) {
             self.client = None;
             self.path = Some(path.clone());
@@ -96,8 +117,12 @@ impl<S: Source> Source for WithProbe<S> {
             )),
         }
         // Descendants inherit the root's environment: look in its folders (one environ
-        // read per sample, not one per child).
-        let dirs = socket_dirs(self.pid);
+        // read per sample, not one per child; none without children).
+        let dirs = if snapshot.children.is_empty() {
+            Vec::new()
+        } else {
+            socket_dirs(self.pid)
+        };
         for child in &mut snapshot.children {
             let uid = uid_of(child.pid);
             child.has_probe = dirs.iter().any(|d| {

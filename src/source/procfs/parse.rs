@@ -96,6 +96,11 @@ pub fn classify_fd_target(target: &[u8]) -> (FdKind, Option<u64>) {
     (FdKind::Other, None)
 }
 
+/// The namespace inode of a `/proc/PID/ns/net` link (`net:[4026531840]`).
+pub fn parse_netns_link(target: &[u8]) -> Option<u64> {
+    bracketed(target, b"net:[")
+}
+
 fn bracketed(target: &[u8], prefix: &[u8]) -> Option<u64> {
     let inner = target.strip_prefix(prefix)?.strip_suffix(b"]")?;
     std::str::from_utf8(inner).ok()?.parse().ok()
@@ -171,6 +176,11 @@ pub fn tcp_state_name(code: u8) -> SocketState {
     }
 }
 
+/// The rows of a socket table: every line after the header.
+pub fn table_rows(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    bytes.split(|&b| b == b'\n').skip(1)
+}
+
 /// Calls `each` for every well-formed row of `/proc/PID/net/{tcp,tcp6,udp,udp6}`; rows that
 /// do not parse are skipped. `wanted` filters by inode before the addresses are formatted,
 /// which is most of the cost on a busy host.
@@ -180,43 +190,51 @@ pub fn parse_inet_table(
     wanted: impl Fn(u64) -> bool,
     mut each: impl FnMut(NetEntry),
 ) {
-    let v6 = matches!(proto, Proto::Tcp6 | Proto::Udp6);
-    // The first line is a header.
-    for line in bytes.split(|&b| b == b'\n').skip(1) {
-        let Ok(line) = std::str::from_utf8(line) else {
-            continue;
-        };
-        let mut f = line.split_ascii_whitespace();
-        // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
-        let (Some(_sl), Some(local), Some(remote), Some(st), Some(queues)) =
-            (f.next(), f.next(), f.next(), f.next(), f.next())
-        else {
-            continue;
-        };
-        let Some(inode) = f.nth(4).and_then(|i| i.parse::<u64>().ok()) else {
-            continue;
-        };
-        if !wanted(inode) {
-            continue;
+    for line in table_rows(bytes) {
+        if let Some(entry) = parse_inet_row(line, proto, &wanted) {
+            each(entry);
         }
-        let (Some(local), Some(remote), Ok(state)) = (
-            parse_inet_addr(local, v6),
-            parse_inet_addr(remote, v6),
-            u8::from_str_radix(st, 16),
-        ) else {
-            continue;
-        };
-        let (tx, rx) = queues.split_once(':').unwrap_or(("0", "0"));
-        each(NetEntry {
-            proto,
-            local,
-            remote,
-            state: tcp_state_name(state),
-            inode,
-            tx_queue: u64::from_str_radix(tx, 16).unwrap_or(0),
-            rx_queue: u64::from_str_radix(rx, 16).unwrap_or(0),
-        });
     }
+}
+
+/// One row of an inet table, when it is well formed and `wanted` says yes to its inode (asked
+/// before anything else is parsed: an index of the table is built by a `wanted` that records
+/// the inode and says no).
+pub fn parse_inet_row(
+    line: &[u8],
+    proto: Proto,
+    wanted: impl FnOnce(u64) -> bool,
+) -> Option<NetEntry> {
+    let v6 = matches!(proto, Proto::Tcp6 | Proto::Udp6);
+    let line = std::str::from_utf8(line).ok()?;
+    let mut f = line.split_ascii_whitespace();
+    // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+    let (Some(_sl), Some(local), Some(remote), Some(st), Some(queues)) =
+        (f.next(), f.next(), f.next(), f.next(), f.next())
+    else {
+        return None;
+    };
+    let inode = f.nth(4)?.parse::<u64>().ok()?;
+    if !wanted(inode) {
+        return None;
+    }
+    let (Some(local), Some(remote), Ok(state)) = (
+        parse_inet_addr(local, v6),
+        parse_inet_addr(remote, v6),
+        u8::from_str_radix(st, 16),
+    ) else {
+        return None;
+    };
+    let (tx, rx) = queues.split_once(':').unwrap_or(("0", "0"));
+    Some(NetEntry {
+        proto,
+        local,
+        remote,
+        state: tcp_state_name(state),
+        inode,
+        tx_queue: u64::from_str_radix(tx, 16).unwrap_or(0),
+        rx_queue: u64::from_str_radix(rx, 16).unwrap_or(0),
+    })
 }
 
 /// `0100007F:1F90` → `127.0.0.1:8080`; the v6 form → `[::1]:8080`. The address is the
@@ -262,55 +280,62 @@ pub fn parse_unix_table(
     wanted: impl Fn(u64) -> bool,
     mut each: impl FnMut(NetEntry),
 ) {
-    for line in bytes.split(|&b| b == b'\n').skip(1) {
-        let text = String::from_utf8_lossy(line);
-        // Num RefCount Protocol Flags Type St Inode [Path]
-        let mut f = text
-            .splitn(8, |c: char| c.is_ascii_whitespace())
-            .filter(|s| !s.is_empty());
-        let (Some(_num), Some(_refs), Some(_proto), Some(flags), Some(_ty), Some(st), Some(inode)) = (
-            f.next(),
-            f.next(),
-            f.next(),
-            f.next(),
-            f.next(),
-            f.next(),
-            f.next(),
-        ) else {
-            continue;
-        };
-        let (Ok(flags), Ok(st), Ok(inode)) = (
-            u32::from_str_radix(flags, 16),
-            u8::from_str_radix(st, 16),
-            inode.parse::<u64>(),
-        ) else {
-            continue;
-        };
-        if !wanted(inode) {
-            continue;
+    for line in table_rows(bytes) {
+        if let Some(entry) = parse_unix_row(line, &wanted) {
+            each(entry);
         }
-        let path = f.next().unwrap_or("").trim().to_string();
-        let state = if flags & UNIX_ACCEPTCON != 0 {
-            SocketState::Listen
-        } else {
-            match st {
-                1 => SocketState::Unconnected,
-                2 => SocketState::Connecting,
-                3 => SocketState::Connected,
-                4 => SocketState::Disconnecting,
-                _ => SocketState::Unknown,
-            }
-        };
-        each(NetEntry {
-            proto: Proto::Unix,
-            local: path,
-            remote: String::new(),
-            state,
-            inode,
-            tx_queue: 0,
-            rx_queue: 0,
-        });
     }
+}
+
+/// One row of the unix table, as [`parse_inet_row`].
+pub fn parse_unix_row(line: &[u8], wanted: impl FnOnce(u64) -> bool) -> Option<NetEntry> {
+    let text = String::from_utf8_lossy(line);
+    // Num RefCount Protocol Flags Type St Inode [Path]
+    let mut f = text
+        .splitn(8, |c: char| c.is_ascii_whitespace())
+        .filter(|s| !s.is_empty());
+    let (Some(_num), Some(_refs), Some(_proto), Some(flags), Some(_ty), Some(st), Some(inode)) = (
+        f.next(),
+        f.next(),
+        f.next(),
+        f.next(),
+        f.next(),
+        f.next(),
+        f.next(),
+    ) else {
+        return None;
+    };
+    let (Ok(flags), Ok(st), Ok(inode)) = (
+        u32::from_str_radix(flags, 16),
+        u8::from_str_radix(st, 16),
+        inode.parse::<u64>(),
+    ) else {
+        return None;
+    };
+    if !wanted(inode) {
+        return None;
+    }
+    let path = f.next().unwrap_or("").trim().to_string();
+    let state = if flags & UNIX_ACCEPTCON != 0 {
+        SocketState::Listen
+    } else {
+        match st {
+            1 => SocketState::Unconnected,
+            2 => SocketState::Connecting,
+            3 => SocketState::Connected,
+            4 => SocketState::Disconnecting,
+            _ => SocketState::Unknown,
+        }
+    };
+    Some(NetEntry {
+        proto: Proto::Unix,
+        local: path,
+        remote: String::new(),
+        state,
+        inode,
+        tx_queue: 0,
+        rx_queue: 0,
+    })
 }
 
 #[cfg(test)]
