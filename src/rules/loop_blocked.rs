@@ -60,14 +60,21 @@ impl Rule for LoopBlocked {
                 (None, None) => String::new(),
             };
             let stall_ms = worst.map_or(l.lag.max_ms, |s| s.duration_ms);
+            // A multi-thread tokio runtime is one "loop" over several workers: no one tid (0);
+            // its stall says which worker ran the poll.
+            let on_thread = if l.tid == 0 {
+                String::new()
+            } else {
+                format!(" (tid {})", l.tid)
+            };
             out.push(
                 Finding::new(
                     ID,
                     Severity::Warning,
                     format!("loop:{}", l.id),
                     format!(
-                        "event loop {} (tid {}) blocked for {:.0} ms (lag p99 {:.0} ms, max {:.0} ms){at}",
-                        l.id, l.tid, stall_ms, l.lag.p99_ms, l.lag.max_ms
+                        "event loop {}{} blocked for {:.0} ms (lag p99 {:.0} ms, max {:.0} ms){at}",
+                        l.id, on_thread, stall_ms, l.lag.p99_ms, l.lag.max_ms
                     ),
                 )
                 .with("loop", l.id.clone())
