@@ -249,6 +249,67 @@ mod tests {
     }
 
     #[test]
+    fn a_quiet_stretch_then_busy_tests_is_no_climb() {
+        // The descriptors of pytest running the probe's own suite (`leakhound record
+        // --interval 500ms`, each sample written twice here for the 250 ms judge): 15-17 for
+        // 25 s, then servers started and closed test by test. Counting each run of equal
+        // samples once made the flat start one point and the busy tests a climb ("11 -> 67
+        // over 39s"); the quarters in time see it level.
+        let recorded = runs(&[
+            (11, 2),
+            (13, 2),
+            (15, 2),
+            (17, 36),
+            (15, 2),
+            (17, 18),
+            (15, 2),
+            (17, 36),
+            (15, 2),
+            (16, 2),
+            (40, 16),
+            (38, 20),
+            (37, 2),
+            (36, 2),
+            (17, 4),
+            (15, 2),
+            (17, 2),
+            (63, 2),
+            (67, 18),
+            (53, 14),
+            (49, 2),
+            (46, 6),
+            (45, 2),
+            (48, 14),
+            (49, 6),
+            (46, 8),
+            (47, 2),
+            (48, 8),
+            (15, 2),
+            (26, 58),
+            (15, 16),
+            (13, 4),
+            (15, 24),
+            (16, 2),
+            (15, 62),
+            (19, 6),
+            (15, 20),
+            (23, 14),
+            (16, 2),
+            (14, 4),
+            (24, 20),
+            (23, 2),
+            (24, 34),
+            (14, 4),
+            (24, 40),
+            (14, 2),
+            (20, 16),
+            (16, 64),
+            (18, 2),
+        ]);
+        assert_eq!(first_fired(&recorded).map(|(s, f)| (s, f.message)), None);
+    }
+
+    #[test]
     fn churn_without_a_trend_never_fires_over_40_s() {
         for seed in 1..=100 {
             let counts = churn(seed, 160, 10, 40);

@@ -68,18 +68,11 @@ pub fn steady_growth(
     if slope <= 0.0 || fitted_increase < min_increase.max(1.0) {
         return None;
     }
-    let quarter = seen.len() / 4;
-    let mut medians = Vec::with_capacity(4);
-    for i in 0..4 {
-        let end = if i == 3 {
-            seen.len()
-        } else {
-            (i + 1) * quarter
-        };
-        let mut v: Vec<f64> = seen[i * quarter..end].iter().map(|p| p.1).collect();
-        medians.push(median(&mut v)?);
-    }
-    if !medians.windows(2).all(|w| w[0] < w[1]) || medians[3] - medians[0] < min_increase {
+    // Quarters both of the values seen and of the samples in time: collapsing runs keeps churn
+    // from passing for a trend, but alone it lets a long flat stretch count as one point, so
+    // that a quiet minute followed by a busy one reads as a climb (the probe's own test
+    // suite under `check`: 11 fds for 20 s, then servers started and stopped test by test).
+    if !quarters_rise(&seen, min_increase)? || !quarters_rise(points, min_increase)? {
         return None;
     }
     if mann_kendall_z(&seen) < MIN_TREND_Z {
@@ -131,6 +124,26 @@ pub fn mann_kendall_z(points: &[(f64, f64)]) -> f64 {
     }
     let variance = n * (n - 1.0) * (2.0 * n + 5.0) / 18.0;
     (s as f64 - 1.0) / variance.sqrt()
+}
+
+/// Whether the median of each quarter of `points` is above the one before, the last by at
+/// least `min_increase` over the first. `None` with fewer than 4 points.
+fn quarters_rise(points: &[(f64, f64)], min_increase: f64) -> Option<bool> {
+    let quarter = points.len() / 4;
+    if quarter == 0 {
+        return None;
+    }
+    let mut medians = Vec::with_capacity(4);
+    for i in 0..4 {
+        let end = if i == 3 {
+            points.len()
+        } else {
+            (i + 1) * quarter
+        };
+        let mut v: Vec<f64> = points[i * quarter..end].iter().map(|p| p.1).collect();
+        medians.push(median(&mut v)?);
+    }
+    Some(medians.windows(2).all(|w| w[0] < w[1]) && medians[3] - medians[0] >= min_increase)
 }
 
 /// Fraction of consecutive steps that did not go down: 1.0 for a monotone climb.
