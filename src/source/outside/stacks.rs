@@ -189,7 +189,17 @@ impl PyReader {
         } else {
             &mut self.spy
         };
-        let traces = spy.get_stack_traces().map_err(|e| classify(self.pid, &e))?;
+        // A read of memory the target is changing under us can trip an assertion inside
+        // py-spy: that is a torn read (dropped, read again), never the end of the sampler.
+        let traces =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| spy.get_stack_traces()))
+                .map_err(|_| {
+                    SourceError::Other(format!(
+                        "pid {}: a Python stack read was torn (the target changed it mid-read)",
+                        self.pid
+                    ))
+                })?
+                .map_err(|e| classify(self.pid, &e))?;
         let took = start.elapsed();
         if traces.iter().any(|t| t.os_thread_id.is_none()) {
             let handles: Vec<u64> = traces.iter().map(|t| t.thread_id).collect();
