@@ -218,6 +218,14 @@ fn headless(args: RunArgs) -> anyhow::Result<u8> {
     let mut own = None;
     if let Ok(mut child) = child.lock() {
         own = child.try_wait().ok().flatten();
+        // The watch can see the program gone (its main thread a zombie) a moment before the
+        // rest of its threads are torn down and its status can be reaped: when it is no longer
+        // running, wait for that status (bounded), or its own failure would be missed.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while own.is_none() && !crate::check::tree::is_running(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            own = child.try_wait().ok().flatten();
+        }
         stop_child(&mut child, Duration::from_secs(2));
     }
     let watched = match watched {
