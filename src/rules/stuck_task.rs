@@ -8,7 +8,7 @@ use super::probe_common::{events_of, innermost, latest_probe, secs};
 use crate::config::Config;
 use crate::findings::{Finding, Severity};
 use crate::history::History;
-use crate::model::{ProbeEvent, ProbeEventKind, TaskState, own_frame};
+use crate::model::{ProbeEvent, ProbeEventKind, Task, TaskState, own_frame};
 
 pub struct StuckTask;
 
@@ -46,7 +46,10 @@ impl Rule for StuckTask {
                 let own = own_frame(&t.await_chain);
                 let shown = match own {
                     Some(own) if own != point => {
-                        format!("{own} (in {})", point.rsplit(" in ").next().unwrap_or(point))
+                        format!(
+                            "{own} (in {})",
+                            point.rsplit(" in ").next().unwrap_or(point)
+                        )
                     }
                     _ => point.to_string(),
                 };
@@ -54,18 +57,16 @@ impl Rule for StuckTask {
                     (
                         Severity::Error,
                         format!(
-                            "task {} ({}) lost its waker: nothing can wake it again; last at {shown}",
-                            t.id,
-                            t.label()
+                            "{} lost its waker: nothing can wake it again; last at {shown}",
+                            task_words(t)
                         ),
                     )
                 } else {
                     (
                         Severity::Warning,
                         format!(
-                            "task {} ({}) has made no progress for {:.0}s, waiting at {shown}",
-                            t.id,
-                            t.label(),
+                            "{} has made no progress for {:.0}s, waiting at {shown}",
+                            task_words(t),
                             t.since_progress_ms as f64 / 1000.0
                         ),
                     )
@@ -184,6 +185,16 @@ fn destroyed_pending(rule: &str, e: &ProbeEvent) -> Finding {
     .with("await_chain", e.site.clone())
     .with("count", e.count)
     .destroyed_pending()
+}
+
+/// `task 5 (cache-refresh)`; the label left out where it says no more than the id (a Python
+/// task named after its coroutine, a tokio task without a name: "task 3 (task)").
+fn task_words(t: &Task) -> String {
+    match t.label() {
+        "" | "task" => format!("task {}", t.id),
+        label if label == t.id => format!("task {}", t.id),
+        label => format!("task {} ({label})", t.id),
+    }
 }
 
 #[cfg(test)]
@@ -423,6 +434,6 @@ mod tokio_shapes {
             "{m}"
         );
         let (m, _) = message("task:43");
-        assert!(m.starts_with("task 43 (task) has made no progress"), "{m}");
+        assert!(m.starts_with("task 43 has made no progress"), "{m}");
     }
 }
