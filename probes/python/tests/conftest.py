@@ -74,7 +74,13 @@ class Program:
         self.pid = self.proc.pid
         self.socket = self.socket_dir / ("%d.sock" % self.pid)
         if wait_socket:
-            self.wait_for(self.listening, "the probe socket %s" % self.socket)
+            try:
+                self.wait_for(self.listening, "the probe socket %s" % self.socket)
+            except BaseException:
+                # No fixture holds it yet: a start that fails must not leave it running.
+                if self.proc.poll() is None:
+                    self.stop()
+                raise
 
     def listening(self):
         """The probe's socket listens (it exists a moment before listen()). Read from

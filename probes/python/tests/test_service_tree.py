@@ -129,8 +129,14 @@ class Service:
             start_new_session=True,
         )
         self.pid = self.proc.pid
-        self.wait_for(lambda: len(self.probed_workers()) == 4, "4 workers with a probe")
-        self.wait_for(self.answers, "the service to answer HTTP")
+        try:
+            self.wait_for(lambda: len(self.probed_workers()) == 4, "4 workers with a probe")
+            self.wait_for(self.answers, "the service to answer HTTP")
+        except BaseException:
+            # Not yet in the fixture's list: a start that fails must not leave the tree running.
+            if self.proc.poll() is None:
+                self.stop()
+            raise
 
     def probed_workers(self):
         return [p for p in children_of(self.pid)
