@@ -23,8 +23,12 @@ const DUMP_EVERY: Duration = Duration::from_secs(5);
 const DUTY: u32 = 100;
 /// At most one look for candidates per this long.
 const SCAN_EVERY: Duration = Duration::from_millis(250);
-/// After a dump, how long until tokio has re-polled the tasks it traced.
-const REPOLL_GRACE: Duration = Duration::from_millis(100);
+/// After a dump, tokio polls each task it traced once more (the traced leaves' wakers are
+/// deferred to then); how long to wait for that poll. Usually it comes within a millisecond,
+/// but a loaded machine can delay it well past the fixed 100 ms once waited here, and a
+/// poll counted after the undo read as progress of a stuck task.
+const REPOLL_WAIT_MAX: Duration = Duration::from_secs(1);
+const REPOLL_STEP: Duration = Duration::from_millis(5);
 /// A dump pending longer than this is waiting for a blocked worker, not pausing the
 /// runtime: lag seen meanwhile is the program's again. (A dump is never cancelled: tokio
 /// leaves its dump request flag set when the `dump()` future is dropped midway, and the next
@@ -246,14 +250,43 @@ fn take(
         }
     }
     let resolved = t1.elapsed();
-    // The tracing poll, and the real one tokio makes after it (the traced leaves' wakers are
-    // deferred to then), are undone once both have surely happened.
-    std::thread::sleep(REPOLL_GRACE);
-    for (id, polls, last_end) in dumped {
-        registry::undo_dump_poll(id, polls, last_end, dumps);
-    }
+    // The tracing poll itself bypasses the task hooks; the real one tokio makes after it is
+    // counted, and undone once seen.
+    undo_when_repolled(
+        dumped,
+        dumps,
+        |id| registry::progress_of(id).map(|p| p.0),
+        |id, polls, last_end| registry::undo_dump_poll(id, polls, last_end, dumps),
+        Instant::now() + REPOLL_WAIT_MAX,
+    );
     set_before(None);
     Some((found, (took, resolved)))
+}
+
+/// Undoes the dumps' polls of each task in `dumped` (id, polls and last poll end before)
+/// once its count shows them (one per dump: `polls(id)` at least `polls + dumps`), or it
+/// ended, or at `deadline` for a task tokio did not re-poll (its leaf was not tokio's).
+#[cfg(all(tokio_unstable, feature = "taskdump"))]
+fn undo_when_repolled(
+    mut dumped: Vec<(u64, u64, u64)>,
+    dumps: u64,
+    polls_now: impl Fn(u64) -> Option<u64>,
+    mut undo: impl FnMut(u64, u64, u64),
+    deadline: Instant,
+) {
+    while !dumped.is_empty() {
+        let late = Instant::now() >= deadline;
+        dumped.retain(|&(id, polls, last_end)| {
+            let done = late || polls_now(id).is_none_or(|now| now >= polls + dumps);
+            if done {
+                undo(id, polls, last_end);
+            }
+            !done
+        });
+        if !dumped.is_empty() {
+            std::thread::sleep(REPOLL_STEP);
+        }
+    }
 }
 
 /// Whether some worker of a multi-thread runtime is active (not parked) but has neither
@@ -499,6 +532,39 @@ mod tests {
 #[cfg(all(test, tokio_unstable, feature = "taskdump"))]
 mod dump_tests {
     use super::*;
+
+    #[test]
+    fn a_dump_poll_is_undone_only_once_it_has_happened_however_late() {
+        use std::cell::{Cell, RefCell};
+        // Task 7 (3 polls before the dump) is re-polled on the 4th look, as on a loaded
+        // machine; task 8 ended meanwhile; task 9 is never re-polled.
+        let looks = Cell::new(0u32);
+        let undone = RefCell::new(Vec::new());
+        let polls_now = |id: u64| match id {
+            7 => {
+                looks.set(looks.get() + 1);
+                Some(if looks.get() >= 4 { 4 } else { 3 })
+            }
+            8 => None,
+            _ => Some(5),
+        };
+        let started = Instant::now();
+        undo_when_repolled(
+            vec![(7, 3, 30), (8, 1, 10), (9, 5, 50)],
+            1,
+            polls_now,
+            |id, polls, _| undone.borrow_mut().push((id, polls, looks.get())),
+            started + Duration::from_millis(200),
+        );
+        let undone = undone.into_inner();
+        // Undone when its re-poll showed (the 4th look), not at the first.
+        assert!(undone.contains(&(7, 3, 4)), "{undone:?}");
+        assert!(undone.iter().any(|u| u.0 == 8), "{undone:?}");
+        // The task never re-polled is undone at the deadline, not before it.
+        assert!(undone.iter().any(|u| u.0 == 9), "{undone:?}");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(undone.len(), 3);
+    }
 
     #[test]
     fn a_dump_finds_where_an_idle_task_waits_and_that_a_sleeper_is_parked() {

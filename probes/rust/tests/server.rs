@@ -117,10 +117,9 @@ fn serves_tasks_lag_and_metrics_with_safe_permissions() {
         assert_eq!(data["runtime"], "tokio");
         let stuck_task = task(&data, &stuck.id().to_string());
         assert_eq!(stuck_task["state"], "idle");
-        // Polled once; a task dump (taken once it looks stuck) re-polls it, and that poll
-        // and tokio's after it are undone a moment later: a snapshot in between reads up to 3.
-        let polls = stuck_task["polls"].as_u64().unwrap();
-        assert!((1..=3).contains(&polls), "{stuck_task}");
+        // Polled once; a task dump (taken once it looks stuck) has tokio poll it again,
+        // which is not progress: hidden while the dump is in flight, undone once it came.
+        assert_eq!(stuck_task["polls"], 1, "{stuck_task}");
         assert!(
             stuck_task["since_progress_ms"].as_u64().unwrap() >= 200,
             "{stuck_task}"
