@@ -127,6 +127,17 @@ pub fn last_cost() -> Option<(Duration, Duration)> {
     with_state(|s| s.last_cost)
 }
 
+/// Waits up to `max` for a dump in flight to end. A runtime shut down mid-dump can leave a
+/// worker waiting at tokio's `trace_end` barrier for one that already exited (see
+/// [`request`]), and then the runtime's drop never returns; the dump's own heal needs the
+/// runtime still running, so the probe lets the dump end before it goes.
+pub(crate) fn wait_for_dump(max: Duration) {
+    let end = Instant::now() + max;
+    while with_state(|s| s.in_flight) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Called by the watchdog: starts a dump when some task is a stuck candidate.
 pub(crate) fn watch(handle: &tokio::runtime::Handle, now: Instant) {
     if !cfg!(all(tokio_unstable, feature = "taskdump"))

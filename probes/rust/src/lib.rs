@@ -250,6 +250,18 @@ impl Probe {
 
 impl Drop for Probe {
     fn drop(&mut self) {
+        // A dump in flight ends (and heals) while the runtime still runs: the runtime is
+        // usually dropped next (the attribute drops the probe first). Not from inside a
+        // current-thread runtime, which could not run the dump while this thread waits.
+        let in_current_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
+            matches!(
+                h.runtime_flavor(),
+                tokio::runtime::RuntimeFlavor::CurrentThread
+            )
+        });
+        if !in_current_thread {
+            dump::wait_for_dump(Duration::from_secs(5));
+        }
         self.shared.stop.store(true, Ordering::Relaxed);
         for t in [self.watchdog.take(), self.server.take()]
             .into_iter()
