@@ -3,7 +3,7 @@
 //! `cargo bench -p leakhound-probe --bench overhead` (add `-- --quick` for a short run,
 //! `-- --rounds N` for N runs per setup instead of 7, `-- --setups bare,attribute` for some
 //! setups only; `bare` is always run, the others are compared with it).
-//! Two workloads, each under nine setups, each setup in its own process (console-subscriber
+//! Two workloads, each under ten setups, each setup in its own process (console-subscriber
 //! installs a global subscriber; task hooks are per runtime):
 //! - `spawn`: a million short tasks (1,000 batches of 1,000 spawned and awaited, from a task);
 //! - `echo`: a TCP echo server on loopback, 64 clients × 1,000 round trips of 128 bytes.
@@ -18,7 +18,8 @@
 //! console-subscriber needs it, each task gets tokio's `runtime.spawn` span, which the probe's
 //! subscriber reads the name from; the other setups run with `LEAKHOUND_TASK_NAMES=0`),
 //! `names-layer` (the same with plain `tokio::spawn`: what reading names costs the tasks
-//! that have none),
+//! that have none), `own-names-layer` (as `names-layer`, but the program sets its own
+//! subscriber first, an fmt layer with ids and `leakhound_probe::task_names()`),
 //! `console` (console-subscriber layer, default retention, runtime built after it).
 //! Task dumps (the probe's default `taskdump` feature) are compiled in; compare with
 //! `--no-default-features` for the probe without them.
@@ -45,7 +46,7 @@ const TOKIO_SPAWN: u8 = 0;
 const SPAWN_NAMED: u8 = 1;
 const BUILDER_NAME: u8 = 2;
 
-const SETUPS: [&str; 9] = [
+const SETUPS: [&str; 10] = [
     "bare",
     "hooks",
     "probe",
@@ -54,6 +55,7 @@ const SETUPS: [&str; 9] = [
     "named",
     "builder-name",
     "names-layer",
+    "own-names-layer",
     "console",
 ];
 const WORKLOADS: [&str; 2] = ["spawn", "echo"];
@@ -284,7 +286,7 @@ fn parent(quick: bool, rounds: Option<usize>, setups: &[&'static str]) {
         load_average()
     );
     println!(
-        "{:<8} {:<12} {:>9} {:>9} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9}",
+        "{:<8} {:<15} {:>9} {:>9} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9}",
         "workload",
         "setup",
         "wall med",
@@ -309,7 +311,7 @@ fn parent(quick: bool, rounds: Option<usize>, setups: &[&'static str]) {
         for &s in setups {
             let r = get(s);
             println!(
-                "{:<8} {:<12} {:>8.3}s {:>8.3}s {:>7.3}x {:>8.3}s {:>8.3}s {:>7.3}x {:>5.1} MiB {:>5.1} MiB {:>5.1} MiB",
+                "{:<8} {:<15} {:>8.3}s {:>8.3}s {:>7.3}x {:>8.3}s {:>8.3}s {:>7.3}x {:>5.1} MiB {:>5.1} MiB {:>5.1} MiB",
                 w,
                 s,
                 median(&r.wall),
@@ -330,6 +332,7 @@ fn parent(quick: bool, rounds: Option<usize>, setups: &[&'static str]) {
             "named",
             "builder-name",
             "names-layer",
+            "own-names-layer",
             "console",
         ] {
             if !setups.contains(&s) {
@@ -410,8 +413,19 @@ fn child(workload: &str, setup: &str, quick: bool) {
     }
     if matches!(
         setup,
-        "attribute" | "dumps" | "named" | "builder-name" | "names-layer"
+        "attribute" | "dumps" | "named" | "builder-name" | "names-layer" | "own-names-layer"
     ) {
+        if setup == "own-names-layer" {
+            use tracing_subscriber::prelude::*;
+            tracing_subscriber::registry()
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .map_event_format(leakhound_probe::WithIds)
+                        .with_filter(tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with(leakhound_probe::task_names())
+                .init();
+        }
         let cpu_start = cpu_secs();
         let (secs, mid, end) = under_attribute(workload.to_string(), quick);
         report(secs, cpu_start, mid, end);

@@ -45,11 +45,13 @@ pub(crate) fn install(task_names: bool) -> bool {
         }
         _ => tracing_subscriber::EnvFilter::new("info"),
     };
-    let ok = tracing_subscriber::registry()
-        .with(layer().with_filter(filter))
-        .with(task_names.then(crate::names::task_names))
-        .try_init()
-        .is_ok();
+    let subscriber = tracing_subscriber::registry().with(layer().with_filter(filter));
+    let ok = if task_names {
+        crate::names::ReadSpawnSpans::new(subscriber).try_init()
+    } else {
+        subscriber.try_init()
+    }
+    .is_ok();
     INSTALLED.store(ok, Ordering::Relaxed);
     if ok && !task_names {
         crate::names::left_out();

@@ -9,9 +9,13 @@
 //! tokio's spawn hook runs there, so the name waits in a thread-local, tagged with the task
 //! id, and the hook files it with the task (see [`crate::spawn::claim`]).
 //!
-//! Without tokio's `tracing` feature the callsite never registers: the layer costs nothing.
-//! With it, every spawned task gets a span that the subscriber creates, enters and exits on
-//! every poll and closes: see docs/RUST.md for what that costs.
+//! The subscriber `init()` and the attribute install reads the span itself instead
+//! ([`ReadSpawnSpans`]: fields read once, nothing stored, entering a no-op).
+//!
+//! Without tokio's `tracing` feature the callsite never registers: reading names costs
+//! nothing. With it, every spawned task gets a span: about 100 ns per task through
+//! [`ReadSpawnSpans`], about 550 ns through the layer (which the registry creates, enters and
+//! exits on every poll and closes); see docs/RUST.md. Hence opt-in.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -42,9 +46,10 @@ fn is_spawn_span(meta: &Metadata<'_>) -> bool {
     meta.is_span() && meta.name() == "runtime.spawn" && meta.target() == "tokio::task"
 }
 
-/// Whether `init()` and the attribute add [`task_names`] to the subscriber they install when
-/// the program asked neither way: no, as a span per task costs spawn-heavy programs 20-35%
-/// more CPU on the overhead benchmark (docs/RUST.md).
+/// Whether `init()` and the attribute read names in the subscriber they install when the
+/// program asked neither way: no, as tokio's span per task, even kept from the registry
+/// ([`ReadSpawnSpans`]), costs about 100 ns of CPU per task spawned (+10% on the million
+/// short tasks of the overhead benchmark; docs/RUST.md).
 pub(crate) const DEFAULT: bool = false;
 
 /// Some subscriber the probe installed left the layer out (`task_names(false)`,
@@ -81,7 +86,9 @@ pub(crate) fn left_out() {
 ///
 /// It must not sit under a global filter (`registry().with(EnvFilter)…` as a layer rather
 /// than `.with_filter` on the fmt layer): one at `info` turns tokio's `trace` span off for
-/// every layer. `init()` and the attribute install it with their subscriber.
+/// every layer. An fmt layer without a filter of its own would print the span on every line
+/// logged in a task. Costs about 550 ns per task spawned (docs/RUST.md); `init()` and the
+/// attribute, asked for names, read them more cheaply in the subscriber they install.
 pub fn task_names<S>() -> impl Layer<S>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -113,18 +120,119 @@ impl<S: Subscriber> Layer<S> for NameLayer {
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, _: &Id, _: Context<'_, S>) {
-        if !SPAN_SEEN.load(Ordering::Relaxed) {
-            SPAN_SEEN.store(true, Ordering::Relaxed);
+        read_spawn_span(attrs);
+    }
+}
+
+/// Hands the name in a `runtime.spawn` span's fields to the spawn hook about to run.
+fn read_spawn_span(attrs: &Attributes<'_>) {
+    if !SPAN_SEEN.load(Ordering::Relaxed) {
+        SPAN_SEEN.store(true, Ordering::Relaxed);
+    }
+    // Without hooks no spawn hook takes it.
+    if !crate::registry::HOOKS_INSTALLED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut v = SpawnFields::default();
+    attrs.record(&mut v);
+    if let (Some(id), Some(name)) = (v.id, v.name.filter(|n| !n.is_empty())) {
+        hand_over(id, Arc::from(name));
+    }
+}
+
+/// The id of every span [`ReadSpawnSpans`] keeps to itself: above any the registry hands out
+/// (slab indices), and never looked up, so one serves them all.
+const OWN_SPAN: u64 = 1 << 63;
+
+fn own(id: &Id) -> bool {
+    id.into_u64() == OWN_SPAN
+}
+
+/// The subscriber `init()` and the attribute install when asked for names: `inner` (the fmt
+/// subscriber with ids) with tokio's `runtime.spawn` spans read here and kept from it. A
+/// [`task_names`] layer makes the registry create, enter and exit on every poll, and close a
+/// span per task; here a span is its fields read once, and entering it is a no-op. The spans
+/// are never anyone's parent or current span (tokio creates them with `parent: None`).
+pub(crate) struct ReadSpawnSpans<S>(pub S);
+
+impl<S: Subscriber> ReadSpawnSpans<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        LAYERED.store(true, Ordering::Relaxed);
+        ReadSpawnSpans(inner)
+    }
+}
+
+impl<S: Subscriber> Subscriber for ReadSpawnSpans<S> {
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        self.0.on_register_dispatch(subscriber);
+    }
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
+        let inner = self.0.register_callsite(meta);
+        if is_spawn_span(meta) {
+            Interest::always()
+        } else {
+            inner
         }
-        // Without hooks no spawn hook takes it.
-        if !crate::registry::HOOKS_INSTALLED.load(Ordering::Relaxed) {
-            return;
+    }
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        // tokio's span is at trace level: a lower hint would turn it off before its callsite.
+        Some(tracing::level_filters::LevelFilter::TRACE)
+    }
+    fn enabled(&self, meta: &Metadata<'_>) -> bool {
+        is_spawn_span(meta) || self.0.enabled(meta)
+    }
+    fn new_span(&self, attrs: &Attributes<'_>) -> Id {
+        if is_spawn_span(attrs.metadata()) {
+            read_spawn_span(attrs);
+            return Id::from_u64(OWN_SPAN);
         }
-        let mut v = SpawnFields::default();
-        attrs.record(&mut v);
-        if let (Some(id), Some(name)) = (v.id, v.name.filter(|n| !n.is_empty())) {
-            hand_over(id, Arc::from(name));
+        self.0.new_span(attrs)
+    }
+    fn record(&self, span: &Id, values: &tracing::span::Record<'_>) {
+        if !own(span) {
+            self.0.record(span, values);
         }
+    }
+    fn record_follows_from(&self, span: &Id, follows: &Id) {
+        if !own(span) && !own(follows) {
+            self.0.record_follows_from(span, follows);
+        }
+    }
+    fn event_enabled(&self, event: &tracing::Event<'_>) -> bool {
+        self.0.event_enabled(event)
+    }
+    fn event(&self, event: &tracing::Event<'_>) {
+        self.0.event(event);
+    }
+    fn enter(&self, span: &Id) {
+        if !own(span) {
+            self.0.enter(span);
+        }
+    }
+    fn exit(&self, span: &Id) {
+        if !own(span) {
+            self.0.exit(span);
+        }
+    }
+    fn clone_span(&self, id: &Id) -> Id {
+        if own(id) {
+            id.clone()
+        } else {
+            self.0.clone_span(id)
+        }
+    }
+    fn try_close(&self, id: Id) -> bool {
+        own(&id) || self.0.try_close(id)
+    }
+    fn current_span(&self) -> tracing_core::span::Current {
+        self.0.current_span()
+    }
+    unsafe fn downcast_raw(&self, id: std::any::TypeId) -> Option<*const ()> {
+        if id == std::any::TypeId::of::<Self>() {
+            return Some(self as *const Self as *const ());
+        }
+        // SAFETY: forwarded as is; the inner subscriber answers for its own types.
+        unsafe { self.0.downcast_raw(id) }
     }
 }
 
