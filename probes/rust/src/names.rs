@@ -14,7 +14,7 @@
 //!
 //! Without tokio's `tracing` feature the callsite never registers: reading names costs
 //! nothing. With it, every spawned task gets a span: about 100 ns per task through
-//! [`ReadSpawnSpans`], about 550 ns through the layer (which the registry creates, enters and
+//! [`ReadSpawnSpans`], about 500 ns through the layer (which the registry creates, enters and
 //! exits on every poll and closes); see docs/RUST.md. Hence opt-in.
 
 use std::cell::RefCell;
@@ -87,7 +87,7 @@ pub(crate) fn left_out() {
 /// It must not sit under a global filter (`registry().with(EnvFilter)…` as a layer rather
 /// than `.with_filter` on the fmt layer): one at `info` turns tokio's `trace` span off for
 /// every layer. An fmt layer without a filter of its own would print the span on every line
-/// logged in a task. Costs about 550 ns per task spawned (docs/RUST.md); `init()` and the
+/// logged in a task. Costs about 500 ns per task spawned (docs/RUST.md); `init()` and the
 /// attribute, asked for names, read them more cheaply in the subscriber they install.
 pub fn task_names<S>() -> impl Layer<S>
 where
