@@ -29,6 +29,9 @@
 //!   its spawn location, polls, busy time and time since progress, plus a small ring of
 //!   finished ones;
 //! - [`WithIds`]: `tid=… task=…` on every log line;
+//! - task names: [`spawn_named`], or plain `tokio::task::Builder::name` read from tokio's
+//!   tracing span on request ([`Builder::task_names`], `task_names = true` on the attribute,
+//!   `LEAKHOUND_TASK_NAMES=1`, or [`task_names`] in a subscriber of the program's own);
 //! - [`TrackedSemaphore`]: a semaphore whose waiters the probe can see;
 //! - [`LeakGuard`]: fail a test that leaks threads, descriptors, children or tasks.
 //!
