@@ -11,6 +11,9 @@
 //!   (honouring `RUST_LOG`) when the program has none. Default: on, unless the function body
 //!   names something with `subscriber` in it (the program sets up its own; installing one
 //!   first would make its `init()` panic);
+//! - `task_names = true | false`: whether that subscriber also reads names given with
+//!   `tokio::task::Builder::name` from tokio's tracing span (default: `LEAKHOUND_TASK_NAMES`,
+//!   else the probe's default; see docs/RUST.md for its cost);
 //! - `leaks = "tasks" | "all" | "off"` (test only): what the `LeakGuard` around the body
 //!   judges. `tasks` (default) checks the test's own runtime, which stays exact when tests
 //!   run in parallel; `all` also checks the process's threads, descriptors and children,
@@ -51,6 +54,7 @@ struct Config {
     worker_threads: Option<(Expr, Span)>,
     start_paused: Option<(bool, Span)>,
     log_ids: Option<bool>,
+    task_names: Option<bool>,
     max_blocking_threads: Option<Expr>,
     leaks: String,
 }
@@ -80,6 +84,7 @@ fn parse_config(args: Tokens, kind: Kind) -> syn::Result<Config> {
         worker_threads: None,
         start_paused: None,
         log_ids: None,
+        task_names: None,
         max_blocking_threads: None,
         leaks: "tasks".into(),
     };
@@ -112,15 +117,19 @@ fn parse_config(args: Tokens, kind: Kind) -> syn::Result<Config> {
                 c.log_ids =
                     Some(lit_bool(v).ok_or_else(|| err(v, "log_ids must be true or false"))?)
             }
+            "task_names" => {
+                c.task_names =
+                    Some(lit_bool(v).ok_or_else(|| err(v, "task_names must be true or false"))?)
+            }
             "leaks" if kind == Kind::Test => match lit_str(v).as_deref() {
                 Some(l @ ("tasks" | "all" | "off")) => c.leaks = l.into(),
                 _ => return Err(err(v, "leaks must be \"tasks\", \"all\" or \"off\"")),
             },
             _ => {
                 let known = if kind == Kind::Test {
-                    "flavor, worker_threads, start_paused, max_blocking_threads, log_ids, leaks"
+                    "flavor, worker_threads, start_paused, max_blocking_threads, log_ids, task_names, leaks"
                 } else {
-                    "flavor, worker_threads, start_paused, max_blocking_threads, log_ids"
+                    "flavor, worker_threads, start_paused, max_blocking_threads, log_ids, task_names"
                 };
                 return Err(err(
                     &nv.path,
@@ -195,8 +204,11 @@ fn expand(args: Tokens, item: Tokens, kind: Kind) -> syn::Result<Tokens> {
         }
         None => quote!(512),
     };
-    let probe =
+    let mut probe =
         quote!(::leakhound_probe::builder().log_ids(#log_ids).max_blocking_threads(#max_blocking));
+    if let Some(on) = config.task_names {
+        probe = quote!(#probe.task_names(#on));
+    }
     let run = match kind {
         Kind::Main => quote!(::leakhound_probe::__private::main(__lh_builder, #probe, __lh_body)),
         Kind::Test => {
@@ -247,6 +259,9 @@ mod tests {
         assert!(out.contains("builder (false)"), "{out}");
         assert!(out.contains("start_paused (true)"), "{out}");
         assert!(out.contains("\"tasks\""), "{out}");
+        assert!(!out.contains("task_names"), "{out}");
+        let out = expand_str("task_names = false", "async fn main() {}", Kind::Main).unwrap();
+        assert!(out.contains("task_names (false)"), "{out}");
     }
 
     #[::core::prelude::v1::test]
@@ -289,6 +304,12 @@ mod tests {
                 "async fn main() {}",
                 Kind::Main,
                 "needs flavor",
+            ),
+            (
+                "task_names = 1",
+                "async fn main() {}",
+                Kind::Main,
+                "task_names must be true or false",
             ),
             (
                 "leaks = \"some\"",

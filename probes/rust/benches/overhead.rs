@@ -1,8 +1,9 @@
 //! What leakhound-probe costs a tokio program, beside console-subscriber, in one run.
 //!
 //! `cargo bench -p leakhound-probe --bench overhead` (add `-- --quick` for a short run,
-//! `-- --rounds N` for N runs per setup instead of 7).
-//! Two workloads, each under seven setups, each setup in its own process (console-subscriber
+//! `-- --rounds N` for N runs per setup instead of 7, `-- --setups bare,attribute` for some
+//! setups only; `bare` is always run, the others are compared with it).
+//! Two workloads, each under ten setups, each setup in its own process (console-subscriber
 //! installs a global subscriber; task hooks are per runtime):
 //! - `spawn`: a million short tasks (1,000 batches of 1,000 spawned and awaited, from a task);
 //! - `echo`: a TCP echo server on loopback, 64 clients × 1,000 round trips of 128 bytes.
@@ -12,6 +13,13 @@
 //! (`#[leakhound_probe::main]`: hooks, probe, its log subscriber; task dumps off,
 //! `LEAKHOUND_TASKDUMP=0`), `dumps` (the attribute as it comes, task dumps on), `named` (the attribute,
 //! every task spawned with `leakhound_probe::spawn_named`: names and counted wakers),
+//! `builder-name` (the attribute with `LEAKHOUND_TASK_NAMES=1`, every task spawned with plain
+//! `tokio::task::Builder::name`: with tokio's `tracing` feature, on here because
+//! console-subscriber needs it, each task gets tokio's `runtime.spawn` span, which the probe's
+//! subscriber reads the name from; the other setups run with `LEAKHOUND_TASK_NAMES=0`),
+//! `names-layer` (the same with plain `tokio::spawn`: what reading names costs the tasks
+//! that have none), `own-names-layer` (as `names-layer`, but the program sets its own
+//! subscriber first, an fmt layer with ids and `leakhound_probe::task_names()`),
 //! `console` (console-subscriber layer, default retention, runtime built after it).
 //! Task dumps (the probe's default `taskdump` feature) are compiled in; compare with
 //! `--no-default-features` for the probe without them.
@@ -24,23 +32,30 @@
 //! scaled from its rate so far.
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// A setup whose RSS passes this is stopped (console-subscriber keeps every finished task
 /// for an hour: a million tasks would need tens of GiB). Its rate so far is reported.
 const RSS_LIMIT_KB: u64 = 2 << 20;
 static DONE: AtomicUsize = AtomicUsize::new(0);
-/// The `named` setup: the workloads spawn through `leakhound_probe::spawn_named`.
-static NAMED: AtomicBool = AtomicBool::new(false);
+/// How the workloads spawn: [`TOKIO_SPAWN`], or through `leakhound_probe::spawn_named`
+/// (`named`), or `tokio::task::Builder::name` (`builder-name`).
+static SPAWN_WITH: AtomicU8 = AtomicU8::new(TOKIO_SPAWN);
+const TOKIO_SPAWN: u8 = 0;
+const SPAWN_NAMED: u8 = 1;
+const BUILDER_NAME: u8 = 2;
 
-const SETUPS: [&str; 7] = [
+const SETUPS: [&str; 10] = [
     "bare",
     "hooks",
     "probe",
     "attribute",
     "dumps",
     "named",
+    "builder-name",
+    "names-layer",
+    "own-names-layer",
     "console",
 ];
 const WORKLOADS: [&str; 2] = ["spawn", "echo"];
@@ -80,11 +95,49 @@ fn main() {
         );
         return;
     }
-    let rounds = args
-        .iter()
-        .position(|a| a == "--rounds")
-        .and_then(|i| args.get(i + 1)?.parse().ok());
-    parent(args.iter().any(|a| a == "--quick"), rounds);
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .map(|i| args.get(i + 1).cloned().unwrap_or_default())
+    };
+    let rounds = match value("--rounds").map(|r| r.parse::<usize>()) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => exit_with("--rounds takes a number of runs"),
+    };
+    let setups = match value("--setups") {
+        None => SETUPS.to_vec(),
+        Some(list) => match pick_setups(&list) {
+            Ok(s) => s,
+            Err(e) => exit_with(&e),
+        },
+    };
+    parent(args.iter().any(|a| a == "--quick"), rounds, &setups);
+}
+
+fn exit_with(message: &str) -> ! {
+    eprintln!("overhead: {message}");
+    std::process::exit(2);
+}
+
+/// The setups named in `list` (comma-separated), in the usual order, `bare` always among
+/// them (every ratio is to it).
+fn pick_setups(list: &str) -> Result<Vec<&'static str>, String> {
+    let asked: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if let Some(bad) = asked.iter().find(|a| !SETUPS.contains(a)) {
+        return Err(format!(
+            "unknown setup {bad:?} in --setups; known: {}",
+            SETUPS.join(",")
+        ));
+    }
+    Ok(SETUPS
+        .into_iter()
+        .filter(|s| *s == "bare" || asked.contains(s))
+        .collect())
 }
 
 /// One (workload, setup): wall and CPU seconds per run, RSS of the last run.
@@ -123,13 +176,13 @@ fn attribute_socket_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("lh-bench-attr-{}", std::process::id()))
 }
 
-fn parent(quick: bool, rounds: Option<usize>) {
+fn parent(quick: bool, rounds: Option<usize>, setups: &[&'static str]) {
     let exe = std::env::current_exe().expect("own path");
     let rounds = rounds.unwrap_or(if quick { 1 } else { 7 }).max(1);
     let total = if quick { 100_000 } else { 1_000_000 };
     let mut rows: Vec<Row> = Vec::new();
     for workload in WORKLOADS {
-        for setup in SETUPS {
+        for &setup in setups {
             rows.push(Row {
                 workload,
                 setup,
@@ -146,14 +199,23 @@ fn parent(quick: bool, rounds: Option<usize>) {
     for round in 0..rounds {
         for w in WORKLOADS {
             // Rotate the order each round so no setup always runs on a warmer machine.
-            for k in 0..SETUPS.len() {
-                let s = SETUPS[(k + round) % SETUPS.len()];
+            for k in 0..setups.len() {
+                let s = setups[(k + round) % setups.len()];
                 let mut cmd = Command::new(&exe);
                 cmd.args(["--child", w, s]);
                 // Where the attribute's probe puts its socket.
                 cmd.env("LEAKHOUND_SOCKET_DIR", attribute_socket_dir());
                 // Dumps are on by default: every setup but `dumps` runs without them.
                 cmd.env("LEAKHOUND_TASKDUMP", if s == "dumps" { "1" } else { "0" });
+                // Reading Builder names is opt-in: only two setups ask for it.
+                cmd.env(
+                    "LEAKHOUND_TASK_NAMES",
+                    if matches!(s, "builder-name" | "names-layer") {
+                        "1"
+                    } else {
+                        "0"
+                    },
+                );
                 if quick {
                     cmd.arg("--quick");
                 }
@@ -197,8 +259,14 @@ fn parent(quick: bool, rounds: Option<usize>) {
     for n in &notes {
         println!("note: {n}");
     }
-    // One task dump, as the probe takes it for a stuck candidate, at two task counts.
-    for n in [1_000usize, if quick { 10_000 } else { 100_000 }] {
+    // One task dump, as the probe takes it for a stuck candidate, at two task counts (when
+    // task dumps are among the setups run).
+    let dump_counts = if setups.contains(&"dumps") {
+        vec![1_000usize, if quick { 10_000 } else { 100_000 }]
+    } else {
+        Vec::new()
+    };
+    for n in dump_counts {
         let out = Command::new(&exe)
             .args(["--child", "dump", &n.to_string()])
             .env("LEAKHOUND_SOCKET_DIR", attribute_socket_dir())
@@ -218,7 +286,7 @@ fn parent(quick: bool, rounds: Option<usize>) {
         load_average()
     );
     println!(
-        "{:<8} {:<9} {:>9} {:>9} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9}",
+        "{:<8} {:<15} {:>9} {:>9} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9}",
         "workload",
         "setup",
         "wall med",
@@ -240,10 +308,10 @@ fn parent(quick: bool, rounds: Option<usize>) {
         };
         let bare = get("bare");
         let (bw, bc) = (median(&bare.wall), median(&bare.cpu));
-        for s in SETUPS {
+        for &s in setups {
             let r = get(s);
             println!(
-                "{:<8} {:<9} {:>8.3}s {:>8.3}s {:>7.3}x {:>8.3}s {:>8.3}s {:>7.3}x {:>5.1} MiB {:>5.1} MiB {:>5.1} MiB",
+                "{:<8} {:<15} {:>8.3}s {:>8.3}s {:>7.3}x {:>8.3}s {:>8.3}s {:>7.3}x {:>5.1} MiB {:>5.1} MiB {:>5.1} MiB",
                 w,
                 s,
                 median(&r.wall),
@@ -258,7 +326,18 @@ fn parent(quick: bool, rounds: Option<usize>) {
             );
         }
         let pct = |v: f64, base: f64| format!("{:+.1}%", (v / base - 1.0) * 100.0);
-        for s in ["attribute", "dumps", "named", "console"] {
+        for s in [
+            "attribute",
+            "dumps",
+            "named",
+            "builder-name",
+            "names-layer",
+            "own-names-layer",
+            "console",
+        ] {
+            if !setups.contains(&s) {
+                continue;
+            }
             let r = get(s);
             println!(
                 "{w}: {s} vs bare, medians of {rounds}: wall {}, CPU {}; best: wall {}, CPU {}; peak RSS {:+.1} MiB{}",
@@ -327,10 +406,26 @@ fn child(workload: &str, setup: &str, quick: bool) {
         return;
     }
     watch_rss();
-    if setup == "named" {
-        NAMED.store(true, Ordering::Relaxed);
+    match setup {
+        "named" => SPAWN_WITH.store(SPAWN_NAMED, Ordering::Relaxed),
+        "builder-name" => SPAWN_WITH.store(BUILDER_NAME, Ordering::Relaxed),
+        _ => {}
     }
-    if matches!(setup, "attribute" | "dumps" | "named") {
+    if matches!(
+        setup,
+        "attribute" | "dumps" | "named" | "builder-name" | "names-layer" | "own-names-layer"
+    ) {
+        if setup == "own-names-layer" {
+            use tracing_subscriber::prelude::*;
+            tracing_subscriber::registry()
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .map_event_format(leakhound_probe::WithIds)
+                        .with_filter(tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with(leakhound_probe::task_names())
+                .init();
+        }
         let cpu_start = cpu_secs();
         let (secs, mid, end) = under_attribute(workload.to_string(), quick);
         report(secs, cpu_start, mid, end);
@@ -424,17 +519,20 @@ fn watch_rss() {
     });
 }
 
-/// `tokio::spawn`, or in the `named` setup `leakhound_probe::spawn_named` (the one branch is
-/// paid by every setup alike).
+/// `tokio::spawn`, or in the `named` setup `leakhound_probe::spawn_named`, or in
+/// `builder-name` `tokio::task::Builder::name` (the one branch is paid by every setup alike).
 fn spawn<F>(name: &str, future: F) -> tokio::task::JoinHandle<F::Output>
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    if NAMED.load(Ordering::Relaxed) {
-        leakhound_probe::spawn_named(name, future)
-    } else {
-        tokio::spawn(future)
+    match SPAWN_WITH.load(Ordering::Relaxed) {
+        TOKIO_SPAWN => tokio::spawn(future),
+        SPAWN_NAMED => leakhound_probe::spawn_named(name, future),
+        _ => tokio::task::Builder::new()
+            .name(name)
+            .spawn(future)
+            .expect("Builder::spawn does not fail"),
     }
 }
 

@@ -20,7 +20,7 @@
 //! - `attribute`: `#[leakhound_probe::main(worker_threads = 2, max_blocking_threads = 2)]`,
 //!   nothing else;
 //! - `hand`: `leakhound_probe::runtime()` (hooks on a hand-built runtime, blocking pool of 2)
-//!   and the program's own subscriber with `leakhound_probe::fmt_layer()`.
+//!   and the program's own subscriber with `leakhound_probe::fmt_layer()` and `task_names()`.
 //!
 //! `--console PORT` (with `--runtime hand`) also serves tokio-console's API on
 //! 127.0.0.1:PORT (console-subscriber) and adds a fourth problem, a task that loses its waker,
@@ -126,6 +126,7 @@ fn hand_built(args: Args) {
         .with(console)
         // INFO: tokio's own TRACE events (its `tracing` feature is on here) stay out.
         .with(leakhound_probe::fmt_layer().with_filter(LevelFilter::INFO))
+        .with(leakhound_probe::task_names())
         .init();
     // Built after the subscriber, so the console sees every task (console issue #185).
     let rt = leakhound_probe::runtime()
@@ -151,8 +152,7 @@ async fn serve(args: Args, max_blocking: usize) {
     // The cache refresher waits until the service says it is ready. The bug in `problems`:
     // the sender is kept (in `ready`, below) but nothing ever sends on it.
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
-    // spawn_named: the name reaches the probe's task list (tokio's Builder::name alone reaches
-    // only tracing, hence console-subscriber, which still sees it: spawn_named goes through it).
+    // spawn_named's name reaches the probe under any runtime; Builder::name's with task_names().
     leakhound_probe::spawn_named("cache-refresh", async move {
         tracing::info!("cache-refresh: waiting for the service to be ready");
         if ready_rx.await.is_err() {

@@ -28,9 +28,10 @@ pub(crate) static IDS_WRITTEN: AtomicBool = AtomicBool::new(false);
 /// The probe installed the global subscriber itself.
 pub(crate) static INSTALLED: AtomicBool = AtomicBool::new(false);
 
-/// Installs a global fmt subscriber with ids, filtered by `RUST_LOG` (default `info`), unless
-/// the program already set one. Returns whether it did.
-pub(crate) fn install() -> bool {
+/// Installs a global fmt subscriber with ids, filtered by `RUST_LOG` (default `info`), and
+/// with `task_names` the layer that learns `Builder` names, unless the program already set
+/// one. Returns whether it did.
+pub(crate) fn install(task_names: bool) -> bool {
     use tracing_subscriber::prelude::*;
     if tracing::dispatcher::has_been_set() {
         return false;
@@ -44,11 +45,17 @@ pub(crate) fn install() -> bool {
         }
         _ => tracing_subscriber::EnvFilter::new("info"),
     };
-    let ok = tracing_subscriber::registry()
-        .with(layer().with_filter(filter))
-        .try_init()
-        .is_ok();
+    let subscriber = tracing_subscriber::registry().with(layer().with_filter(filter));
+    let ok = if task_names {
+        crate::names::ReadSpawnSpans::new(subscriber).try_init()
+    } else {
+        subscriber.try_init()
+    }
+    .is_ok();
     INSTALLED.store(ok, Ordering::Relaxed);
+    if ok && !task_names {
+        crate::names::left_out();
+    }
     ok
 }
 

@@ -321,7 +321,7 @@ fn watch_workers(shared: &Shared, now: Instant) {
             .map(|(_, t)| *t)
             .collect();
         let stuck = st.stuck_workers.entry(w).or_insert_with(|| {
-            let tids = known.map_or_else(|| busy_worker_threads(&others), |t| vec![t]);
+            let tids = known.map_or_else(|| busy_worker_threads(&others, workers), |t| vec![t]);
             let tid = match tids.as_slice() {
                 [t] => format!("tid {t}"),
                 [] => "tid unknown".into(),
@@ -351,10 +351,9 @@ fn watch_workers(shared: &Shared, now: Instant) {
     }
 }
 
-/// Threads that may be the stuck worker when the ticker never ran on it: named like a tokio
-/// worker, not one of the `known` other workers, and not waiting where an idle worker or
-/// blocking-pool thread waits (futex, epoll).
-fn busy_worker_threads(known: &[u32]) -> Vec<u32> {
+/// Threads that may be the stuck worker when the ticker never ran on it, from
+/// `/proc/self/task`: see [`worker_candidates`].
+fn busy_worker_threads(known: &[u32], workers: usize) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return Vec::new();
     };
@@ -365,24 +364,67 @@ fn busy_worker_threads(known: &[u32]) -> Vec<u32> {
         #[cfg(target_arch = "x86_64")]
         libc::SYS_epoll_wait,
     ];
-    let mut out: Vec<u32> = dir
+    let named: Vec<WorkerThread> = dir
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|t| !known.contains(t))
         .filter(|t| {
             std::fs::read_to_string(format!("/proc/self/task/{t}/comm"))
                 .is_ok_and(|c| c.trim_end() == "tokio-rt-worker")
         })
-        .filter(|t| {
-            let call =
-                std::fs::read_to_string(format!("/proc/self/task/{t}/syscall")).unwrap_or_default();
+        .map(|tid| {
+            let call = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
+                .unwrap_or_default();
             let nr = call
                 .split_whitespace()
                 .next()
                 .and_then(|n| n.parse::<i64>().ok());
-            !nr.is_some_and(|n| idle.contains(&n))
+            let stat =
+                std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+            WorkerThread {
+                tid,
+                started: start_time(&stat).unwrap_or(u64::MAX),
+                idle: nr.is_some_and(|n| idle.contains(&n)),
+            }
         })
         .collect();
+    worker_candidates(named, workers, known)
+}
+
+/// A thread named like a tokio worker (`tokio-rt-worker`: the blocking pool's threads are
+/// named so too).
+#[derive(Debug, Clone, Copy)]
+struct WorkerThread {
+    tid: u32,
+    /// Start time, clock ticks after boot (`/proc/…/stat` field 22).
+    started: u64,
+    /// Waiting where an idle worker or blocking-pool thread waits (futex, epoll).
+    idle: bool,
+}
+
+/// Field 22 of a `/proc/…/stat` line (after the command, which may hold spaces and `)`).
+fn start_time(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The tids that may be the stuck worker, given every thread named like a tokio worker,
+/// the runtime's worker count and the `known` tids of its other workers. Tokio starts its
+/// workers when the runtime is built, before any blocking-pool thread, and they never exit:
+/// the first `workers` threads started are the workers whenever the known ones are among
+/// them (else another runtime's threads came first, and start order says nothing). Then the
+/// one of those whose tid is not known is the stuck worker, even waiting on a lock; with
+/// several unknown, or start order not to be trusted, the candidates are those not known and
+/// not idle.
+fn worker_candidates(mut named: Vec<WorkerThread>, workers: usize, known: &[u32]) -> Vec<u32> {
+    named.sort_by_key(|t| (t.started, t.tid));
+    let first = &named[..workers.min(named.len())];
+    let ordered = !known.is_empty() && known.iter().all(|k| first.iter().any(|t| t.tid == *k));
+    let pool = if ordered { first } else { &named[..] };
+    let unknown: Vec<&WorkerThread> = pool.iter().filter(|t| !known.contains(&t.tid)).collect();
+    if let ([only], true) = (unknown.as_slice(), ordered) {
+        return vec![only.tid];
+    }
+    let mut out: Vec<u32> = unknown.iter().filter(|t| !t.idle).map(|t| t.tid).collect();
     out.sort_unstable();
     out
 }
@@ -438,6 +480,48 @@ mod tests {
         assert_eq!(hist.len(), 100);
         st.record(t0 + Duration::from_secs(30), 1.0);
         assert_eq!(st.summary().3, 1, "samples older than the window fall out");
+    }
+
+    fn thread(tid: u32, started: u64, idle: bool) -> WorkerThread {
+        WorkerThread { tid, started, idle }
+    }
+
+    #[test]
+    fn the_stuck_worker_is_the_early_thread_whose_tid_is_not_known() {
+        // Workers 100 and 101 started with the runtime; 102-104 are the blocking pool, busy
+        // (not idle) like the stuck worker, which waits on a lock (looks idle).
+        let threads = vec![
+            thread(103, 50, false),
+            thread(101, 10, true),
+            thread(100, 10, false),
+            thread(102, 40, false),
+            thread(104, 50, false),
+        ];
+        assert_eq!(worker_candidates(threads.clone(), 2, &[100]), vec![101]);
+        assert_eq!(worker_candidates(threads.clone(), 2, &[101]), vec![100]);
+        // A known tid that is not among the first started: another runtime came first, so
+        // start order is not trusted, and the busy threads are all candidates.
+        assert_eq!(
+            worker_candidates(threads.clone(), 2, &[103]),
+            vec![100, 102, 104]
+        );
+        // Nothing known: the same.
+        assert_eq!(
+            worker_candidates(threads.clone(), 2, &[]),
+            vec![100, 102, 103, 104]
+        );
+        // Two workers unknown among four: the busy ones of those.
+        let mut four = threads;
+        four.push(thread(99, 10, false));
+        assert_eq!(worker_candidates(four, 4, &[100, 101]), vec![99, 102]);
+    }
+
+    #[test]
+    fn start_time_is_field_22_even_with_spaces_in_the_command() {
+        let stat =
+            "4711 (tokio rt) worker)) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 123456 99";
+        assert_eq!(start_time(stat), Some(123456));
+        assert_eq!(start_time("garbage"), None);
     }
 
     #[test]

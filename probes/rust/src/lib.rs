@@ -29,6 +29,9 @@
 //!   its spawn location, polls, busy time and time since progress, plus a small ring of
 //!   finished ones;
 //! - [`WithIds`]: `tid=… task=…` on every log line;
+//! - task names: [`spawn_named`], or plain `tokio::task::Builder::name` read from tokio's
+//!   tracing span on request ([`Builder::task_names`], `task_names = true` on the attribute,
+//!   `LEAKHOUND_TASK_NAMES=1`, or [`task_names`] in a subscriber of the program's own);
 //! - [`TrackedSemaphore`]: a semaphore whose waiters the probe can see;
 //! - [`LeakGuard`]: fail a test that leaks threads, descriptors, children or tasks.
 //!
@@ -65,6 +68,7 @@ mod fmt;
 mod folder;
 mod lag;
 mod leakguard;
+mod names;
 mod registry;
 mod semaphore;
 mod server;
@@ -75,6 +79,7 @@ pub use dump::last_cost as last_dump_cost;
 pub use fmt::{WithIds, layer as fmt_layer, write_ids};
 pub use leakguard::LeakGuard;
 pub use leakhound_probe_macros::{main, test};
+pub use names::task_names;
 pub use registry::hooks;
 pub use semaphore::{TrackedPermit, TrackedSemaphore};
 pub use server::socket_dir;
@@ -102,6 +107,7 @@ pub struct Builder {
     stall_threshold: Duration,
     finished_tasks: usize,
     log_ids: bool,
+    task_names: Option<bool>,
     max_blocking_threads: usize,
     handle: Option<tokio::runtime::Handle>,
 }
@@ -115,6 +121,7 @@ impl Default for Builder {
             stall_threshold: Duration::from_millis(100),
             finished_tasks: 64,
             log_ids: true,
+            task_names: None,
             max_blocking_threads: 512,
             handle: None,
         }
@@ -168,6 +175,14 @@ impl Builder {
         self.log_ids = on;
         self
     }
+    /// Add [`task_names`] to the subscriber `log_ids` installs, so names given with
+    /// `tokio::task::Builder::name` reach the task list (they exist only when the program's
+    /// tokio has its `tracing` feature; see docs/RUST.md for the cost). Default:
+    /// `LEAKHOUND_TASK_NAMES` (`1` / `0`), else off.
+    pub fn task_names(mut self, on: bool) -> Self {
+        self.task_names = Some(on);
+        self
+    }
     /// Tell the probe the runtime's `max_blocking_threads` (tokio does not report it).
     pub fn max_blocking_threads(mut self, n: usize) -> Self {
         self.max_blocking_threads = n;
@@ -191,7 +206,7 @@ impl Builder {
         let handle = self.handle.unwrap_or_else(tokio::runtime::Handle::current);
         registry::FINISHED_CAP.store(self.finished_tasks, Ordering::Relaxed);
         if self.log_ids {
-            fmt::install();
+            fmt::install(names::wanted(self.task_names));
         }
         let shared = Arc::new(lag::Shared {
             handle,

@@ -72,7 +72,9 @@ pub(crate) struct Entry {
     pub last_poll_end_ns: u64,
     /// Which hooked runtime spawned it (the tag [`hooks_tagged`] handed out).
     pub runtime: u64,
-    /// Spawned by [`crate::spawn_named`] / [`crate::spawn`]: it has a [`crate::spawn::Extra`].
+    /// Spawned by [`crate::spawn_named`] / [`crate::spawn`], or named with
+    /// `tokio::task::Builder::name` and seen by [`crate::task_names`]: it has a
+    /// [`crate::spawn::Extra`].
     pub extra: bool,
 }
 

@@ -2,12 +2,14 @@
 //! their name and whether any waker is left that could wake them.
 //!
 //! Tokio's task hooks give a task's id and spawn location only: a `tokio::task::Builder::name`
-//! goes to tokio's tracing span (with tokio's `tracing` feature) and nowhere else, and the
-//! waker is the runtime's own. So these helpers spawn through `Builder::name` (console-
-//! subscriber still sees the name) and wrap the future: its waker is one the probe counts.
-//! The spawn hook runs on the spawning thread inside `spawn`, so the name and waker state
-//! travel to it in a thread-local, and the registry files them under the new task's id.
-//! Tasks spawned with `tokio::spawn` pay one relaxed load for this.
+//! goes to tokio's tracing span (with tokio's `tracing` feature) and nowhere else (the probe's
+//! [`crate::task_names`] layer reads it there), and the waker is the runtime's own. So these
+//! helpers wrap the future (its waker is one the probe counts) and hand the name over
+//! themselves; with the crate's `tokio-tracing` feature they spawn through `Builder::name`,
+//! so console-subscriber sees the name too. The spawn hook runs on the spawning thread inside
+//! `spawn`, so the name and waker state travel to it in a thread-local, and the registry files
+//! them under the new task's id. Tasks spawned with `tokio::spawn` pay two relaxed loads for
+//! this (this module's and [`crate::names`]').
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,7 +21,7 @@ use std::task::{Context, Poll, Wake, Waker};
 /// This file, whose frames (the wrapper's poll) await chains leave out.
 pub(crate) const SOURCE_FILE: &str = file!();
 
-/// What the probe holds for a task spawned through this module.
+/// What the probe holds for a task spawned through this module, or named by tokio's span.
 #[derive(Clone)]
 pub(crate) struct Extra {
     pub name: Option<Arc<str>>,
@@ -130,13 +132,25 @@ fn extras() -> std::sync::MutexGuard<'static, HashMap<u64, Extra>> {
 }
 
 /// Called by the spawn hook: files the extra handed over by this thread's [`spawn_named`],
-/// if any, under `id`. True when it did.
+/// if any, under `id`, else the name tokio's span gave the task (a plain
+/// `tokio::task::Builder::name`, see [`crate::names`]) with no counted waker. True when it
+/// filed one.
 pub(crate) fn claim(id: u64) -> bool {
-    if HANDING_OVER.load(Ordering::Relaxed) == 0 {
-        return false;
-    }
-    let Some(extra) = PENDING.try_with(|p| p.borrow_mut().take()).ok().flatten() else {
-        return false;
+    // Taken either way, so it never waits for a later spawn.
+    let named = crate::names::take(id);
+    let extra = if HANDING_OVER.load(Ordering::Relaxed) == 0 {
+        None
+    } else {
+        PENDING.try_with(|p| p.borrow_mut().take()).ok().flatten()
+    };
+    let extra = match (extra, named) {
+        (Some(extra), _) => extra,
+        (None, Some(name)) => Extra {
+            name: Some(name),
+            // Never upgrades: a task whose wakers are not counted is never called lost.
+            wake: std::sync::Weak::new(),
+        },
+        (None, None) => return false,
     };
     extras().insert(id, extra);
     true
@@ -196,10 +210,17 @@ where
     let _handing = (cfg!(tokio_unstable)
         && crate::registry::HOOKS_INSTALLED.load(Ordering::Relaxed))
     .then(|| HandOver::start(extra));
-    let mut builder = tokio::task::Builder::new();
-    if let Some(name) = name {
-        builder = builder.name(name);
+    // tokio::task::Builder exists only with tokio's `tracing` feature and tokio_unstable.
+    #[cfg(all(tokio_unstable, feature = "tokio-tracing"))]
+    {
+        let mut builder = tokio::task::Builder::new();
+        if let Some(name) = name {
+            builder = builder.name(name);
+        }
+        builder
+            .spawn(tracked)
+            .expect("tokio's Builder::spawn does not fail")
     }
-    let handle = builder.spawn(tracked);
-    handle.expect("tokio's Builder::spawn does not fail")
+    #[cfg(not(all(tokio_unstable, feature = "tokio-tracing")))]
+    tokio::spawn(tracked)
 }

@@ -161,9 +161,7 @@ pub(crate) fn missing() -> Vec<String> {
             "await points: stuck tasks' await chains come from tokio task dumps, turned off here by LEAKHOUND_TASKDUMP=0".into(),
         );
     }
-    m.push(
-        "task names: tokio's hooks do not pass tokio::task::Builder names on; spawn with leakhound_probe::spawn_named(name, fut) (a Builder::name spawn the probe sees) to have them; other tasks are shown by id and spawn location".into(),
-    );
+    m.extend(crate::names::missing());
     m.extend(crate::fmt::missing());
     m
 }

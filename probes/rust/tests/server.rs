@@ -1,62 +1,14 @@
 //! The probe's socket server, spoken to with a small client of the leakhound/1 protocol.
 
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-struct Client {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-    next: u64,
-}
-
-impl Client {
-    fn connect(path: &Path) -> (Client, Value) {
-        let stream = UnixStream::connect(path).expect("connect to probe");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let writer = stream.try_clone().unwrap();
-        let mut c = Client {
-            reader: BufReader::new(stream),
-            writer,
-            next: 1,
-        };
-        let hello = c.read();
-        c.send(&json!({"type":"hello","protocol":"leakhound/1","client":"test"}));
-        (c, hello)
-    }
-    fn send(&mut self, v: &Value) {
-        let mut line = serde_json::to_vec(v).unwrap();
-        line.push(b'\n');
-        self.writer.write_all(&line).unwrap();
-    }
-    fn read(&mut self) -> Value {
-        let mut line = String::new();
-        self.reader.read_line(&mut line).unwrap();
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad reply {line:?}: {e}"))
-    }
-    fn request(&mut self, kind: &str) -> Value {
-        let id = self.next;
-        self.next += 1;
-        self.send(&json!({"type": kind, "id": id}));
-        let reply = self.read();
-        assert_eq!(reply["id"], json!(id), "{reply}");
-        reply
-    }
-}
-
-fn task<'a>(data: &'a Value, id: &str) -> &'a Value {
-    data["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["id"] == id)
-        .unwrap_or_else(|| panic!("task {id} not in {}", data["tasks"]))
-}
+mod common;
+use common::{Client, task};
 
 #[test]
 fn serves_tasks_lag_and_metrics_with_safe_permissions() {
