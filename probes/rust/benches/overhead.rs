@@ -26,7 +26,8 @@
 //!
 //! Each (workload, setup) runs 7 times, interleaved; the median and best wall and CPU times
 //! are reported with the ratio of medians to bare (the machine this runs on is shared: the
-//! median is the steadier figure under load, the best the one on a quiet machine), the RSS
+//! median is the steadier figure under load, the best the one on a quiet machine), the
+//! paired CPU cost (the median of each round's ratio to bare, with a 95% interval), the RSS
 //! of the process after the first tenth of `spawn` and after the workload (flat memory means
 //! the two agree) and its peak (VmHWM). A setup passing 2 GiB RSS is stopped and its time
 //! scaled from its rate so far.
@@ -157,6 +158,42 @@ fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
+}
+
+/// Each round runs every setup once, a few seconds apart: the ratio of a setup's CPU to
+/// bare's in the same round cancels the load the machine had then, which moves single runs
+/// far more than the probe does. The median of those ratios, with its 95% bootstrap
+/// interval (resampled with a fixed-seed generator, so a run prints what it computed).
+fn paired(setup: &[f64], bare: &[f64]) -> String {
+    let ratios: Vec<f64> = setup.iter().zip(bare).map(|(s, b)| s / b).collect();
+    if ratios.is_empty() {
+        return "n/a".into();
+    }
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: usize| {
+        // xorshift64*: enough to resample, no dependency.
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        (seed.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+    };
+    let mut medians: Vec<f64> = (0..2000)
+        .map(|_| {
+            median(
+                &(0..ratios.len())
+                    .map(|_| ratios[next(ratios.len())])
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    medians.sort_by(f64::total_cmp);
+    let pct = |r: f64| (r - 1.0) * 100.0;
+    format!(
+        "{:+.1}% (95% interval {:+.1}%..{:+.1}%)",
+        pct(median(&ratios)),
+        pct(medians[50]),
+        pct(medians[1949])
+    )
 }
 
 /// Best of the runs: other load on the machine only ever adds time, so the minimum is the
@@ -340,11 +377,12 @@ fn parent(quick: bool, rounds: Option<usize>, setups: &[&'static str]) {
             }
             let r = get(s);
             println!(
-                "{w}: {s} vs bare, medians of {rounds}: wall {}, CPU {}; best: wall {}, CPU {}; peak RSS {:+.1} MiB{}",
+                "{w}: {s} vs bare, medians of {rounds}: wall {}, CPU {}; best: wall {}, CPU {}; paired CPU {}; peak RSS {:+.1} MiB{}",
                 pct(median(&r.wall), bw),
                 pct(median(&r.cpu), bc),
                 pct(best(&r.wall), best(&bare.wall)),
                 pct(best(&r.cpu), best(&bare.cpu)),
+                paired(&r.cpu, &bare.cpu),
                 mib(r.rss_peak_kb) - mib(bare.rss_peak_kb),
                 if s == "dumps" {
                     format!(" ({} of {rounds} runs took a task dump)", r.dumps)
