@@ -19,9 +19,9 @@ Run by hand, once (not part of the test suite):
 2. One-shot stacks: a Python process with 100 threads, most a few frames deep, read by
    `leakhound snapshot PID --stacks --json` (blocking and --nonblocking) and by `py-spy dump`
    in the same run, interleaved (each run goes through every command once, rotated): wall
-   time of the whole command (median of RUNS), and the longest gap a
-   ticker thread inside the target saw meanwhile (how long the target was stopped, plus the
-   machine's own noise, shown alone first).
+   time of the whole command (median of RUNS), and the longest gap two
+   ticker threads inside the target (its first thread and its last) saw meanwhile (how long
+   the target was stopped, plus the machine's own noise, shown alone first).
 
 Everything runs on this machine; numbers vary with its load (say so when you quote them).
 """
@@ -84,7 +84,9 @@ THREADS_100 = textwrap.dedent(
             level(n - 1, stop)
 
     # The longest gap between two ticks 0.2 ms apart: a stop by a reader shows up here, and
-    # so does the machine's own scheduling noise.
+    # so does the machine's own scheduling noise. Two tickers, the first thread started and
+    # the last: a reader that stops threads one by one, in /proc's order, stops the first one
+    # longest.
     longest = [0.0]
 
     def ticker():
@@ -96,9 +98,10 @@ THREADS_100 = textwrap.dedent(
             last = now
 
     stop = threading.Event()
-    for i in range(98):
+    threading.Thread(target=ticker, name="ticker-first", daemon=True).start()
+    for i in range(97):
         threading.Thread(target=level, args=(8, stop), name="worker-%d" % i, daemon=True).start()
-    threading.Thread(target=ticker, name="ticker", daemon=True).start()
+    threading.Thread(target=ticker, name="ticker-last", daemon=True).start()
     print("ready", flush=True)
     for line in sys.stdin:
         print("%.2f" % (longest[0] * 1000), flush=True)

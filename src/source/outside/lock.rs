@@ -58,12 +58,15 @@ pub fn with_stopped<T: Send>(
     read: impl FnOnce() -> T + Send,
 ) -> Result<T, StopError> {
     std::thread::scope(|scope| {
-        let tracer = scope.spawn(move || {
-            let lock = Lock::stop(pid, deadline)?;
-            let out = read();
-            drop(lock);
-            Ok(out)
-        });
+        let tracer = std::thread::Builder::new()
+            .name("leakhound-ptrace".into())
+            .spawn_scoped(scope, move || {
+                let lock = Lock::stop(pid, deadline)?;
+                let out = read();
+                drop(lock);
+                Ok(out)
+            })
+            .map_err(|e| StopError::Os(format!("no thread to stop the target from: {e}")))?;
         tracer
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
