@@ -22,6 +22,8 @@ Run by hand, once (not part of the test suite):
    time of the whole command (median of RUNS), and the longest gap two
    ticker threads inside the target (its first thread and its last) saw meanwhile (how long
    the target was stopped, plus the machine's own noise, shown alone first).
+   `--before PATH`: another leakhound build's blocking read beside it (same run);
+   `--hogs N`: N busy processes at nice 0 meanwhile, to see it on a loaded machine.
 
 Everything runs on this machine; numbers vary with its load (say so when you quote them).
 """
@@ -274,14 +276,22 @@ def timed(cmd):
     return took, out.stdout
 
 
-def one_shot(leakhound, py_spy):
+def one_shot(leakhound, py_spy, before=None, hogs=0):
     proc, _ = start(THREADS_100)
+    # The machine's other work, made here: busy processes at nice 0 on any CPU.
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(hogs)]
     try:
         time.sleep(0.5)
         pid = str(proc.pid)
         cases = [
             ("nothing (the machine's own noise)", ["sleep", "0.05"]),
             ("leakhound snapshot --stacks", [leakhound, "snapshot", pid, "--stacks", "--json"]),
+        ]
+        if before:
+            cases.append(
+                ("leakhound --stacks (--before)", [before, "snapshot", pid, "--stacks", "--json"])
+            )
+        cases += [
             (
                 "leakhound snapshot --stacks --nonblocking",
                 [leakhound, "snapshot", pid, "--stacks", "--nonblocking", "--json"],
@@ -324,8 +334,9 @@ def one_shot(leakhound, py_spy):
             if note:
                 print("      last run: %s" % note)
     finally:
-        proc.kill()
-        proc.wait()
+        for p in busy + [proc]:
+            p.kill()
+            p.wait()
 
 
 def main():
@@ -341,6 +352,9 @@ def main():
     parser.add_argument("--runs", type=int, default=RUNS, help="one-shot runs per command")
     parser.add_argument("--nice", type=int, help="niceness of the target and watchers (root: -10)")
     parser.add_argument("--cpu", type=int, help="run the target and watchers on this CPU only")
+    parser.add_argument("--before", help="another leakhound binary, read blocking beside (one-shot)")
+    parser.add_argument("--hogs", type=int, default=0,
+                        help="busy processes at nice 0 during the one-shot runs (a loaded machine)")
     parser.add_argument("--rt", action="store_true",
                         help="with --cpu: SCHED_FIFO, watchers above the target (root)")
     args = parser.parse_args()
@@ -348,15 +362,15 @@ def main():
     PLACE.update(nice=args.nice, cpu=args.cpu, rt=args.rt)
     if args.rt and args.cpu is None:
         raise SystemExit("--rt needs --cpu: a real-time busy loop must not take every core")
-    print("python %s, leakhound %s, py-spy %s, nice %s, cpu %s, rt %s, load average %.1f" % (
+    print("python %s, leakhound %s, py-spy %s, nice %s, cpu %s, rt %s, hogs %d, load average %.1f" % (
         sys.version.split()[0], args.leakhound, args.py_spy, args.nice, args.cpu, args.rt,
-        os.getloadavg()[0]))
+        args.hogs, os.getloadavg()[0]))
     if not args.skip_throughput:
         print("1. busy asyncio loop throughput, without and with `leakhound watch` (outside sampler):")
         throughput(args.leakhound, args.py_spy)
     if not args.skip_one_shot:
         print("2. one-shot stacks of a 100-thread process (%d runs each):" % RUNS)
-        one_shot(args.leakhound, args.py_spy)
+        one_shot(args.leakhound, args.py_spy, args.before, args.hogs)
 
 
 if __name__ == "__main__":
