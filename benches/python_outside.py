@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -269,7 +270,10 @@ def median_ci(values, resamples=2000):
 
 def timed(cmd):
     start_at = time.perf_counter()
-    out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Placed like the target (`--nice`, `--cpu`, `--rt` as a watcher).
+    out = subprocess.run(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=watcher_placed
+    )
     took = time.perf_counter() - start_at
     if out.returncode != 0:
         raise SystemExit("%s failed: %s" % (" ".join(cmd), out.stderr.strip()))
@@ -302,11 +306,11 @@ def one_shot(leakhound, py_spy, before=None, hogs=0):
             cases.append(("py-spy dump --nonblocking", [py_spy, "dump", "--nonblocking", "--pid", pid]))
         # Interleaved: each run goes through every case once (rotated), so the machine's
         # load changes hit every case alike.
-        results = {name: ([], [], None) for name, _ in cases}
+        results = {name: ([], [], None, []) for name, _ in cases}
         for run in range(RUNS):
             k = run % len(cases)
             for name, cmd in cases[k:] + cases[:k]:
-                times, gaps, _ = results[name]
+                times, gaps, _, phases = results[name]
                 ask(proc)
                 took, out = timed(cmd)
                 gaps.append(ask(proc))
@@ -314,13 +318,15 @@ def one_shot(leakhound, py_spy, before=None, hogs=0):
                 if out.startswith("{"):
                     doc = json.loads(out)
                     stacks = sum(1 for t in doc["threads"] if t.get("py_stack"))
-                    note = "%d python stacks; %s" % (
-                        stacks,
-                        next(n for n in doc["notes"] if n.startswith("python stacks")),
-                    )
-                    results[name] = (times, gaps, note)
+                    said = next(n for n in doc["notes"] if n.startswith("python stacks"))
+                    # "... read in R ms after O ms finding the interpreter ..."
+                    found = re.search(r"read in ([0-9.]+) ms after ([0-9.]+) ms", said)
+                    if found:
+                        phases.append((float(found.group(2)), float(found.group(1))))
+                    note = "%d python stacks; %s" % (stacks, said)
+                    results[name] = (times, gaps, note, phases)
         for name, _ in cases:
-            times, gaps, note = results[name]
+            times, gaps, note, phases = results[name]
             print(
                 "  %-42s wall median %6.1f ms (min %.1f, max %.1f); target's longest gap median %.1f ms"
                 % (
@@ -331,6 +337,14 @@ def one_shot(leakhound, py_spy, before=None, hogs=0):
                     statistics.median(gaps),
                 )
             )
+            if phases:
+                print(
+                    "      its own note, median: finding the interpreter %.1f ms, the read %.1f ms"
+                    % (
+                        statistics.median(p[0] for p in phases),
+                        statistics.median(p[1] for p in phases),
+                    )
+                )
             if note:
                 print("      last run: %s" % note)
     finally:
