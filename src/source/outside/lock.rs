@@ -322,7 +322,9 @@ mod tests {
     use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
     /// 50 threads that each count their ticks (1 ms apart), and a line on stdin asks for the
-    /// counts. `churn`: one more thread keeps starting short-lived threads.
+    /// counts. `churn`: one more thread keeps starting short-lived threads. `vfork`: one more
+    /// thread waits for a vfork child that sleeps a minute (state D: a ptrace interrupt does
+    /// not stop it until the child is gone).
     const TICKERS: &str = r#"
 import sys, threading, time
 ticks = [0] * 50
@@ -337,8 +339,16 @@ def churn():
         t = threading.Thread(target=time.sleep, args=(0.0005,), daemon=True)
         t.start()
         t.join()
+def vfork():
+    import ctypes
+    libc = ctypes.CDLL(None)
+    if libc.vfork() == 0:
+        libc.usleep(60000000)
+        libc._exit(0)
 if sys.argv[1:] == ["churn"]:
     threading.Thread(target=churn, daemon=True).start()
+if sys.argv[1:] == ["vfork"]:
+    threading.Thread(target=vfork, daemon=True).start()
 print("ready", flush=True)
 for _ in sys.stdin:
     print(" ".join(map(str, ticks)), flush=True)
@@ -409,6 +419,17 @@ for _ in sys.stdin:
 
     impl Drop for Tickers {
         fn drop(&mut self) {
+            // The vfork child first (it outlives its parent).
+            for tid in task_ids(self.pid()) {
+                let children =
+                    std::fs::read_to_string(format!("/proc/{}/task/{tid}/children", self.pid()));
+                for child in children.unwrap_or_default().split_whitespace() {
+                    if let Ok(child) = child.parse::<i32>() {
+                        // SAFETY: kill takes no pointers.
+                        unsafe { libc::kill(child, libc::SIGKILL) };
+                    }
+                }
+            }
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
@@ -466,6 +487,37 @@ for _ in sys.stdin:
             Ok(()) | Err(StopError::Slow { .. }) => {}
             Err(e) => panic!("{e}"),
         }
+        target.all_run_again(&before);
+    }
+
+    #[test]
+    fn a_thread_that_cannot_stop_fails_the_lock_at_the_deadline_and_the_others_run_on() {
+        let mut target = Tickers::start(&["vfork"]);
+        let pid = target.pid();
+        let give_up = Instant::now() + Duration::from_secs(30);
+        let waiting = loop {
+            let d = task_ids(pid)
+                .into_iter()
+                .find(|tid| thread_state(pid, *tid) == Some('D'));
+            if let Some(tid) = d {
+                break tid;
+            }
+            assert!(
+                Instant::now() < give_up,
+                "no thread waits for its vfork child"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let before = target.ticks();
+        // Without the deadline this would wait for the child (a minute), then succeed.
+        let read = with_stopped(pid, Duration::from_millis(200), || ());
+        assert_eq!(
+            read,
+            Err(StopError::Slow {
+                tid: waiting,
+                waited: Duration::from_millis(200)
+            })
+        );
         target.all_run_again(&before);
     }
 
