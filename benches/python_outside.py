@@ -19,9 +19,11 @@ Run by hand, once (not part of the test suite):
 2. One-shot stacks: a Python process with 100 threads, most a few frames deep, read by
    `leakhound snapshot PID --stacks --json` (blocking and --nonblocking) and by `py-spy dump`
    in the same run, interleaved (each run goes through every command once, rotated): wall
-   time of the whole command (median of RUNS), and the longest gap a
-   ticker thread inside the target saw meanwhile (how long the target was stopped, plus the
-   machine's own noise, shown alone first).
+   time of the whole command (median of RUNS), and the longest gap two
+   ticker threads inside the target (its first thread and its last) saw meanwhile (how long
+   the target was stopped, plus the machine's own noise, shown alone first).
+   `--before PATH`: another leakhound build's blocking read beside it (same run);
+   `--hogs N`: N busy processes at nice 0 meanwhile, to see it on a loaded machine.
 
 Everything runs on this machine; numbers vary with its load (say so when you quote them).
 """
@@ -30,6 +32,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -84,7 +87,9 @@ THREADS_100 = textwrap.dedent(
             level(n - 1, stop)
 
     # The longest gap between two ticks 0.2 ms apart: a stop by a reader shows up here, and
-    # so does the machine's own scheduling noise.
+    # so does the machine's own scheduling noise. Two tickers, the first thread started and
+    # the last: a reader that stops threads one by one, in /proc's order, stops the first one
+    # longest.
     longest = [0.0]
 
     def ticker():
@@ -96,9 +101,10 @@ THREADS_100 = textwrap.dedent(
             last = now
 
     stop = threading.Event()
-    for i in range(98):
+    threading.Thread(target=ticker, name="ticker-first", daemon=True).start()
+    for i in range(97):
         threading.Thread(target=level, args=(8, stop), name="worker-%d" % i, daemon=True).start()
-    threading.Thread(target=ticker, name="ticker", daemon=True).start()
+    threading.Thread(target=ticker, name="ticker-last", daemon=True).start()
     print("ready", flush=True)
     for line in sys.stdin:
         print("%.2f" % (longest[0] * 1000), flush=True)
@@ -264,21 +270,32 @@ def median_ci(values, resamples=2000):
 
 def timed(cmd):
     start_at = time.perf_counter()
-    out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Placed like the target (`--nice`, `--cpu`, `--rt` as a watcher).
+    out = subprocess.run(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=watcher_placed
+    )
     took = time.perf_counter() - start_at
     if out.returncode != 0:
         raise SystemExit("%s failed: %s" % (" ".join(cmd), out.stderr.strip()))
     return took, out.stdout
 
 
-def one_shot(leakhound, py_spy):
+def one_shot(leakhound, py_spy, before=None, hogs=0):
     proc, _ = start(THREADS_100)
+    # The machine's other work, made here: busy processes at nice 0 on any CPU.
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(hogs)]
     try:
         time.sleep(0.5)
         pid = str(proc.pid)
         cases = [
             ("nothing (the machine's own noise)", ["sleep", "0.05"]),
             ("leakhound snapshot --stacks", [leakhound, "snapshot", pid, "--stacks", "--json"]),
+        ]
+        if before:
+            cases.append(
+                ("leakhound --stacks (--before)", [before, "snapshot", pid, "--stacks", "--json"])
+            )
+        cases += [
             (
                 "leakhound snapshot --stacks --nonblocking",
                 [leakhound, "snapshot", pid, "--stacks", "--nonblocking", "--json"],
@@ -289,11 +306,11 @@ def one_shot(leakhound, py_spy):
             cases.append(("py-spy dump --nonblocking", [py_spy, "dump", "--nonblocking", "--pid", pid]))
         # Interleaved: each run goes through every case once (rotated), so the machine's
         # load changes hit every case alike.
-        results = {name: ([], [], None) for name, _ in cases}
+        results = {name: ([], [], None, []) for name, _ in cases}
         for run in range(RUNS):
             k = run % len(cases)
             for name, cmd in cases[k:] + cases[:k]:
-                times, gaps, _ = results[name]
+                times, gaps, _, phases = results[name]
                 ask(proc)
                 took, out = timed(cmd)
                 gaps.append(ask(proc))
@@ -301,13 +318,15 @@ def one_shot(leakhound, py_spy):
                 if out.startswith("{"):
                     doc = json.loads(out)
                     stacks = sum(1 for t in doc["threads"] if t.get("py_stack"))
-                    note = "%d python stacks; %s" % (
-                        stacks,
-                        next(n for n in doc["notes"] if n.startswith("python stacks")),
-                    )
-                    results[name] = (times, gaps, note)
+                    said = next(n for n in doc["notes"] if n.startswith("python stacks"))
+                    # "... read in R ms after O ms finding the interpreter ..."
+                    found = re.search(r"read in ([0-9.]+) ms after ([0-9.]+) ms", said)
+                    if found:
+                        phases.append((float(found.group(2)), float(found.group(1))))
+                    note = "%d python stacks; %s" % (stacks, said)
+                    results[name] = (times, gaps, note, phases)
         for name, _ in cases:
-            times, gaps, note = results[name]
+            times, gaps, note, phases = results[name]
             print(
                 "  %-42s wall median %6.1f ms (min %.1f, max %.1f); target's longest gap median %.1f ms"
                 % (
@@ -318,11 +337,20 @@ def one_shot(leakhound, py_spy):
                     statistics.median(gaps),
                 )
             )
+            if phases:
+                print(
+                    "      its own note, median: finding the interpreter %.1f ms, the read %.1f ms"
+                    % (
+                        statistics.median(p[0] for p in phases),
+                        statistics.median(p[1] for p in phases),
+                    )
+                )
             if note:
                 print("      last run: %s" % note)
     finally:
-        proc.kill()
-        proc.wait()
+        for p in busy + [proc]:
+            p.kill()
+            p.wait()
 
 
 def main():
@@ -338,6 +366,9 @@ def main():
     parser.add_argument("--runs", type=int, default=RUNS, help="one-shot runs per command")
     parser.add_argument("--nice", type=int, help="niceness of the target and watchers (root: -10)")
     parser.add_argument("--cpu", type=int, help="run the target and watchers on this CPU only")
+    parser.add_argument("--before", help="another leakhound binary, read blocking beside (one-shot)")
+    parser.add_argument("--hogs", type=int, default=0,
+                        help="busy processes at nice 0 during the one-shot runs (a loaded machine)")
     parser.add_argument("--rt", action="store_true",
                         help="with --cpu: SCHED_FIFO, watchers above the target (root)")
     args = parser.parse_args()
@@ -345,15 +376,15 @@ def main():
     PLACE.update(nice=args.nice, cpu=args.cpu, rt=args.rt)
     if args.rt and args.cpu is None:
         raise SystemExit("--rt needs --cpu: a real-time busy loop must not take every core")
-    print("python %s, leakhound %s, py-spy %s, nice %s, cpu %s, rt %s, load average %.1f" % (
+    print("python %s, leakhound %s, py-spy %s, nice %s, cpu %s, rt %s, hogs %d, load average %.1f" % (
         sys.version.split()[0], args.leakhound, args.py_spy, args.nice, args.cpu, args.rt,
-        os.getloadavg()[0]))
+        args.hogs, os.getloadavg()[0]))
     if not args.skip_throughput:
         print("1. busy asyncio loop throughput, without and with `leakhound watch` (outside sampler):")
         throughput(args.leakhound, args.py_spy)
     if not args.skip_one_shot:
         print("2. one-shot stacks of a 100-thread process (%d runs each):" % RUNS)
-        one_shot(args.leakhound, args.py_spy)
+        one_shot(args.leakhound, args.py_spy, args.before, args.hogs)
 
 
 if __name__ == "__main__":

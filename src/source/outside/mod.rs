@@ -8,6 +8,7 @@
 //! `snapshot --stacks` stops it for one read (measured, shown in the notes) unless
 //! `--nonblocking` is given.
 
+pub mod lock;
 pub mod loop_watch;
 pub mod stacks;
 

@@ -1,11 +1,17 @@
 //! Reading every Python thread's stack of a running CPython from outside, with the `py-spy`
-//! crate: its memory reads go through `process_vm_readv`, and in blocking mode it stops the
-//! target's threads with ptrace for the length of one read (then detaches, on every path: its
-//! lock is released on drop).
+//! crate: its memory reads go through `process_vm_readv`. py-spy always reads without
+//! stopping the target; in blocking mode every thread of the target is stopped for the length
+//! of one read by our own lock ([`super::lock`]: all threads at once, where py-spy's stops them
+//! one by one), and let go on every path.
 
+use super::lock::{self, StopError, task_ids, thread_state};
 use crate::model::PyStack;
 use crate::source::SourceError;
 use std::time::{Duration, Instant};
+
+/// How long a blocking read waits for the target's threads to stop; a thread that takes
+/// longer (an uninterruptible wait in the kernel) makes it a non-blocking read.
+pub const STOP_DEADLINE: Duration = Duration::from_millis(200);
 
 /// One Python frame, as py-spy reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +102,8 @@ pub struct Sample {
     pub threads: Vec<ThreadStack>,
     /// How long the read took; in blocking mode the target was stopped for at most this long.
     pub took: Duration,
+    /// Whether the target was stopped for the read (asked for, and every thread stopped in
+    /// time).
     pub blocking: bool,
 }
 
@@ -110,7 +118,8 @@ pub struct PyReader {
     /// [`TidFinder`]).
     tids: TidFinder,
     /// Before 3.11, read each thread's /proc state per sample to tell idle threads (one
-    /// read per thread: worth it for a one-shot view, not at tens of Hz).
+    /// read per thread: worth it for a one-shot view, not at tens of Hz). Blocking reads
+    /// always read the states, before stopping the threads.
     pub precise_idle: bool,
     /// A second handle that also reads frame locals (costlier), made on first use.
     with_locals: Option<py_spy::PythonSpy>,
@@ -123,11 +132,8 @@ impl PyReader {
     /// `names`: read `threading` names too (one more read of the interpreter per second).
     pub fn open(pid: u32, blocking: bool, names: bool) -> Result<Self, SourceError> {
         let config = py_spy::Config {
-            blocking: if blocking {
-                py_spy::config::LockingStrategy::Lock
-            } else {
-                py_spy::config::LockingStrategy::NonBlocking
-            },
+            // Blocking reads hold our own lock around py-spy's read (see `read`).
+            blocking: py_spy::config::LockingStrategy::NonBlocking,
             collect_thread_names: names,
             ..py_spy::Config::default()
         };
@@ -166,17 +172,17 @@ impl PyReader {
     }
 
     fn sample_with(&mut self, locals: bool) -> Result<Sample, SourceError> {
-        // Before 3.11 py-spy cannot tell idle threads by tid; read their states before the
-        // read (a thread just resumed by py-spy's lock is briefly runnable).
+        // Which threads are on a CPU, read before the read: py-spy reads the states itself,
+        // but inside a blocking read every thread is stopped (`t`), and before 3.11 it cannot
+        // map its threads to tids.
         let before_311 = self.spy.version.major == 3 && self.spy.version.minor < 11;
-        let running: Vec<u32> = if self.precise_idle && before_311 {
-            task_ids(self.pid)
-                .into_iter()
-                .filter(|tid| is_running(self.pid, *tid))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let running: Option<std::collections::HashMap<u32, bool>> =
+            (self.blocking || (self.precise_idle && before_311)).then(|| {
+                task_ids(self.pid)
+                    .into_iter()
+                    .map(|tid| (tid, thread_state(self.pid, tid).is_none_or(|s| s == 'R')))
+                    .collect()
+            });
         let start = Instant::now();
         let spy = if locals {
             if self.with_locals.is_none() {
@@ -189,17 +195,7 @@ impl PyReader {
         } else {
             &mut self.spy
         };
-        // A read of memory the target is changing under us can trip an assertion inside
-        // py-spy: that is a torn read (dropped, read again), never the end of the sampler.
-        let traces =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| spy.get_stack_traces()))
-                .map_err(|_| {
-                    SourceError::Other(format!(
-                        "pid {}: a Python stack read was torn (the target changed it mid-read)",
-                        self.pid
-                    ))
-                })?
-                .map_err(|e| classify(self.pid, &e))?;
+        let (traces, blocking) = read(self.pid, spy, self.blocking)?;
         let took = start.elapsed();
         if traces.iter().any(|t| t.os_thread_id.is_none()) {
             let handles: Vec<u64> = traces.iter().map(|t| t.thread_id).collect();
@@ -209,16 +205,14 @@ impl PyReader {
             .into_iter()
             .map(|t| {
                 let tid = t.os_thread_id.and_then(|id| u32::try_from(id).ok());
-                // py-spy could only guess idleness without the tid; /proc knows.
-                let (tid, active) = match tid {
-                    Some(tid) => (Some(tid), t.active),
-                    None => match self.tids.get(t.thread_id) {
-                        Some(tid) if self.precise_idle => {
-                            (Some(tid), t.active && running.contains(&tid))
-                        }
-                        Some(tid) => (Some(tid), t.active),
-                        None => (None, t.active),
-                    },
+                let tid = tid.or_else(|| self.tids.get(t.thread_id));
+                // py-spy's own state read is wrong inside a blocking read, and missing
+                // without the tid: the states read before it say, and py-spy's heuristic.
+                let active = match (&running, tid) {
+                    (Some(running), Some(tid)) => {
+                        running.get(&tid).copied().unwrap_or(true) && !waits(&t.frames)
+                    }
+                    _ => t.active,
                 };
                 (t, tid, active)
             })
@@ -244,9 +238,61 @@ impl PyReader {
         Ok(Sample {
             threads,
             took,
-            blocking: self.blocking,
+            blocking,
         })
     }
+}
+
+/// One read with py-spy, holding every thread of the target stopped when `blocking`; and
+/// whether it did. A thread that will not stop in time makes it a non-blocking read.
+fn read(
+    pid: u32,
+    spy: &mut py_spy::PythonSpy,
+    blocking: bool,
+) -> Result<(Vec<py_spy::StackTrace>, bool), SourceError> {
+    // A read of memory the target is changing under us can trip an assertion inside
+    // py-spy: that is a torn read (dropped, read again), never the end of the sampler.
+    let mut read_now = || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| spy.get_stack_traces()))
+            .map_err(|_| {
+                SourceError::Other(format!(
+                    "pid {pid}: a Python stack read was torn (the target changed it mid-read)"
+                ))
+            })?
+            .map_err(|e| classify(pid, &e))
+    };
+    if !blocking {
+        return Ok((read_now()?, false));
+    }
+    match lock::with_stopped(pid, STOP_DEADLINE, &mut read_now) {
+        Ok(traces) => Ok((traces?, true)),
+        Err(StopError::Slow { .. }) => Ok((read_now()?, false)),
+        Err(StopError::Denied) => Err(SourceError::Other(crate::source::ptrace_denied(pid))),
+        Err(StopError::Gone) => Err(SourceError::NoSuchProcess(pid)),
+        Err(e @ StopError::Traced { .. }) => Err(SourceError::Other(format!(
+            "pid {pid} cannot be stopped for a consistent read: {e} (a debugger?); read it \
+             without stopping it: --nonblocking"
+        ))),
+        Err(e) => Err(SourceError::Other(format!("pid {pid}: {e}"))),
+    }
+}
+
+/// py-spy's guess that a thread on a CPU is about to wait (`_heuristic_is_thread_idle`): its
+/// innermost frame is a known wait. Matched on the function's own name: 3.11+ reports the
+/// qualified one (`Condition.wait`), which py-spy's exact match misses.
+fn waits(frames: &[py_spy::Frame]) -> bool {
+    let Some(top) = frames.first() else {
+        return false;
+    };
+    let name = top.name.rsplit('.').next().unwrap_or(&top.name);
+    let file = &top.filename;
+    (name == "wait" && file.ends_with("threading.py"))
+        || (name == "select" && file.ends_with("selectors.py"))
+        || (name == "poll"
+            && (file.ends_with("asyncore.py")
+                || file.contains("zmq")
+                || file.contains("gevent")
+                || file.contains("tornado")))
 }
 
 /// One line naming the problem and the fix, from py-spy's error chain.
@@ -333,23 +379,6 @@ impl TidFinder {
     }
 }
 
-/// Whether /proc says the thread is on a CPU (`R`) now.
-fn is_running(pid: u32, tid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
-        .ok()
-        .and_then(|s| Some(s.rsplit_once(')')?.1.trim_start().starts_with('R')))
-        .unwrap_or(true)
-}
-
-fn task_ids(pid: u32) -> Vec<u32> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|dir| {
-            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Four bytes of another process's memory (the same access py-spy's reads need).
 fn read_i32(pid: u32, address: u64) -> Option<i32> {
     let mut value = [0u8; 4];
@@ -370,6 +399,60 @@ fn read_i32(pid: u32, address: u64) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    /// A blocking read stops every thread, so each one's state must be read before: a thread
+    /// spinning on a CPU is active, one waiting on an Event is idle (both before 3.11, where
+    /// tids come from the thread descriptors, and after, where py-spy gives them).
+    #[test]
+    fn a_blocking_read_tells_running_threads_from_waiting_ones() {
+        const SPIN_AND_WAIT: &str = r#"
+import sys, threading
+def spin():
+    while True:
+        pass
+threading.Thread(target=spin, name="spinner", daemon=True).start()
+threading.Thread(target=threading.Event().wait, name="waiter", daemon=True).start()
+print("ready", flush=True)
+sys.stdin.read()
+"#;
+        let root = std::env::var("PYENV_ROOT").unwrap_or_else(|_| "/root/.pyenv".into());
+        let pythons = [
+            "python3".to_string(),
+            format!("{root}/versions/3.10.13/bin/python3"),
+        ];
+        for python in pythons
+            .iter()
+            .filter(|p| !p.contains('/') || std::path::Path::new(p).exists())
+        {
+            let mut child = Command::new(python)
+                .args(["-c", SPIN_AND_WAIT])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("python runs");
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            let mut reader = PyReader::open(child.id(), true, true).expect("a Python");
+            let sample = reader.sample().expect("a read");
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(sample.blocking, "{python}: every thread stopped in time");
+            let named = |name: &str| {
+                sample
+                    .threads
+                    .iter()
+                    .find(|t| t.name.as_deref() == Some(name))
+                    .unwrap_or_else(|| panic!("{python}: no {name}: {:?}", sample.threads))
+            };
+            assert!(!named("spinner").idle, "{python}: {:?}", named("spinner"));
+            assert!(named("waiter").idle, "{python}: {:?}", named("waiter"));
+            assert!(named("spinner").tid.is_some() && named("waiter").tid.is_some());
+        }
+    }
 
     #[test]
     fn py_spy_errors_become_one_line_errors_naming_the_fix() {
