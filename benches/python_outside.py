@@ -183,23 +183,26 @@ def cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def throughput(leakhound, py_spy):
+def throughput(leakhound, py_spy, also_hz=()):
     """Interleaved rounds: each watcher runs for the whole bench and is paused (SIGSTOP)
     outside its own rounds, so every round is ROUND_S of the same target, and the arms take
     turns (rotated each round) through the machine's changing load. The sampler reads without
-    ptrace (never stops the target), so pausing it mid-read cannot stop the target."""
+    ptrace (never stops the target), so pausing it mid-read cannot stop the target.
+    `also_hz`: more leakhound arms, each at that sampler rate (LEAKHOUND_PY_SAMPLE_HZ)."""
     proc, _ = start(SERVICE)
     arms = [("not watched", None)]
     watchers = []
     try:
-        watch = subprocess.Popen(
-            [leakhound, "watch", str(proc.pid), "--json", "--for", "1h"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=watcher_placed,
-        )
-        watchers.append(watch)
-        arms.append(("leakhound watch (%s Hz)" % os.environ.get("LEAKHOUND_PY_SAMPLE_HZ", "20"), watch))
+        for hz in [os.environ.get("LEAKHOUND_PY_SAMPLE_HZ", "20")] + [str(h) for h in also_hz]:
+            watch = subprocess.Popen(
+                [leakhound, "watch", str(proc.pid), "--json", "--for", "1h"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=watcher_placed,
+                env=dict(os.environ, LEAKHOUND_PY_SAMPLE_HZ=hz),
+            )
+            watchers.append(watch)
+            arms.append(("leakhound watch (%s Hz)" % hz, watch))
         if py_spy:
             record = subprocess.Popen(
                 [py_spy, "record", "--nonblocking", "-r", "20", "-p", str(proc.pid),
@@ -363,6 +366,8 @@ def main():
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-one-shot", action="store_true")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="throughput rounds per arm")
+    parser.add_argument("--also-hz", type=int, action="append", default=[],
+                        help="another `leakhound watch` arm at this sampler rate (repeatable)")
     parser.add_argument("--runs", type=int, default=RUNS, help="one-shot runs per command")
     parser.add_argument("--nice", type=int, help="niceness of the target and watchers (root: -10)")
     parser.add_argument("--cpu", type=int, help="run the target and watchers on this CPU only")
@@ -381,7 +386,7 @@ def main():
         args.hogs, os.getloadavg()[0]))
     if not args.skip_throughput:
         print("1. busy asyncio loop throughput, without and with `leakhound watch` (outside sampler):")
-        throughput(args.leakhound, args.py_spy)
+        throughput(args.leakhound, args.py_spy, args.also_hz)
     if not args.skip_one_shot:
         print("2. one-shot stacks of a 100-thread process (%d runs each):" % RUNS)
         one_shot(args.leakhound, args.py_spy, args.before, args.hogs)

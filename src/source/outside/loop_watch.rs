@@ -59,6 +59,26 @@ pub fn loop_state(frames: &[Frame]) -> LoopState {
     }
 }
 
+/// What one read told of the asyncio iteration running on a loop thread.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Iteration {
+    /// Read without frame locals: its start is unknown (uvloop, a loop waiting, or an asyncio
+    /// loop whose iteration cannot have reached [`TIMED_FROM_MS`] yet).
+    Unread,
+    /// Read with locals, but no start found in them: a torn read.
+    Missing,
+    /// Began at this CLOCK_MONOTONIC time (`_run_once`'s `end_time` local).
+    Started(f64),
+}
+
+/// How long an asyncio iteration must possibly have run before a read of the loop thread also
+/// reads frame locals to time it: the `loop-blocked.lag` default. A start `E` read at `t0`
+/// bounds every later iteration's start to `>= E` (and a loop seen waiting, to `>=` then), so
+/// until `E + TIMED_FROM_MS` no iteration running can have held the loop that long and a plain
+/// read (a fraction of the cost) tells all that matters. A stall once timed is read with locals
+/// at every sample while it lasts (its start stays the bound).
+pub const TIMED_FROM_MS: f64 = 100.0;
+
 /// The callback running now and since when.
 #[derive(Debug, Clone)]
 struct BusySpell {
@@ -89,9 +109,13 @@ pub struct LoopTracker {
     busy: Option<BusySpell>,
     /// When the previous sample was taken.
     prev_ms: Option<u64>,
-    /// CLOCK_MONOTONIC seconds when the loop was last seen free (or the process started):
-    /// no running iteration can have begun before.
-    free_mono: f64,
+    /// CLOCK_MONOTONIC seconds when the loop was last seen free (or the process started), or
+    /// the latest iteration start read, whichever is later: no running iteration can have
+    /// begun before.
+    bound_mono: f64,
+    /// Whether the last sample found an asyncio loop running a callback: the next read should
+    /// then read locals straight away once [`LoopTracker::may_be_held`] (no plain read first).
+    asyncio_busy: bool,
     stalls: VecDeque<Stall>,
     /// `(at_ms, lag_ms)`: how long the loop had been held at each sample (0 when waiting).
     lag: VecDeque<(u64, f64)>,
@@ -105,7 +129,8 @@ impl LoopTracker {
             interval_ms: interval_ms.max(1),
             busy: None,
             prev_ms: None,
-            free_mono: started_mono,
+            bound_mono: started_mono,
+            asyncio_busy: false,
             stalls: VecDeque::new(),
             lag: VecDeque::new(),
             samples: 0,
@@ -127,11 +152,13 @@ impl LoopTracker {
         seen + gaps as f64 / 2.0
     }
 
-    fn close_spell(&mut self, at_ms: u64) {
+    /// Ends the spell running; `after_ms`: the sample that saw it over, or `None` when it ended
+    /// at some time not seen (it counts for what was seen).
+    fn close_spell(&mut self, after_ms: Option<u64>) {
         if let Some(spell) = self.busy.take() {
             // A callback seen once is a blink shorter than two intervals; not a stall (unless
             // its iteration was timed).
-            let duration_ms = self.spell_ms(&spell, Some(at_ms));
+            let duration_ms = self.spell_ms(&spell, after_ms);
             let seen = spell.last_ms > spell.first_ms || spell.held_ms.is_some();
             // Shorter than the sampling interval is below what sampling can tell.
             if seen && duration_ms >= self.interval_ms as f64 {
@@ -145,32 +172,56 @@ impl LoopTracker {
         }
     }
 
-    /// Feeds one sample of the loop thread taken at `at_ms` (epoch) = `now_mono`
-    /// (CLOCK_MONOTONIC s). `started`: when the asyncio iteration running now began, when it
-    /// was read: then the spell is that iteration, timed exactly, not a guess from one
+    /// Whether an iteration running at `now_mono` may have held the loop [`TIMED_FROM_MS`] or
+    /// more: none can have begun before the bound.
+    pub fn may_be_held(&self, now_mono: f64) -> bool {
+        (now_mono - self.bound_mono) * 1000.0 >= TIMED_FROM_MS
+    }
+
+    /// Feeds one sample of the loop thread taken at `at_ms` (epoch), by a read that ran from
+    /// `mono.0` to `mono.1` (CLOCK_MONOTONIC s). An asyncio loop running a callback is judged by its iterations
+    /// only: with a start read, the spell is that iteration, timed exactly, not a guess from one
     /// callback name (a loop that never idles runs the same function over and over in short
-    /// iterations). A start before the loop was last seen free, or after now, is a torn read
-    /// and is not used.
-    pub fn observe(&mut self, at_ms: u64, now_mono: f64, frames: &[Frame], started: Option<f64>) {
+    /// iterations). A start before the bound, or after the read, is a torn read and is not used;
+    /// nor is a timed read without a start. Read without locals while
+    /// [`LoopTracker::may_be_held`] is false, its iteration has held the loop less than
+    /// [`TIMED_FROM_MS`]: it ends the spell seen before (at an unseen time, after its last
+    /// sample) and adds no lag point (its lag is unknown, and below what the rule judges).
+    pub fn observe(
+        &mut self,
+        at_ms: u64,
+        mono: (f64, f64),
+        frames: &[Frame],
+        iteration: Iteration,
+    ) {
+        let (read_from, now_mono) = mono;
         self.samples += 1;
-        let iteration = started
-            .filter(|s| *s <= now_mono && *s >= self.free_mono)
-            .map(|s| (s, (now_mono - s) * 1000.0));
-        // An asyncio loop is judged by its iterations only: without a usable start (a torn
-        // read) this sample tells nothing, and the callback name would join short iterations
-        // of a busy loop into one false stall.
-        if started.is_some() && iteration.is_none() && asyncio_busy(frames) {
-            return;
-        }
+        self.asyncio_busy = asyncio_busy(frames);
+        let timed = match iteration {
+            Iteration::Started(s) if s <= now_mono && s >= self.bound_mono => {
+                Some((s, (now_mono - s) * 1000.0))
+            }
+            _ if !self.asyncio_busy => None,
+            Iteration::Unread if !self.may_be_held(now_mono) => {
+                self.close_spell(None);
+                self.prev_ms = Some(at_ms);
+                return;
+            }
+            // Torn, or unread when it may be a stall: this sample tells nothing.
+            _ => return,
+        };
         match loop_state(frames) {
             LoopState::Busy { callback } => {
-                let callback = match iteration {
-                    Some((start, _)) => format!("iteration at {start}"),
+                let callback = match timed {
+                    Some((start, _)) => {
+                        self.bound_mono = start;
+                        format!("iteration at {start}")
+                    }
                     None => callback,
                 };
                 let same = self.busy.as_ref().is_some_and(|b| b.callback == callback);
                 if !same {
-                    self.close_spell(at_ms);
+                    self.close_spell(Some(at_ms));
                     self.busy = Some(BusySpell {
                         callback,
                         held_ms: None,
@@ -184,14 +235,16 @@ impl LoopTracker {
                 }
                 let spell = self.busy.as_mut().expect("set above");
                 spell.last_ms = at_ms;
-                spell.held_ms = iteration.map(|(_, held)| held);
+                spell.held_ms = timed.map(|(_, held)| held);
                 spell.stack = frames.iter().map(Frame::to_string).collect();
                 let held = spell.held_ms.unwrap_or((at_ms - spell.first_ms) as f64);
                 self.lag.push_back((at_ms, held));
             }
             LoopState::Waiting | LoopState::NotALoop => {
-                self.close_spell(at_ms);
-                self.free_mono = now_mono;
+                self.close_spell(Some(at_ms));
+                // Seen free at some time during the read: an iteration may have begun after
+                // its start.
+                self.bound_mono = self.bound_mono.max(read_from);
                 self.lag.push_back((at_ms, 0.0));
             }
         }
@@ -339,15 +392,15 @@ impl Watch {
         torn
     }
 
-    /// Feeds one sample taken at `at_ms` (epoch) = `now_mono` (CLOCK_MONOTONIC seconds).
-    /// `timed`: it was read with locals, so a busy asyncio loop without an iteration start
-    /// is a torn read, not a loop to judge by its callback's name. A torn thread
-    /// ([`Watch::torn_threads`]) is left out of this sample; returns whether one was a loop
-    /// thread (worth reading again at once).
+    /// Feeds one sample taken at `at_ms` (epoch) by a read that ran from `mono.0` to `mono.1`
+    /// (CLOCK_MONOTONIC seconds). `timed`: it was read with locals, so a busy asyncio loop
+    /// without an iteration start is a torn read, not a loop to judge by its callback's name.
+    /// A torn thread ([`Watch::torn_threads`]) is left out of this sample; returns whether one
+    /// was a loop thread (worth reading again at once).
     pub fn observe(
         &mut self,
         at_ms: u64,
-        now_mono: f64,
+        mono: (f64, f64),
         timed: bool,
         threads: Vec<ThreadStack>,
     ) -> bool {
@@ -367,12 +420,12 @@ impl Watch {
                     .or_insert_with(|| LoopTracker::new(tid, self.interval_ms, self.started_mono))
                     .observe(
                         at_ms,
-                        now_mono,
+                        mono,
                         &t.frames,
-                        match t.iteration_started {
-                            // NaN is no start: the tracker skips the sample.
-                            None if timed && asyncio_busy(&t.frames) => Some(f64::NAN),
-                            started => started,
+                        match (timed, t.iteration_started) {
+                            (false, _) => Iteration::Unread,
+                            (true, None) => Iteration::Missing,
+                            (true, Some(start)) => Iteration::Started(start),
                         },
                     );
             }
@@ -395,6 +448,27 @@ impl Watch {
         self.latest = threads;
         self.latest_at_ms = at_ms;
         loop_torn
+    }
+
+    /// Before a read at `now_mono`: whether to read frame locals straight away, without a plain
+    /// read first. So when a loop thread was last seen running an asyncio callback and its
+    /// iteration may have held the loop [`TIMED_FROM_MS`] by now (a stall being timed, or a
+    /// loop that never idles, due for the start of its current iteration).
+    pub fn start_wanted(&self, now_mono: f64) -> bool {
+        self.loops
+            .values()
+            .any(|l| l.asyncio_busy && l.may_be_held(now_mono))
+    }
+
+    /// After a plain read ended at `now_mono`: whether to read again with frame locals, since
+    /// one of its loop threads runs an asyncio callback in an iteration that may have held the
+    /// loop [`TIMED_FROM_MS`] (a loop not followed yet, included).
+    pub fn start_needed(&self, threads: &[ThreadStack], now_mono: f64) -> bool {
+        threads.iter().any(|t| {
+            asyncio_busy(&t.frames)
+                && t.tid
+                    .is_some_and(|tid| self.loops.get(&tid).is_none_or(|l| l.may_be_held(now_mono)))
+        })
     }
 
     /// Threads that have sat in the same frame for at least `after_ms`, with that frame, as
@@ -502,14 +576,38 @@ mod tests {
         assert_eq!(loop_state(&worker), LoopState::NotALoop);
     }
 
+    fn uv_waiting() -> Vec<Frame> {
+        vec![
+            f("app.py", "<module>", 30),
+            f(
+                "/venv/lib/python3.12/site-packages/uvloop/__init__.py",
+                "run",
+                109,
+            ),
+        ]
+    }
+
+    /// uvloop runs its loop in C: a callback is judged by its name, over samples.
+    fn uv_busy(func: &str, line: i32) -> Vec<Frame> {
+        let mut s = uv_waiting();
+        s.push(f("app.py", func, line));
+        s
+    }
+
+    /// A read at `at_ms`, CLOCK_MONOTONIC = epoch ms / 1000, taking no time.
+    fn at(at_ms: u64) -> (f64, f64) {
+        (at_ms as f64 / 1000.0, at_ms as f64 / 1000.0)
+    }
+
     #[test]
     fn a_callback_held_over_many_samples_is_one_stall_with_its_stack() {
         let mut t = LoopTracker::new(7, 20, 0.0);
-        t.observe(1_000, 0.0, &asyncio_waiting(), None);
+        t.observe(1_000, at(1_000), &uv_waiting(), Iteration::Unread);
         for i in 1..=15 {
-            t.observe(1_000 + i * 20, 0.0, &asyncio_busy("handler", 12), None);
+            let ms = 1_000 + i * 20;
+            t.observe(ms, at(ms), &uv_busy("handler", 12), Iteration::Unread);
         }
-        t.observe(1_320, 0.0, &asyncio_waiting(), None);
+        t.observe(1_320, at(1_320), &uv_waiting(), Iteration::Unread);
         let view = t.view();
         assert_eq!(view.stalls.len(), 1, "{view:?}");
         let stall = &view.stalls[0];
@@ -527,19 +625,29 @@ mod tests {
             let start = 10.0 + i as f64 * 0.02;
             t.observe(
                 1_000 + i * 20,
-                start + 0.002,
+                (start + 0.002, start + 0.002),
                 &asyncio_busy("step", 5),
-                Some(start),
+                Iteration::Started(start),
             );
         }
         let view = t.view();
         assert!(view.stalls.is_empty(), "{view:?}");
         assert!(view.lag.max_ms < 10.0);
         // One iteration seen 300 ms in is a 300 ms stall, timed by its own start.
-        t.observe(2_000, 20.3, &asyncio_busy("step", 5), Some(20.0));
-        t.observe(2_020, 20.32, &asyncio_waiting(), None);
+        t.observe(
+            2_000,
+            (20.3, 20.3),
+            &asyncio_busy("step", 5),
+            Iteration::Started(20.0),
+        );
+        t.observe(2_020, (20.32, 20.32), &asyncio_waiting(), Iteration::Unread);
         // A start before the loop was last seen free is a torn read: the sample is skipped.
-        t.observe(2_040, 20.34, &asyncio_busy("step", 5), Some(0.5));
+        t.observe(
+            2_040,
+            (20.34, 20.34),
+            &asyncio_busy("step", 5),
+            Iteration::Started(0.5),
+        );
         assert!(t.busy.is_none());
         let longest = t
             .view()
@@ -553,20 +661,21 @@ mod tests {
     #[test]
     fn late_samples_widen_the_estimate_by_their_real_gaps() {
         let mut t = LoopTracker::new(7, 20, 0.0);
-        t.observe(1_000, 0.0, &asyncio_waiting(), None);
+        t.observe(1_000, at(1_000), &uv_waiting(), Iteration::Unread);
         // The sampler was starved: 100 ms before the first busy sample and after the last.
-        t.observe(1_100, 0.0, &asyncio_busy("handler", 12), None);
-        t.observe(1_200, 0.0, &asyncio_busy("handler", 12), None);
-        t.observe(1_300, 0.0, &asyncio_waiting(), None);
+        t.observe(1_100, at(1_100), &uv_busy("handler", 12), Iteration::Unread);
+        t.observe(1_200, at(1_200), &uv_busy("handler", 12), Iteration::Unread);
+        t.observe(1_300, at(1_300), &uv_waiting(), Iteration::Unread);
         assert_eq!(t.view().stalls[0].duration_ms, 200.0);
     }
 
     #[test]
     fn a_callback_still_running_counts_up_to_now() {
         let mut t = LoopTracker::new(7, 20, 0.0);
-        t.observe(980, 0.0, &asyncio_waiting(), None);
+        t.observe(980, at(980), &uv_waiting(), Iteration::Unread);
         for i in 0..10 {
-            t.observe(1_000 + i * 20, 0.0, &asyncio_busy("handler", 12), None);
+            let ms = 1_000 + i * 20;
+            t.observe(ms, at(ms), &uv_busy("handler", 12), Iteration::Unread);
         }
         let view = t.view();
         assert_eq!(view.stalls.len(), 1);
@@ -578,14 +687,135 @@ mod tests {
         let mut t = LoopTracker::new(7, 20, 0.0);
         for i in 0..20 {
             let stack = if i % 2 == 0 {
-                asyncio_busy("a", 1)
+                uv_busy("a", 1)
             } else {
-                asyncio_busy("b", 2)
+                uv_busy("b", 2)
             };
-            t.observe(i * 20, 0.0, &stack, None);
+            t.observe(i * 20, at(i * 20), &stack, Iteration::Unread);
         }
-        t.observe(400, 0.0, &asyncio_waiting(), None);
+        t.observe(400, at(400), &uv_waiting(), Iteration::Unread);
         assert!(t.view().stalls.is_empty(), "{:?}", t.view().stalls);
+    }
+
+    #[test]
+    fn an_asyncio_loop_read_without_locals_is_judged_only_below_the_horizon() {
+        let mut t = LoopTracker::new(7, 20, 0.0);
+        let step = |t: &mut LoopTracker, ms: u64, iteration| {
+            t.observe(ms, at(ms), &asyncio_busy("step", 5), iteration)
+        };
+        t.observe(1_000, at(1_000), &asyncio_waiting(), Iteration::Unread);
+        // Busy, unread, less than the horizon after the loop was seen free: no spell and no
+        // lag point (its lag is unknown), whatever the callback's name says.
+        for ms in [1_020, 1_040, 1_060, 1_080] {
+            assert!(!t.may_be_held(ms as f64 / 1000.0));
+            step(&mut t, ms, Iteration::Unread);
+        }
+        assert!(t.busy.is_none());
+        assert_eq!(t.lag.len(), 1);
+        // From the horizon on, an unread busy sample tells nothing (it could be a stall):
+        // skipped, and the sampler reads with locals instead.
+        assert!(t.may_be_held(1.1));
+        step(&mut t, 1_100, Iteration::Unread);
+        assert!(t.busy.is_none());
+        // Timed: this iteration began at 1.090, so none can have held the loop 100 ms until
+        // 1.190.
+        step(&mut t, 1_120, Iteration::Started(1.09));
+        assert!(!t.may_be_held(1.189) && t.may_be_held(1.191));
+        // A timed spell ended at a time not seen counts for what was seen: 30 ms.
+        step(&mut t, 1_140, Iteration::Unread);
+        assert!(t.busy.is_none());
+        let stalls = t.view().stalls;
+        assert_eq!(stalls.len(), 1, "{stalls:?}");
+        assert!((stalls[0].duration_ms - 30.0).abs() < 1e-6, "{stalls:?}");
+        // A read with locals that found no start is torn: skipped.
+        step(&mut t, 1_200, Iteration::Missing);
+        assert!(t.busy.is_none() && t.lag.len() == 2);
+    }
+
+    #[test]
+    fn an_iteration_begun_while_the_read_that_saw_the_loop_free_ran_is_not_torn() {
+        let mut t = LoopTracker::new(7, 20, 0.0);
+        // Seen waiting by a read from 1.000 to 1.004; the next iteration began at 1.002.
+        t.observe(1_004, (1.0, 1.004), &asyncio_waiting(), Iteration::Unread);
+        t.observe(
+            1_204,
+            at(1_204),
+            &asyncio_busy("handler", 9),
+            Iteration::Started(1.002),
+        );
+        let stall = t.view().stalls.pop().expect("a stall");
+        assert!((stall.duration_ms - 202.0).abs() < 1e-6, "{stall:?}");
+    }
+
+    /// The sampler's choice (mod.rs `read_for_loops`), fed with stacks a loop runs: a loop
+    /// thread 10 showing `frames`, whose iteration began at `start` (epoch ms, as
+    /// [`at`]). Returns how many reads it took and whether the last one read locals.
+    fn sample(w: &mut Watch, at_ms: u64, frames: &[Frame], start: u64) -> (u32, bool) {
+        let read = |timed: bool| {
+            vec![ThreadStack {
+                iteration_started: timed.then_some(start as f64 / 1000.0),
+                ..thread(10, frames.to_vec())
+            }]
+        };
+        let now = at_ms as f64 / 1000.0;
+        let (reads, timed) = if w.start_wanted(now) {
+            (1, true)
+        } else if w.start_needed(&read(false), now) {
+            (2, true)
+        } else {
+            (1, false)
+        };
+        w.observe(at_ms, at(at_ms), timed, read(timed));
+        (reads, timed)
+    }
+
+    #[test]
+    fn a_loop_that_never_idles_is_read_with_locals_once_per_horizon_and_a_stall_at_each_sample() {
+        let mut w = Watch::new(50, 0.0);
+        let (mut reads, mut timed) = (0, 0);
+        // 20 Hz for 2 s of 2 ms iterations of the same callback.
+        for i in 0..40 {
+            let ms = 1_000 + i * 50;
+            let (r, t) = sample(&mut w, ms, &asyncio_busy("step", 5), ms - 2);
+            reads += r;
+            timed += u32::from(t);
+        }
+        // The first sample is read twice (no loop followed yet: a plain read, then with
+        // locals); then every other one with locals, 100 ms after the start last read.
+        assert_eq!((reads, timed), (41, 20));
+        let view = w.loops[&10].view();
+        assert!(view.stalls.is_empty(), "{view:?}");
+        assert!(view.lag.max_ms < 10.0, "{view:?}");
+        // A callback holds the loop from 2.990 to 3.290 (a `time.sleep(0.3)`); 2 ms
+        // iterations again after it.
+        let mut during = Vec::new();
+        for i in 0..12 {
+            let ms = 3_000 + i * 50;
+            let (frames, start) = if ms < 3_290 {
+                (asyncio_busy("handler", 12), 2_990)
+            } else {
+                (asyncio_busy("step", 5), ms - 2)
+            };
+            during.push(sample(&mut w, ms, &frames, start).1);
+        }
+        // Timed at 3.000 (due: 102 ms after the start read at 2.898), which finds it 10 ms in;
+        // plain at 3.050 (it began 60 ms before); from 3.100 on it may have held the loop
+        // 100 ms: timed at every sample while it lasts, and the one after it, which finds a
+        // new start (3.298); then every other sample again.
+        assert_eq!(
+            during,
+            [
+                true, false, true, true, true, true, true, false, true, false, true, false
+            ],
+            "{during:?}"
+        );
+        let view = w.loops[&10].view();
+        assert_eq!(view.stalls.len(), 1, "{view:?}");
+        let stall = &view.stalls[0];
+        // Seen 260 ms in at 3.250, over by 3.300: 260 + 25.
+        assert!((stall.duration_ms - 285.0).abs() < 1e-6, "{stall:?}");
+        assert_eq!(stall.stack.last().unwrap(), "app.py:12 in handler");
+        assert!(view.lag.max_ms >= 259.0, "{view:?}");
     }
 
     fn thread(tid: u32, frames: Vec<Frame>) -> ThreadStack {
@@ -603,22 +833,22 @@ mod tests {
     fn torn_reads_are_left_out_and_a_new_thread_on_an_old_id_is_believed() {
         let mut w = Watch::new(20, 0.0);
         let busy = |at: u64, frames: Vec<Frame>| (at, vec![thread(10, frames)]);
-        let feed = |w: &mut Watch, (at, threads): (u64, Vec<ThreadStack>)| {
-            w.observe(at, 0.0, false, threads)
+        let feed = |w: &mut Watch, (ms, threads): (u64, Vec<ThreadStack>)| {
+            w.observe(ms, at(ms), false, threads)
         };
-        assert!(!feed(&mut w, busy(1_000, asyncio_waiting())));
-        assert!(!feed(&mut w, busy(1_020, asyncio_busy("handler", 12))));
+        assert!(!feed(&mut w, busy(1_000, uv_waiting())));
+        assert!(!feed(&mut w, busy(1_020, uv_busy("handler", 12))));
         // A frame read half-written (no function name): left out, the loop's spell goes on.
-        let mut half = asyncio_busy("other", 3);
-        half[4].func.clear();
+        let mut half = uv_busy("other", 3);
+        half[2].func.clear();
         assert!(feed(&mut w, busy(1_040, half)), "a loop thread was torn");
         // Frames of another moment below the loop: its entry is not `<module>` any more.
-        let mut moved = asyncio_busy("other", 3);
+        let mut moved = uv_busy("other", 3);
         moved.remove(0);
         assert!(feed(&mut w, busy(1_060, moved.clone())));
         assert_eq!(w.torn, 2);
-        assert!(!feed(&mut w, busy(1_080, asyncio_busy("handler", 12))));
-        assert!(!feed(&mut w, busy(1_100, asyncio_waiting())));
+        assert!(!feed(&mut w, busy(1_080, uv_busy("handler", 12))));
+        assert!(!feed(&mut w, busy(1_100, uv_waiting())));
         // One stall from 1020 to 1080: the torn reads neither split nor renamed it.
         let stalls = w.loops[&10].view().stalls;
         assert_eq!(stalls.len(), 1, "{stalls:?}");
@@ -654,7 +884,12 @@ mod tests {
             iteration_started: None,
         };
         for i in 0..10 {
-            w.observe(i * 1_000, i as f64, false, vec![stuck.clone(), lp.clone()]);
+            w.observe(
+                i * 1_000,
+                at(i * 1_000),
+                false,
+                vec![stuck.clone(), lp.clone()],
+            );
         }
         assert_eq!(
             w.parked(5_000),

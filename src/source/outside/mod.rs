@@ -21,8 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The loop sampler's default rate; `LEAKHOUND_PY_SAMPLE_HZ` overrides it (1..=1000). 20 Hz
-/// is enough: an asyncio iteration seen once is timed exactly from its start (a busy loop is
-/// read with locals for it). Its cost is measured in benches/python_outside.md.
+/// is enough: an asyncio iteration that may have held the loop 100 ms is timed exactly from
+/// its start (read with frame locals, at most once per 100 ms on a loop that never idles, at
+/// every sample while a stall lasts), so a stall's length is known within an interval. Its
+/// cost is measured in benches/python_outside.md.
 pub const DEFAULT_HZ: u64 = 20;
 /// A thread whose stack has not changed for this long is shown as parked in its frame.
 pub const PARKED_AFTER_MS: u64 = 5_000;
@@ -124,28 +126,23 @@ fn started_mono(pid: u32) -> f64 {
     }
 }
 
-/// One read for the loop sampler, and whether it was read with locals. A busy asyncio loop
-/// is read with locals, since its iteration's start tells one long callback from many short
-/// ones of the same function: straight away when the last read found it busy (a loop that
-/// never idles costs one read a sample, not two), else again after a plain read found it so.
+/// One read for the loop sampler, and whether it was read with locals: frame locals give an
+/// asyncio iteration's start (`_run_once`'s `end_time`), which tells one long callback from
+/// many short ones of the same function, but reading them costs several times a plain read
+/// (py-spy reads every local of every frame of every thread, each with its repr). So they
+/// are read only when they can change the verdict: straight away when `wanted`
+/// ([`Watch::start_wanted`]: a loop that never idles costs one read a sample, not two), else
+/// after a plain read when `needed` says so ([`Watch::start_needed`]).
 fn read_for_loops(
     reader: &mut PyReader,
-    was_busy: &mut bool,
+    wanted: bool,
+    needed: impl FnOnce(&[stacks::ThreadStack]) -> bool,
 ) -> Result<(stacks::Sample, bool), SourceError> {
-    let busy = |sample: &stacks::Sample| {
-        sample
-            .threads
-            .iter()
-            .any(|t| loop_watch::asyncio_busy(&t.frames))
-    };
-    if *was_busy {
-        let sample = reader.sample_with_locals()?;
-        *was_busy = busy(&sample);
-        return Ok((sample, true));
+    if wanted {
+        return reader.sample_with_locals().map(|s| (s, true));
     }
     let sample = reader.sample()?;
-    if busy(&sample) {
-        *was_busy = true;
+    if needed(&sample.threads) {
         reader.sample_with_locals().map(|s| (s, true))
     } else {
         Ok((sample, false))
@@ -168,6 +165,8 @@ struct SamplerState {
     /// Total time spent reading, to report the sampler's own cost.
     read_time: Duration,
     reads: u64,
+    /// Reads that also read frame locals (a busy asyncio loop's iteration timed).
+    timed_reads: u64,
     /// Reads that failed (a pointer read while the target freed it).
     failed: u64,
 }
@@ -183,6 +182,7 @@ impl Sampler {
             error: None,
             read_time: Duration::ZERO,
             reads: 0,
+            timed_reads: 0,
             failed: 0,
         }));
         let stop = Arc::new(AtomicBool::new(false));
@@ -192,19 +192,26 @@ impl Sampler {
                 .name("leakhound-pysampler".into())
                 .spawn(move || {
                     let mut next = Instant::now();
-                    let mut was_busy = false;
+                    let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
                     while !stop.load(Ordering::Relaxed) {
                         // A read that failed or tore a loop thread's stack (the target changed
                         // it meanwhile) is made again at once, once.
                         for _ in 0..2 {
-                            let result = read_for_loops(&mut reader, &mut was_busy);
+                            let wanted = lock().watch.start_wanted(stacks::monotonic_now());
+                            let result = read_for_loops(&mut reader, wanted, |threads| {
+                                lock().watch.start_needed(threads, stacks::monotonic_now())
+                            });
                             let (at, mono) = (now_ms(), stacks::monotonic_now());
-                            let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                            let mut s = lock();
                             match result {
                                 Ok((sample, timed)) => {
                                     s.read_time += sample.took;
                                     s.reads += 1;
-                                    if !s.watch.observe(at, mono, timed, sample.threads) {
+                                    s.timed_reads += u64::from(timed);
+                                    // The read ran for `took` before now: the loop was seen
+                                    // at some time in between.
+                                    let from = mono - sample.took.as_secs_f64();
+                                    if !s.watch.observe(at, (from, mono), timed, sample.threads) {
                                         break;
                                     }
                                 }
@@ -250,9 +257,11 @@ impl Sampler {
         let mut missing: Vec<String> = MISSING.iter().map(|m| m.to_string()).collect();
         if s.reads > 0 {
             missing.push(format!(
-                "cost: the loop sampler reads every Python stack {} times a second without stopping the target; a read takes {:.2} ms on average; {} of {} reads failed and {} thread stacks were torn (left out, read again)",
+                "cost: the loop sampler reads every Python stack {} times a second without stopping the target; a read takes {:.2} ms on average; {:.0}% of them also read frame locals (an asyncio loop busy long enough that its iteration may have held it {} ms); {} of {} reads failed and {} thread stacks were torn (left out, read again)",
                 self.hz,
                 s.read_time.as_secs_f64() * 1000.0 / s.reads as f64,
+                100.0 * s.timed_reads as f64 / s.reads as f64,
+                loop_watch::TIMED_FROM_MS,
                 s.failed,
                 s.reads + s.failed,
                 s.watch.torn
