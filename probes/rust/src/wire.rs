@@ -158,7 +158,7 @@ pub(crate) fn missing() -> Vec<String> {
         );
     } else if *crate::dump::DISABLED {
         m.push(
-            "await points: stuck tasks' await chains come from tokio task dumps, turned off here by LEAKHOUND_TASKDUMP=0".into(),
+            "await points: stuck tasks' await chains come from tokio task dumps: set LEAKHOUND_TASKDUMP=1 (off by default: tokio 1.54.1 can livelock a worker in a dump)".into(),
         );
     }
     m.extend(crate::names::missing());

@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn a_dump_during_a_stream_of_short_polls_leaves_every_worker_running() {
+    // SAFETY: the only test of this binary, before any thread of its own starts; dumps are
+    // opt-in (LEAKHOUND_TASKDUMP=1), read once by the probe.
+    unsafe { std::env::set_var("LEAKHOUND_TASKDUMP", "1") };
     let dir = tempfile::tempdir().unwrap();
     let (done_tx, done_rx) = mpsc::channel();
     let sockdir = dir.path().join("socks");
