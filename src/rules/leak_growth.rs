@@ -25,13 +25,36 @@ pub const ID: &str = "leak-growth";
 type Metric = (&'static str, &'static str, fn(&Snapshot) -> f64);
 
 const METRICS: &[Metric] = &[
-    ("threads", "threads", |s| s.threads.len() as f64),
+    ("threads", "threads", threads_counting_pools_once),
     ("fds", "open descriptors", |s| s.fds.open as f64),
     ("sockets", "sockets", |s| s.sockets.len() as f64),
     ("children", "descendant processes", |s| {
         s.children.len() as f64
     }),
 ];
+
+/// Threads, with each pool's workers (as the probe names them) counted as one: a bounded
+/// pool warms up under load one thread at a time, as steadily as a leak (anyio's workers, an
+/// executor filling to its max over a minute), while a leak of pools (an executor made per
+/// request and never shut down) still grows by one per pool.
+fn threads_counting_pools_once(s: &Snapshot) -> f64 {
+    let Some(probe) = &s.probe else {
+        return s.threads.len() as f64;
+    };
+    let live: std::collections::HashSet<u32> = s.threads.iter().map(|t| t.tid).collect();
+    let mut pools = std::collections::HashSet::new();
+    let mut pooled = 0usize;
+    for t in &probe.threads {
+        if let Some(pool) = &t.pool
+            && live.contains(&t.native_id)
+        {
+            pooled += 1;
+            pools.insert(pool.as_str());
+        }
+    }
+    // Saturating: a probe listing one tid twice must not underflow.
+    (s.threads.len().saturating_sub(pooled) + pools.len()) as f64
+}
 
 impl Rule for LeakGrowth {
     fn id(&self) -> &'static str {
@@ -130,6 +153,68 @@ mod tests {
             });
         }
         h
+    }
+
+    /// A sample of `plain` threads outside pools and, per pool, its workers (tids from 1000).
+    fn with_pools(i: u64, plain: usize, pools: &[(&str, usize)]) -> Snapshot {
+        let mut threads: Vec<Thread> = (0..plain as u32)
+            .map(|tid| Thread {
+                tid: tid + 1,
+                ..Default::default()
+            })
+            .collect();
+        let mut probe_threads = Vec::new();
+        let mut next = 1000u32;
+        for (pool, workers) in pools {
+            for _ in 0..*workers {
+                threads.push(Thread {
+                    tid: next,
+                    ..Default::default()
+                });
+                probe_threads.push(crate::model::ProbeThread {
+                    native_id: next,
+                    pool: Some(pool.to_string()),
+                    ..Default::default()
+                });
+                next += 1;
+            }
+        }
+        Snapshot {
+            taken_at_ms: i * 1000,
+            pid: 9,
+            threads,
+            probe: Some(ProbeData {
+                threads: probe_threads,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_pool_warming_up_is_not_growth_but_a_pool_made_per_request_is() {
+        // anyio's workers and an executor fill one thread at a time under load, as steadily
+        // as a leak (16 -> 28 threads over 18 s failed a healthy-service test).
+        let mut warm = History::default();
+        for i in 0..20u64 {
+            let n = 2 + i as usize;
+            warm.push(with_pools(
+                i,
+                6,
+                &[("anyio_worker_threads", n), ("exec-1", n / 2)],
+            ));
+        }
+        assert!(LeakGrowth.check(&warm, &Config::default()).is_empty());
+        // An executor made per request and never shut down: one more pool each second.
+        let mut leak = History::default();
+        for i in 0..20u64 {
+            let names: Vec<String> = (0..=i).map(|k| format!("exec-{k}")).collect();
+            let pools: Vec<(&str, usize)> = names.iter().map(|n| (n.as_str(), 2)).collect();
+            leak.push(with_pools(i, 6, &pools));
+        }
+        let f = LeakGrowth.check(&leak, &Config::default());
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].subject, "pid:9/threads");
     }
 
     #[test]
