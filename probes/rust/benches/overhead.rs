@@ -363,18 +363,11 @@ fn parent(quick: bool, rounds: Option<usize>, setups: &[&'static str]) {
             );
         }
         let pct = |v: f64, base: f64| format!("{:+.1}%", (v / base - 1.0) * 100.0);
-        for s in [
-            "attribute",
-            "dumps",
-            "named",
-            "builder-name",
-            "names-layer",
-            "own-names-layer",
-            "console",
-        ] {
-            if !setups.contains(&s) {
-                continue;
-            }
+        // Every setup run but the bare runtime and the probe's parts (hooks, probe).
+        for &s in setups
+            .iter()
+            .filter(|s| !matches!(**s, "bare" | "hooks" | "probe"))
+        {
             let r = get(s);
             println!(
                 "{w}: {s} vs bare, medians of {rounds}: wall {}, CPU {}; best: wall {}, CPU {}; paired CPU {}; peak RSS {:+.1} MiB{}",
