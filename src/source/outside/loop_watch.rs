@@ -821,6 +821,7 @@ mod tests {
     fn thread(tid: u32, frames: Vec<Frame>) -> ThreadStack {
         ThreadStack {
             tid: Some(tid),
+            python_id: u64::from(tid),
             name: None,
             frames,
             gil: false,
@@ -866,6 +867,7 @@ mod tests {
         let mut w = Watch::new(20, 0.0);
         let stuck = ThreadStack {
             tid: Some(11),
+            python_id: 11,
             name: Some("worker".into()),
             frames: vec![
                 f("/usr/lib/python3.12/threading.py", "Thread.run", 1010),
@@ -877,6 +879,7 @@ mod tests {
         };
         let lp = ThreadStack {
             tid: Some(10),
+            python_id: 10,
             name: None,
             frames: asyncio_waiting(),
             gil: false,

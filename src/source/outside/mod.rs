@@ -10,6 +10,7 @@
 
 pub mod lock;
 pub mod loop_watch;
+pub mod run_once;
 pub mod stacks;
 
 use crate::model::{ProbeData, Snapshot};
@@ -126,11 +127,13 @@ fn started_mono(pid: u32) -> f64 {
     }
 }
 
-/// One read for the loop sampler, and whether it was read with locals: frame locals give an
-/// asyncio iteration's start (`_run_once`'s `end_time`), which tells one long callback from
-/// many short ones of the same function, but reading them costs several times a plain read
-/// (py-spy reads every local of every frame of every thread, each with its repr). So they
-/// are read only when they can change the verdict: straight away when `wanted`
+/// One read for the loop sampler, and whether its busy asyncio loops were timed: an
+/// iteration's start (`_run_once`'s `end_time`) tells one long callback from many short ones
+/// of the same function. Read alone ([`run_once`]) after the plain read, for every loop
+/// thread the read found inside `_run_once` running a callback: a few small reads each.
+/// Where that reader cannot serve (a version it has no layout for), py-spy reads it with
+/// every frame local, which costs several plain reads (each local's name and repr), so
+/// only when it can change the verdict: straight away when `wanted`
 /// ([`Watch::start_wanted`]: a loop that never idles costs one read a sample, not two), else
 /// after a plain read when `needed` says so ([`Watch::start_needed`]).
 fn read_for_loops(
@@ -138,6 +141,25 @@ fn read_for_loops(
     wanted: bool,
     needed: impl FnOnce(&[stacks::ThreadStack]) -> bool,
 ) -> Result<(stacks::Sample, bool), SourceError> {
+    if reader.times_iterations() {
+        let mut sample = reader.sample()?;
+        let started = Instant::now();
+        let mut timed = false;
+        for t in sample
+            .threads
+            .iter_mut()
+            .filter(|t| loop_watch::asyncio_busy(&t.frames))
+        {
+            t.iteration_started = reader.iteration_started(t.python_id, stacks::monotonic_now());
+            timed = true;
+        }
+        sample.took += started.elapsed();
+        if reader.times_iterations() || !timed {
+            return Ok((sample, timed));
+        }
+        // The reader just gave up on this interpreter: py-spy's locals from now on.
+        return reader.sample_with_locals().map(|s| (s, true));
+    }
     if wanted {
         return reader.sample_with_locals().map(|s| (s, true));
     }
@@ -165,8 +187,10 @@ struct SamplerState {
     /// Total time spent reading, to report the sampler's own cost.
     read_time: Duration,
     reads: u64,
-    /// Reads that also read frame locals (a busy asyncio loop's iteration timed).
+    /// Reads that timed a busy asyncio loop's iteration.
     timed_reads: u64,
+    /// Whether the iteration start is read alone (else with every frame local).
+    start_read_alone: bool,
     /// Reads that failed (a pointer read while the target freed it).
     failed: u64,
 }
@@ -183,6 +207,7 @@ impl Sampler {
             read_time: Duration::ZERO,
             reads: 0,
             timed_reads: 0,
+            start_read_alone: reader.times_iterations(),
             failed: 0,
         }));
         let stop = Arc::new(AtomicBool::new(false));
@@ -208,6 +233,7 @@ impl Sampler {
                                     s.read_time += sample.took;
                                     s.reads += 1;
                                     s.timed_reads += u64::from(timed);
+                                    s.start_read_alone = reader.times_iterations();
                                     // The read ran for `took` before now: the loop was seen
                                     // at some time in between.
                                     let from = mono - sample.took.as_secs_f64();
@@ -257,11 +283,18 @@ impl Sampler {
         let mut missing: Vec<String> = MISSING.iter().map(|m| m.to_string()).collect();
         if s.reads > 0 {
             missing.push(format!(
-                "cost: the loop sampler reads every Python stack {} times a second without stopping the target; a read takes {:.2} ms on average; {:.0}% of them also read frame locals (an asyncio loop busy long enough that its iteration may have held it {} ms); {} of {} reads failed and {} thread stacks were torn (left out, read again)",
+                "cost: the loop sampler reads every Python stack {} times a second without stopping the target; a read takes {:.2} ms on average; {:.0}% of them also {}; {} of {} reads failed and {} thread stacks were torn (left out, read again)",
                 self.hz,
                 s.read_time.as_secs_f64() * 1000.0 / s.reads as f64,
                 100.0 * s.timed_reads as f64 / s.reads as f64,
-                loop_watch::TIMED_FROM_MS,
+                if s.start_read_alone {
+                    "read when a busy asyncio loop's iteration began (`_run_once`'s `end_time`, read alone)".to_string()
+                } else {
+                    format!(
+                        "read frame locals (an asyncio loop busy long enough that its iteration may have held it {} ms)",
+                        loop_watch::TIMED_FROM_MS
+                    )
+                },
                 s.failed,
                 s.reads + s.failed,
                 s.watch.torn

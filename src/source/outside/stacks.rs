@@ -5,6 +5,7 @@
 //! one by one), and let go on every path.
 
 use super::lock::{self, StopError, task_ids, thread_state};
+use super::run_once::{IterationRead, IterationReader};
 use crate::model::PyStack;
 use crate::source::SourceError;
 use std::time::{Duration, Instant};
@@ -46,6 +47,8 @@ impl std::fmt::Display for Frame {
 pub struct ThreadStack {
     /// OS thread id (what /proc shows); `None` when py-spy could not map the thread.
     pub tid: Option<u32>,
+    /// The interpreter's id for the thread (its `pthread_t`, `threading.get_ident()`).
+    pub python_id: u64,
     /// `threading` name, when it was read.
     pub name: Option<String>,
     /// Innermost frame last.
@@ -124,7 +127,16 @@ pub struct PyReader {
     /// A second handle that also reads frame locals (costlier), made on first use.
     with_locals: Option<py_spy::PythonSpy>,
     config: py_spy::Config,
+    /// Reads an asyncio iteration's start alone (a few reads, not every local of every
+    /// frame); `None` for a version it has no layout for, or once it stopped finding it.
+    iterations: Option<IterationReader>,
+    /// Reads in a row in which `iterations` found no `_run_once` where py-spy saw one.
+    iteration_misses: u32,
 }
+
+/// After this many misses in a row, the iteration reader is taken for wrong about this
+/// interpreter (an unexpected build) and frame locals are read with py-spy instead.
+const ITERATION_MISSES_MAX: u32 = 20;
 
 impl PyReader {
     /// Finds the interpreter in `pid`. `blocking`: stop the target's threads while a sample
@@ -144,6 +156,12 @@ impl PyReader {
             ..config
         };
         let version = spy.version.to_string();
+        let iterations = IterationReader::new(
+            pid,
+            spy.version.major,
+            spy.version.minor,
+            spy.addresses.interpreter_address,
+        );
         Ok(PyReader {
             pid,
             spy,
@@ -153,6 +171,8 @@ impl PyReader {
             precise_idle: true,
             with_locals: None,
             config,
+            iterations,
+            iteration_misses: 0,
         })
     }
 
@@ -163,6 +183,33 @@ impl PyReader {
 
     pub fn sample(&mut self) -> Result<Sample, SourceError> {
         self.sample_with(false)
+    }
+
+    /// Whether [`PyReader::iteration_started`] can time asyncio iterations (else only a
+    /// read with locals can).
+    pub fn times_iterations(&self) -> bool {
+        self.iterations.is_some()
+    }
+
+    /// When the asyncio iteration running on the thread `python_id` began, read alone, now:
+    /// a CLOCK_MONOTONIC time, or `at` when the loop is between iterations (in its selector:
+    /// no iteration running began before). Call it for a thread a sample just showed inside
+    /// `_run_once`; `None` when nothing could be read.
+    pub fn iteration_started(&mut self, python_id: u64, at: f64) -> Option<f64> {
+        let found = match self.iterations.as_mut()?.read(python_id) {
+            IterationRead::Started(start) => Some(start),
+            IterationRead::NotStarted => Some(at),
+            IterationRead::Unknown => None,
+        };
+        if found.is_some() {
+            self.iteration_misses = 0;
+        } else {
+            self.iteration_misses += 1;
+            if self.iteration_misses >= ITERATION_MISSES_MAX {
+                self.iterations = None;
+            }
+        }
+        found
     }
 
     /// A sample that also reads frame locals, to learn when each asyncio loop's current
@@ -218,6 +265,7 @@ impl PyReader {
             })
             .map(|(t, tid, active)| ThreadStack {
                 tid,
+                python_id: t.thread_id,
                 iteration_started: t.frames.iter().find_map(iteration_started),
                 name: t.thread_name,
                 // py-spy lists the innermost frame first; the model wants it last.
@@ -254,12 +302,8 @@ fn read(
     // py-spy: that is a torn read (dropped, read again), never the end of the sampler.
     let mut read_now = || {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| spy.get_stack_traces()))
-            .map_err(|_| {
-                SourceError::Other(format!(
-                    "pid {pid}: a Python stack read was torn (the target changed it mid-read)"
-                ))
-            })?
-            .map_err(|e| classify(pid, &e))
+            .map_err(|_| torn(pid))?
+            .map_err(|e| torn_or_classify(pid, &e))
     };
     if !blocking {
         return Ok((read_now()?, false));
@@ -275,6 +319,27 @@ fn read(
         ))),
         Err(e) => Err(SourceError::Other(format!("pid {pid}: {e}"))),
     }
+}
+
+/// A read that followed a pointer the target had just freed fails with EFAULT: a torn read
+/// (the target changed its stacks mid-read), not a missing interpreter.
+fn torn_or_classify(pid: u32, error: &anyhow::Error) -> SourceError {
+    let fault = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            == Some(libc::EFAULT)
+    });
+    if fault && std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return torn(pid);
+    }
+    classify(pid, error)
+}
+
+fn torn(pid: u32) -> SourceError {
+    SourceError::Other(format!(
+        "pid {pid}: a Python stack read was torn (the target changed it mid-read)"
+    ))
 }
 
 /// py-spy's guess that a thread on a CPU is about to wait (`_heuristic_is_thread_idle`): its
