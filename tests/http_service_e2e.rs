@@ -79,8 +79,11 @@ fn tokio_main_with_init_sees_the_blocked_worker_and_the_starved_pool() {
         "{findings:#?}"
     );
     // The stalled worker is named by its tid, the one in the handler's log line. (The probe
-    // learns a worker's tid where its ticker runs; a stall on a worker it has not run on yet
-    // is "tid unknown, N candidates": the saturated pool's threads carry the workers' name.)
+    // learns a worker's tid where its ticker runs; for a worker it has not run on yet, the tid
+    // comes from thread start order, since tokio starts its workers before any blocking-pool
+    // thread. Only when that order is not to be trusted, the learnt tids not all among the
+    // first started, does a stall read "tid unknown, N candidates": the saturated pool's
+    // threads carry the workers' name.)
     let named = until(Duration::from_secs(10), || {
         let tids = report_ids(&s, "tid=");
         let snap = s.snapshot();

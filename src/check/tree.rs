@@ -94,14 +94,8 @@ pub fn kill_all(pids: &[u32], grace: std::time::Duration) {
 
 /// Whether `pid` exists and has not exited (not a zombie).
 pub fn is_running(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state letter follows the `)` that closes comm.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next())
-            .is_some_and(|c| c != 'Z' && c != 'X'),
-        Err(_) => false,
-    }
+    crate::source::procfs::parse::read_stat(pid, None)
+        .is_some_and(|s| !matches!(s.state, ProcState::Zombie | ProcState::Dead))
 }
 
 /// Reaps every exited child of this process (re-parented zombies included), without blocking.
@@ -115,5 +109,22 @@ pub fn reap(pid: u32) {
     use rustix::process::{Pid, WaitOptions, waitpid};
     if let Some(pid) = Pid::from_raw(pid as i32) {
         let _ = waitpid(Some(pid), WaitOptions::NOHANG);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::procfs::parse::hostile;
+
+    #[test]
+    fn a_process_with_a_hostile_comm_runs_until_it_is_a_zombie() {
+        let child = hostile::spawn("/bin/sleep", &["60"]);
+        let pid = child.pid();
+        assert!(is_running(pid));
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        hostile::wait_until("not running", || !is_running(pid));
+        drop(child);
     }
 }

@@ -9,6 +9,7 @@
 //! The target must never be left stopped: gdb runs under a timeout, is killed past it, and
 //! every path ends by checking the target's state and sending `SIGCONT` if it is stopped.
 
+use crate::model::ProcState;
 use crate::source::SourceError;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -246,12 +247,8 @@ fn run_with_timeout(
 
 /// Sends SIGCONT when the target was left stopped (by a killed gdb); returns whether it had to.
 fn resume_if_stopped(pid: u32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The state is the first field after the command name's closing parenthesis.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    if matches!(state, Some('T' | 't')) {
+    let state = crate::source::procfs::parse::read_stat(pid, None).map(|s| s.state);
+    if matches!(state, Some(ProcState::Stopped | ProcState::TracingStop)) {
         // SAFETY: kill(2) with a valid signal; the worst case is ESRCH for a gone pid.
         unsafe { libc::kill(pid as libc::pid_t, libc::SIGCONT) };
         return true;
@@ -450,6 +447,20 @@ fn tree_pythons(root: u32) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::procfs::parse::{hostile, read_stat};
+
+    #[test]
+    fn a_stopped_target_with_a_hostile_comm_is_sent_on() {
+        let child = hostile::spawn("/bin/sleep", &["60"]);
+        let pid = child.pid();
+        let state = || read_stat(pid, None).map(|s| s.state);
+        assert!(!resume_if_stopped(pid), "not stopped yet");
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+        hostile::wait_until("stopped", || state() == Some(ProcState::Stopped));
+        assert!(resume_if_stopped(pid));
+        hostile::wait_until("running again", || state() != Some(ProcState::Stopped));
+    }
 
     #[test]
     fn gdb_transcripts_become_one_line_errors() {

@@ -13,6 +13,8 @@
 //! whatever happens (an error, a panic, a thread of the target that does not stop before the
 //! deadline and so cannot be detached yet), the target is not left stopped once it returns.
 
+use crate::model::ProcState;
+use crate::source::procfs::parse::read_stat;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -287,20 +289,14 @@ pub fn task_ids(pid: u32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// A thread's state letter from /proc (`R`, `S`, `t`, `Z`, ...), if it is still listed.
-pub fn thread_state(pid: u32, tid: u32) -> Option<char> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
-        .ok()?
-        .rsplit_once(')')?
-        .1
-        .trim_start()
-        .chars()
-        .next()
+/// A thread's state from /proc (running, sleeping, tracing stop, ...), if it is still listed.
+pub fn thread_state(pid: u32, tid: u32) -> Option<ProcState> {
+    read_stat(pid, Some(tid)).map(|stat| stat.state)
 }
 
 /// Listed and not dead or a zombie.
 fn alive(pid: u32, tid: u32) -> bool {
-    thread_state(pid, tid).is_some_and(|s| !matches!(s, 'Z' | 'X' | 'x'))
+    thread_state(pid, tid).is_some_and(|s| !matches!(s, ProcState::Zombie | ProcState::Dead))
 }
 
 /// The pid tracing the thread, when one is (`TracerPid` in its status).
@@ -320,6 +316,18 @@ mod tests {
     use super::*;
     use std::io::{BufRead, BufReader, Write};
     use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+    #[test]
+    fn a_thread_with_a_hostile_comm_has_a_state() {
+        let child = crate::source::procfs::parse::hostile::spawn("/bin/sleep", &["60"]);
+        let pid = child.pid();
+        let state = thread_state(pid, pid);
+        assert!(alive(pid, pid), "{state:?}");
+        assert!(
+            matches!(state, Some(ProcState::Sleeping | ProcState::Running)),
+            "{state:?}"
+        );
+    }
 
     /// 50 threads that each count their ticks (1 ms apart), and a line on stdin asks for the
     /// counts. `churn`: one more thread keeps starting short-lived threads. `vfork`: one more
@@ -436,7 +444,7 @@ for _ in sys.stdin:
     }
 
     /// Every thread's state while the lock is held, and how many.
-    fn states_while_stopped(pid: u32) -> Result<Vec<(u32, Option<char>)>, StopError> {
+    fn states_while_stopped(pid: u32) -> Result<Vec<(u32, Option<ProcState>)>, StopError> {
         with_stopped(pid, Duration::from_secs(5), || {
             task_ids(pid)
                 .into_iter()
@@ -451,7 +459,10 @@ for _ in sys.stdin:
         let before = target.ticks();
         let states = states_while_stopped(target.pid()).expect("stopped");
         assert!(states.len() > 50, "{states:?}");
-        let running: Vec<_> = states.iter().filter(|(_, s)| *s != Some('t')).collect();
+        let running: Vec<_> = states
+            .iter()
+            .filter(|(_, s)| *s != Some(ProcState::TracingStop))
+            .collect();
         assert!(running.is_empty(), "not stopped: {running:?}");
         target.all_run_again(&before);
     }
@@ -463,7 +474,10 @@ for _ in sys.stdin:
             let before = target.ticks();
             let states = states_while_stopped(target.pid()).expect("stopped");
             // Every thread /proc lists is stopped (an exiting one stops at its exit).
-            let running: Vec<_> = states.iter().filter(|(_, s)| *s != Some('t')).collect();
+            let running: Vec<_> = states
+                .iter()
+                .filter(|(_, s)| *s != Some(ProcState::TracingStop))
+                .collect();
             assert!(running.is_empty(), "not stopped: {running:?}");
             target.all_run_again(&before);
         }
@@ -498,7 +512,7 @@ for _ in sys.stdin:
         let waiting = loop {
             let d = task_ids(pid)
                 .into_iter()
-                .find(|tid| thread_state(pid, *tid) == Some('D'));
+                .find(|tid| thread_state(pid, *tid) == Some(ProcState::DiskSleep));
             if let Some(tid) = d {
                 break tid;
             }

@@ -114,11 +114,7 @@ fn looks_like_python(pid: u32) -> bool {
 /// CLOCK_MONOTONIC seconds at which `pid` started (/proc/PID/stat field 22, in clock ticks
 /// since boot), or 0 when unreadable.
 fn started_mono(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the `)` that closes the command name: state is field 3, starttime 22.
-    let ticks = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().nth(19)?.parse::<f64>().ok());
+    let ticks = crate::source::procfs::parse::read_stat(pid, None).map(|s| s.start_ticks as f64);
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     match ticks {

@@ -6,7 +6,7 @@
 
 use super::lock::{self, StopError, task_ids, thread_state};
 use super::run_once::{IterationRead, IterationReader};
-use crate::model::PyStack;
+use crate::model::{ProcState, PyStack};
 use crate::source::SourceError;
 use std::time::{Duration, Instant};
 
@@ -227,7 +227,12 @@ impl PyReader {
             (self.blocking || (self.precise_idle && before_311)).then(|| {
                 task_ids(self.pid)
                     .into_iter()
-                    .map(|tid| (tid, thread_state(self.pid, tid).is_none_or(|s| s == 'R')))
+                    .map(|tid| {
+                        (
+                            tid,
+                            thread_state(self.pid, tid).is_none_or(|s| s == ProcState::Running),
+                        )
+                    })
                     .collect()
             });
         let start = Instant::now();

@@ -1,7 +1,9 @@
 //! Pure parsers for the /proc files leakhound reads. Each takes bytes as the kernel wrote them
 //! and never panics on anything else: a hostile `comm` (`) `, newlines, non-UTF-8), a
 //! truncated read or garbage gives `None` or skips the line. The property tests in
-//! `tests/procfs_parse_props.rs` feed them arbitrary bytes.
+//! `tests/procfs_parse_props.rs` feed them arbitrary bytes. [`read_stat`] is the one reader
+//! here: every place outside the sampler that wants a field of a stat file goes through it, so
+//! none splits the line by hand.
 
 use crate::model::{FdKind, ProcState, Proto, SocketState};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -22,6 +24,9 @@ pub struct StatLine {
     pub rss_pages: u64,
     /// Threads in the process (`num_threads`).
     pub num_threads: u64,
+    /// The wait status a zombie leaves (`exit_code`, field 52); `None` when the line stops
+    /// before it (kernels before 3.5).
+    pub exit_code: Option<i32>,
 }
 
 /// Parses a stat line. `comm` sits between the first `(` and the LAST `)`: the kernel does
@@ -42,7 +47,7 @@ pub fn parse_stat(bytes: &[u8]) -> Option<StatLine> {
     let mut fields = rest.split_ascii_whitespace();
     // Field numbers below are those of proc(5) minus 3 (pid, comm, then state is index 0).
     let state = fields.next()?.chars().next().map(ProcState::from_char)?;
-    let rest: Vec<&str> = fields.take(21).collect();
+    let rest: Vec<&str> = fields.take(49).collect();
     let num = |i: usize| rest.get(i).and_then(|f| f.parse::<u64>().ok());
     let signed = |i: usize| rest.get(i).and_then(|f| f.parse::<i64>().ok());
     Some(StatLine {
@@ -55,7 +60,18 @@ pub fn parse_stat(bytes: &[u8]) -> Option<StatLine> {
         // rss is signed in the kernel's format; a negative value never happens in practice.
         rss_pages: signed(20).map_or(0, |v| v.max(0) as u64),
         num_threads: num(16).unwrap_or(0),
+        exit_code: rest.get(48).and_then(|f| f.parse().ok()),
     })
+}
+
+/// Reads and parses `/proc/PID/stat`, or `/proc/PID/task/TID/stat` with a `tid`: `None` once
+/// it is gone or when the line does not parse. Read as bytes, since `comm` need not be UTF-8.
+pub fn read_stat(pid: u32, tid: Option<u32>) -> Option<StatLine> {
+    let path = match tid {
+        Some(tid) => format!("/proc/{pid}/task/{tid}/stat"),
+        None => format!("/proc/{pid}/stat"),
+    };
+    parse_stat(&std::fs::read(path).ok()?)
 }
 
 /// Soft and hard `Max open files` from `/proc/PID/limits`; `None` inside means unlimited.
@@ -338,6 +354,57 @@ pub fn parse_unix_row(line: &[u8], wanted: impl FnOnce(u64) -> bool) -> Option<N
     })
 }
 
+/// Children whose `comm` is hostile, for the tests of the code that reads their stat files.
+#[cfg(test)]
+pub(crate) mod hostile {
+    use std::os::unix::ffi::OsStrExt;
+
+    /// The name the kernel puts in `comm` as is: not UTF-8, with `) ` and a state letter in
+    /// it, so a line read as text, or split at the first `)`, misreads it.
+    pub const COMM: &[u8] = b"\xff) Z 1 (x";
+
+    /// A child named [`COMM`], killed and reaped when dropped (a failed test included).
+    pub struct Child {
+        child: std::process::Child,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Child {
+        pub fn pid(&self) -> u32 {
+            self.child.id()
+        }
+    }
+
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Runs `program` through a symlink named [`COMM`] (`comm` is the name it was run by).
+    pub fn spawn(program: &str, args: &[&str]) -> Child {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let link = dir.path().join(std::ffi::OsStr::from_bytes(COMM));
+        std::os::unix::fs::symlink(program, &link).expect("symlink");
+        let child = std::process::Command::new(&link)
+            .args(args)
+            .spawn()
+            .expect("spawn through the symlink");
+        Child { child, _dir: dir }
+    }
+
+    /// Waits (up to a minute, then fails) until `ready` holds: the kernel changes a state in
+    /// its own time.
+    pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !ready() {
+            assert!(std::time::Instant::now() < deadline, "never {what}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,11 +422,38 @@ mod tests {
         assert_eq!(s.start_ticks, 98765);
         assert_eq!(s.rss_pages, 2560);
         assert_eq!(s.num_threads, 3);
+        assert_eq!(
+            s.exit_code, None,
+            "a line that stops at field 44, as before 3.5"
+        );
+        let zombie = b"7 (a) b) Z 1 7 7 0 -1 4227084 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 256\n";
+        let zombie = parse_stat(zombie).unwrap();
+        assert_eq!(
+            (zombie.comm.as_str(), zombie.state),
+            ("a) b", ProcState::Zombie)
+        );
+        assert_eq!(zombie.exit_code, Some(256));
         let mut non_utf8 = STAT.to_vec();
         non_utf8[6] = 0xff;
         assert_eq!(parse_stat(&non_utf8).unwrap().comm, "\u{fffd}y) proc\nx");
         assert!(parse_stat(b"12 (x) Z").is_none(), "truncated");
         assert!(parse_stat(b")(").is_none());
+    }
+
+    #[test]
+    fn a_live_stat_file_with_a_hostile_comm_reads_whole() {
+        let child = hostile::spawn("/bin/sleep", &["60"]);
+        let pid = child.pid();
+        let stat = read_stat(pid, None).expect("the stat file parses");
+        assert_eq!(
+            stat.comm.as_bytes(),
+            String::from_utf8_lossy(hostile::COMM).as_bytes()
+        );
+        assert_eq!(stat.pid, pid);
+        assert_eq!(stat.ppid, std::process::id());
+        assert!(stat.start_ticks > 0);
+        drop(child);
+        assert!(read_stat(pid, None).is_none(), "gone once reaped");
     }
 
     #[test]

@@ -104,14 +104,11 @@ impl Drop for ExitWatch {
 
 /// The wait status a zombie leaves in `/proc/PID/stat` (field 52), if it is one now.
 pub fn zombie_status(pid: u32) -> Option<Status> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    // Fields after comm start at field 3 (state); exit_code is field 52.
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    if fields.first() != Some(&"Z") {
+    let stat = crate::source::procfs::parse::read_stat(pid, None)?;
+    if stat.state != crate::model::ProcState::Zombie {
         return None;
     }
-    fields.get(52 - 3)?.parse().ok().map(Status)
+    stat.exit_code.map(Status)
 }
 
 #[cfg(target_os = "linux")]
@@ -270,6 +267,17 @@ mod connector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::procfs::parse::{hostile, read_stat};
+
+    #[test]
+    fn a_zombie_with_a_hostile_comm_gives_its_status() {
+        let child = hostile::spawn("/bin/sh", &["-c", "exit 3"]);
+        let pid = child.pid();
+        hostile::wait_until("a zombie", || {
+            read_stat(pid, None).is_some_and(|s| s.state == crate::model::ProcState::Zombie)
+        });
+        assert_eq!(zombie_status(pid).and_then(|s| s.code()), Some(3));
+    }
 
     #[test]
     fn wait_statuses_decode() {
