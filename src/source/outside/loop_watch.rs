@@ -37,10 +37,14 @@ fn is_selector_wait(f: &Frame) -> bool {
 /// A loop thread running a callback inside asyncio's `_run_once`: reading its locals tells
 /// when that iteration began.
 pub fn asyncio_busy(frames: &[Frame]) -> bool {
-    matches!(loop_state(frames), LoopState::Busy { .. })
-        && frames
-            .iter()
-            .any(|f| f.short_func() == "_run_once" && f.file_ends_with("asyncio/base_events.py"))
+    matches!(loop_state(frames), LoopState::Busy { .. }) && runs_asyncio(frames)
+}
+
+/// A thread inside asyncio's `_run_once` (waiting in its selector, or running a callback).
+pub fn runs_asyncio(frames: &[Frame]) -> bool {
+    frames
+        .iter()
+        .any(|f| f.short_func() == "_run_once" && f.file_ends_with("asyncio/base_events.py"))
 }
 
 /// Classifies one stack (innermost frame last).
@@ -219,35 +223,88 @@ impl LoopTracker {
                     }
                     None => callback,
                 };
-                let same = self.busy.as_ref().is_some_and(|b| b.callback == callback);
-                if !same {
-                    self.close_spell(Some(at_ms));
-                    self.busy = Some(BusySpell {
-                        callback,
-                        held_ms: None,
-                        before_ms: self
-                            .prev_ms
-                            .unwrap_or(at_ms.saturating_sub(self.interval_ms)),
-                        first_ms: at_ms,
-                        last_ms: at_ms,
-                        stack: Vec::new(),
-                    });
-                }
-                let spell = self.busy.as_mut().expect("set above");
-                spell.last_ms = at_ms;
-                spell.held_ms = timed.map(|(_, held)| held);
-                spell.stack = frames.iter().map(Frame::to_string).collect();
-                let held = spell.held_ms.unwrap_or((at_ms - spell.first_ms) as f64);
-                self.lag.push_back((at_ms, held));
+                let stack = frames.iter().map(Frame::to_string).collect();
+                self.busy_at(at_ms, callback, timed, Some(stack));
             }
-            LoopState::Waiting | LoopState::NotALoop => {
-                self.close_spell(Some(at_ms));
-                // Seen free at some time during the read: an iteration may have begun after
-                // its start.
-                self.bound_mono = self.bound_mono.max(read_from);
-                self.lag.push_back((at_ms, 0.0));
+            LoopState::Waiting | LoopState::NotALoop => self.free_at(at_ms, read_from),
+        }
+        self.end_sample(at_ms);
+    }
+
+    /// Feeds a quick read of an asyncio loop thread that read only when its iteration began
+    /// ([`super::run_once`], no stack): `Some(start)`, or `None` for a loop between iterations
+    /// at the time of the read. Returns false, recording nothing, when the read cannot stand
+    /// for a whole sample: a start outside what the bound allows (torn), or an iteration that
+    /// has run half an interval or more (it may be a stall: its stack is wanted, from a full
+    /// read). An iteration seen only by quick reads cannot be recorded as a stall: it ran less
+    /// than half an interval at its last read and ended within the next interval.
+    pub fn observe_quick(&mut self, at_ms: u64, mono: (f64, f64), start: Option<f64>) -> bool {
+        let (read_from, now_mono) = mono;
+        match start {
+            None => {
+                self.samples += 1;
+                self.asyncio_busy = false;
+                self.free_at(at_ms, read_from);
+            }
+            Some(s) => {
+                let held_ms = (now_mono - s) * 1000.0;
+                if s > now_mono || s < self.bound_mono || held_ms >= self.interval_ms as f64 / 2.0 {
+                    return false;
+                }
+                self.samples += 1;
+                self.asyncio_busy = true;
+                self.bound_mono = s;
+                self.busy_at(at_ms, format!("iteration at {s}"), Some((s, held_ms)), None);
             }
         }
+        self.end_sample(at_ms);
+        true
+    }
+
+    /// The loop seen running `callback` (an iteration's start when timed, with how long it had
+    /// held the loop); `stack`: its frames, when read (a spell read only quickly keeps what an
+    /// earlier read of it showed).
+    fn busy_at(
+        &mut self,
+        at_ms: u64,
+        callback: String,
+        timed: Option<(f64, f64)>,
+        stack: Option<Vec<String>>,
+    ) {
+        let same = self.busy.as_ref().is_some_and(|b| b.callback == callback);
+        if !same {
+            self.close_spell(Some(at_ms));
+            self.busy = Some(BusySpell {
+                callback,
+                held_ms: None,
+                before_ms: self
+                    .prev_ms
+                    .unwrap_or(at_ms.saturating_sub(self.interval_ms)),
+                first_ms: at_ms,
+                last_ms: at_ms,
+                stack: Vec::new(),
+            });
+        }
+        let spell = self.busy.as_mut().expect("set above");
+        spell.last_ms = at_ms;
+        spell.held_ms = timed.map(|(_, held)| held);
+        if let Some(stack) = stack {
+            spell.stack = stack;
+        }
+        let held = spell.held_ms.unwrap_or((at_ms - spell.first_ms) as f64);
+        self.lag.push_back((at_ms, held));
+    }
+
+    /// The loop seen free (waiting, or between iterations) during a read that began at
+    /// `read_from`: an iteration may have begun after that.
+    fn free_at(&mut self, at_ms: u64, read_from: f64) {
+        self.close_spell(Some(at_ms));
+        self.bound_mono = self.bound_mono.max(read_from);
+        self.lag.push_back((at_ms, 0.0));
+    }
+
+    /// Bookkeeping after each sample: the lag window and the stalls kept.
+    fn end_sample(&mut self, at_ms: u64) {
         self.prev_ms = Some(at_ms);
         while self.lag.front().is_some_and(|(t, _)| at_ms - t > WINDOW_MS) {
             self.lag.pop_front();
@@ -450,6 +507,21 @@ impl Watch {
         loop_torn
     }
 
+    /// A quick read of the loop thread `tid` ([`LoopTracker::observe_quick`]); false when it
+    /// is not followed (yet) or the read cannot stand for a sample.
+    pub fn observe_quick(
+        &mut self,
+        at_ms: u64,
+        mono: (f64, f64),
+        tid: u32,
+        start: Option<f64>,
+    ) -> bool {
+        // `latest_at_ms` stays the last full read's: it dates the stacks `parked` judges.
+        self.loops
+            .get_mut(&tid)
+            .is_some_and(|l| l.observe_quick(at_ms, mono, start))
+    }
+
     /// Before a read at `now_mono`: whether to read frame locals straight away, without a plain
     /// read first. So when a loop thread was last seen running an asyncio callback and its
     /// iteration may have held the loop [`TIMED_FROM_MS`] by now (a stall being timed, or a
@@ -597,6 +669,54 @@ mod tests {
     /// A read at `at_ms`, CLOCK_MONOTONIC = epoch ms / 1000, taking no time.
     fn at(at_ms: u64) -> (f64, f64) {
         (at_ms as f64 / 1000.0, at_ms as f64 / 1000.0)
+    }
+
+    /// Between full reads a healthy asyncio loop is followed by quick reads (its iteration's
+    /// start, no stack): short iterations and waits make lag points, never a stall; an
+    /// iteration that has run half an interval asks for a full read, whose stack the stall
+    /// then keeps, and quick reads of the same iteration never take it away.
+    #[test]
+    fn quick_reads_follow_short_iterations_and_hand_a_long_one_to_a_full_read() {
+        let mut t = LoopTracker::new(7, 50, 0.0);
+        t.observe(1_000, at(1_000), &asyncio_waiting(), Iteration::Unread);
+        // Iterations of a few ms each, and a wait: all quick.
+        for i in 1..=20u64 {
+            let now = 1_000 + 50 * i;
+            let start = (now - 3) as f64 / 1000.0;
+            let read = if i % 5 == 0 { None } else { Some(start) };
+            assert!(t.observe_quick(now, at(now), read), "sample {i}");
+        }
+        let view = t.view();
+        assert!(view.stalls.is_empty(), "{view:?}");
+        assert_eq!(view.lag.samples, 21);
+        assert!(view.lag.max_ms > 2.9 && view.lag.max_ms < 3.1, "{view:?}");
+        // Torn: a start before the last one read, or after the read.
+        assert!(!t.observe_quick(2_050, at(2_050), Some(1.5)));
+        assert!(!t.observe_quick(2_050, at(2_050), Some(2.1)));
+        // An iteration from 2.030 s: 20 ms at 2.050 (quick), 70 ms at 2.100: a full read.
+        assert!(t.observe_quick(2_050, at(2_050), Some(2.030)));
+        assert!(!t.observe_quick(2_100, at(2_100), Some(2.030)));
+        t.observe(
+            2_100,
+            at(2_100),
+            &asyncio_busy("handler", 12),
+            Iteration::Started(2.030),
+        );
+        t.observe(
+            2_150,
+            at(2_150),
+            &asyncio_busy("handler", 12),
+            Iteration::Started(2.030),
+        );
+        assert!(t.observe_quick(2_200, at(2_200), None));
+        let stalls = t.view().stalls;
+        assert_eq!(stalls.len(), 1, "{stalls:?}");
+        assert!((stalls[0].duration_ms - 145.0).abs() < 1.0, "{stalls:?}");
+        assert_eq!(stalls[0].stack.last().unwrap(), "app.py:12 in handler");
+        // Quick reads only, an iteration of 24 ms at its last read: not a stall.
+        assert!(t.observe_quick(2_250, at(2_250), Some(2.226)));
+        assert!(t.observe_quick(2_300, at(2_300), None));
+        assert_eq!(t.view().stalls.len(), 1);
     }
 
     #[test]

@@ -189,6 +189,38 @@ struct SamplerState {
     start_read_alone: bool,
     /// Reads that failed (a pointer read while the target freed it).
     failed: u64,
+    /// Quick reads: an asyncio loop's iteration start alone, no stacks.
+    quick_reads: u64,
+}
+
+/// How often every stack is read while the asyncio loops are followed by quick reads: the
+/// threads shown, parked threads, a new loop.
+const FULL_READ_EVERY: Duration = Duration::from_secs(1);
+
+/// A quick read of every asyncio loop thread `loops` (`(tid, python id)`): only when its
+/// iteration began, fed to the watch. False when a loop needs a full read now (nothing read,
+/// or an iteration that may be a stall, see [`loop_watch::LoopTracker::observe_quick`]).
+fn quick_read(reader: &mut PyReader, loops: &[(u32, u64)], state: &Mutex<SamplerState>) -> bool {
+    let started = Instant::now();
+    let from = stacks::monotonic_now();
+    let mut starts = Vec::with_capacity(loops.len());
+    for &(tid, python_id) in loops {
+        match reader.iteration(python_id) {
+            run_once::IterationRead::Started(start) => starts.push((tid, Some(start))),
+            run_once::IterationRead::NotStarted => starts.push((tid, None)),
+            run_once::IterationRead::Unknown => return false,
+        }
+    }
+    let (at, mono) = (now_ms(), stacks::monotonic_now());
+    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+    for (tid, start) in starts {
+        if !s.watch.observe_quick(at, (from, mono), tid, start) {
+            return false;
+        }
+    }
+    s.quick_reads += 1;
+    s.read_time += started.elapsed();
+    true
 }
 
 impl Sampler {
@@ -205,6 +237,7 @@ impl Sampler {
             timed_reads: 0,
             start_read_alone: reader.times_iterations(),
             failed: 0,
+            quick_reads: 0,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -214,10 +247,19 @@ impl Sampler {
                 .spawn(move || {
                     let mut next = Instant::now();
                     let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
+                    // The asyncio loop threads of the last full read, and when it was: between
+                    // full reads a healthy asyncio loop is followed by quick reads alone (a
+                    // few small reads, where every stack costs some seventy).
+                    let mut quick_loops: Vec<(u32, u64)> = Vec::new();
+                    let mut full_at: Option<Instant> = None;
                     while !stop.load(Ordering::Relaxed) {
+                        let quick = !quick_loops.is_empty()
+                            && full_at.is_some_and(|t| t.elapsed() < FULL_READ_EVERY)
+                            && quick_read(&mut reader, &quick_loops, &state);
                         // A read that failed or tore a loop thread's stack (the target changed
                         // it meanwhile) is made again at once, once.
-                        for _ in 0..2 {
+                        let full_reads = if quick { 0 } else { 2 };
+                        for _ in 0..full_reads {
                             let wanted = lock().watch.start_wanted(stacks::monotonic_now());
                             let result = read_for_loops(&mut reader, wanted, |threads| {
                                 lock().watch.start_needed(threads, stacks::monotonic_now())
@@ -230,6 +272,17 @@ impl Sampler {
                                     s.reads += 1;
                                     s.timed_reads += u64::from(timed);
                                     s.start_read_alone = reader.times_iterations();
+                                    full_at = Some(Instant::now());
+                                    quick_loops = if reader.times_iterations() {
+                                        sample
+                                            .threads
+                                            .iter()
+                                            .filter(|t| loop_watch::runs_asyncio(&t.frames))
+                                            .filter_map(|t| Some((t.tid?, t.python_id)))
+                                            .collect()
+                                    } else {
+                                        Vec::new()
+                                    };
                                     // The read ran for `took` before now: the loop was seen
                                     // at some time in between.
                                     let from = mono - sample.took.as_secs_f64();
@@ -277,7 +330,18 @@ impl Sampler {
         let mut loops: Vec<_> = s.watch.loops.values().map(|l| l.view()).collect();
         loops.sort_by_key(|l| l.tid);
         let mut missing: Vec<String> = MISSING.iter().map(|m| m.to_string()).collect();
-        if s.reads > 0 {
+        if s.quick_reads > 0 {
+            missing.push(format!(
+                "cost: the loop sampler reads when each asyncio loop's iteration began {} times a second (`_run_once`'s `end_time`, read alone: {} quick reads) and every Python stack once a second, or at once when an iteration has held its loop half an interval ({} full reads, {:.0}% of all); reads take {:.3} ms on average; none stops the target; {} reads failed and {} thread stacks were torn (left out, read again)",
+                self.hz,
+                s.quick_reads,
+                s.reads,
+                100.0 * s.reads as f64 / (s.reads + s.quick_reads) as f64,
+                s.read_time.as_secs_f64() * 1000.0 / (s.reads + s.quick_reads) as f64,
+                s.failed,
+                s.watch.torn
+            ));
+        } else if s.reads > 0 {
             missing.push(format!(
                 "cost: the loop sampler reads every Python stack {} times a second without stopping the target; a read takes {:.2} ms on average; {:.0}% of them also {}; {} of {} reads failed and {} thread stacks were torn (left out, read again)",
                 self.hz,

@@ -196,12 +196,21 @@ impl PyReader {
     /// no iteration running began before). Call it for a thread a sample just showed inside
     /// `_run_once`; `None` when nothing could be read.
     pub fn iteration_started(&mut self, python_id: u64, at: f64) -> Option<f64> {
-        let found = match self.iterations.as_mut()?.read(python_id) {
+        match self.iteration(python_id) {
             IterationRead::Started(start) => Some(start),
             IterationRead::NotStarted => Some(at),
             IterationRead::Unknown => None,
+        }
+    }
+
+    /// What [`PyReader::iteration_started`] reads, as read: `Unknown` also when this reader
+    /// does not time iterations.
+    pub fn iteration(&mut self, python_id: u64) -> IterationRead {
+        let Some(iterations) = self.iterations.as_mut() else {
+            return IterationRead::Unknown;
         };
-        if found.is_some() {
+        let found = iterations.read(python_id);
+        if found != IterationRead::Unknown {
             self.iteration_misses = 0;
         } else {
             self.iteration_misses += 1;
