@@ -483,15 +483,19 @@ mod tests {
         sleeper_named(Path::new("sleep"))
     }
 
-    /// `sleep` started through `exe` (a symlink names the process: its `comm`).
+    /// `sleep` started through `exe` (a symlink names the process: its `comm`), once its exec
+    /// is complete: its command line reads as given. The kernel renames the process (`comm`)
+    /// before it puts the new command line in place, and in between /proc shows an empty one,
+    /// which discovery passes over as it does a zombie's.
     fn sleeper_named(exe: &Path) -> std::process::Child {
+        let seconds = "60";
         let child = std::process::Command::new(exe)
-            .arg("60")
+            .arg(seconds)
             .spawn()
             .expect("sleep runs");
-        let want = exe.file_name().unwrap().to_str().unwrap();
-        let comm = format!("/proc/{}/comm", child.id());
-        while std::fs::read_to_string(&comm).unwrap_or_default().trim() != want {
+        let want = format!("{}\0{seconds}\0", exe.display());
+        let cmdline = format!("/proc/{}/cmdline", child.id());
+        while std::fs::read(&cmdline).unwrap_or_default() != want.as_bytes() {
             std::thread::yield_now();
         }
         child
