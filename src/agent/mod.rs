@@ -19,7 +19,7 @@ use crate::judge::Judge;
 use crate::source::probe::WithProbe;
 use crate::source::procfs::ProcSource;
 use crate::source::procfs::host::HostView;
-use crate::source::{Collector, CollectorEvent, SampleOptions, SourceError};
+use crate::source::{Collector, CollectorEvent, SampleOptions, SourceError, now_ms};
 use discover::{Candidate, Selector};
 use prometheus::{Exposition, Shared, TargetLabels, TargetView};
 use std::collections::{BTreeMap, BTreeSet};
@@ -76,12 +76,50 @@ struct Watched {
     judge: Judge,
     view: TargetView,
     failed_once: bool,
-    started: Instant,
-    /// The latest good sample (or the start): a pid of the same service that appeared since
-    /// then replaced this one, when this one turns out gone.
-    last_ok: Instant,
+    /// When the agent took this pid on, on the snapshots' clock (wall ms).
+    started_ms: u64,
+    /// When the latest good sample was taken (or the start): a pid of the same service taken
+    /// on since then replaced this one, when this one turns out gone. The sample's own time,
+    /// not when it was read: a sample taken before this pid died but read after its
+    /// replacement was found would make the replacement look older than it.
+    last_ok_ms: u64,
     /// Already counted as the restart of another pid.
     is_restart: bool,
+}
+
+/// What one collector event was.
+#[derive(Debug, PartialEq)]
+enum Took {
+    Sample,
+    Error,
+    Gone(String),
+}
+
+impl Watched {
+    /// Judges one event of this target's collector.
+    fn take(&mut self, event: CollectorEvent, log: &mut impl FnMut(Event)) -> Took {
+        match event {
+            CollectorEvent::Snapshot(s) => {
+                self.last_ok_ms = s.taken_at_ms;
+                self.view.update(&s);
+                let judged = self.judge.observe(*s);
+                self.view.judged(&judged.current, &judged.new);
+                for f in judged.new {
+                    log(Event::Finding(self.labels.clone(), f));
+                }
+                Took::Sample
+            }
+            CollectorEvent::Error(e) => {
+                self.view.up = false;
+                if !self.failed_once {
+                    self.failed_once = true;
+                    log(Event::Failed(self.labels.clone(), e));
+                }
+                Took::Error
+            }
+            CollectorEvent::Gone(why) => Took::Gone(why),
+        }
+    }
 }
 
 /// The running agent: targets, their judges and what is exported.
@@ -234,6 +272,7 @@ impl Agent {
         let (collector, events) =
             Collector::spawn(source, SampleOptions::default(), self.options.interval, 4);
         log(Event::Watching(labels.clone()));
+        let now = now_ms();
         self.targets.insert(
             c.pid,
             Watched {
@@ -244,8 +283,8 @@ impl Agent {
                 judge: Judge::with_history_budget(self.options.config.clone(), share),
                 view: TargetView::default(),
                 failed_once: false,
-                started: Instant::now(),
-                last_ok: Instant::now(),
+                started_ms: now,
+                last_ok_ms: now,
                 is_restart,
             },
         );
@@ -278,33 +317,17 @@ impl Agent {
         let mut errors = 0;
         for (pid, t) in &mut self.targets {
             loop {
-                match t.events.try_recv() {
-                    Ok(CollectorEvent::Snapshot(s)) => {
-                        t.last_ok = Instant::now();
-                        t.view.update(&s);
-                        let judged = t.judge.observe(*s);
-                        t.view.judged(&judged.current, &judged.new);
-                        for f in judged.new {
-                            log(Event::Finding(t.labels.clone(), f));
-                        }
-                        changed = true;
-                    }
-                    Ok(CollectorEvent::Error(e)) => {
-                        errors += 1;
-                        t.view.up = false;
-                        changed = true;
-                        if !t.failed_once {
-                            t.failed_once = true;
-                            log(Event::Failed(t.labels.clone(), e));
-                        }
-                    }
-                    Ok(CollectorEvent::Gone(why)) => {
-                        exited.push((*pid, why));
-                        break;
-                    }
+                let took = match t.events.try_recv() {
+                    Ok(event) => t.take(event, log),
                     Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        exited.push((*pid, "sampling stopped".to_string()));
+                    Err(TryRecvError::Disconnected) => Took::Gone("sampling stopped".to_string()),
+                };
+                changed = true;
+                match took {
+                    Took::Sample => {}
+                    Took::Error => errors += 1,
+                    Took::Gone(why) => {
+                        exited.push((*pid, why));
                         break;
                     }
                 }
@@ -339,7 +362,7 @@ impl Agent {
         let replacement = self.targets.values_mut().find(|o| {
             !o.explicit
                 && !o.is_restart
-                && o.started >= t.last_ok
+                && o.started_ms >= t.last_ok_ms
                 && o.labels.service == t.labels.service
                 && o.labels.unit == t.labels.unit
         });
@@ -483,15 +506,19 @@ mod tests {
         sleeper_named(Path::new("sleep"))
     }
 
-    /// `sleep` started through `exe` (a symlink names the process: its `comm`).
+    /// `sleep` started through `exe` (a symlink names the process: its `comm`), once its exec
+    /// is complete: its command line reads as given. The kernel renames the process (`comm`)
+    /// before it puts the new command line in place, and in between /proc shows an empty one,
+    /// which discovery passes over as it does a zombie's.
     fn sleeper_named(exe: &Path) -> std::process::Child {
+        let seconds = "60";
         let child = std::process::Command::new(exe)
-            .arg("60")
+            .arg(seconds)
             .spawn()
             .expect("sleep runs");
-        let want = exe.file_name().unwrap().to_str().unwrap();
-        let comm = format!("/proc/{}/comm", child.id());
-        while std::fs::read_to_string(&comm).unwrap_or_default().trim() != want {
+        let want = format!("{}\0{seconds}\0", exe.display());
+        let cmdline = format!("/proc/{}/cmdline", child.id());
+        while std::fs::read(&cmdline).unwrap_or_default() != want.as_bytes() {
             std::thread::yield_now();
         }
         child
@@ -523,15 +550,21 @@ mod tests {
             .unwrap_or(0)
     }
 
+    /// A service name no other process on the host has (nor another test's: `prefix` differs),
+    /// `sleep` under that name, and an agent that follows it by name.
+    fn named_service(prefix: &str) -> (tempfile::TempDir, PathBuf, String, Agent) {
+        let dir = tempfile::tempdir().unwrap();
+        // comm keeps 15 bytes.
+        let name = format!("{prefix}{}", std::process::id());
+        let exe = dir.path().join(&name);
+        std::os::unix::fs::symlink(which("sleep"), &exe).unwrap();
+        let agent = Agent::new(options(vec![Selector::pattern(&name).unwrap()], 8));
+        (dir, exe, name, agent)
+    }
+
     #[test]
     fn a_restarted_service_is_followed_whichever_is_seen_first() {
-        let dir = tempfile::tempdir().unwrap();
-        // A name no other process on the host has (comm keeps 15 bytes).
-        let name = format!("lhr{}", std::process::id());
-        let exe = dir.path().join(&name);
-        let sleep = which("sleep");
-        std::os::unix::fs::symlink(sleep, &exe).unwrap();
-        let mut agent = Agent::new(options(vec![Selector::pattern(&name).unwrap()], 8));
+        let (_dir, exe, name, mut agent) = named_service("lhr");
         let a = sleeper_named(&exe);
         agent.scan(&mut |_| {});
         assert_eq!(agent.targets().len(), 1);
@@ -553,6 +586,46 @@ mod tests {
         assert_ne!(agent.targets()[0].pid, b_pid);
         assert_eq!(restarts(&agent, &name), 2);
         stop(c);
+    }
+
+    #[test]
+    fn a_sample_read_only_after_the_new_pid_was_found_does_not_hide_the_restart() {
+        let (_dir, exe, name, mut agent) = named_service("lhl");
+        let a = sleeper_named(&exe);
+        let a_pid = a.id();
+        agent.scan(&mut |_| {});
+        // The old pid's first sample, taken while it runs, is read only once the new pid has
+        // been found: the collector sampled just before the exit, the loop drained later.
+        let first = agent
+            .targets
+            .get_mut(&a_pid)
+            .unwrap()
+            .events
+            .recv()
+            .unwrap();
+        stop(a);
+        let b = sleeper_named(&exe);
+        agent.scan(&mut |_| {});
+        // ... in a later millisecond than the find (the snapshots' clock counts whole ms).
+        let found_ms = agent.targets[&b.id()].started_ms;
+        while now_ms() <= found_ms {
+            std::thread::yield_now();
+        }
+        let took = agent
+            .targets
+            .get_mut(&a_pid)
+            .unwrap()
+            .take(first, &mut |_| {});
+        assert_eq!(took, Took::Sample);
+        drain_until(&mut agent, |a| a.targets().len() == 1);
+        assert_eq!(agent.targets()[0].pid, b.id());
+        assert_eq!(restarts(&agent, &name), 1);
+        assert!(
+            agent.awaiting_restart.is_empty(),
+            "the restart is counted, not awaited: {:?}",
+            agent.awaiting_restart
+        );
+        stop(b);
     }
 
     #[test]
