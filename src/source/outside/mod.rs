@@ -22,10 +22,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The loop sampler's default rate; `LEAKHOUND_PY_SAMPLE_HZ` overrides it (1..=1000). 20 Hz
-/// is enough: an asyncio iteration that may have held the loop 100 ms is timed exactly from
-/// its start (read with frame locals, at most once per 100 ms on a loop that never idles, at
-/// every sample while a stall lasts), so a stall's length is known within an interval. Its
-/// cost is measured in benches/python_outside.md.
+/// is enough: an asyncio iteration is timed exactly from its start (`_run_once`'s `end_time`,
+/// read alone between full reads), so a stall's length is known within an interval; uvloop
+/// is judged by the callback on top at each sample. Its cost is measured in
+/// benches/python_outside.md.
 pub const DEFAULT_HZ: u64 = 20;
 /// A thread whose stack has not changed for this long is shown as parked in its frame.
 pub const PARKED_AFTER_MS: u64 = 5_000;
