@@ -461,18 +461,8 @@ impl TidFinder {
 /// Four bytes of another process's memory (the same access py-spy's reads need).
 fn read_i32(pid: u32, address: u64) -> Option<i32> {
     let mut value = [0u8; 4];
-    let local = libc::iovec {
-        iov_base: value.as_mut_ptr().cast(),
-        iov_len: value.len(),
-    };
-    let remote = libc::iovec {
-        iov_base: address as *mut libc::c_void,
-        iov_len: value.len(),
-    };
-    // SAFETY: the local iovec points at `value`, which outlives the call; the remote one is
-    // only read by the kernel, which checks it against the target's mappings.
-    let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
-    (n == 4).then(|| i32::from_ne_bytes(value))
+    super::run_once::read(pid as libc::pid_t, address as usize, &mut value)
+        .then(|| i32::from_ne_bytes(value))
 }
 
 #[cfg(test)]
