@@ -444,6 +444,15 @@ for _ in sys.stdin:
     }
 
     /// Every thread's state while the lock is held, and how many.
+    /// Every thread read is in tracing stop.
+    fn assert_all_stopped(states: &[(u32, Option<ProcState>)]) {
+        let running: Vec<_> = states
+            .iter()
+            .filter(|(_, s)| *s != Some(ProcState::TracingStop))
+            .collect();
+        assert!(running.is_empty(), "not stopped: {running:?}");
+    }
+
     fn states_while_stopped(pid: u32) -> Result<Vec<(u32, Option<ProcState>)>, StopError> {
         with_stopped(pid, Duration::from_secs(5), || {
             task_ids(pid)
@@ -459,11 +468,7 @@ for _ in sys.stdin:
         let before = target.ticks();
         let states = states_while_stopped(target.pid()).expect("stopped");
         assert!(states.len() > 50, "{states:?}");
-        let running: Vec<_> = states
-            .iter()
-            .filter(|(_, s)| *s != Some(ProcState::TracingStop))
-            .collect();
-        assert!(running.is_empty(), "not stopped: {running:?}");
+        assert_all_stopped(&states);
         target.all_run_again(&before);
     }
 
@@ -474,11 +479,7 @@ for _ in sys.stdin:
             let before = target.ticks();
             let states = states_while_stopped(target.pid()).expect("stopped");
             // Every thread /proc lists is stopped (an exiting one stops at its exit).
-            let running: Vec<_> = states
-                .iter()
-                .filter(|(_, s)| *s != Some(ProcState::TracingStop))
-                .collect();
-            assert!(running.is_empty(), "not stopped: {running:?}");
+            assert_all_stopped(&states);
             target.all_run_again(&before);
         }
     }
